@@ -1,0 +1,14 @@
+#!/usr/bin/env node
+// The meshvm command: lets recipe modules anywhere `import ... from 'meshvm'`, then runs the CLI.
+import { registerHooks } from 'node:module';
+
+const api = new URL('../index.ts', import.meta.url).href;
+registerHooks({
+  resolve(specifier, context, nextResolve) {
+    return specifier === 'meshvm' ? { url: api, shortCircuit: true } : nextResolve(specifier, context);
+  },
+});
+
+const { main } = await import('../engine/cli.ts');
+const { builtins } = await import('../recipes/index.ts');
+process.exitCode = await main(process.argv.slice(2), { builtins });

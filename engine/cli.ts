@@ -1,0 +1,202 @@
+// The command line: meshvm converge|plan RUNLIST, flags, exit codes, the run lock, signals and the report.
+import fs from 'node:fs/promises';
+import { constants as fsc } from 'node:fs';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import pkg from '../package.json' with { type: 'json' };
+import { InputError, errorMessage } from './errors.ts';
+import { localHost } from './host-local.ts';
+import { acquireLock, LOCK_FILE, type RunLock } from './lock.ts';
+import { humanListener } from './output.ts';
+import { checkAccounts, planRunlist } from './plan.ts';
+import type { Recipe } from './recipe.ts';
+import { reportJson, type Listener, type RunReport } from './report.ts';
+import { ensureStateDir, runResources } from './runner.ts';
+import { loadRunlist } from './runlist.ts';
+import { secrets } from './secrets.ts';
+import { apiCalls } from './api-calls.ts';
+
+export const LAST_RUN_FILE = '/var/lib/meshvm/last-run.json';
+export const NODE_FILE = '/etc/meshvm/node.yaml';
+
+const USAGE = `meshvm ${pkg.version}: converge this machine to a runlist (Istio mesh expansion for VMs)
+
+Usage:
+  meshvm converge RUNLIST [options]   make the machine match the runlist
+  meshvm plan RUNLIST [options]       show what converge would change; change nothing
+  meshvm --help | --version
+
+Options:
+  --root DIR            map every path under DIR (default /)
+  --node FILE           this machine's attributes (default /etc/meshvm/node.yaml under the root, if present)
+  --set KEY=VALUE       set an attribute (repeatable; KEY may start with a recipe name: sidecar.inboundPorts=[8080])
+  --json                print the JSON report on stdout (progress goes to stderr)
+  --verbose             also list resources that are already right
+  --lock-wait SECONDS   how long to wait for another run's lock (default 600)
+  --no-color            plain output even on a terminal
+  --detailed-exitcode   (plan) exit 0 when nothing would change, 2 when something would
+
+Attributes: recipe defaults < runlist < node file < --set.
+Exit codes: 0 success, 1 error; plan --detailed-exitcode: 0 nothing to do, 2 changes pending, 1 error.
+The report of every converge is written to /var/lib/meshvm/last-run.json (under --root).`;
+
+export interface CliIO {
+  stdout: NodeJS.WritableStream & { isTTY?: boolean; columns?: number };
+  stderr: NodeJS.WritableStream & { isTTY?: boolean; columns?: number };
+  env: NodeJS.ProcessEnv;
+}
+
+export interface CliOptions {
+  builtins: ReadonlyMap<string, Recipe>;
+}
+
+export async function main(argv: readonly string[], options: CliOptions, io: CliIO = process): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: [...argv],
+      allowPositionals: true,
+      strict: true,
+      options: {
+        root: { type: 'string' },
+        node: { type: 'string' },
+        set: { type: 'string', multiple: true },
+        json: { type: 'boolean' },
+        verbose: { type: 'boolean', short: 'v' },
+        'lock-wait': { type: 'string' },
+        'no-color': { type: 'boolean' },
+        'detailed-exitcode': { type: 'boolean' },
+        help: { type: 'boolean', short: 'h' },
+        version: { type: 'boolean', short: 'V' },
+      },
+    });
+  } catch (error) {
+    io.stderr.write(`meshvm: ${errorMessage(error).replace(/^TypeError \[[A-Z_]+\]: /, '')}\nRun meshvm --help for usage.\n`);
+    return 1;
+  }
+  const { values, positionals } = parsed;
+  if (values.help) return io.stdout.write(USAGE + '\n'), 0;
+  if (values.version) return io.stdout.write(`${pkg.version}\n`), 0;
+  const [command, runlistFile, ...extra] = positionals;
+  if (command !== 'converge' && command !== 'plan') {
+    io.stderr.write(command ? `meshvm: unknown command "${command}" (converge or plan)\n` : `${USAGE}\n`);
+    return 1;
+  }
+  const mode = command;
+  const json = Boolean(values.json);
+  const fail = (error: unknown) => {
+    const message = secrets.redact(errorMessage(error));
+    io.stderr.write(`meshvm: ${message}\n`);
+    if (json) io.stdout.write(JSON.stringify({ outcome: 'failed', error: message }, null, 2) + '\n');
+    return 1;
+  };
+  let lock: RunLock | undefined;
+  try {
+    if (!runlistFile) throw new InputError(`meshvm ${mode}`, 'missing the RUNLIST argument (a YAML file such as runlists/demo.yaml)');
+    if (extra.length) throw new InputError(`meshvm ${mode}`, `unexpected arguments: ${extra.join(' ')}`);
+    if (values['detailed-exitcode'] && mode !== 'plan') throw new InputError('--detailed-exitcode', 'only plan takes it');
+    const lockWait = values['lock-wait'] === undefined ? 600 : Number(values['lock-wait']);
+    if (!Number.isFinite(lockWait) || lockWait < 0) throw new InputError(`--lock-wait ${values['lock-wait']}`, 'expected a number of seconds');
+    const root = await checkRoot(values.root ?? '/', mode);
+    const host = localHost({ root });
+
+    const runlist = await loadRunlist(path.resolve(runlistFile), options.builtins, {
+      nodeFile: values.node ? { path: path.resolve(values.node), required: true } : { path: host.realPath(NODE_FILE), required: false },
+      sets: values.set ?? [],
+    });
+
+    const human = humanListener({
+      stream: json ? io.stderr : io.stdout,
+      color: !values['no-color'] && !io.env.NO_COLOR && Boolean((json ? io.stderr : io.stdout).isTTY),
+      verbose: Boolean(values.verbose),
+    });
+    const startedAt = new Date();
+    const services = new Map<string, unknown>();
+    const declared = await planRunlist(runlist, {
+      host,
+      mode,
+      service: <T>(key: string, create: () => T): T => {
+        if (!services.has(key)) services.set(key, create());
+        return services.get(key) as T;
+      },
+    });
+    await checkAccounts(declared, host);
+
+    if (mode === 'converge') {
+      lock = await acquireLock(host.realPath(LOCK_FILE), {
+        waitSeconds: lockWait,
+        command: `meshvm converge ${runlistFile}`,
+        onWait: (holder) => human({ type: 'message', level: 'info', text: `waiting up to ${lockWait} s for the run lock${holder ? ` held by pid ${holder.pid} since ${holder.startedAt} (${holder.command})` : ''}` }),
+      });
+    }
+    let signalled = false;
+    const onSignal = (signal: string) => {
+      if (!signalled) human({ type: 'message', level: 'warn', text: `${signal}: finishing the resource in flight, then stopping` });
+      signalled = true;
+    };
+    const onInt = () => onSignal('SIGINT');
+    const onTerm = () => onSignal('SIGTERM');
+    process.on('SIGINT', onInt);
+    process.on('SIGTERM', onTerm);
+    let result;
+    try {
+      human({ type: 'start', mode, runlist: runlist.file, root: host.root, total: declared.length });
+      result = await runResources(declared, { host, mode, listener: human, interrupted: () => signalled });
+    } finally {
+      process.off('SIGINT', onInt);
+      process.off('SIGTERM', onTerm);
+    }
+    for (const service of services.values()) await (service as { close?: () => Promise<void> })?.close?.();
+
+    const changed = result.resources.filter((r) => r.status === 'changed' || r.status === 'would-change').length;
+    const report: RunReport = {
+      meshvm: pkg.version,
+      mode,
+      runlist: runlist.file,
+      root: host.root,
+      startedAt: startedAt.toISOString(),
+      finishedAt: new Date().toISOString(),
+      outcome: result.interrupted ? 'interrupted' : result.failed ? 'failed' : changed ? (mode === 'plan' ? 'would-change' : 'changed') : 'unchanged',
+      interrupted: result.interrupted,
+      summary: {
+        total: result.resources.length,
+        changed,
+        failed: result.resources.filter((r) => r.status === 'failed').length,
+        skipped: result.resources.filter((r) => r.status === 'skipped').length,
+        unchanged: result.resources.filter((r) => r.status === 'unchanged').length,
+        seconds: Math.round((Date.now() - startedAt.getTime()) / 10) / 100,
+      },
+      resources: result.resources,
+      notifications: result.notifications,
+      apiCalls: apiCalls.snapshot(),
+    };
+    if (result.notifications.some((n) => n.status === 'failed') && report.outcome !== 'interrupted') report.outcome = 'failed';
+    human({ type: 'done', report });
+    const text = reportJson(report);
+    if (mode === 'converge') {
+      await ensureStateDir(host);
+      await host.writeFile(LAST_RUN_FILE, text, { mode: 0o644, backup: false });
+    }
+    if (json) io.stdout.write(text);
+    if (report.outcome === 'failed' || report.outcome === 'interrupted') return 1;
+    if (mode === 'plan' && values['detailed-exitcode']) return report.outcome === 'would-change' || result.notifications.length ? 2 : 0;
+    return 0;
+  } catch (error) {
+    return fail(error);
+  } finally {
+    await lock?.release();
+  }
+}
+
+async function checkRoot(root: string, mode: 'plan' | 'converge'): Promise<string> {
+  const resolved = path.resolve(root);
+  const stat = await fs.stat(resolved).catch(() => undefined);
+  if (!stat) throw new InputError(`--root ${root}`, 'no such directory');
+  if (!stat.isDirectory()) throw new InputError(`--root ${root}`, 'is not a directory');
+  if (mode === 'converge') {
+    await fs.access(resolved, fsc.W_OK).catch((error) => {
+      throw new InputError(`--root ${root}`, `is not writable (${(error as NodeJS.ErrnoException).code}); converge needs to write there`);
+    });
+  }
+  return resolved;
+}

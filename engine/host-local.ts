@@ -1,0 +1,250 @@
+// localHost: the Host for this machine, every guest path mapped under a root, commands optionally in a network namespace.
+import fs from 'node:fs/promises';
+import { constants as fsc } from 'node:fs';
+import path from 'node:path';
+import type { Accounts, CommandOptions, CommandResult, FileStat, Host, MkdirOptions, WriteOptions } from './host.ts';
+import { CommandError } from './errors.ts';
+import { mapUnderRoot } from './paths.ts';
+import { parseGroup, parsePasswd } from './accounts.ts';
+
+export const BACKUP_DIR = '/var/lib/meshvm/backup';
+export const BACKUPS_KEPT = 5;
+
+export interface LocalHostOptions {
+  root?: string;
+  netns?: string;
+  /** Lines of every command run are passed here (for verbose output). */
+  onCommand?: (argv: readonly string[]) => void;
+}
+
+let execaModule: Promise<typeof import('execa')> | undefined;
+const loadExeca = () => (execaModule ??= import('execa'));
+
+export function localHost(options: LocalHostOptions = {}): Host {
+  const root = path.resolve(options.root ?? '/');
+  const netns = options.netns;
+  const facts = new Map<string, Promise<unknown>>();
+  const real = (guestPath: string) => mapUnderRoot(root, guestPath);
+
+  async function accounts(): Promise<Accounts> {
+    return memo('accounts', async () => {
+      const users = parsePasswd((await readFile('/etc/passwd')) ?? '');
+      const groups = parseGroup((await readFile('/etc/group')) ?? '');
+      // root is uid 0 on every system, even in a scratch root whose /etc/passwd does not list it
+      if (!users.has('root')) users.set('root', { name: 'root', uid: 0, gid: 0, comment: '', home: '/root', shell: '/bin/sh' });
+      if (!groups.has('root')) groups.set('root', { name: 'root', gid: 0, members: [] });
+      return { users, groups };
+    });
+  }
+
+  function memo<T>(key: string, compute: () => Promise<T>): Promise<T> {
+    let value = facts.get(key) as Promise<T> | undefined;
+    if (!value) {
+      value = compute();
+      facts.set(key, value);
+      value.catch(() => facts.delete(key));
+    }
+    return value;
+  }
+
+  async function readFile(p: string): Promise<string | undefined> {
+    try {
+      return await fs.readFile(real(p), 'utf8');
+    } catch (error) {
+      if (isMissing(error)) return undefined;
+      throw error;
+    }
+  }
+
+  async function stat(p: string): Promise<FileStat | undefined> {
+    let s;
+    try {
+      s = await fs.lstat(real(p));
+    } catch (error) {
+      if (isMissing(error)) return undefined;
+      throw error;
+    }
+    const { users, groups } = await accounts();
+    return {
+      type: s.isFile() ? 'file' : s.isDirectory() ? 'directory' : s.isSymbolicLink() ? 'symlink' : 'other',
+      mode: s.mode & 0o7777,
+      uid: s.uid,
+      gid: s.gid,
+      owner: nameOfId(users, s.uid, (a) => a.uid),
+      group: nameOfId(groups, s.gid, (g) => g.gid),
+      size: s.size,
+    };
+  }
+
+  async function ids(p: string, to: { owner?: string | undefined; group?: string | undefined }): Promise<{ uid: number; gid: number }> {
+    const { users, groups } = await accounts();
+    const uid = to.owner === undefined ? -1 : idOf(users, to.owner, (a) => a.uid, 'user', p);
+    const gid = to.group === undefined ? -1 : idOf(groups, to.group, (g) => g.gid, 'group', p);
+    return { uid, gid };
+  }
+
+  /** Refuses to follow a symlink out of a non-/ root (a scratch root must stay a scratch root). */
+  async function insideRoot(hostPath: string): Promise<void> {
+    if (root === '/') return;
+    const dir = await fs.realpath(path.dirname(hostPath)).catch(() => undefined);
+    const top = await fs.realpath(root);
+    if (dir && dir !== top && !dir.startsWith(top + '/')) {
+      throw new Error(`${hostPath} resolves outside the root ${root} (through a symlink)`);
+    }
+  }
+
+  async function writeFile(p: string, content: string, opts: WriteOptions = {}): Promise<void> {
+    const target = real(p);
+    await insideRoot(target);
+    const dir = path.dirname(target);
+    const existing = await fs.lstat(target).catch(() => undefined);
+    if (!(await fs.stat(dir).catch(() => undefined))?.isDirectory()) {
+      throw new Error(`cannot write ${p}: its directory ${path.dirname(p)} does not exist (declare a Directory for it)`);
+    }
+    const { uid, gid } = await ids(p, opts);
+    const mode = opts.mode ?? (existing?.isFile() ? existing.mode & 0o7777 : 0o644);
+    // a fixed temp name: a leftover from a killed run is replaced, never accumulated (the run lock excludes a concurrent writer)
+    const temp = path.join(dir, `.${path.basename(target)}.meshvm-new`);
+    await fs.rm(temp, { force: true });
+    const handle = await fs.open(temp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o600);
+    try {
+      try {
+        const keepUid = uid === -1 && existing ? existing.uid : uid;
+        const keepGid = gid === -1 && existing ? existing.gid : gid;
+        if (keepUid !== -1 || keepGid !== -1) await handle.chown(keepUid, keepGid);
+        await handle.chmod(mode);
+        await handle.writeFile(content, 'utf8');
+        await handle.sync();
+      } finally {
+        await handle.close();
+      }
+      if (opts.verify) await opts.verify(temp);
+      if (existing?.isFile() && opts.backup !== false) await backup(p, target);
+      await fs.rename(temp, target);
+    } catch (error) {
+      await fs.rm(temp, { force: true });
+      throw error;
+    }
+    facts.clear();
+    await syncDir(dir);
+  }
+
+  async function backup(p: string, target: string): Promise<void> {
+    const dir = real(BACKUP_DIR);
+    await fs.mkdir(dir, { recursive: true, mode: 0o700 });
+    const stem = encodeURIComponent(p);
+    const stamp = new Date().toISOString().replace(/[:.]/g, '-');
+    await fs.copyFile(target, path.join(dir, `${stem}.${stamp}`));
+    await fs.chmod(path.join(dir, `${stem}.${stamp}`), 0o600);
+    const kept = (await fs.readdir(dir)).filter((name) => name.startsWith(stem + '.')).sort();
+    for (const old of kept.slice(0, Math.max(0, kept.length - BACKUPS_KEPT))) await fs.rm(path.join(dir, old), { force: true });
+  }
+
+  async function mkdir(p: string, opts: MkdirOptions = {}): Promise<void> {
+    const target = real(p);
+    await insideRoot(target);
+    const { uid, gid } = await ids(p, opts);
+    if (opts.parents === false && !(await fs.stat(path.dirname(target)).catch(() => undefined))?.isDirectory()) {
+      throw new Error(`cannot create ${p}: its parent ${path.dirname(p)} does not exist and parents is false`);
+    }
+    await fs.mkdir(target, { recursive: opts.parents !== false, mode: 0o755 });
+    if (uid !== -1 || gid !== -1) await fs.lchown(target, uid, gid);
+    await fs.chmod(target, opts.mode ?? 0o755);
+    facts.clear();
+  }
+
+  async function run(argv: readonly string[], opts: CommandOptions = {}): Promise<CommandResult> {
+    facts.clear();
+    return exec(argv, opts);
+  }
+
+  async function exec(argv: readonly string[], opts: CommandOptions): Promise<CommandResult> {
+    const full = netns ? ['ip', 'netns', 'exec', netns, ...argv] : [...argv];
+    options.onCommand?.(full);
+    const { execa } = await loadExeca();
+    const [file, ...args] = full as [string, ...string[]];
+    const result = await execa(file, args, {
+      input: opts.input ?? '',
+      env: { LC_ALL: 'C', ...opts.env },
+      timeout: opts.timeoutMs ?? 300_000,
+      reject: false,
+      stripFinalNewline: false,
+    });
+    if (result.failed && result.exitCode === undefined) {
+      throw new CommandError(full, undefined, result.originalMessage ?? result.shortMessage ?? 'failed');
+    }
+    const out = { stdout: String(result.stdout ?? ''), stderr: String(result.stderr ?? ''), exitCode: result.exitCode ?? 1 };
+    if (out.exitCode !== 0 && !opts.allowFailure) throw new CommandError(full, out.exitCode, out.stderr, out.stdout);
+    return out;
+  }
+
+  return {
+    root,
+    netns,
+    realPath: real,
+    readFile,
+    stat,
+    accounts,
+    memo,
+    async readLink(p) {
+      return fs.readlink(real(p)).catch((error) => (isMissing(error) || error.code === 'EINVAL' ? undefined : Promise.reject(error)));
+    },
+    async listDir(p) {
+      return fs.readdir(real(p)).catch((error) => (isMissing(error) ? undefined : Promise.reject(error)));
+    },
+    query: (argv, opts = {}) => exec(argv, { ...opts, allowFailure: true }),
+    writeFile,
+    mkdir,
+    run,
+    async remove(p) {
+      const target = real(p);
+      await insideRoot(target);
+      await fs.rm(target, { force: true, recursive: true });
+      facts.clear();
+    },
+    async chmod(p, mode) {
+      await fs.chmod(real(p), mode);
+      facts.clear();
+    },
+    async chown(p, to) {
+      const { uid, gid } = await ids(p, to);
+      await fs.lchown(real(p), uid, gid);
+      facts.clear();
+    },
+    async symlink(target, p) {
+      const link = real(p);
+      await insideRoot(link);
+      const temp = path.join(path.dirname(link), `.${path.basename(link)}.meshvm-new`);
+      await fs.rm(temp, { force: true });
+      await fs.symlink(target, temp);
+      await fs.rename(temp, link);
+      facts.clear();
+    },
+  };
+}
+
+function isMissing(error: unknown): boolean {
+  const code = (error as NodeJS.ErrnoException)?.code;
+  return code === 'ENOENT' || code === 'ENOTDIR';
+}
+
+async function syncDir(dir: string): Promise<void> {
+  const handle = await fs.open(dir, fsc.O_RDONLY | fsc.O_DIRECTORY);
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+function nameOfId<T extends { name: string }>(entries: Map<string, T>, id: number, idOf: (e: T) => number): string {
+  for (const entry of entries.values()) if (idOf(entry) === id) return entry.name;
+  return String(id);
+}
+
+function idOf<T>(entries: Map<string, T>, name: string, id: (e: T) => number, what: string, p: string): number {
+  const entry = entries.get(name);
+  if (entry) return id(entry);
+  if (/^\d+$/.test(name)) return Number(name);
+  throw new Error(`cannot set ${what} of ${p}: no ${what} "${name}" in the root's /etc/${what === 'user' ? 'passwd' : 'group'}`);
+}

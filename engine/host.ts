@@ -1,0 +1,102 @@
+// The one door to the machine: what resources may read (HostReader) and change (Host).
+
+export interface CommandResult {
+  stdout: string;
+  stderr: string;
+  exitCode: number;
+}
+
+export interface CommandOptions {
+  /** Written to the command's stdin (use it for secrets: never put them in argv). */
+  input?: string;
+  env?: Record<string, string>;
+  timeoutMs?: number;
+  /** Return a non-zero exit as a result instead of throwing CommandError. */
+  allowFailure?: boolean;
+}
+
+export interface FileStat {
+  type: 'file' | 'directory' | 'symlink' | 'other';
+  /** Permission bits including setuid/setgid/sticky (0o7777). */
+  mode: number;
+  /** Account name, or the numeric id when the root's /etc/passwd does not know it. */
+  owner: string;
+  group: string;
+  uid: number;
+  gid: number;
+  size: number;
+}
+
+export interface Account {
+  name: string;
+  uid: number;
+  gid: number;
+  comment: string;
+  home: string;
+  shell: string;
+}
+
+export interface GroupEntry {
+  name: string;
+  gid: number;
+  members: string[];
+}
+
+export interface Accounts {
+  users: Map<string, Account>;
+  groups: Map<string, GroupEntry>;
+}
+
+export interface HostReader {
+  /** The directory every guest path is mapped under ('/' on a real machine). */
+  readonly root: string;
+  /** The network namespace commands run in, if any. */
+  readonly netns: string | undefined;
+  /** Where a guest path lives on this machine (for tools given a path). */
+  realPath(guestPath: string): string;
+  readFile(path: string): Promise<string | undefined>;
+  /** lstat: a symlink is reported as one, not followed. */
+  stat(path: string): Promise<FileStat | undefined>;
+  readLink(path: string): Promise<string | undefined>;
+  listDir(path: string): Promise<string[] | undefined>;
+  /** Runs a command that changes nothing (allowed in plan). Never throws on a non-zero exit. */
+  query(argv: readonly string[], opts?: Omit<CommandOptions, 'allowFailure'>): Promise<CommandResult>;
+  /** Users and groups from the root's /etc/passwd and /etc/group. */
+  accounts(): Promise<Accounts>;
+  /** A fact computed once per run and shared by resources (e.g. one iptables-save); forgotten after any change. */
+  memo<T>(key: string, compute: () => Promise<T>): Promise<T>;
+}
+
+export interface WriteOptions {
+  mode?: number;
+  owner?: string;
+  group?: string;
+  /** Runs on the staged file (its real path) before it replaces the live one; throw to refuse it. */
+  verify?: (stagedPath: string) => Promise<void>;
+  /** Keep the replaced file under /var/lib/meshvm/backup (default true). */
+  backup?: boolean;
+}
+
+export interface MkdirOptions {
+  mode?: number;
+  owner?: string;
+  group?: string;
+  parents?: boolean;
+}
+
+export interface Host extends HostReader {
+  /** Atomic: temp file beside the target, owner and mode set first, fsync, rename. */
+  writeFile(path: string, content: string, opts?: WriteOptions): Promise<void>;
+  mkdir(path: string, opts?: MkdirOptions): Promise<void>;
+  remove(path: string): Promise<void>;
+  chmod(path: string, mode: number): Promise<void>;
+  chown(path: string, to: { owner?: string | undefined; group?: string | undefined }): Promise<void>;
+  symlink(target: string, path: string): Promise<void>;
+  /** Runs a command that may change the machine. Throws CommandError on a non-zero exit unless allowFailure. */
+  run(argv: readonly string[], opts?: CommandOptions): Promise<CommandResult>;
+}
+
+/** Renders a mode the way people read it: 0644, 2755. */
+export function formatMode(mode: number): string {
+  return '0' + (mode & 0o7777).toString(8).padStart(3, '0');
+}

@@ -1,0 +1,48 @@
+// Recipes: typed functions of attributes (validated by a schema, their type inferred from it) that declare resources.
+import type { z } from 'zod';
+import type { HostReader } from './host.ts';
+import type { Declared } from './resource.ts';
+import { InputError } from './errors.ts';
+import { formatIssue } from './validate.ts';
+
+export interface RecipeContext {
+  /** Read-only view of the machine (recipes decide what to declare; resources do the changing). */
+  host: HostReader;
+  /** The runlist's name and directory. */
+  runlist: { name: string; file: string; dir: string };
+  /** 'plan' or 'converge': a recipe that fetches data (tokens, certs) may skip minting in plan. */
+  mode: 'plan' | 'converge';
+  /** Per-run services (clients, caches) shared by the recipes of one run, created on first use. */
+  service<T>(key: string, create: () => T): T;
+}
+
+export type Declaration = Declared | readonly Declaration[] | undefined | false;
+
+export interface Recipe<Schema extends z.ZodObject = z.ZodObject> {
+  readonly kind: 'recipe';
+  readonly name: string;
+  readonly description: string;
+  readonly attributes: Schema;
+  declare(attributes: z.output<Schema>, context: RecipeContext): Declaration | Promise<Declaration>;
+}
+
+export function defineRecipe<Schema extends z.ZodObject>(recipe: Omit<Recipe<Schema>, 'kind' | 'description'> & { description?: string }): Recipe<Schema> {
+  return { kind: 'recipe', description: '', ...recipe };
+}
+
+export function isRecipe(value: unknown): value is Recipe {
+  return typeof value === 'object' && value !== null && (value as Recipe).kind === 'recipe' && typeof (value as Recipe).declare === 'function';
+}
+
+/** Composition is a function call: validates the attributes against the included recipe's schema, then declares. */
+export async function include<Schema extends z.ZodObject>(recipe: Recipe<Schema>, attributes: z.input<Schema>, context: RecipeContext): Promise<Declared[]> {
+  const parsed = recipe.attributes.safeParse(attributes);
+  if (!parsed.success) throw new InputError(`recipe ${recipe.name}`, formatIssue(parsed.error.issues[0]!, ['attributes']));
+  return flatten(await recipe.declare(parsed.data, context));
+}
+
+export function flatten(declaration: Declaration): Declared[] {
+  if (!declaration) return [];
+  if (Array.isArray(declaration)) return (declaration as readonly Declaration[]).flatMap(flatten);
+  return [declaration as Declared];
+}

@@ -1,0 +1,106 @@
+// The run's events, the JSON report (last-run.json), and how a change reads to a person.
+import type { Changes, Declared } from './resource.ts';
+import { formatMode } from './host.ts';
+import { SENSITIVE, secrets } from './secrets.ts';
+
+export type ResourceStatus = 'unchanged' | 'changed' | 'would-change' | 'failed' | 'skipped';
+export type RefreshStatus = 'refreshed' | 'would-refresh' | 'not-needed' | 'failed' | 'dropped' | 'skipped';
+
+export interface ResourceReport {
+  ref: string;
+  status: ResourceStatus;
+  /** Human lines, one per changed field (content as a unified diff); sensitive values masked. */
+  changes: string[];
+  /** The names of the fields that differed. */
+  fields: string[];
+  declaredAt?: string;
+  seconds: number;
+  error?: string;
+}
+
+export interface RefreshReport {
+  ref: string;
+  status: RefreshStatus;
+  /** The refs of the resources whose change asked for it (in this or an earlier run). */
+  because: string[];
+  error?: string;
+}
+
+export interface RunReport {
+  meshvm: string;
+  mode: 'converge' | 'plan';
+  runlist: string;
+  root: string;
+  startedAt: string;
+  finishedAt: string;
+  outcome: 'unchanged' | 'changed' | 'would-change' | 'failed' | 'interrupted';
+  interrupted: boolean;
+  summary: { total: number; changed: number; failed: number; skipped: number; unchanged: number; seconds: number };
+  resources: ResourceReport[];
+  notifications: RefreshReport[];
+  /** API calls per service during the run (vault, kubernetes, route53). */
+  apiCalls: Record<string, number>;
+  error?: string;
+}
+
+export type RunEvent =
+  | { type: 'start'; mode: RunReport['mode']; runlist: string; root: string; total: number }
+  | { type: 'checking'; ref: string; index: number; total: number }
+  | { type: 'resource'; report: ResourceReport; index: number; total: number }
+  | { type: 'refresh'; report: RefreshReport }
+  | { type: 'message'; level: 'info' | 'warn'; text: string }
+  | { type: 'done'; report: RunReport };
+
+export type Listener = (event: RunEvent) => void;
+
+const MAX_DIFF_LINES = 120;
+
+/** Chef-like lines: `set mode to 0640 (was 0644)`, a unified diff for text, `(sensitive)` for secrets. */
+export async function describeChanges(declared: Declared, changes: Changes<any>): Promise<string[]> {
+  const sensitive = new Set<string>(declared.type.sensitive?.(declared.spec) ?? []);
+  const lines: string[] = [];
+  for (const [field, change] of Object.entries(changes) as [string, { from: unknown; to: unknown }][]) {
+    if (sensitive.has(field)) {
+      lines.push(change.from === undefined ? `set ${field} ${SENSITIVE}` : `update ${field} ${SENSITIVE}`);
+      continue;
+    }
+    const custom = declared.type.describe?.(field, change);
+    if (custom !== undefined) {
+      lines.push(custom);
+      continue;
+    }
+    if (field === 'ensure') {
+      lines.push(change.to === 'absent' ? 'remove' : 'create');
+      continue;
+    }
+    if (typeof change.to === 'string' && (change.to.includes('\n') || (typeof change.from === 'string' && change.from.includes('\n')))) {
+      lines.push(await unifiedDiff(field, typeof change.from === 'string' ? change.from : '', change.to));
+      continue;
+    }
+    const show = (v: unknown) => (field === 'mode' && typeof v === 'number' ? formatMode(v) : typeof v === 'string' ? v : JSON.stringify(v));
+    lines.push(change.from === undefined ? `set ${field} to ${show(change.to)}` : `set ${field} to ${show(change.to)} (was ${show(change.from)})`);
+  }
+  return lines.map((line) => secrets.redact(line));
+}
+
+async function unifiedDiff(field: string, from: string, to: string): Promise<string> {
+  const { structuredPatch } = await import('diff');
+  const patch = structuredPatch('current', 'desired', from, to, '', '', { context: 3 });
+  const body: string[] = [];
+  for (const hunk of patch.hunks) {
+    body.push(`@@ -${range(hunk.oldStart, hunk.oldLines)} +${range(hunk.newStart, hunk.newLines)} @@`, ...hunk.lines);
+  }
+  const shown = body.length > MAX_DIFF_LINES ? [...body.slice(0, MAX_DIFF_LINES), `... ${body.length - MAX_DIFF_LINES} more diff lines`] : body;
+  const head = from === '' ? `set ${field} (${to.split('\n').length - (to.endsWith('\n') ? 1 : 0)} lines)` : `update ${field}`;
+  return [head, ...shown.map((l) => `  ${l}`)].join('\n');
+}
+
+/** A hunk range as GNU diff writes it: "3" for one line, "0,0" for none. */
+function range(start: number, lines: number): string {
+  return lines === 1 ? `${start}` : lines === 0 ? `${start - 1},0` : `${start},${lines}`;
+}
+
+/** The report as stored and printed: every string passed through redaction once more. */
+export function reportJson(report: RunReport): string {
+  return secrets.redact(JSON.stringify(report, null, 2)) + '\n';
+}
