@@ -1,7 +1,8 @@
 #!/usr/bin/env node
-// The meshvm command: lets recipe modules anywhere `import ... from 'meshvm'`, then runs the CLI.
-import { registerHooks } from 'node:module';
+// The meshvm command from the sources: lets recipe modules anywhere `import ... from 'meshvm'`, then runs the CLI.
+import { enableCompileCache, registerHooks } from 'node:module';
 
+enableCompileCache?.();
 const api = new URL('../index.ts', import.meta.url).href;
 registerHooks({
   resolve(specifier, context, nextResolve) {

@@ -1,0 +1,66 @@
+// npm run bench: wall time and peak memory of meshvm's hot paths (empty runlist; 1,000 files: first converge, no-op, plan).
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { $ } from 'zx';
+
+const project = path.resolve(import.meta.dirname, '..');
+const runs = Number(process.env.BENCH_RUNS ?? 7);
+$.verbose = false;
+$.quiet = true;
+
+await $({ cwd: project })`npm run -s build`;
+const work = await fs.mkdtemp(path.join(os.tmpdir(), 'meshvm-bench-'));
+const rssFile = path.join(work, 'rss');
+
+interface Sample { seconds: number; rssMiB: number }
+
+async function once(entry: string, args: string[]): Promise<Sample> {
+  const started = performance.now();
+  const result = await $({ env: { ...process.env, MESHVM_BENCH_RSS: rssFile, NO_COLOR: '1' }, nothrow: true })`${process.execPath} --import ${path.join(project, 'bench/rss.mjs')} ${entry} ${args}`;
+  const seconds = (performance.now() - started) / 1000;
+  if (result.exitCode !== 0 && !(args[0] === 'plan' && result.exitCode === 2)) throw new Error(`${args.join(' ')} failed: ${result.stderr}`);
+  return { seconds, rssMiB: Number(await fs.readFile(rssFile, 'utf8')) / 1024 };
+}
+
+const stats = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return { min: s[0]!, median: s[Math.floor(s.length / 2)]!, max: s.at(-1)! };
+};
+
+const rows: string[] = [];
+function report(name: string, samples: Sample[], target?: string) {
+  const t = stats(samples.map((s) => s.seconds));
+  const m = stats(samples.map((s) => s.rssMiB));
+  const row = `| ${name} | ${t.min.toFixed(3)} | ${t.median.toFixed(3)} | ${t.max.toFixed(3)} | ${m.max.toFixed(0)} | ${target ?? ''} |`;
+  rows.push(row);
+  console.log(row);
+}
+
+const emptyRunlist = path.join(work, 'empty.yaml');
+await fs.writeFile(emptyRunlist, 'name: empty\nrecipes: []\n');
+const filesRunlist = path.join(work, 'files.yaml');
+const files = Array.from({ length: 1000 }, (_, i) => `        - { path: /srv/files/f${String(i).padStart(4, '0')}.conf, content: "key=${i}\\nvalue=${'x'.repeat(40)}\\n", mode: 0o644 }`);
+await fs.writeFile(filesRunlist, `name: files\nrecipes:\n  - recipe: files\n    attributes:\n      directories: [{ path: /srv/files }]\n      files:\n${files.join('\n')}\n`);
+
+console.log(`meshvm benchmark: ${runs} runs each, Node ${process.version}, ${os.cpus().length} cores (${os.cpus()[0]?.model ?? '?'})\n`);
+console.log('| case | min s | median s | max s | peak RSS MiB | target |');
+console.log('|---|---|---|---|---|---|');
+for (const [label, entry] of [['bundle', path.join(project, 'dist/meshvm.mjs')], ['sources', path.join(project, 'bin/meshvm.js')]] as const) {
+  const root = await fs.mkdtemp(path.join(work, 'root-'));
+  const samples = { empty: [] as Sample[], first: [] as Sample[], noop: [] as Sample[], plan: [] as Sample[] };
+  await once(entry, ['converge', emptyRunlist, '--root', root]); // warm the compile cache
+  for (let i = 0; i < runs; i++) samples.empty.push(await once(entry, ['converge', emptyRunlist, '--root', root]));
+  for (let i = 0; i < runs; i++) {
+    await fs.rm(path.join(root, 'srv'), { recursive: true, force: true });
+    samples.first.push(await once(entry, ['converge', filesRunlist, '--root', root]));
+  }
+  for (let i = 0; i < runs; i++) samples.noop.push(await once(entry, ['converge', filesRunlist, '--root', root]));
+  for (let i = 0; i < runs; i++) samples.plan.push(await once(entry, ['plan', filesRunlist, '--root', root]));
+  report(`${label}: empty runlist`, samples.empty, label === 'bundle' ? '≤ 0.15 s' : undefined);
+  report(`${label}: 1,000 files, first converge`, samples.first);
+  report(`${label}: 1,000 files, no-op converge`, samples.noop, label === 'bundle' ? '≤ 0.5 s' : undefined);
+  report(`${label}: 1,000 files, plan`, samples.plan);
+}
+console.log('\nPeak memory target: ≤ 120 MiB.');
+await fs.rm(work, { recursive: true, force: true });
