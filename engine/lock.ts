@@ -28,7 +28,6 @@ export async function acquireLock(lockPath: string, options: { waitSeconds: numb
     stdio: ['pipe', 'pipe', 'pipe'],
     detached: true, // a Ctrl-C on the terminal must not kill the lock holder before we finish the current write
   });
-  child.unref();
   let waitTimer: NodeJS.Timeout | undefined;
   if (options.onWait) {
     waitTimer = setTimeout(() => void readHolder(lockPath).then(options.onWait), 200);
@@ -55,7 +54,6 @@ export async function acquireLock(lockPath: string, options: { waitSeconds: numb
       released = true;
       await fs.writeFile(lockPath, '').catch(() => {});
       const exited = new Promise((resolve) => child.once('exit', resolve));
-      child.ref(); // keep the process alive until flock has let go
       child.stdin?.end();
       await exited;
     },

@@ -36,7 +36,7 @@ export function humanListener(options: HumanOptions): Listener {
       case 'checking':
         if (tty) {
           const line = `[${event.index + 1}/${event.total}] ${event.ref}`;
-          stream.write(`\r\x1b[2K${dim(line.slice(0, (stream.columns ?? 80) - 1))}`);
+          stream.write(`\r\x1b[2K${dim(line.slice(0, (stream.columns || 80) - 1))}`);
           progressShown = true;
         }
         break;
