@@ -92,6 +92,8 @@ export interface Host extends HostReader {
   chmod(path: string, mode: number): Promise<void>;
   chown(path: string, to: { owner?: string | undefined; group?: string | undefined }): Promise<void>;
   symlink(target: string, path: string): Promise<void>;
+  /** Fetches an https URL to a file atomically; refused (nothing written) when its sha256 differs. */
+  download(url: string, path: string, opts: { sha256: string; caFile?: string | undefined; timeoutMs?: number }): Promise<void>;
   /** Runs a command that may change the machine. Throws CommandError on a non-zero exit unless allowFailure. */
   run(argv: readonly string[], opts?: CommandOptions): Promise<CommandResult>;
 }

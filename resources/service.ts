@@ -1,0 +1,86 @@
+// Service: a systemd unit enabled, running or masked; refresh restarts it (or reloads it when the spec says so).
+import { z } from 'zod';
+import { defineResource, type Changes } from '../engine/resource.ts';
+import type { Host, HostReader } from '../engine/host.ts';
+import { parseSystemctlShow, systemctl, systemdLive, unitName, unitStatus } from './systemd.ts';
+
+export const serviceSpec = z.strictObject({
+  name: unitName,
+  enabled: z.boolean().optional(),
+  running: z.boolean().optional(),
+  masked: z.boolean().optional(),
+  /** What a notification does. */
+  refresh: z.enum(['restart', 'reload', 'reload-or-restart']).default('restart'),
+});
+export type ServiceSpec = z.output<typeof serviceSpec>;
+
+export interface ServiceState {
+  enabled: boolean;
+  running: boolean;
+  masked: boolean;
+}
+
+const PROPS = ['LoadState', 'ActiveState', 'SubState', 'UnitFileState', 'NeedDaemonReload'];
+
+export const serviceType = {
+  kind: 'service',
+  schema: serviceSpec.refine((s) => !(s.masked && (s.enabled || s.running)), 'a masked service cannot be enabled or running'),
+  key: (spec: ServiceSpec) => spec.name,
+
+  async current(host: HostReader, spec: ServiceSpec): Promise<ServiceState> {
+    if (!(await systemdLive(host)) && host.root === '/') {
+      throw new Error('systemd is not running on this host (no /run/systemd/system); services can only be managed on a booted system, or offline with --root');
+    }
+    if (host.root !== '/') {
+      // offline root: only the enablement can be read (systemctl --root has no running manager)
+      const state = await host.query(systemctl(host, 'is-enabled', spec.name));
+      const word = state.stdout.trim();
+      return { enabled: word === 'enabled' || word === 'alias', masked: word.startsWith('masked'), running: spec.running ?? false };
+    }
+    const result = await host.query(['systemctl', 'show', ...PROPS.flatMap((p) => ['-p', p]), spec.name]);
+    if (result.exitCode !== 0) throw new Error(`systemctl show ${spec.name} failed: ${result.stderr.trim()}`);
+    const status = unitStatus(parseSystemctlShow(result.stdout));
+    return { enabled: status.enabled, running: status.running, masked: status.masked };
+  },
+
+  changes(spec: ServiceSpec, current: ServiceState | undefined): Changes<ServiceState> {
+    const changes: Changes<ServiceState> = {};
+    for (const field of ['masked', 'enabled', 'running'] as const) {
+      const want = spec[field];
+      if (want !== undefined && want !== current?.[field]) changes[field] = { from: current?.[field], to: want };
+    }
+    return changes;
+  },
+
+  async apply(host: Host, spec: ServiceSpec, changes: Changes<ServiceState>): Promise<void> {
+    // a unit file written earlier in this run is picked up before the service is touched
+    if (host.root === '/' && (await needsDaemonReload(host, spec.name))) await host.run(['systemctl', 'daemon-reload']);
+    if (changes.masked) await host.run(systemctl(host, changes.masked.to ? 'mask' : 'unmask', spec.name));
+    if (changes.enabled) await host.run(systemctl(host, changes.enabled.to ? 'enable' : 'disable', spec.name));
+    if (changes.running && host.root === '/') await host.run(['systemctl', changes.running.to ? 'start' : 'stop', spec.name]);
+  },
+
+  /** A service this run started needs no restart for the changes that came before it. */
+  applySatisfiesRefresh: (changes: Changes<ServiceState>) => changes.running?.to === true,
+
+  async refresh(host: Host, spec: ServiceSpec): Promise<void> {
+    if (host.root !== '/') return; // nothing runs in an offline root
+    if (await needsDaemonReload(host, spec.name)) await host.run(['systemctl', 'daemon-reload']);
+    // a service declared stopped is not started by a notification
+    if (spec.running === false) return;
+    await host.run(['systemctl', spec.refresh === 'restart' ? 'restart' : spec.refresh, spec.name]);
+  },
+
+  describe(field: string, change: { from: unknown; to: unknown }): string | undefined {
+    const words: Record<string, [string, string]> = { enabled: ['enable', 'disable'], running: ['start', 'stop'], masked: ['mask', 'unmask'] };
+    const pair = words[field];
+    return pair && (change.to ? pair[0] : pair[1]);
+  },
+};
+
+async function needsDaemonReload(host: HostReader, name: string): Promise<boolean> {
+  const result = await host.query(['systemctl', 'show', '-p', 'NeedDaemonReload', name]);
+  return parseSystemctlShow(result.stdout).NeedDaemonReload === 'yes';
+}
+
+export const Service = defineResource(serviceType);

@@ -1,0 +1,74 @@
+// SystemdUnit: a unit file or drop-in under /etc/systemd/system, rendered from sections, verified, daemon-reloaded.
+import { z } from 'zod';
+import { defineResource, type Changes } from '../engine/resource.ts';
+import type { Host, HostReader } from '../engine/host.ts';
+import { fileType, type FileState } from './file.ts';
+import { systemdLive, unitName } from './systemd.ts';
+
+const value = z.union([z.string(), z.number(), z.boolean()]);
+const sectionsSchema = z.record(
+  z.string().regex(/^[A-Z][A-Za-z-]*$/, 'a section name such as Unit, Service, Timer, Install'),
+  z.record(z.string().regex(/^[A-Z][A-Za-z0-9]*$/, 'a directive such as ExecStart or OnUnitActiveSec'), z.union([value, z.array(value)])),
+);
+
+export const systemdUnitSpec = z
+  .strictObject({
+    name: unitName,
+    /** A drop-in name: writes /etc/systemd/system/<name>.d/<dropIn>.conf instead of the unit file. */
+    dropIn: z.string().regex(/^[A-Za-z0-9_.-]+$/, 'letters, digits, "_", "." or "-"').optional(),
+    /** Sections in order, directives in order; a list repeats the directive. */
+    sections: sectionsSchema.optional(),
+    /** Or the text itself. */
+    content: z.string().optional(),
+    /** Check with systemd-analyze verify (units only, on a live systemd host, where the tool exists). */
+    verify: z.boolean().default(true),
+  })
+  .refine((s) => (s.sections === undefined) !== (s.content === undefined), 'give exactly one of sections and content');
+export type SystemdUnitSpec = z.output<typeof systemdUnitSpec>;
+
+/** Deterministic unit-file text: sections and directives in the order given, lists as repeated directives. */
+export function renderUnit(sections: z.output<typeof sectionsSchema>): string {
+  const blocks = Object.entries(sections).map(([section, directives]) => {
+    const lines = Object.entries(directives).flatMap(([key, v]) => (Array.isArray(v) ? v : [v]).map((item) => `${key}=${item === true ? 'yes' : item === false ? 'no' : item}`));
+    return [`[${section}]`, ...lines].join('\n');
+  });
+  return `# Managed by meshvm: changes made here are overwritten.\n${blocks.join('\n\n')}\n`;
+}
+
+export function unitPath(spec: Pick<SystemdUnitSpec, 'name' | 'dropIn'>): string {
+  return spec.dropIn ? `/etc/systemd/system/${spec.name}.d/${spec.dropIn}.conf` : `/etc/systemd/system/${spec.name}`;
+}
+
+function asFile(spec: SystemdUnitSpec, verify?: string[]) {
+  return fileType.schema.parse({
+    path: unitPath(spec),
+    content: spec.content ?? renderUnit(spec.sections!),
+    mode: 0o644,
+    owner: 'root',
+    group: 'root',
+    verify,
+  });
+}
+
+// systemd-analyze names the unit after the file, so the staged file is checked under its real name in a private temp dir
+const VERIFY = ['sh', '-c', 'd=$(mktemp -d) && cp "$1" "$d/$2" && systemd-analyze verify --man=no "$d/$2"; r=$?; rm -rf "$d"; exit $r', 'sh', '%{path}'];
+
+export const systemdUnitType = {
+  kind: 'systemd_unit',
+  schema: systemdUnitSpec,
+  key: (spec: SystemdUnitSpec) => unitPath(spec),
+
+  current: (host: HostReader, spec: SystemdUnitSpec) => fileType.current(host, asFile(spec)),
+  changes: (spec: SystemdUnitSpec, current: FileState | undefined): Changes<FileState> => fileType.changes(asFile(spec), current),
+
+  async apply(host: Host, spec: SystemdUnitSpec, changes: Changes<FileState>, current: FileState | undefined): Promise<void> {
+    const live = await systemdLive(host);
+    const check = spec.verify && !spec.dropIn && live && (await host.query(['sh', '-c', 'command -v systemd-analyze'])).exitCode === 0;
+    const dir = unitPath(spec).slice(0, unitPath(spec).lastIndexOf('/'));
+    if (!(await host.stat(dir))) await host.mkdir(dir, { mode: 0o755 });
+    await fileType.apply(host, asFile(spec, check ? [...VERIFY, spec.name] : undefined), changes, current);
+    if (live) await host.run(['systemctl', 'daemon-reload']);
+  },
+};
+
+export const SystemdUnit = defineResource(systemdUnitType);

@@ -1,0 +1,79 @@
+// Pure parsers and renderers of the system resources, on captured command output.
+import test from 'ava';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { parseDpkgQuery, packageType } from '../../resources/package.ts';
+import { parseSystemctlShow, unitStatus, unitName } from '../../resources/systemd.ts';
+import { renderUnit, systemdUnitSpec } from '../../resources/systemd-unit.ts';
+import { Package } from '../../resources/package.ts';
+import { Service } from '../../resources/service.ts';
+import { PROJECT } from '../helpers/scratch.ts';
+
+test('dpkg-query output: installed packages and versions; removed-but-configured is not installed', async (t) => {
+  const captured = await fs.readFile(path.join(PROJECT, 'test/fixtures/dpkg/query.txt'), 'utf8');
+  const parsed = parseDpkgQuery(captured + 'oldpkg\trc \t1.0-1\nlibfoo:amd64\tii \t2.0\n');
+  t.deepEqual(parsed.get('iptables'), { installed: true, version: '1.8.9-2' });
+  t.deepEqual(parsed.get('oldpkg'), { installed: false, version: '1.0-1' });
+  t.deepEqual(parsed.get('libfoo'), { installed: true, version: '2.0' });
+  t.false(parsed.has('nosuchpkg'));
+});
+
+test('package changes: install, pin, .deb by sha256, absent', (t) => {
+  const spec = (s: object) => packageType.schema.parse({ name: 'istio-sidecar', ...s });
+  t.deepEqual(packageType.changes(spec({}), { installed: false, version: undefined, deb: undefined }), { installed: { from: false, to: true } });
+  t.deepEqual(packageType.changes(spec({}), { installed: true, version: '1', deb: undefined }), {});
+  t.deepEqual(packageType.changes(spec({ version: '2' }), { installed: true, version: '1', deb: undefined }), { version: { from: '1', to: '2' } });
+  const sha = 'a'.repeat(64);
+  t.deepEqual(packageType.changes(spec({ deb: { url: 'https://example.test/istio-sidecar.deb', sha256: sha } }), { installed: true, version: '1', deb: sha }), {});
+  t.deepEqual(Object.keys(packageType.changes(spec({ deb: { url: 'https://example.test/istio-sidecar.deb', sha256: sha } }), { installed: true, version: '1', deb: 'b'.repeat(64) })), ['deb']);
+  t.deepEqual(packageType.changes(spec({ ensure: 'absent' }), { installed: true, version: '1', deb: undefined }), { installed: { from: true, to: false } });
+});
+
+test('package specs that make no sense are refused naming the field', (t) => {
+  t.throws(() => Package({ name: 'Bad_Name' }), { message: /package\[Bad_Name\].*name: expected a Debian package name/ });
+  t.throws(() => Package({ name: 'x1', deb: { url: 'http://example.test/x.deb', sha256: 'a'.repeat(64) } }), { message: /deb/ });
+  t.throws(() => Package({ name: 'x1', deb: { url: 'https://example.test/x.deb', sha256: 'abc' } }), { message: /expected a sha256 of 64 hex digits/ });
+});
+
+test('systemctl show: masked, enabled, running, needs daemon-reload', (t) => {
+  const props = parseSystemctlShow('LoadState=loaded\nActiveState=active\nSubState=running\nUnitFileState=enabled\nNeedDaemonReload=no\n');
+  t.deepEqual(unitStatus(props), { loaded: true, masked: false, enabled: true, running: true, needsDaemonReload: false });
+  t.deepEqual(unitStatus(parseSystemctlShow('LoadState=masked\nActiveState=inactive\nUnitFileState=masked\n')).masked, true);
+  t.false(unitStatus(parseSystemctlShow('LoadState=loaded\nActiveState=failed\nUnitFileState=disabled\n')).running);
+  t.false(unitStatus(parseSystemctlShow('LoadState=loaded\nActiveState=inactive\nUnitFileState=static\n')).enabled, 'static is not "enabled"');
+  t.true(unitStatus(parseSystemctlShow('ActiveState=activating\nNeedDaemonReload=yes')).needsDaemonReload);
+});
+
+test('unit names: a suffix is added, a slash is refused', (t) => {
+  t.is(unitName.parse('istio'), 'istio.service');
+  t.is(unitName.parse('meshvm.timer'), 'meshvm.timer');
+  t.throws(() => Service({ name: '/lib/systemd/system/istio.service' }), { message: /service\[.*\].*name: a unit name must not contain "\/"/ });
+  t.throws(() => Service({ name: 'istio', masked: true, running: true }), { message: /a masked service cannot be enabled or running/ });
+});
+
+test('a timer renders deterministically, with splay', (t) => {
+  const spec = systemdUnitSpec.parse({
+    name: 'meshvm.timer',
+    sections: {
+      Unit: { Description: 'Re-converge meshvm' },
+      Timer: { OnBootSec: '2min', OnUnitActiveSec: '30min', RandomizedDelaySec: '5min', Persistent: true },
+      Install: { WantedBy: 'timers.target' },
+    },
+  });
+  t.is(renderUnit(spec.sections!), [
+    '# Managed by meshvm: changes made here are overwritten.',
+    '[Unit]',
+    'Description=Re-converge meshvm',
+    '',
+    '[Timer]',
+    'OnBootSec=2min',
+    'OnUnitActiveSec=30min',
+    'RandomizedDelaySec=5min',
+    'Persistent=yes',
+    '',
+    '[Install]',
+    'WantedBy=timers.target',
+    '',
+  ].join('\n'));
+  t.is(renderUnit({ Service: { ExecStart: ['', '/usr/bin/true'] } }), '# Managed by meshvm: changes made here are overwritten.\n[Service]\nExecStart=\nExecStart=/usr/bin/true\n');
+});
