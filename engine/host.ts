@@ -59,7 +59,7 @@ export interface HostReader {
   stat(path: string): Promise<FileStat | undefined>;
   readLink(path: string): Promise<string | undefined>;
   listDir(path: string): Promise<string[] | undefined>;
-  /** Runs a command that changes nothing (allowed in plan). Never throws on a non-zero exit. */
+  /** Runs a command that changes nothing (allowed in plan). A non-zero exit is a result; a command that cannot start or times out throws. */
   query(argv: readonly string[], opts?: Omit<CommandOptions, 'allowFailure'>): Promise<CommandResult>;
   /** Users and groups from the root's /etc/passwd and /etc/group. */
   accounts(): Promise<Accounts>;

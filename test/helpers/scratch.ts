@@ -33,16 +33,20 @@ export async function converge(host: Host, declared: readonly Declared[], mode: 
 
 export const changedRefs = (result: RunResult) => result.resources.filter((r) => r.status === 'changed' || r.status === 'would-change').map((r) => r.ref);
 
-/** The contract every resource meets: changes on the first converge, none on the second, nothing pending in plan then. */
-export async function convergesOnce(t: ExecutionContext, root: string, declare: () => Declared[]): Promise<RunResult> {
-  const host = localHost({ root });
-  const first = await converge(host, declare());
-  t.false(first.failed, first.resources.map((r) => r.error).filter(Boolean).join('\n'));
+/**
+ * The contract every resource meets: changes on the first converge, none on the second, nothing pending in plan then.
+ * `where` is a scratch root, or a function making a fresh host per run (e.g. inside a network namespace).
+ */
+export async function convergesOnce(t: ExecutionContext, where: string | (() => Host), declare: () => Declared[]): Promise<RunResult> {
+  const host = typeof where === 'string' ? () => localHost({ root: where }) : where;
+  const errors = (result: RunResult) => result.resources.map((r) => r.error).filter(Boolean).join('\n');
+  const first = await converge(host(), declare());
+  t.false(first.failed, errors(first));
   t.true(changedRefs(first).length > 0, 'the first converge changes something');
-  const second = await converge(localHost({ root }), declare());
-  t.false(second.failed);
+  const second = await converge(host(), declare());
+  t.false(second.failed, errors(second));
   t.deepEqual(changedRefs(second), [], 'the second converge changes nothing');
-  const plan = await converge(localHost({ root }), declare(), 'plan');
+  const plan = await converge(host(), declare(), 'plan');
   t.deepEqual(changedRefs(plan), [], 'plan after converge has nothing to do');
   return first;
 }
