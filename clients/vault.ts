@@ -1,0 +1,241 @@
+// The Vault client of a run: one login (AWS IAM, AppRole or a given token), KV v2 reads, Kubernetes creds, revoke at close.
+import fs from 'node:fs/promises';
+import nodeVault from 'node-vault';
+import { apiCalls } from '../engine/api-calls.ts';
+import { InputError, errorMessage } from '../engine/errors.ts';
+import { secrets } from '../engine/secrets.ts';
+import { iamLoginBody, resolveCredentials, type AwsCredentialSource } from './aws-iam.ts';
+import { RetriesExhausted, withRetry } from './retry.ts';
+import { classifyVault, explainLoginError, explainVaultError, isInvalidToken, statusOf, type VaultContext } from './vault-errors.ts';
+import { kubernetesAccessSource, vaultConfig, type KubernetesAccessSourceInput, type VaultConfig, type VaultConfigInput } from './vault-config.ts';
+
+export { vaultConfig, kubernetesAccessSource } from './vault-config.ts';
+export type { VaultConfig, VaultConfigInput, KubernetesAccessSource, KubernetesAccessSourceInput } from './vault-config.ts';
+
+export interface VaultClientOptions {
+  /** Reads the CA, role_id, secret_id and token files (recipes pass the host's reader so --root applies). Default: node:fs. */
+  readFile?: (path: string) => Promise<string | undefined>;
+  /** AWS credentials for IAM login; default the Node provider chain (environment, then the instance role). */
+  awsCredentials?: AwsCredentialSource;
+  /** Where VAULT_TOKEN is looked up for token auth. Default process.env. */
+  env?: Record<string, string | undefined>;
+}
+
+export interface KvSecret {
+  data: Record<string, unknown>;
+  version: number;
+}
+
+/** What the Kubernetes client needs: the API server, its CA, and a scoped bearer token. */
+export interface KubernetesAccess {
+  server: string;
+  caPem: string;
+  token: string;
+  /** Set when the token was minted by the Kubernetes secrets engine (its lease end). */
+  tokenExpiresAt?: Date;
+}
+
+export interface MintedServiceAccountToken {
+  token: string;
+  serviceAccount: string;
+  namespace: string;
+  leaseId: string;
+  expiresAt: Date;
+}
+
+type NodeVaultClient = ReturnType<typeof nodeVault>;
+
+export class VaultClient {
+  readonly config: VaultConfig;
+  readonly #options: VaultClientOptions;
+  readonly #context: VaultContext;
+  #client: Promise<NodeVaultClient> | undefined;
+  #login: Promise<void> | undefined;
+  /** True when the token came from a login of this run (so it is ours to revoke). */
+  #ownsToken = false;
+  #closed = false;
+  /** Why the revoke at close failed, if it did (close never throws: the run's outcome is already decided). */
+  closeError: string | undefined;
+
+  constructor(config: VaultConfigInput, options: VaultClientOptions = {}) {
+    const parsed = vaultConfig.safeParse(config);
+    if (!parsed.success) throw new InputError('vault', parsed.error.issues.map((i) => `${i.path.join('.') || '(config)'}: ${i.message}`).join('; '));
+    this.config = parsed.data;
+    this.#options = options;
+    this.#context = { address: this.config.address, namespace: this.config.namespace };
+  }
+
+  /** Logs in once per run (also done implicitly by the first read). */
+  async login(): Promise<void> {
+    this.#login ??= this.#doLogin().catch((error: unknown) => {
+      this.#login = undefined;
+      throw error;
+    });
+    return this.#login;
+  }
+
+  /** Reads a KV v2 secret (GET <mount>/data/<path>). Every string value is registered as a secret, except the keys listed in `public`. */
+  async readKv(path: string, options: { mount?: string; version?: number; public?: readonly string[] } = {}): Promise<KvSecret> {
+    const apiPath = `${options.mount ?? 'secret'}/data/${path.replace(/^\/+/, '')}${options.version ? `?version=${options.version}` : ''}`;
+    const response = await this.#call('GET', apiPath, `reading the KV v2 secret ${apiPath}`, (v) => v.read(apiPath), {
+      notFound: (said) => `no KV v2 secret at ${apiPath} (the full API path${this.config.namespace ? ` in namespace ${this.config.namespace}` : ''})${said}: `
+        + `store it with \`vault kv put -mount=${options.mount ?? 'secret'} ${path} ...\` or fix the path`,
+    });
+    const data = (response?.data?.data ?? undefined) as Record<string, unknown> | null | undefined;
+    if (!data || typeof data !== 'object') throw new Error(`Vault returned no data for ${apiPath} (is the mount KV version 2?)`);
+    const open = new Set(options.public ?? []);
+    for (const [key, value] of Object.entries(data)) if (!open.has(key)) secrets.add(value);
+    return { data, version: Number(response.data?.metadata?.version ?? 0) };
+  }
+
+  /** Mints a service-account token from Vault's Kubernetes secrets engine (POST <mount>/creds/<role>). */
+  async mintKubernetesToken(o: { role: string; namespace: string; ttlSeconds?: number; audiences?: readonly string[]; mount?: string }): Promise<MintedServiceAccountToken> {
+    const apiPath = `${o.mount ?? 'kubernetes'}/creds/${o.role}`;
+    const body: Record<string, unknown> = { kubernetes_namespace: o.namespace, ttl: `${o.ttlSeconds ?? 1200}s` };
+    if (o.audiences) body['audiences'] = [...o.audiences];
+    const response = await this.#call('POST', apiPath, `minting a Kubernetes token from ${apiPath}`, (v) => v.write(apiPath, body), {
+      notFound: (said) => `no Kubernetes secrets engine role at ${apiPath}${said}: check the mount and role name`,
+    });
+    const token = response?.data?.service_account_token;
+    if (typeof token !== 'string' || token === '') throw new Error(`Vault returned no service_account_token from ${apiPath}`);
+    secrets.add(token);
+    return {
+      token,
+      serviceAccount: String(response.data.service_account_name ?? ''),
+      namespace: String(response.data.service_account_namespace ?? o.namespace),
+      leaseId: String(response.lease_id ?? ''),
+      expiresAt: new Date(Date.now() + Number(response.lease_duration ?? 0) * 1000),
+    };
+  }
+
+  /** The API server, CA and scoped token as the operator stored them in KV (the token optionally minted by the secrets engine). */
+  async kubernetesAccess(source: KubernetesAccessSourceInput): Promise<KubernetesAccess> {
+    const s = kubernetesAccessSource.parse(source);
+    const { kv } = s;
+    const secret = await this.readKv(kv.path, { mount: kv.mount, public: [kv.serverKey, kv.caKey] });
+    const field = (key: string, needed: boolean): string | undefined => {
+      const value = secret.data[key];
+      if (typeof value === 'string' && value !== '') return value;
+      if (!needed) return undefined;
+      throw new Error(`the KV v2 secret ${kv.mount}/data/${kv.path} has no "${key}" (it has: ${Object.keys(secret.data).join(', ') || 'nothing'}); store it there`);
+    };
+    const server = field(kv.serverKey, true)!;
+    const caPem = field(kv.caKey, true)!;
+    if (!s.creds) return { server, caPem, token: field(kv.tokenKey, true)! };
+    const minted = await this.mintKubernetesToken({ ...s.creds, ...(s.creds.audiences ? { audiences: s.creds.audiences } : {}) });
+    return { server, caPem, token: minted.token, tokenExpiresAt: minted.expiresAt };
+  }
+
+  /** Revokes the token this run logged in with (never one the operator gave); never throws. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    if (!this.#ownsToken || !this.#client) return;
+    const client = await this.#client;
+    try {
+      await withRetry('revoking the run\'s Vault token', this.config.retry, classifyVault, () => client.tokenRevokeSelf());
+    } catch (error) {
+      this.closeError = `could not revoke the run's Vault token (it expires at its TTL): ${errorMessage(error)}`;
+    } finally {
+      this.#ownsToken = false;
+      client.token = '';
+    }
+  }
+
+  async #nodeVault(): Promise<NodeVaultClient> {
+    this.#client ??= (async () => {
+      const ca = this.config.caFile === undefined ? undefined : await this.#read(this.config.caFile, 'Vault CA file (caFile)');
+      const client = nodeVault({
+        endpoint: this.config.address,
+        ...(this.config.namespace ? { namespace: this.config.namespace } : {}),
+        requestOptions: { timeout: this.config.timeoutSeconds * 1000, ...(ca ? { ca } : {}) },
+      });
+      client.token = ''; // never fall back to VAULT_TOKEN unless token auth says so
+      const request = client.request.bind(client);
+      client.request = (options) => {
+        apiCalls.count('vault');
+        return request(options);
+      };
+      return client;
+    })();
+    return this.#client;
+  }
+
+  async #doLogin(): Promise<void> {
+    const client = await this.#nodeVault();
+    const { auth } = this.config;
+    if (auth.method === 'token') {
+      const token = auth.file ? await this.#read(auth.file, 'Vault token file (auth.file)') : (this.#options.env ?? process.env)['VAULT_TOKEN']?.trim();
+      if (!token) throw new InputError('vault.auth', 'token auth needs auth.file or the VAULT_TOKEN environment variable, and neither gives a token');
+      secrets.add(token);
+      client.token = token;
+      return;
+    }
+    let login: () => Promise<unknown>;
+    let files: string | undefined;
+    if (auth.method === 'approle') {
+      const roleId = await this.#read(auth.roleIdFile, 'AppRole role_id file (auth.roleIdFile)');
+      const secretId = await this.#read(auth.secretIdFile, 'AppRole secret_id file (auth.secretIdFile)');
+      secrets.add(secretId);
+      files = `${auth.roleIdFile} and ${auth.secretIdFile}`;
+      login = () => client.approleLogin({ mount_point: auth.mount, role_id: roleId, secret_id: secretId });
+    } else {
+      const credentials = await resolveCredentials(this.#options.awsCredentials);
+      login = async () => client.awsIamLogin({ mount_point: auth.mount, ...(await iamLoginBody({ role: auth.role, region: auth.region, serverIdHeader: auth.serverIdHeader, credentials })) });
+    }
+    try {
+      const response = (await withRetry(`Vault ${auth.method} login`, this.config.retry, classifyVault, login)) as { auth?: { client_token?: string } };
+      const token = response.auth?.client_token;
+      if (!token) throw new Error(`Vault ${auth.method} login at auth/${auth.mount} returned no client_token`);
+      secrets.add(token);
+      client.token = token;
+      this.#ownsToken = true;
+    } catch (error) {
+      const cause = error instanceof RetriesExhausted ? error.cause : error;
+      const info = { method: auth.method, mount: auth.mount, ...(auth.method === 'aws' ? { role: auth.role } : {}), ...(files ? { files } : {}) };
+      throw new Error(explainLoginError(cause, this.#context, info) + retriedNote(error), { cause });
+    }
+  }
+
+  /** One Vault request: log in first, bounded retries, a second login if a login token died mid-run, errors that name the fix. */
+  async #call(method: string, path: string, what: string, run: (v: NodeVaultClient) => Promise<any>, hints: { notFound?: (said: string) => string } = {}): Promise<any> {
+    await this.login();
+    const client = await this.#nodeVault();
+    let relogged = false;
+    for (;;) {
+      try {
+        return await withRetry(what, this.config.retry, classifyVault, () => run(client));
+      } catch (error) {
+        const cause = error instanceof RetriesExhausted ? error.cause : error;
+        if (isInvalidToken(cause) && this.config.auth.method !== 'token' && !relogged) {
+          relogged = true;
+          this.#login = undefined;
+          await this.login();
+          continue;
+        }
+        if (statusOf(cause) === 404 && hints.notFound) {
+          const deleted = (cause as { response?: { body?: { data?: { metadata?: { deletion_time?: string } } } } }).response?.body?.data?.metadata?.deletion_time;
+          throw new Error(`${what}: ${hints.notFound(deleted ? ` (its current version was deleted at ${deleted})` : '')}`, { cause });
+        }
+        throw new Error(explainVaultError(cause, this.#context, { method, path, what }) + retriedNote(error), { cause });
+      }
+    }
+  }
+
+  async #read(file: string, what: string): Promise<string> {
+    const text = this.#options.readFile
+      ? await this.#options.readFile(file)
+      : await fs.readFile(file, 'utf8').catch((error: NodeJS.ErrnoException) => {
+        if (error.code === 'ENOENT') return undefined;
+        throw new Error(`cannot read the ${what} ${file}: ${error.code ?? error.message}`);
+      });
+    if (text === undefined) throw new InputError(`vault: ${what}`, `${file} does not exist`);
+    const value = text.trim();
+    if (value === '') throw new InputError(`vault: ${what}`, `${file} is empty`);
+    return value;
+  }
+}
+
+function retriedNote(error: unknown): string {
+  return error instanceof RetriesExhausted ? ` (after ${error.attempts} attempts)` : '';
+}
