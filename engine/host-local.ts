@@ -47,9 +47,34 @@ export function localHost(options: LocalHostOptions = {}): Host {
     return value;
   }
 
+  let rootReal: Promise<string> | undefined;
+  /** For reads under a non-/ root: symlinks resolved inside the root, as a chroot would, never out to this machine's files. */
+  async function readable(guestPath: string, depth = 0): Promise<string> {
+    const target = real(guestPath);
+    if (root === '/') return target;
+    rootReal ??= fs.realpath(root);
+    const top = await rootReal;
+    const resolved = await fs.realpath(target).catch(() => undefined);
+    if (resolved && (resolved === top || resolved.startsWith(top + '/'))) return resolved;
+    // an absolute link (/etc/resolv.conf -> /run/systemd/resolve/stub-resolv.conf) means a path inside the root
+    let current = '';
+    for (const part of guestPath.split('/').filter(Boolean)) {
+      const next = `${current}/${part}`;
+      const link = await fs.readlink(path.join(root, next)).catch(() => undefined);
+      if (link === undefined) {
+        current = next;
+        continue;
+      }
+      if (depth > 40) throw Object.assign(new Error(`too many levels of symbolic links at ${guestPath}`), { code: 'ELOOP' });
+      const joined = path.posix.normalize(link.startsWith('/') ? link : `${current || '/'}/${link}`);
+      current = (await readable(joined === '/' ? '/' : joined.replace(/\/$/, ''), depth + 1)).slice(root.length) || '/';
+    }
+    return path.join(root, current);
+  }
+
   async function readFile(p: string): Promise<string | undefined> {
     try {
-      return await fs.readFile(real(p), 'utf8');
+      return await fs.readFile(await readable(p), 'utf8');
     } catch (error) {
       if (isMissing(error)) return undefined;
       throw error;

@@ -4,7 +4,7 @@ import { z } from 'zod';
 import { compareFields, defineResource, type Changes } from '../engine/resource.ts';
 import { dnsName, guestPath, ipAddress, port, unique } from '../engine/validate.ts';
 import type { Host, HostReader } from '../engine/host.ts';
-import { canonicalIp, parseResolvConf, readGuestFile } from './resolv-conf.ts';
+import { canonicalIp, parseResolvConf } from './resolv-conf.ts';
 
 export const DEFAULT_DNSMASQ_DROP_IN = '/etc/dnsmasq.d/meshvm.conf';
 
@@ -147,7 +147,7 @@ export function renderDnsmasqConfig(spec: DnsmasqConfigSpec): string {
 async function checkNoLoop(host: HostReader, spec: DnsmasqConfigSpec): Promise<void> {
   if (spec.upstream.from !== 'resolv-file') return;
   const file = spec.upstream.path;
-  const text = await readGuestFile(host, file);
+  const text = await host.readFile(file);
   if (text === undefined) return;
   const loops = parseResolvConf(text).nameservers.filter((ns) => listensOn(spec, ns, 53));
   if (loops.length === 0) return;

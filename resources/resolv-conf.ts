@@ -176,21 +176,6 @@ export function parseResolvConf(text: string): { nameservers: string[]; search: 
   return out;
 }
 
-/** A guest file's content, following symlinks inside the root (an absolute link must not lead out of a scratch root). */
-export async function readGuestFile(host: HostReader, file: string): Promise<string | undefined> {
-  let current = file;
-  for (let hop = 0; hop < 16; hop++) {
-    const stat = await host.stat(current);
-    if (!stat) return undefined;
-    if (stat.type === 'file') return host.readFile(current);
-    if (stat.type !== 'symlink') return undefined;
-    const target = await host.readLink(current);
-    if (target === undefined) return undefined;
-    current = path.posix.resolve(path.posix.dirname(current), target).replace(/^\/var\/run\//, '/run/');
-  }
-  throw new Error(`${file}: too many levels of symbolic links`);
-}
-
 const NM_CONFIG_DIRS = ['/usr/lib/NetworkManager/conf.d', '/run/NetworkManager/conf.d', '/etc/NetworkManager/NetworkManager.conf', '/etc/NetworkManager/conf.d'];
 
 /** Reads the facts detectResolverOwner judges. */
@@ -200,7 +185,7 @@ export async function readResolverFacts(host: HostReader, name: string): Promise
   if (!stat) resolvConf = { type: 'missing' };
   else if (stat.type === 'symlink') {
     const link = (await host.readLink(RESOLV_CONF)) ?? '';
-    resolvConf = { type: 'symlink', target: path.posix.resolve('/etc', link), content: await readGuestFile(host, RESOLV_CONF) };
+    resolvConf = { type: 'symlink', target: path.posix.resolve('/etc', link), content: await host.readFile(RESOLV_CONF) };
   } else if (stat.type === 'file') resolvConf = { type: 'file', content: (await host.readFile(RESOLV_CONF)) ?? '' };
   else resolvConf = { type: 'other' };
 
@@ -235,7 +220,7 @@ async function readNetworkManager(host: HostReader, name: string): Promise<NonNu
   }
   const out: NonNullable<ResolverFacts['networkManager']> = { meshvmDropIn: false };
   for (const file of files) {
-    const text = await readGuestFile(host, file);
+    const text = await host.readFile(file);
     if (text === undefined) continue;
     if (file === nmDropIn(name) && text.startsWith(MARKER)) out.meshvmDropIn = true;
     let section = '';

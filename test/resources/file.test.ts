@@ -121,3 +121,16 @@ test('a symlink out of a scratch root is not followed', async (t) => {
   t.regex(result.resources[0]!.error!, /resolves outside the root/);
   t.deepEqual(await fs.readdir(outside), []);
 });
+
+test('under a scratch root, an absolute symlink is read inside the root, never from this machine', async (t) => {
+  const root = await scratchRoot(t);
+  await seed(root, { '/run/systemd/resolve/stub-resolv.conf': 'nameserver 127.0.0.53\n' });
+  await fs.mkdir(path.join(root, 'etc'));
+  await fs.symlink('/run/systemd/resolve/stub-resolv.conf', path.join(root, 'etc/resolv.conf'));
+  await fs.symlink('../run/systemd/resolve', path.join(root, 'etc/resolve-dir'));
+  await fs.symlink('/etc/passwd', path.join(root, 'etc/host-passwd'));
+  const host = localHost({ root });
+  t.is(await host.readFile('/etc/resolv.conf'), 'nameserver 127.0.0.53\n');
+  t.is(await host.readFile('/etc/resolve-dir/stub-resolv.conf'), 'nameserver 127.0.0.53\n');
+  t.is(await host.readFile('/etc/host-passwd'), undefined, "the root has no /etc/passwd: this machine's is not read");
+});

@@ -2,7 +2,7 @@
 import test from 'ava';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { ResolvConf, chooseStrategy, detectResolverOwner, readGuestFile, readResolverFacts, resolvConfSpec, type ResolverFacts, type Telltale } from '../../resources/resolv-conf.ts';
+import { ResolvConf, chooseStrategy, detectResolverOwner, readResolverFacts, resolvConfSpec, type ResolverFacts, type Telltale } from '../../resources/resolv-conf.ts';
 import { localHost } from '../../engine/host-local.ts';
 import type { Host } from '../../engine/host.ts';
 import { converge, convergesOnce, PROJECT, scratchRoot, seed, snapshot } from '../helpers/scratch.ts';
@@ -275,7 +275,7 @@ test('NetworkManager: told to leave /etc/resolv.conf alone first (rc-manager=unm
     const ran: string[][] = [];
     let resolvConfAtReload = '';
     const host = liveHost(root, ran, async () => {
-      resolvConfAtReload = (await readGuestFile(localHost({ root }), '/etc/resolv.conf')) ?? '';
+      resolvConfAtReload = (await localHost({ root }).readFile('/etc/resolv.conf')) ?? '';
     });
     const declare = () => [ResolvConf({ nameservers: ['127.0.0.1'] })];
     const result = await converge(host, declare());
