@@ -12,7 +12,7 @@ export async function planRunlist(runlist: Runlist, context: Omit<RecipeContext,
   const byRef = new Map<string, Declared>();
   const entryOf = new Map<string, string>();
   const ordered: Declared[] = [];
-  const ctx: RecipeContext = { ...context, runlist: { name: runlist.name, file: runlist.file, dir: runlist.dir } };
+  const ctx: RecipeContext = { ...context, runlist: { name: runlist.name, file: runlist.file, dir: runlist.dir, recipes: runlist.entries.map((e) => e.recipe.name) } };
   for (const entry of runlist.entries) {
     let declared: Declared[];
     try {

@@ -8,15 +8,16 @@ import { formatIssue } from './validate.ts';
 export interface RecipeContext {
   /** Read-only view of the machine (recipes decide what to declare; resources do the changing). */
   host: HostReader;
-  /** The runlist's name and directory. */
-  runlist: { name: string; file: string; dir: string };
+  /** The runlist's name, file, directory and the names of its recipes (a recipe may notify what another one manages). */
+  runlist: { name: string; file: string; dir: string; recipes: readonly string[] };
   /** 'plan' or 'converge': a recipe that fetches data (tokens, certs) may skip minting in plan. */
   mode: 'plan' | 'converge';
   /** Per-run services (clients, caches) shared by the recipes of one run, created on first use. */
   service<T>(key: string, create: () => T): T;
 }
 
-export type Declaration = Declared | readonly Declaration[] | undefined | false;
+/** What a recipe returns: declarations, nested lists, and falsy values for the ones a condition left out. */
+export type Declaration = Declared | readonly Declaration[] | undefined | null | false | '';
 
 export interface Recipe<Schema extends z.ZodObject = z.ZodObject> {
   readonly kind: 'recipe';

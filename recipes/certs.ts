@@ -1,10 +1,18 @@
-// Recipe certs: /etc/certs/{root-cert,cert-chain,key}.pem owned by istio-proxy, the key readable by it alone.
+// Recipe certs: classic /etc/certs from the istio.<sa> Secret (or files); istiod the root cert, the istio-token, the mesh config, the hosts entry.
 import fs from 'node:fs/promises';
 import path from 'node:path';
+import { isIP } from 'node:net';
 import { z } from 'zod';
-import { defineRecipe } from '../engine/recipe.ts';
+import { defineRecipe, type RecipeContext } from '../engine/recipe.ts';
 import { Directory } from '../resources/directory.ts';
 import { File } from '../resources/file.ts';
+import { ManagedBlock } from '../resources/managed-block.ts';
+import { clusterAttribute, cluster } from './cluster.ts';
+import { flow, istiodHost, namespaceName, proxyUser, serviceAccountName, sidecarRestart, workload, type Workload } from './mesh.ts';
+import { discoverControlPlane, dnsAttributes } from './dns.ts';
+
+export const TOKEN_PATH = '/var/run/secrets/tokens/istio-token';
+export const MESH_CONFIG = '/etc/istio/config/mesh';
 
 const fromFiles = z.strictObject({
   from: z.literal('files'),
@@ -16,28 +24,136 @@ const fromFiles = z.strictObject({
 
 export const certs = defineRecipe({
   name: 'certs',
-  description: 'Workload certificates in /etc/certs (the classic mesh-expansion flow).',
+  description: 'Certificates and the workload token where the sidecar reads them, owned by istio-proxy, keys and tokens readable by it alone.',
   attributes: z.strictObject({
-    source: fromFiles,
+    flow,
+    /** Classic: the cluster's istio.<serviceAccount> Secret, or PEM files. */
+    source: z.union([z.strictObject({ from: z.literal('cluster') }), fromFiles]).default({ from: 'cluster' }),
+    /** Classic: where the istio.<serviceAccount> Secret lives. */
+    namespace: namespaceName.optional(),
+    serviceAccount: serviceAccountName.optional(),
+    /** istiod: the workload this VM is. */
+    workload: workload.optional(),
+    systemNamespace: namespaceName.default('istio-system'),
     dir: z.string().default('/etc/certs'),
-    proxyUser: z.string().default('istio-proxy'),
+    /** istiod: how long a minted istio-token lives, and how long before its expiry the next converge re-mints it. */
+    tokenSeconds: z.number().int().min(600, 'a TokenRequest must ask for at least 600 seconds').default(43_200),
+    renewBeforeSeconds: z.number().int().min(0).default(21_600),
+    /** istiod: the address of istiod for /etc/hosts; by default the east-west gateway's LoadBalancer IP. */
+    istiodAddress: z.string().optional(),
+    proxyMetadata: z.record(z.string(), z.string()).default({}),
+    proxyUser,
+    cluster: clusterAttribute.optional(),
   }),
-  async declare(a, { runlist }) {
-    const read = async (file: string, what: string) => {
-      const full = path.resolve(runlist.dir, file);
-      const text = await fs.readFile(full, 'utf8').catch((error) => {
-        throw new Error(`cannot read the ${what} ${full}: ${(error as NodeJS.ErrnoException).code ?? error}`);
-      });
-      if (!text.includes('-----BEGIN ')) throw new Error(`${full} is not PEM (no -----BEGIN line)`);
-      return text;
-    };
-    const { source } = a;
+  async declare(a, ctx) {
     const owner = { owner: a.proxyUser, group: a.proxyUser };
+    const restart = sidecarRestart(ctx, a.flow);
+    const dir = Directory({ path: a.dir, mode: 0o755, ...owner });
+    if (a.flow === 'classic') {
+      const pems = a.source.from === 'files' ? await readPemFiles(a.source, ctx) : await clusterPems(ctx, a);
+      return [
+        dir,
+        File({ path: `${a.dir}/root-cert.pem`, mode: 0o644, ...owner, content: pems.rootCert }, restart),
+        pems.certChain !== undefined && File({ path: `${a.dir}/cert-chain.pem`, mode: 0o644, ...owner, content: pems.certChain }, restart),
+        pems.key !== undefined && File({ path: `${a.dir}/key.pem`, mode: 0o600, ...owner, sensitive: true, content: pems.key }, restart),
+      ];
+    }
+    if (!a.workload) throw new Error('the istiod flow needs the "workload" attribute (name, namespace, serviceAccount)');
+    const w = a.workload;
+    const k = cluster(ctx, a.cluster, 'the istiod root certificate');
+    const rootCert = await k.once(`root-cert:${w.namespace}`, (c) => c.rootCert(w.namespace));
+    const istiod = a.istiodAddress ?? (await discoverIstiod(ctx, a));
     return [
-      Directory({ path: a.dir, mode: 0o755, ...owner }),
-      File({ path: `${a.dir}/root-cert.pem`, mode: 0o644, ...owner, content: await read(source.rootCert, 'root certificate') }),
-      source.certChain === undefined ? undefined : File({ path: `${a.dir}/cert-chain.pem`, mode: 0o644, ...owner, content: await read(source.certChain, 'certificate chain') }),
-      source.key === undefined ? undefined : File({ path: `${a.dir}/key.pem`, mode: 0o600, ...owner, sensitive: true, content: await read(source.key, 'private key') }),
+      dir,
+      File({ path: `${a.dir}/root-cert.pem`, mode: 0o644, ...owner, content: rootCert }, restart),
+      Directory({ path: '/var/run/secrets', mode: 0o755, ...owner }),
+      Directory({ path: path.dirname(TOKEN_PATH), mode: 0o755, ...owner }),
+      File({ path: TOKEN_PATH, mode: 0o600, ...owner, sensitive: true, backup: false, content: await istioToken(ctx, a, w) }, restart),
+      Directory({ path: '/etc/istio/config', mode: 0o755, ...owner }),
+      Directory({ path: '/etc/istio/proxy', mode: 0o755, ...owner }),
+      File({ path: MESH_CONFIG, mode: 0o644, ...owner, content: renderMeshConfig(w, a.systemNamespace, a.proxyMetadata) }, restart),
+      isIP(istiod) !== 0 && ManagedBlock({ path: '/etc/hosts', name: 'istiod', lines: [`${istiod} ${istiodHost(a.systemNamespace, w.revision)}`] }, restart),
     ];
   },
 });
+
+async function readPemFiles(source: z.output<typeof fromFiles>, ctx: RecipeContext) {
+  const read = async (file: string, what: string) => {
+    const full = path.resolve(ctx.runlist.dir, file);
+    const text = await fs.readFile(full, 'utf8').catch((error: NodeJS.ErrnoException) => {
+      throw new Error(`cannot read the ${what} ${full}: ${error.code ?? error.message}`);
+    });
+    if (!text.includes('-----BEGIN ')) throw new Error(`${full} is not PEM (no -----BEGIN line)`);
+    return text;
+  };
+  const key = source.key === undefined ? undefined : await read(source.key, 'private key');
+  if (key !== undefined) (await import('../engine/secrets.ts')).secrets.add(key);
+  return {
+    rootCert: await read(source.rootCert, 'root certificate'),
+    certChain: source.certChain === undefined ? undefined : await read(source.certChain, 'certificate chain'),
+    key,
+  };
+}
+
+async function clusterPems(ctx: RecipeContext, a: { namespace?: string | undefined; serviceAccount?: string | undefined; cluster?: z.output<typeof clusterAttribute> | undefined }) {
+  if (!a.namespace || !a.serviceAccount) throw new Error('the classic flow reads the istio.<serviceAccount> Secret: set "namespace" and "serviceAccount"');
+  const { namespace, serviceAccount } = a;
+  return cluster(ctx, a.cluster, 'the certificates').once(`istio-secret:${namespace}/${serviceAccount}`, (k) => k.istioSecret(namespace, serviceAccount));
+}
+
+async function discoverIstiod(ctx: RecipeContext, a: { systemNamespace: string; cluster?: z.output<typeof clusterAttribute> | undefined }): Promise<string> {
+  const [entry] = await discoverControlPlane(ctx, dnsAttributes.parse({ flow: 'istiod', systemNamespace: a.systemNamespace, cluster: a.cluster }));
+  return entry!.address;
+}
+
+/**
+ * The token on disk while it is valid for this workload beyond the renewal window (no API call); else a fresh TokenRequest.
+ * After a reboot /var/run is empty, so the token is minted again before the sidecar starts (istio#27691).
+ */
+async function istioToken(ctx: RecipeContext, a: { tokenSeconds: number; renewBeforeSeconds: number; cluster?: z.output<typeof clusterAttribute> | undefined }, w: Workload): Promise<string> {
+  const current = (await ctx.host.readFile(TOKEN_PATH))?.trim();
+  const claims = current ? jwtClaims(current) : undefined;
+  const subject = `system:serviceaccount:${w.namespace}:${w.serviceAccount}`;
+  const audiences = [claims?.aud ?? []].flat();
+  if (current && claims?.sub === subject && audiences.includes('istio-ca') && typeof claims.exp === 'number' && claims.exp * 1000 - Date.now() > a.renewBeforeSeconds * 1000) {
+    (await import('../engine/secrets.ts')).secrets.add(current);
+    return current + '\n';
+  }
+  // plan: say a new token would be written, without asking the API server for one
+  if (ctx.mode === 'plan') return '(a new token)\n';
+  const minted = await cluster(ctx, a.cluster, 'the istio-token').once(`token:${subject}`, (k) =>
+    k.requestToken({ namespace: w.namespace, serviceAccount: w.serviceAccount, audiences: ['istio-ca'], expirationSeconds: a.tokenSeconds }),
+  );
+  return minted.token + '\n';
+}
+
+/** The payload of a JWT (not verified: only to know when our own token expires and whom it is for). */
+export function jwtClaims(token: string): { sub?: string; aud?: string | string[]; exp?: number } | undefined {
+  try {
+    return JSON.parse(Buffer.from(token.split('.')[1] ?? '', 'base64url').toString('utf8'));
+  } catch {
+    return undefined;
+  }
+}
+
+/** /etc/istio/config/mesh as istioctl writes mesh.yaml: the proxy config's metadata for this workload. */
+export function renderMeshConfig(w: Workload, systemNamespace: string, extra: Record<string, string>): string {
+  const labels = { ...w.labels, 'service.istio.io/canonical-name': w.labels.app ?? w.name, 'service.istio.io/canonical-revision': w.labels.version ?? 'latest' };
+  const metadata: Record<string, string> = {
+    ...extra,
+    CANONICAL_REVISION: labels['service.istio.io/canonical-revision'],
+    CANONICAL_SERVICE: labels['service.istio.io/canonical-name'],
+    ISTIO_META_CLUSTER_ID: w.clusterId,
+    ISTIO_META_DNS_CAPTURE: 'true',
+    ISTIO_META_MESH_ID: w.meshId,
+    ISTIO_META_NETWORK: w.network,
+    ISTIO_META_WORKLOAD_NAME: w.name,
+    ISTIO_METAJSON_LABELS: JSON.stringify(Object.fromEntries(Object.entries(labels).sort())),
+    POD_NAMESPACE: w.namespace,
+    SERVICE_ACCOUNT: w.serviceAccount,
+    TRUST_DOMAIN: w.trustDomain,
+  };
+  const lines = ['defaultConfig:', `  discoveryAddress: ${istiodHost(systemNamespace, w.revision)}:15012`, '  proxyMetadata:'];
+  for (const [key, value] of Object.entries(metadata).sort(([x], [y]) => x.localeCompare(y))) lines.push(`    ${key}: ${JSON.stringify(value)}`);
+  return lines.join('\n') + '\n';
+}

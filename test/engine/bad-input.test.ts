@@ -5,7 +5,7 @@ import path from 'node:path';
 import { execa } from 'execa';
 import { meshvm, scratchRoot, snapshot, writeRunlist } from '../helpers/scratch.ts';
 
-const sidecar = (ports: string) => `name: bad\nrecipes:\n  - recipe: sidecar-env\n    attributes:\n      inboundPorts: ${ports}\n`;
+const sidecar = (ports: string) => `name: bad\nrecipes:\n  - recipe: sidecar\n    attributes:\n      inboundPorts: ${ports}\n`;
 
 const cases: { title: string; runlist?: string; args?: string[]; node?: string; expect: RegExp }[] = [
   { title: 'malformed YAML', runlist: 'name: bad\nrecipes: [\n  - recipe: x\n', expect: /bad\.yaml:\d+: malformed YAML: / },
@@ -13,11 +13,12 @@ const cases: { title: string; runlist?: string; args?: string[]; node?: string; 
   { title: 'a missing name', runlist: 'recipes: []\n', expect: /bad\.yaml:1: name: runlist: Invalid input: expected string, received undefined/ },
   { title: 'an unknown recipe', runlist: 'name: bad\nrecipes:\n  - recipe: nope\n', expect: /bad\.yaml:3: recipes\[0\]\.recipe: unknown recipe "nope" \(built-in: .*cluster-env.*\)/ },
   { title: 'a missing recipe module', runlist: 'name: bad\nrecipes:\n  - recipe: ./nope.ts\n', expect: /bad\.yaml:3: recipes\[0\]\.recipe: recipe module \.\/nope\.ts not found/ },
-  { title: 'an unknown attribute', runlist: 'name: bad\nrecipes:\n  - recipe: sidecar-env\n    attributes:\n      inboundPorts: [80]\n      colour: red\n', expect: /bad\.yaml:5: recipes\[0\]\.attributes: Unrecognized key: "colour" \(recipe sidecar-env\)/ },
-  { title: 'a mistyped attribute', runlist: sidecar('[8080, "x"]'), expect: /bad\.yaml:5: recipes\[0\]\.attributes\.inboundPorts\[1\]: Invalid input: expected number, received string \(recipe sidecar-env\)/ },
+  { title: 'an unknown attribute', runlist: 'name: bad\nrecipes:\n  - recipe: sidecar\n    attributes:\n      inboundPorts: [80]\n      colour: red\n', expect: /bad\.yaml:5: recipes\[0\]\.attributes: Unrecognized key: "colour" \(recipe sidecar\)/ },
+  { title: 'a mistyped attribute', runlist: sidecar('[8080, "x"]'), expect: /bad\.yaml:5: recipes\[0\]\.attributes\.inboundPorts\[1\]: Invalid input: expected number, received string \(recipe sidecar\)/ },
   { title: 'a port out of range', runlist: sidecar('[8080, 70000]'), expect: /bad\.yaml:5: recipes\[0\]\.attributes\.inboundPorts\[1\]: port must be between 1 and 65535/ },
   { title: 'a port listed twice', runlist: sidecar('[8080, 8080]'), expect: /recipes\[0\]\.attributes\.inboundPorts\[1\]: 8080 is listed twice/ },
-  { title: 'a missing required attribute', runlist: 'name: bad\nrecipes:\n  - recipe: cluster-env\n', expect: /bad\.yaml:3: recipes\[0\]\.attributes\.serviceCidr: Invalid input: expected string, received undefined \(recipe cluster-env\)/ },
+  { title: 'a missing required attribute', runlist: 'name: bad\nrecipes:\n  - recipe: sidecar\n', expect: /bad\.yaml:3: recipes\[0\]\.attributes\.inboundPorts: Invalid input: expected array, received undefined \(recipe sidecar\)/ },
+  { title: 'a value neither given nor readable from a cluster', runlist: 'name: bad\nrecipes:\n  - recipe: cluster-env\n', expect: /bad\.yaml:3 recipes\[0\] \(recipe cluster-env\): cluster-env\.serviceCidr is not given, so it must be read from the cluster, but no "cluster" attribute says how to reach it/ },
   { title: 'an invalid CIDR', runlist: 'name: bad\nrecipes:\n  - recipe: cluster-env\n    attributes: { serviceCidr: 10.0.0.0/33 }\n', expect: /serviceCidr: expected a CIDR/ },
   { title: 'a relative path', runlist: 'name: bad\nrecipes:\n  - recipe: files\n    attributes:\n      files: [{ path: etc/motd, content: x }]\n', expect: /bad\.yaml:5: recipes\[0\]\.attributes\.files\[0\]\.path: path must be absolute \(got "etc\/motd"\)/ },
   { title: 'a path with ..', runlist: 'name: bad\nrecipes:\n  - recipe: dns\n    attributes: { clusterDns: 10.0.0.1, configFile: /etc/../x }\n', expect: /recipes\[0\]\.attributes\.configFile: path must not contain "\.\."/ },
@@ -27,9 +28,9 @@ const cases: { title: string; runlist?: string; args?: string[]; node?: string; 
   { title: 'no runlist at all', args: ['converge'], expect: /meshvm converge: missing the RUNLIST argument/ },
   { title: 'an unknown flag', args: ['converge', 'x.yaml', '--colour'], expect: /Unknown option '--colour'/ },
   { title: 'a malformed --set', runlist: sidecar('[80]'), args: ['--set', 'inboundPorts'], expect: /--set inboundPorts: expected key=value/ },
-  { title: 'an unknown --set key', runlist: sidecar('[80]'), args: ['--set', 'inboundPort=[81]'], expect: /--set inboundPort=\[81\]: unknown attribute "inboundPort": no recipe of this runlist takes it \(known: excludeInboundPorts, inboundPorts, proxyUser/ },
+  { title: 'an unknown --set key', runlist: sidecar('[80]'), args: ['--set', 'inboundPort=[81]'], expect: /--set inboundPort=\[81\]: unknown attribute "inboundPort": no recipe of this runlist takes it \(known: excludeInboundPorts, flow, inboundPorts, interceptionMode, package, proxyUser/ },
   { title: 'a mistyped --set value', runlist: sidecar('[80]'), args: ['--set', 'inboundPorts=[80,x]'], expect: /--set inboundPorts=\[80,x\] \(inboundPorts\[1\]\): Invalid input: expected number, received string/ },
-  { title: 'a mistyped node file', runlist: sidecar('[80]'), node: 'attributes:\n  sidecar-env:\n    inboundPorts: [80, 0]\n', expect: /node\.yaml:3: attributes\.sidecar-env\.inboundPorts\[1\]: port must be between 1 and 65535/ },
+  { title: 'a mistyped node file', runlist: sidecar('[80]'), node: 'attributes:\n  sidecar:\n    inboundPorts: [80, 0]\n', expect: /node\.yaml:3: attributes\.sidecar\.inboundPorts\[1\]: port must be between 1 and 65535/ },
   { title: 'a node file that is not YAML', runlist: sidecar('[80]'), node: 'attributes: [\n', expect: /node\.yaml:\d+: malformed YAML/ },
   { title: 'a node file --node that is missing', runlist: sidecar('[80]'), args: ['--node', '/nonexistent/node.yaml'], expect: /--node \/nonexistent\/node\.yaml: cannot read the node file: ENOENT/ },
   { title: 'a root that does not exist', runlist: sidecar('[80]'), args: ['--root', '/nonexistent/root'], expect: /--root \/nonexistent\/root: no such directory/ },

@@ -1,0 +1,85 @@
+// The cluster a mesh VM joins: how to reach it (through Vault, or directly), and one connection per run shared by recipes.
+import { z } from 'zod';
+import type { RecipeContext } from '../engine/recipe.ts';
+import { kubernetesAccessSource, vaultConfig } from '../clients/vault-config.ts';
+import type { KubernetesClient } from '../clients/kubernetes.ts';
+import type { VaultClient } from '../clients/vault.ts';
+
+/** Through Vault (the VM logs in with its cloud identity and reads a scoped token), or directly from files on the VM. */
+export const clusterAttribute = z.union([
+  z.strictObject({ vault: vaultConfig, access: kubernetesAccessSource }),
+  z.strictObject({
+    /** The API server URL. */
+    server: z.url({ protocol: /^https$/ }),
+    /** Files on the VM: the cluster CA and a scoped service-account token. */
+    caFile: z.string().startsWith('/'),
+    tokenFile: z.string().startsWith('/'),
+  }),
+]);
+export type ClusterAttribute = z.output<typeof clusterAttribute>;
+
+/** One per run: logs in (to Vault) once, on first use, and remembers what several recipes ask for. */
+export class Cluster {
+  readonly #config: ClusterAttribute;
+  readonly #context: RecipeContext;
+  #client: Promise<KubernetesClient> | undefined;
+  #vault: VaultClient | undefined;
+  readonly #answers = new Map<string, Promise<unknown>>();
+
+  constructor(config: ClusterAttribute, context: RecipeContext) {
+    this.#config = config;
+    this.#context = context;
+  }
+
+  /** The Kubernetes client, configured from Vault's answer (or the files) on first use. */
+  kubernetes(): Promise<KubernetesClient> {
+    this.#client ??= this.#connect();
+    return this.#client;
+  }
+
+  /** A read made once per run, whichever recipes ask for it. */
+  once<T>(key: string, read: (k: KubernetesClient) => Promise<T>): Promise<T> {
+    let answer = this.#answers.get(key) as Promise<T> | undefined;
+    if (!answer) {
+      answer = this.kubernetes().then(read);
+      this.#answers.set(key, answer);
+    }
+    return answer;
+  }
+
+  async close(): Promise<void> {
+    await this.#vault?.close();
+  }
+
+  async #connect(): Promise<KubernetesClient> {
+    const { KubernetesClient } = await import('../clients/kubernetes.ts');
+    const host = this.#context.host;
+    const config = this.#config;
+    if ('server' in config) {
+      const read = async (file: string, what: string) => {
+        const text = await host.readFile(file);
+        if (!text?.trim()) throw new Error(`the ${what} file ${file} is missing or empty`);
+        return text.trim();
+      };
+      const token = await read(config.tokenFile, 'cluster token');
+      const { secrets } = await import('../engine/secrets.ts');
+      secrets.add(token);
+      return new KubernetesClient({ server: config.server, caPem: await read(config.caFile, 'cluster CA'), token });
+    }
+    const { VaultClient } = await import('../clients/vault.ts');
+    const vault = (this.#vault = new VaultClient(config.vault, { readFile: (file) => host.readFile(file) }));
+    const access = await vault.kubernetesAccess(config.access);
+    return new KubernetesClient({
+      server: access.server,
+      caPem: access.caPem,
+      token: access.token,
+      refreshToken: async () => (await vault.kubernetesAccess(config.access)).token,
+    });
+  }
+}
+
+/** The run's connection to the cluster, or an error that says which attribute to set. */
+export function cluster(context: RecipeContext, config: ClusterAttribute | undefined, needed: string): Cluster {
+  if (!config) throw new Error(`${needed} is not given, so it must be read from the cluster, but no "cluster" attribute says how to reach it (vault + access, or server + caFile + tokenFile)`);
+  return context.service('cluster', () => new Cluster(config, context));
+}
