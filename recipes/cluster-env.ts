@@ -21,7 +21,8 @@ export const clusterEnv = defineRecipe({
     /** Classic: used when the cluster cannot tell (no ServiceCIDR API, no permission for the dry-run probe). */
     fallbackServiceCidr: z.array(cidr).optional(),
     systemNamespace: namespaceName.default('istio-system'),
-    controlPlaneAuth: z.enum(['MUTUAL_TLS', 'NONE']).default('MUTUAL_TLS'),
+    /** Classic: ISTIO_CP_AUTH; the sidecar's default (MUTUAL_TLS) when not given. */
+    controlPlaneAuth: z.enum(['MUTUAL_TLS', 'NONE']).optional(),
     /** istiod: the workload this VM is (required for the istiod flow). */
     workload: workload.optional(),
     /** istiod: the VM's address in the mesh (ISTIO_SVC_IP). */
@@ -42,9 +43,10 @@ export const clusterEnv = defineRecipe({
       const cidrs = a.serviceCidr
         ? [a.serviceCidr].flat()
         : (await cluster(ctx, a.cluster, 'cluster-env.serviceCidr').once('service-cidrs', (k) => k.serviceCidrs({ ...(a.fallbackServiceCidr && { fallback: a.fallbackServiceCidr }) }))).cidrs;
+      // only what differs from the sidecar's own defaults, as in the docs' example (ISTIO_SERVICE_CIDR=10.63.240.0/20)
       content = renderEnvFile({
         ISTIO_SERVICE_CIDR: cidrs.join(','),
-        ISTIO_SYSTEM_NAMESPACE: a.systemNamespace,
+        ISTIO_SYSTEM_NAMESPACE: a.systemNamespace === 'istio-system' ? undefined : a.systemNamespace,
         ISTIO_CP_AUTH: a.controlPlaneAuth,
         ...Object.fromEntries(Object.entries(a.extra).sort(([x], [y]) => x.localeCompare(y))),
       });
