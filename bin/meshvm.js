@@ -12,4 +12,5 @@ registerHooks({
 
 const { main } = await import('../engine/cli.ts');
 const { builtins } = await import('../recipes/index.ts');
-process.exitCode = await main(process.argv.slice(2), { builtins });
+const { verifyMesh } = await import('../recipes/verify.ts');
+process.exitCode = await main(process.argv.slice(2), { builtins, verify: verifyMesh });

@@ -10,6 +10,8 @@ import { acquireLock, LOCK_FILE, type RunLock } from './lock.ts';
 import { humanListener } from './output.ts';
 import { checkAccounts, planRunlist } from './plan.ts';
 import type { Recipe } from './recipe.ts';
+import type { Declared } from './resource.ts';
+import type { HostReader } from './host.ts';
 import { reportJson, type Listener, type RunReport } from './report.ts';
 import { ensureStateDir, runResources } from './runner.ts';
 import { loadRunlist } from './runlist.ts';
@@ -24,6 +26,7 @@ const USAGE = `meshvm ${pkg.version}: converge this machine to a runlist (Istio 
 Usage:
   meshvm converge RUNLIST [options]   make the machine match the runlist
   meshvm plan RUNLIST [options]       show what converge would change; change nothing
+  meshvm verify RUNLIST [options]     check the machine works as the runlist means it to (names, ports, certs, services)
   meshvm --help | --version
 
 Options:
@@ -35,9 +38,11 @@ Options:
   --lock-wait SECONDS   how long to wait for another run's lock (default 600)
   --no-color            plain output even on a terminal
   --detailed-exitcode   (plan) exit 0 when nothing would change, 2 when something would
+  --resolver IP[:PORT]  (verify) ask this DNS server instead of the system resolver
 
 Attributes: recipe defaults < runlist < node file < --set.
-Exit codes: 0 success, 1 error; plan --detailed-exitcode: 0 nothing to do, 2 changes pending, 1 error.
+Exit codes: 0 success, 1 error; plan --detailed-exitcode: 0 nothing to do, 2 changes pending, 1 error;
+verify: 0 every check passed, 1 a check failed.
 The report of every converge is written to /var/lib/meshvm/last-run.json (under --root).`;
 
 export interface CliIO {
@@ -46,8 +51,19 @@ export interface CliIO {
   env: NodeJS.ProcessEnv;
 }
 
+/** One line of `meshvm verify`. */
+export interface CheckResult {
+  check: string;
+  ok: boolean;
+  detail: string;
+  fix?: string;
+  skipped?: boolean;
+}
+
 export interface CliOptions {
   builtins: ReadonlyMap<string, Recipe>;
+  /** The checks of `meshvm verify` over what a runlist declares. */
+  verify?: (declared: readonly Declared[], host: HostReader, options: { resolver?: string | undefined }) => Promise<CheckResult[]>;
 }
 
 export async function main(argv: readonly string[], options: CliOptions, io: CliIO = process): Promise<number> {
@@ -66,6 +82,7 @@ export async function main(argv: readonly string[], options: CliOptions, io: Cli
         'lock-wait': { type: 'string' },
         'no-color': { type: 'boolean' },
         'detailed-exitcode': { type: 'boolean' },
+        resolver: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
         version: { type: 'boolean', short: 'V' },
       },
@@ -78,11 +95,11 @@ export async function main(argv: readonly string[], options: CliOptions, io: Cli
   if (values.help) return io.stdout.write(USAGE + '\n'), 0;
   if (values.version) return io.stdout.write(`${pkg.version}\n`), 0;
   const [command, runlistFile, ...extra] = positionals;
-  if (command !== 'converge' && command !== 'plan') {
-    io.stderr.write(command ? `meshvm: unknown command "${command}" (converge or plan)\n` : `${USAGE}\n`);
+  if (command !== 'converge' && command !== 'plan' && command !== 'verify') {
+    io.stderr.write(command ? `meshvm: unknown command "${command}" (converge, plan or verify)\n` : `${USAGE}\n`);
     return 1;
   }
-  const mode = command;
+  const mode = command === 'verify' ? 'plan' : command;
   const json = Boolean(values.json);
   const fail = (error: unknown) => {
     const message = secrets.redact(errorMessage(error));
@@ -92,9 +109,10 @@ export async function main(argv: readonly string[], options: CliOptions, io: Cli
   };
   let lock: RunLock | undefined;
   try {
-    if (!runlistFile) throw new InputError(`meshvm ${mode}`, 'missing the RUNLIST argument (a YAML file such as runlists/demo.yaml)');
-    if (extra.length) throw new InputError(`meshvm ${mode}`, `unexpected arguments: ${extra.join(' ')}`);
-    if (values['detailed-exitcode'] && mode !== 'plan') throw new InputError('--detailed-exitcode', 'only plan takes it');
+    if (!runlistFile) throw new InputError(`meshvm ${command}`, 'missing the RUNLIST argument (a YAML file such as runlists/demo.yaml)');
+    if (extra.length) throw new InputError(`meshvm ${command}`, `unexpected arguments: ${extra.join(' ')}`);
+    if (values['detailed-exitcode'] && command !== 'plan') throw new InputError('--detailed-exitcode', 'only plan takes it');
+    if (values.resolver && command !== 'verify') throw new InputError('--resolver', 'only verify takes it');
     const lockWait = values['lock-wait'] === undefined ? 600 : Number(values['lock-wait']);
     if (!Number.isFinite(lockWait) || lockWait < 0) throw new InputError(`--lock-wait ${values['lock-wait']}`, 'expected a number of seconds');
     const root = await checkRoot(values.root ?? '/', mode);
@@ -121,6 +139,12 @@ export async function main(argv: readonly string[], options: CliOptions, io: Cli
       },
     });
     await checkAccounts(declared, host);
+    if (command === 'verify') {
+      if (!options.verify) throw new InputError('meshvm verify', 'this build has no checks');
+      const checks = await options.verify(declared, host, { resolver: values.resolver });
+      for (const service of services.values()) await (service as { close?: () => Promise<void> })?.close?.();
+      return printChecks(checks, io, json);
+    }
 
     if (mode === 'converge') {
       lock = await acquireLock(host.realPath(LOCK_FILE), {
@@ -186,6 +210,19 @@ export async function main(argv: readonly string[], options: CliOptions, io: Cli
   } finally {
     await lock?.release();
   }
+}
+
+function printChecks(checks: readonly CheckResult[], io: CliIO, json: boolean): number {
+  const failed = checks.filter((c) => !c.ok).length;
+  if (json) io.stdout.write(secrets.redact(JSON.stringify({ ok: failed === 0, failed, checks }, null, 2)) + '\n');
+  else {
+    for (const c of checks) {
+      const word = c.skipped ? 'skipped' : c.ok ? 'ok     ' : 'FAILED ';
+      io.stdout.write(secrets.redact(`${word} ${c.check}: ${c.detail}${c.fix && !c.ok ? `\n        fix: ${c.fix}` : ''}`) + '\n');
+    }
+    io.stdout.write(failed ? `${failed} of ${checks.length} checks failed\n` : `all ${checks.length} checks passed\n`);
+  }
+  return failed ? 1 : 0;
 }
 
 async function checkRoot(root: string, mode: 'plan' | 'converge'): Promise<string> {
