@@ -2,9 +2,10 @@
 import { main } from '../engine/cli.ts';
 import { builtins } from '../recipes/index.ts';
 import { verifyMesh } from '../recipes/verify.ts';
+import { builtinRunlists } from './runlists.ts';
 
 export * from '../index.ts';
 
 export function run(argv: readonly string[]): Promise<number> {
-  return main(argv, { builtins, verify: verifyMesh });
+  return main(argv, { builtins, verify: verifyMesh, runlists: builtinRunlists });
 }

@@ -27,6 +27,7 @@ Usage:
   meshvm converge RUNLIST [options]   make the machine match the runlist
   meshvm plan RUNLIST [options]       show what converge would change; change nothing
   meshvm verify RUNLIST [options]     check the machine works as the runlist means it to (names, ports, certs, services)
+  meshvm runlist [NAME]               print a built-in runlist (to start from, or for /etc/meshvm/runlist.yaml); list them
   meshvm --help | --version
 
 Options:
@@ -62,6 +63,8 @@ export interface CheckResult {
 
 export interface CliOptions {
   builtins: ReadonlyMap<string, Recipe>;
+  /** The built-in runlists by name (runlists/*.yaml), for `meshvm runlist`. */
+  runlists?: () => Promise<ReadonlyMap<string, string>>;
   /** The checks of `meshvm verify` over what a runlist declares. */
   verify?: (declared: readonly Declared[], host: HostReader, options: { resolver?: string | undefined }) => Promise<CheckResult[]>;
 }
@@ -95,6 +98,7 @@ export async function main(argv: readonly string[], options: CliOptions, io: Cli
   if (values.help) return io.stdout.write(USAGE + '\n'), 0;
   if (values.version) return io.stdout.write(`${pkg.version}\n`), 0;
   const [command, runlistFile, ...extra] = positionals;
+  if (command === 'runlist') return printRunlist(runlistFile, options, io);
   if (command !== 'converge' && command !== 'plan' && command !== 'verify') {
     io.stderr.write(command ? `meshvm: unknown command "${command}" (converge, plan or verify)\n` : `${USAGE}\n`);
     return 1;
@@ -210,6 +214,21 @@ export async function main(argv: readonly string[], options: CliOptions, io: Cli
   } finally {
     await lock?.release();
   }
+}
+
+async function printRunlist(name: string | undefined, options: CliOptions, io: CliIO): Promise<number> {
+  const runlists = (await options.runlists?.()) ?? new Map<string, string>();
+  if (!name) {
+    io.stdout.write([...runlists.keys()].sort().join('\n') + '\n');
+    return 0;
+  }
+  const text = runlists.get(name.replace(/\.yaml$/, ''));
+  if (text === undefined) {
+    io.stderr.write(`meshvm: no built-in runlist "${name}" (there are: ${[...runlists.keys()].sort().join(', ')})\n`);
+    return 1;
+  }
+  io.stdout.write(text);
+  return 0;
 }
 
 function printChecks(checks: readonly CheckResult[], io: CliIO, json: boolean): number {

