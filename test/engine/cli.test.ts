@@ -3,6 +3,7 @@ import test from 'ava';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { meshvm, scratchRoot, snapshot, writeRunlist, PROJECT } from '../helpers/scratch.ts';
+import { DOCS_CLUSTER_ENV, DOCS_KUBEDNS, DOCS_SIDECAR_ENV } from '../helpers/docs.ts';
 
 const DEMO = path.join(PROJECT, 'runlists/demo.yaml');
 
@@ -14,18 +15,9 @@ test('the demo converges the files of Istio\'s mesh-expansion docs, then changes
   t.is(report.outcome, 'changed');
   t.true(report.summary.changed > 0);
   const read = (p: string) => fs.readFile(path.join(root, p), 'utf8');
-  t.is(await read('etc/dnsmasq.d/kubedns'), [
-    'server=/svc.cluster.local/10.150.0.7',
-    'address=/istio-mixer/10.150.0.8',
-    'address=/istio-pilot/10.150.0.6',
-    'address=/istio-ca/10.150.0.9',
-    'address=/istio-mixer.istio-system/10.150.0.8',
-    'address=/istio-pilot.istio-system/10.150.0.6',
-    'address=/istio-ca.istio-system/10.150.0.9',
-    '',
-  ].join('\n'));
-  t.regex(await read('var/lib/istio/envoy/cluster.env'), /^ISTIO_SERVICE_CIDR=10\.63\.240\.0\/20$/m);
-  t.is(await read('var/lib/istio/envoy/sidecar.env'), 'ISTIO_INBOUND_PORTS=27017,3306,8080\n');
+  t.is(await read('etc/dnsmasq.d/kubedns'), DOCS_KUBEDNS);
+  t.is(await read('var/lib/istio/envoy/cluster.env'), DOCS_CLUSTER_ENV);
+  t.is(await read('var/lib/istio/envoy/sidecar.env'), DOCS_SIDECAR_ENV);
   const key = await fs.stat(path.join(root, 'etc/certs/key.pem'));
   t.is(key.mode & 0o777, 0o600);
   const [, uid] = /^istio-proxy:x:(\d+)/m.exec(await read('etc/passwd'))!;

@@ -7,17 +7,8 @@ import { builtins } from '../../recipes/index.ts';
 import { startMeshLab, MESH_RULES, type MeshLab } from '../helpers/mesh-lab.ts';
 import { meshvm, PROJECT, scratchRoot, snapshot, writeRunlist } from '../helpers/scratch.ts';
 import { startRoute53 } from '../stand-ins/index.ts';
+import { DOCS_CLUSTER_ENV, DOCS_KUBEDNS, DOCS_SIDECAR_ENV } from '../helpers/docs.ts';
 
-const DOCS_KUBEDNS = [
-  'server=/svc.cluster.local/10.150.0.7',
-  'address=/istio-mixer/10.150.0.8',
-  'address=/istio-pilot/10.150.0.6',
-  'address=/istio-ca/10.150.0.9',
-  'address=/istio-mixer.istio-system/10.150.0.8',
-  'address=/istio-pilot.istio-system/10.150.0.6',
-  'address=/istio-ca.istio-system/10.150.0.9',
-  '',
-].join('\n');
 
 const classicRunlist = (lab: MeshLab, extra: string[] = []) => JSON.stringify({
   name: 'classic-lab',
@@ -60,8 +51,8 @@ test('classic flow: kubedns, cluster.env and sidecar.env equal the docs line for
   t.is(first.exitCode, 0, first.stderr);
   const read = (p: string) => fs.readFile(path.join(root, p), 'utf8');
   t.is(await read('etc/dnsmasq.d/kubedns'), DOCS_KUBEDNS);
-  t.is(await read('var/lib/istio/envoy/cluster.env'), 'ISTIO_SERVICE_CIDR=10.63.240.0/20\n');
-  t.is(await read('var/lib/istio/envoy/sidecar.env'), 'ISTIO_INBOUND_PORTS=27017,3306,8080\n');
+  t.is(await read('var/lib/istio/envoy/cluster.env'), DOCS_CLUSTER_ENV);
+  t.is(await read('var/lib/istio/envoy/sidecar.env'), DOCS_SIDECAR_ENV);
   t.is(await read('etc/certs/root-cert.pem'), lab.rootPem);
   t.is(await read('etc/certs/cert-chain.pem'), lab.chainPem);
   const key = await fs.stat(path.join(root, 'etc/certs/key.pem'));
