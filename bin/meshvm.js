@@ -2,6 +2,11 @@
 // The meshvm command from the sources: lets recipe modules anywhere `import ... from 'meshvm'`, then runs the CLI.
 import { enableCompileCache, registerHooks } from 'node:module';
 
+// installed from the registry (under node_modules, where Node does not strip types): the built bundle
+if (import.meta.url.includes('/node_modules/')) {
+  await import('../dist/meshvm.mjs');
+  process.exit();
+}
 enableCompileCache?.();
 const api = new URL('../index.ts', import.meta.url).href;
 registerHooks({
