@@ -2,7 +2,7 @@
 import { z } from 'zod';
 import { defineResource, type Changes } from '../engine/resource.ts';
 import type { Host, HostReader } from '../engine/host.ts';
-import { parseSystemctlShow, systemctl, systemdLive, unitName, unitStatus } from './systemd.ts';
+import { parseSystemctlShow, systemctl, systemdLive, unitName, unitStatus, unloadedUnitFiles } from './systemd.ts';
 
 export const serviceSpec = z.strictObject({
   name: unitName,
@@ -66,8 +66,8 @@ export const serviceType = {
   async refresh(host: Host, spec: ServiceSpec): Promise<void> {
     if (host.root !== '/') return; // nothing runs in an offline root
     if (await needsDaemonReload(host, spec.name)) await host.run(['systemctl', 'daemon-reload']);
-    // a service declared stopped is not started by a notification
-    if (spec.running === false) return;
+    // a service declared stopped is not started by a notification, and a masked one cannot be (systemctl refuses)
+    if (spec.running === false || spec.masked) return;
     await host.run(['systemctl', spec.refresh === 'restart' ? 'restart' : spec.refresh, spec.name]);
   },
 
@@ -78,9 +78,19 @@ export const serviceType = {
   },
 };
 
+/** systemd says so, or a unit file or drop-in in /etc/systemd/system is one systemd has not loaded (see unloadedUnitFiles). */
 async function needsDaemonReload(host: HostReader, name: string): Promise<boolean> {
-  const result = await host.query(['systemctl', 'show', '-p', 'NeedDaemonReload', name]);
-  return parseSystemctlShow(result.stdout).NeedDaemonReload === 'yes';
+  const result = await host.query(['systemctl', 'show', '-p', 'NeedDaemonReload', '-p', 'FragmentPath', '-p', 'DropInPaths', name]);
+  const props = parseSystemctlShow(result.stdout);
+  if (props.NeedDaemonReload === 'yes') return true;
+  const unitFile = (await host.stat(`/etc/systemd/system/${name}`))?.type === 'file';
+  const dropIns: string[] = [];
+  for (const file of (await host.listDir(`/etc/systemd/system/${name}.d`)) ?? []) {
+    // a drop-in linked to /dev/null is masked: systemd leaves it out of DropInPaths on purpose
+    const dropIn = `/etc/systemd/system/${name}.d/${file}`;
+    if ((await host.stat(dropIn))?.type !== 'symlink' || (await host.readLink(dropIn)) !== '/dev/null') dropIns.push(file);
+  }
+  return unloadedUnitFiles(name, props, { unitFile, dropIns }).length > 0;
 }
 
 export const Service = defineResource(serviceType);

@@ -37,10 +37,32 @@ export function unitStatus(props: Record<string, string>): UnitStatus {
   return {
     loaded: props.LoadState === 'loaded',
     masked: props.LoadState === 'masked' || fileState.startsWith('masked'),
-    enabled: ['enabled', 'enabled-runtime', 'alias', 'static', 'indirect', 'generated'].includes(fileState) ? fileState.startsWith('enabled') || fileState === 'alias' : false,
+    // a static or generated unit has no [Install] section: it cannot be enabled, and asking for enabled is already true
+    enabled: ['enabled', 'enabled-runtime', 'alias', 'static', 'indirect', 'generated'].includes(fileState),
     running: ['active', 'activating', 'reloading'].includes(props.ActiveState ?? ''),
     needsDaemonReload: props.NeedDaemonReload === 'yes',
   };
+}
+
+/** Where vendor unit files live: a unit file in /etc/systemd/system takes their place. */
+const VENDOR_UNIT_DIRS = ['/usr/local/lib/systemd/system/', '/usr/lib/systemd/system/', '/lib/systemd/system/'];
+
+/**
+ * Files in /etc/systemd/system that systemd has not loaded for a unit (pure), from `systemctl show -p FragmentPath
+ * -p DropInPaths` and what is on disk. systemd's NeedDaemonReload compares only the files it loaded, so it says "no"
+ * for a drop-in in a <unit>.d directory created since the last daemon-reload, and for a unit file that now takes the
+ * vendor one's place: those need a daemon-reload too.
+ */
+export function unloadedUnitFiles(name: string, props: Record<string, string>, etc: { unitFile: boolean; dropIns: readonly string[] }): string[] {
+  const loaded = new Set((props.DropInPaths ?? '').split(/\s+/).filter(Boolean));
+  const fragment = props.FragmentPath ?? '';
+  const out: string[] = [];
+  if (etc.unitFile && (fragment === '' || VENDOR_UNIT_DIRS.some((dir) => fragment.startsWith(dir)))) out.push(`/etc/systemd/system/${name}`);
+  for (const file of etc.dropIns) {
+    const dropIn = `/etc/systemd/system/${name}.d/${file}`;
+    if (file.endsWith('.conf') && !loaded.has(dropIn)) out.push(dropIn);
+  }
+  return out;
 }
 
 /** True when systemd runs this root's services: the root is / and systemd is PID 1 (sd_booted's test). */

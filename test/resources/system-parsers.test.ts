@@ -3,11 +3,13 @@ import test from 'ava';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { parseDpkgQuery, packageType } from '../../resources/package.ts';
-import { parseSystemctlShow, unitStatus, unitName } from '../../resources/systemd.ts';
+import { parseSystemctlShow, unitStatus, unitName, unloadedUnitFiles } from '../../resources/systemd.ts';
 import { renderUnit, systemdUnitSpec } from '../../resources/systemd-unit.ts';
 import { Package } from '../../resources/package.ts';
-import { Service } from '../../resources/service.ts';
-import { PROJECT } from '../helpers/scratch.ts';
+import { Service, serviceType } from '../../resources/service.ts';
+import { localHost } from '../../engine/host-local.ts';
+import type { Host } from '../../engine/host.ts';
+import { PROJECT, scratchRoot, seed } from '../helpers/scratch.ts';
 
 test('dpkg-query output: installed packages and versions; removed-but-configured is not installed', async (t) => {
   const captured = await fs.readFile(path.join(PROJECT, 'test/fixtures/dpkg/query.txt'), 'utf8');
@@ -40,7 +42,7 @@ test('systemctl show: masked, enabled, running, needs daemon-reload', (t) => {
   t.deepEqual(unitStatus(props), { loaded: true, masked: false, enabled: true, running: true, needsDaemonReload: false });
   t.deepEqual(unitStatus(parseSystemctlShow('LoadState=masked\nActiveState=inactive\nUnitFileState=masked\n')).masked, true);
   t.false(unitStatus(parseSystemctlShow('LoadState=loaded\nActiveState=failed\nUnitFileState=disabled\n')).running);
-  t.false(unitStatus(parseSystemctlShow('LoadState=loaded\nActiveState=inactive\nUnitFileState=static\n')).enabled, 'static is not "enabled"');
+  t.true(unitStatus(parseSystemctlShow('LoadState=loaded\nActiveState=inactive\nUnitFileState=static\n')).enabled, 'a static unit cannot be enabled: enabled: true is already true');
   t.true(unitStatus(parseSystemctlShow('ActiveState=activating\nNeedDaemonReload=yes')).needsDaemonReload);
 });
 
@@ -76,4 +78,49 @@ test('a timer renders deterministically, with splay', (t) => {
     '',
   ].join('\n'));
   t.is(renderUnit({ Service: { ExecStart: ['', '/usr/bin/true'] } }), '# Managed by meshvm: changes made here are overwritten.\n[Service]\nExecStart=\nExecStart=/usr/bin/true\n');
+});
+
+test('a daemon-reload is owed for unit files systemd has not loaded, which its NeedDaemonReload misses', (t) => {
+  // systemd 252 (Debian 12), a running demo.service, after `mkdir demo.service.d` and a drop-in written there
+  const running = parseSystemctlShow('FragmentPath=/etc/systemd/system/demo.service\nDropInPaths=\nNeedDaemonReload=no\n');
+  const cases: { name: string; props: Record<string, string>; etc: { unitFile: boolean; dropIns: string[] }; unloaded: string[] }[] = [
+    { name: 'a drop-in in a new .d directory', props: running, etc: { unitFile: true, dropIns: ['10-version.conf'] }, unloaded: ['/etc/systemd/system/demo.service.d/10-version.conf'] },
+    { name: 'every drop-in loaded', props: { ...running, DropInPaths: '/etc/systemd/system/demo.service.d/10-version.conf /etc/systemd/system/demo.service.d/20-env.conf' }, etc: { unitFile: true, dropIns: ['10-version.conf', '20-env.conf'] }, unloaded: [] },
+    { name: 'one of two loaded', props: { ...running, DropInPaths: '/etc/systemd/system/demo.service.d/10-version.conf' }, etc: { unitFile: true, dropIns: ['10-version.conf', '20-env.conf'] }, unloaded: ['/etc/systemd/system/demo.service.d/20-env.conf'] },
+    { name: 'files other than .conf are not drop-ins', props: running, etc: { unitFile: true, dropIns: ['README', '10-version.conf.dpkg-old'] }, unloaded: [] },
+    { name: 'a unit file in /etc that takes the vendor one\'s place', props: { FragmentPath: '/lib/systemd/system/demo.service', DropInPaths: '' }, etc: { unitFile: true, dropIns: [] }, unloaded: ['/etc/systemd/system/demo.service'] },
+    { name: 'a vendor unit, nothing in /etc', props: { FragmentPath: '/usr/lib/systemd/system/demo.service', DropInPaths: '' }, etc: { unitFile: false, dropIns: [] }, unloaded: [] },
+  ];
+  for (const c of cases) t.deepEqual(unloadedUnitFiles('demo.service', c.props, c.etc), c.unloaded, c.name);
+});
+
+/** A live-looking host over a scratch root: `systemctl show` answers with the given output, commands run are recorded. */
+function systemdHost(root: string, show: string, ran: string[][]): Host {
+  const host = localHost({ root });
+  return {
+    ...host,
+    root: '/',
+    query: async (argv) => (argv[0] === 'systemctl' && argv[1] === 'show' ? { stdout: show, stderr: '', exitCode: 0 } : host.query(argv)),
+    async run(argv) {
+      ran.push([...argv]);
+      return { stdout: '', stderr: '', exitCode: 0 };
+    },
+  };
+}
+
+test('a notified service: daemon-reloaded first when a drop-in is one systemd has not loaded; a masked one is not restarted', async (t) => {
+  const root = await scratchRoot(t);
+  await seed(root, { 'etc/systemd/system/demo.service': '[Service]\nExecStart=/bin/sleep infinity\n', 'etc/systemd/system/demo.service.d/10-version.conf': '[Service]\nEnvironment=V=2\n' });
+  const show = 'FragmentPath=/etc/systemd/system/demo.service\nDropInPaths=\nNeedDaemonReload=no\n';
+  const ran: string[][] = [];
+  await serviceType.refresh(systemdHost(root, show, ran), serviceType.schema.parse({ name: 'demo' }));
+  t.deepEqual(ran, [['systemctl', 'daemon-reload'], ['systemctl', 'restart', 'demo.service']]);
+
+  ran.length = 0;
+  await serviceType.refresh(systemdHost(root, show.replace('DropInPaths=', 'DropInPaths=/etc/systemd/system/demo.service.d/10-version.conf'), ran), serviceType.schema.parse({ name: 'demo' }));
+  t.deepEqual(ran, [['systemctl', 'restart', 'demo.service']], 'loaded already: no reload');
+
+  ran.length = 0;
+  await serviceType.refresh(systemdHost(root, 'LoadState=masked\nNeedDaemonReload=no\n', ran), serviceType.schema.parse({ name: 'dnsmasq', masked: true }));
+  t.deepEqual(ran, [], 'systemctl refuses to restart a masked unit: a notification must not fail the run');
 });
