@@ -112,6 +112,8 @@ export async function main(argv: readonly string[], options: CliOptions, io: Cli
     return 1;
   };
   let lock: RunLock | undefined;
+  // per-run services (the cluster connection, its Vault login): closed whatever happens, so a run's Vault token is revoked
+  const services = new Map<string, unknown>();
   try {
     if (!runlistFile) throw new InputError(`meshvm ${command}`, 'missing the RUNLIST argument (a YAML file such as runlists/demo.yaml)');
     if (extra.length) throw new InputError(`meshvm ${command}`, `unexpected arguments: ${extra.join(' ')}`);
@@ -132,8 +134,16 @@ export async function main(argv: readonly string[], options: CliOptions, io: Cli
       color: !values['no-color'] && !io.env.NO_COLOR && Boolean((json ? io.stderr : io.stdout).isTTY),
       verbose: Boolean(values.verbose),
     });
+    // the lock before planning: recipes read the machine (and mint tokens) while they declare, so a run that waited
+    // must plan against what the run before it left, not against what was there when it started
+    if (mode === 'converge') {
+      lock = await acquireLock(host.realPath(LOCK_FILE), {
+        waitSeconds: lockWait,
+        command: `meshvm converge ${runlistFile}`,
+        onWait: (holder) => human({ type: 'message', level: 'info', text: `waiting up to ${lockWait} s for the run lock${holder ? ` held by pid ${holder.pid} since ${holder.startedAt} (${holder.command})` : ''}` }),
+      });
+    }
     const startedAt = new Date();
-    const services = new Map<string, unknown>();
     const declared = await planRunlist(runlist, {
       host,
       mode,
@@ -145,18 +155,9 @@ export async function main(argv: readonly string[], options: CliOptions, io: Cli
     await checkAccounts(declared, host);
     if (command === 'verify') {
       if (!options.verify) throw new InputError('meshvm verify', 'this build has no checks');
-      const checks = await options.verify(declared, host, { resolver: values.resolver });
-      for (const service of services.values()) await (service as { close?: () => Promise<void> })?.close?.();
-      return printChecks(checks, io, json);
+      return printChecks(await options.verify(declared, host, { resolver: values.resolver }), io, json);
     }
 
-    if (mode === 'converge') {
-      lock = await acquireLock(host.realPath(LOCK_FILE), {
-        waitSeconds: lockWait,
-        command: `meshvm converge ${runlistFile}`,
-        onWait: (holder) => human({ type: 'message', level: 'info', text: `waiting up to ${lockWait} s for the run lock${holder ? ` held by pid ${holder.pid} since ${holder.startedAt} (${holder.command})` : ''}` }),
-      });
-    }
     let signalled = false;
     const onSignal = (signal: string) => {
       if (!signalled) human({ type: 'message', level: 'warn', text: `${signal}: finishing the resource in flight, then stopping` });
@@ -174,7 +175,7 @@ export async function main(argv: readonly string[], options: CliOptions, io: Cli
       process.off('SIGINT', onInt);
       process.off('SIGTERM', onTerm);
     }
-    for (const service of services.values()) await (service as { close?: () => Promise<void> })?.close?.();
+    await closeServices(services);
 
     const changed = result.resources.filter((r) => r.status === 'changed' || r.status === 'would-change').length;
     const report: RunReport = {
@@ -212,8 +213,14 @@ export async function main(argv: readonly string[], options: CliOptions, io: Cli
   } catch (error) {
     return fail(error);
   } finally {
+    await closeServices(services);
     await lock?.release();
   }
+}
+
+async function closeServices(services: Map<string, unknown>): Promise<void> {
+  for (const service of services.values()) await (service as { close?: () => Promise<void> })?.close?.();
+  services.clear();
 }
 
 async function printRunlist(name: string | undefined, options: CliOptions, io: CliIO): Promise<number> {

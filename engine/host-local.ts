@@ -159,8 +159,12 @@ export function localHost(options: LocalHostOptions = {}): Host {
     await fs.mkdir(dir, { recursive: true, mode: 0o700 });
     const stem = encodeURIComponent(p);
     const stamp = new Date().toISOString().replace(/[:.]/g, '-');
-    await fs.copyFile(target, path.join(dir, `${stem}.${stamp}`));
-    await fs.chmod(path.join(dir, `${stem}.${stamp}`), 0o600);
+    // copied under a temp name and renamed: a run killed mid-copy leaves no torn backup (the leftover is replaced next time)
+    const temp = path.join(dir, `.${stem}.meshvm-new`);
+    await fs.rm(temp, { force: true });
+    await fs.copyFile(target, temp);
+    await fs.chmod(temp, 0o600);
+    await fs.rename(temp, path.join(dir, `${stem}.${stamp}`));
     const kept = (await fs.readdir(dir)).filter((name) => name.startsWith(stem + '.')).sort();
     for (const old of kept.slice(0, Math.max(0, kept.length - BACKUPS_KEPT))) await fs.rm(path.join(dir, old), { force: true });
   }

@@ -6,10 +6,11 @@ import { clusterEnv } from './cluster-env.ts';
 import { convergeTimer } from './converge-timer.ts';
 import { dns } from './dns.ts';
 import { files } from './files.ts';
+import { interception } from './interception.ts';
 import { istioProxyUser } from './istio-proxy-user.ts';
 import { sidecar } from './sidecar.ts';
 import { sidecarServices } from './sidecar-services.ts';
 
 export const builtins: ReadonlyMap<string, Recipe> = new Map<string, Recipe>(
-  [files, istioProxyUser, dns, clusterEnv, sidecar, certs, sidecarServices, aws, convergeTimer].map((recipe) => [recipe.name, recipe as unknown as Recipe]),
+  [files, istioProxyUser, dns, clusterEnv, sidecar, certs, sidecarServices, aws, convergeTimer, interception].map((recipe) => [recipe.name, recipe as unknown as Recipe]),
 );

@@ -1,5 +1,6 @@
 # Converge a VM into the mesh from Terraform: remote-exec runs meshvm over ssh; a failing converge fails the apply.
-# The VM already has meshvm (cloud-init, an image) or gets it here from var.meshvm_url; node.yaml says who it is.
+# The VM already has meshvm in /usr/local/bin (from its image, or cloud-init) and its Vault credentials (the files
+# node.yaml names); node.yaml, given here, says who it is.
 terraform {
   required_version = ">= 1.5"
 }

@@ -55,7 +55,10 @@ export interface Snapshot {
   [path: string]: string;
 }
 
-/** Every entry under a root: type, mode, owner, and a hash of the content. */
+/** The run lock every converge takes before it plans (and the /run it may create): runtime state, not something a run writes. */
+const RUN_LOCK = new Set(['run/', 'run/meshvm.lock']);
+
+/** Every entry under a root but the run lock: type, mode, owner, and a hash of the content. */
 export async function snapshot(root: string): Promise<Snapshot> {
   const out: Snapshot = {};
   async function walk(dir: string) {
@@ -63,6 +66,10 @@ export async function snapshot(root: string): Promise<Snapshot> {
       const full = path.join(dir, entry.name);
       const st = await fs.lstat(full);
       const rel = path.relative(root, full);
+      if (RUN_LOCK.has(rel + (entry.isDirectory() ? '/' : ''))) {
+        if (entry.isDirectory()) await walk(full);
+        continue;
+      }
       let what = `${(st.mode & 0o7777).toString(8)} ${st.uid}:${st.gid}`;
       if (entry.isFile()) what += ' ' + createHash('sha256').update(await fs.readFile(full)).digest('hex');
       if (entry.isSymbolicLink()) what += ' -> ' + (await fs.readlink(full));

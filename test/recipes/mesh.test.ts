@@ -130,6 +130,7 @@ test('a token without permission gives the named-permission error and nothing is
   t.is(result.exitCode, 1);
   t.regex(result.stderr, /may not get secrets "istio\.vm-sa" in namespace vm-ns/);
   t.deepEqual(await snapshot(root), before);
+  t.true(lab.vault.calls.some((c) => c.path === '/v1/auth/token/revoke-self' && c.status === 204), 'the failed run still revoked its Vault token');
 });
 
 test('AWS: load-balancer hostnames, not IPs, still give a working configuration (Route53 CNAMEs, the zone searched)', async (t) => {

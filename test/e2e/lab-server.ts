@@ -1,0 +1,148 @@
+// The far side of a guest, run inside its network namespace (`ip netns exec NS node lab-server.ts CONFIG`): the Vault and
+// Kubernetes stand-ins seeded as Istio's docs describe the cluster, an https artifact server standing for object storage,
+// and istiod's port. Prints one JSON line when ready, answers JSON-line commands on stdin, exits when stdin closes.
+import { createServer as createHttpsServer, request as httpsRequest } from 'node:https';
+import { createServer as createTcpServer, type Server } from 'node:net';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import readline from 'node:readline';
+import { startKubernetes, startVault, testPki } from '../stand-ins/index.ts';
+import type { VaultStandIn } from '../stand-ins/index.ts';
+import { MESH_RULES, VM_SA } from '../helpers/mesh-lab.ts';
+
+export interface LabConfig {
+  /** Fixed ports (the user-data is rendered before the guest, and so this server, exists). */
+  vaultPort: number;
+  artifactPort: number;
+  /** Files served at https://127.0.0.1:PORT/<name>. */
+  artifactDir: string;
+  artifactCert: { certPem: string; keyPem: string };
+  /** Vault starts stopped (nothing listens on its port): "unreachable at boot". */
+  vaultDown?: boolean;
+  /** Where istiod's port (15012) listens: the east-west gateway address the cluster reports (none: not listened on). */
+  istiodAddress?: string;
+  /**
+   * A full VM reaches this server through qemu's guestfwd at another address (10.0.2.100): the Kubernetes API is then
+   * offered at https://<address>:<kubePort> by a proxy whose certificate (from `pki`, naming that address) the KV secret
+   * tells the VM to trust.
+   */
+  public?: { address: string; kubePort: number; pki: { caPem: string; certPem: string; keyPem: string } };
+}
+
+export interface LabReady {
+  vault: string;
+  kube: string;
+  artifacts: string;
+}
+
+export type LabCommand = { id: number; cmd: 'vault-stop' | 'vault-start' | 'stats' };
+
+const config = JSON.parse(process.argv[2] ?? '{}') as LabConfig;
+const EASTWEST = '10.150.0.6';
+
+const kube = await startKubernetes({
+  serviceCIDRs: { kubernetes: ['10.63.240.0/20'] },
+  tokens: { 'scoped-token': { user: VM_SA, groups: ['system:serviceaccounts'] } },
+  rbac: { [VM_SA]: MESH_RULES },
+  serviceAccounts: ['vm-ns/vm-sa', 'vm-ns/meshvm-bootstrap'],
+});
+kube.objects.setService('istio-system', 'istio-eastwestgateway', { type: 'LoadBalancer', ports: [{ port: 15012 }] }, { loadBalancer: { ingress: [{ ip: EASTWEST }] } });
+kube.objects.setService('kube-system', 'kube-dns', { type: 'ClusterIP', clusterIP: '10.150.0.7' });
+const pki = await testPki({ fresh: true });
+kube.objects.setConfigMap('vm-ns', 'istio-ca-root-cert', { 'root-cert.pem': pki.caPem });
+
+// Vault, stoppable and restartable on the same port (the VM's node file names it)
+const vaultPort = config.vaultPort;
+let vault: VaultStandIn | undefined;
+// the Kubernetes API as the VM sees it: the stand-in itself, or the proxy in front of it
+let kubeAccess = { server: kube.url, caPem: kube.caPem };
+if (config.public) {
+  const upstream = kube;
+  const proxy = createHttpsServer({ cert: config.public.pki.certPem, key: config.public.pki.keyPem }, (req, res) => {
+    const up = httpsRequest({ host: '127.0.0.1', port: upstream.port, method: req.method, path: req.url, headers: { ...req.headers, host: `127.0.0.1:${upstream.port}` }, ca: upstream.caPem }, (answer) => {
+      res.writeHead(answer.statusCode ?? 502, answer.headers);
+      answer.pipe(res);
+    });
+    up.on('error', () => res.destroy());
+    req.pipe(up);
+  });
+  await new Promise<void>((resolve, reject) => proxy.once('error', reject).listen(config.public!.kubePort, '127.0.0.1', resolve));
+  kubeAccess = { server: `https://${config.public.address}:${config.public.kubePort}`, caPem: config.public.pki.caPem };
+}
+
+async function vaultStart(): Promise<VaultStandIn> {
+  const v = await startVault({
+    port: vaultPort,
+    policies: { mesh: [{ path: 'secret/data/meshvm/*', capabilities: ['read'] }] },
+    appRoles: { meshvm: { roleId: 'role-id-lab', secretId: 'secret-id-lab', policies: ['mesh'] } },
+  });
+  v.putSecret('secret', 'meshvm/cluster-a', { server: kubeAccess.server, 'ca.crt': kubeAccess.caPem, token: 'scoped-token' });
+  return v;
+}
+if (!config.vaultDown) vault = await vaultStart();
+let vaultCalls = 0;
+const countVault = () => {
+  vaultCalls += vault?.calls.length ?? 0;
+};
+
+// the artifact store: GET /<name> from the directory, nothing else
+const artifactRequests: { path: string; status: number }[] = [];
+const artifacts = createHttpsServer({ cert: config.artifactCert.certPem, key: config.artifactCert.keyPem }, (req, res) => {
+  const name = decodeURIComponent(new URL(req.url ?? '/', 'https://x').pathname.slice(1));
+  const done = (status: number) => artifactRequests.push({ path: `/${name}`, status });
+  if (req.method !== 'GET' || !/^[\w.-]+$/.test(name)) {
+    done(404);
+    res.writeHead(404).end();
+    return;
+  }
+  fs.readFile(path.join(config.artifactDir, name)).then(
+    (body) => {
+      done(200);
+      res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': body.length }).end(body);
+    },
+    () => {
+      done(404);
+      res.writeHead(404).end();
+    },
+  );
+});
+await new Promise<void>((resolve, reject) => artifacts.once('error', reject).listen(config.artifactPort, '127.0.0.1', resolve));
+
+// istiod's port on the east-west gateway's address (verify's control-plane check connects to it)
+const istiod: Server = createTcpServer((socket) => socket.end());
+if (config.istiodAddress) await new Promise<void>((resolve, reject) => istiod.once('error', reject).listen(15012, config.istiodAddress, resolve));
+
+const ready: LabReady = { vault: `http://127.0.0.1:${vaultPort}`, kube: kube.url, artifacts: `https://127.0.0.1:${config.artifactPort}` };
+process.stdout.write(JSON.stringify({ ready }) + '\n');
+
+const lines = readline.createInterface({ input: process.stdin });
+for await (const line of lines) {
+  if (!line.trim()) continue;
+  const command = JSON.parse(line) as LabCommand;
+  let result: unknown;
+  try {
+    if (command.cmd === 'vault-stop') {
+      countVault();
+      await vault?.stop();
+      vault = undefined;
+    } else if (command.cmd === 'vault-start') {
+      vault ??= await vaultStart();
+    } else if (command.cmd === 'stats') {
+      result = {
+        vaultCalls: vaultCalls + (vault?.calls.length ?? 0),
+        kubeCalls: kube.calls.map((c) => c.action ?? `${c.method} ${c.path}`),
+        tokenRequests: kube.calls.filter((c) => c.action === 'create serviceaccounts/token').length,
+        artifactRequests,
+      };
+    }
+    process.stdout.write(JSON.stringify({ id: command.id, ok: true, result }) + '\n');
+  } catch (error) {
+    process.stdout.write(JSON.stringify({ id: command.id, ok: false, error: String(error) }) + '\n');
+  }
+}
+await vault?.stop();
+await kube.stop();
+if (istiod.listening) istiod.close();
+artifacts.closeAllConnections();
+artifacts.close();
+process.exit(0); // and the Kubernetes proxy, if any, with it

@@ -1,0 +1,461 @@
+// What the end-to-end tests share: the built artifact, the istio-sidecar .deb, the example user-data rendered, and a
+// booted guest with its far side (stand-ins, artifact store, DNS servers) running in the guest's network namespace.
+import { createHash } from 'node:crypto';
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import readline from 'node:readline';
+import type { ExecutionContext } from 'ava';
+import { execa, type ResultPromise } from 'execa';
+import { bootContainer, canBootContainers, type Guest } from '../helpers/guest/container.ts';
+import { ensureRootfs, type RootfsOptions } from '../helpers/guest/rootfs.ts';
+import { testPki, type TestPki } from '../stand-ins/index.ts';
+import type { LabCommand, LabConfig, LabReady } from './lab-server.ts';
+
+export const PROJECT = path.resolve(import.meta.dirname, '../..');
+export const DIST = path.join(PROJECT, 'dist');
+export const EXECUTABLE = path.join(DIST, 'meshvm');
+export const BUNDLE = path.join(DIST, 'meshvm.mjs');
+const LAB_SERVER = path.join(import.meta.dirname, 'lab-server.ts');
+const SIDECAR_TREE = path.join(import.meta.dirname, 'fixtures/istio-sidecar');
+
+/** The guest image: the harness's Debian 12 plus curl, which Debian's cloud images have and the example's runcmd uses. */
+export const IMAGE: RootfsOptions = { extraPackages: ['curl'] };
+
+/** Fixed addresses in the guest's namespace (loopback only): the user-data is rendered before the namespace exists. */
+export const LAB = {
+  vaultPort: 8200,
+  artifactPort: 8443,
+  /** The east-west gateway's LoadBalancer IP (istiod, port 15012). */
+  eastwest: '10.150.0.6',
+  /** kube-dns's ClusterIP, the cluster DNS the VM forwards svc.cluster.local to. */
+  clusterDns: '10.150.0.7',
+  /** The nameserver a DHCP server would have given the VM. */
+  upstreamDns: '10.0.2.3',
+  /** What the cluster DNS answers for kubernetes.default.svc.cluster.local, and the upstream for example.org. */
+  kubernetesIp: '10.96.0.1',
+  exampleOrgIp: '203.0.113.10',
+} as const;
+
+export const WORKLOAD = { name: 'reviews-vm', namespace: 'vm-ns', serviceAccount: 'vm-sa', port: 9080 } as const;
+
+// ---------------------------------------------------------------------------------------------------------------
+// Gate
+
+/** Registers a passing test that prints why this file's tests are skipped; returns whether they can run. */
+export async function e2eGate(test: (title: string, fn: (t: ExecutionContext) => void) => void, what: string): Promise<boolean> {
+  const gate = await canBootContainers();
+  if (!gate.ok) {
+    const reason = gate.reason;
+    console.log(`meshvm e2e (${what}) skipped: ${reason}`);
+    test(`${what}: skipped on this machine`, (t) => {
+      t.log(`skipped: ${reason}`);
+      t.pass();
+    });
+  }
+  return gate.ok;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The artifact
+
+const SOURCES = ['engine', 'resources', 'recipes', 'clients', 'bin', 'runlists', 'index.ts', 'package.json', 'package-lock.json', 'scripts/build.ts'];
+
+async function newestSource(): Promise<number> {
+  let newest = 0;
+  async function walk(p: string): Promise<void> {
+    const st = await fs.stat(p).catch(() => undefined);
+    if (!st) return;
+    if (st.isDirectory()) {
+      for (const name of await fs.readdir(p)) await walk(path.join(p, name));
+    } else newest = Math.max(newest, st.mtimeMs);
+  }
+  for (const s of SOURCES) await walk(path.join(PROJECT, s));
+  return newest;
+}
+
+/** Whether dist/ lacks the executable or the bundle, or is older than the sources. */
+export async function artifactStale(): Promise<boolean> {
+  const [exe, bundle] = await Promise.all([EXECUTABLE, BUNDLE].map((f) => fs.stat(f).catch(() => undefined)));
+  if (!exe || !bundle) return true;
+  return Math.min(exe.mtimeMs, bundle.mtimeMs) < (await newestSource());
+}
+
+/**
+ * `npm run build` when dist/ is missing or stale (CI runs the tests from a clean clone), once across the test files
+ * running in parallel: a flock, and a second look once it is held.
+ */
+export async function ensureArtifact(log: (line: string) => void = () => {}): Promise<{ executable: string; bundle: string }> {
+  if (await artifactStale()) {
+    const started = Date.now();
+    const script = `import { artifactStale } from ${JSON.stringify(path.join(import.meta.dirname, 'lab.ts'))};
+      if (await artifactStale()) { const { execa } = await import('execa'); await execa(process.execPath, ['scripts/build.ts'], { cwd: ${JSON.stringify(PROJECT)}, stdio: 'inherit' }); }`;
+    const r = await execa('flock', [path.join(os.tmpdir(), 'meshvm-e2e-build.lock'), process.execPath, '--input-type=module', '-e', script], { reject: false, all: true, timeout: 600_000 });
+    if (r.exitCode !== 0) throw new Error(`building the artifact failed:\n${r.all}`);
+    log(`artifact built (or waited for) in ${Date.now() - started} ms`);
+  }
+  return { executable: EXECUTABLE, bundle: BUNDLE };
+}
+
+export async function sha256File(file: string): Promise<string> {
+  return createHash('sha256').update(await fs.readFile(file)).digest('hex');
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The istio-sidecar .deb
+
+/** Builds the stand-in istio-sidecar .deb from test/e2e/fixtures/istio-sidecar with dpkg-deb; files owned by root. */
+export async function buildSidecarDeb(outDir: string): Promise<{ file: string; sha256: string }> {
+  const tree = await fs.mkdtemp(path.join(os.tmpdir(), 'meshvm-deb-'));
+  try {
+    await fs.cp(SIDECAR_TREE, tree, { recursive: true });
+    for (const [file, mode] of [['DEBIAN/postinst', 0o755], ['usr/local/bin/istio-start.sh', 0o755], ['DEBIAN/control', 0o644], ['lib/systemd/system/istio.service', 0o644]] as const) {
+      await fs.chmod(path.join(tree, file), mode);
+    }
+    await execa('find', [tree, '-type', 'd', '-exec', 'chmod', '0755', '{}', '+']);
+    const file = path.join(outDir, 'istio-sidecar.deb');
+    await execa('dpkg-deb', ['--root-owner-group', '-Zgzip', '--build', tree, file]);
+    return { file, sha256: await sha256File(file) };
+  } finally {
+    await fs.rm(tree, { recursive: true, force: true });
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The example user-data
+
+export const USER_DATA = path.join(PROJECT, 'examples/cloud-init/user-data.yaml');
+
+/** The example with every ${name} filled in (as Terraform's templatefile would); a placeholder left over is an error. */
+export async function renderUserData(values: Record<string, string>): Promise<string> {
+  const text = await fs.readFile(USER_DATA, 'utf8');
+  const missing = new Set<string>();
+  const out = text.replace(/\$\{(\w+)\}/g, (_, name: string) => {
+    if (!(name in values)) missing.add(name);
+    return values[name] ?? '';
+  });
+  if (missing.size) throw new Error(`examples/cloud-init/user-data.yaml has placeholders the test does not fill: ${[...missing].join(', ')}`);
+  return out;
+}
+
+/**
+ * What the test adds to the example, standing in for the cloud around a real VM: cloud-init's first stage waits until
+ * the far side listens (a VM's network coming up), /etc/resolv.conf gets the nameserver a DHCP server would give, and the
+ * artifact store's private CA is trusted (cloud-init's ca_certs, as the example's header says).
+ */
+export function cloudAround(artifactCaPem: string, vm?: { powerOff: boolean }): string {
+  const pem = artifactCaPem.trim().split('\n').map((l) => `      ${l}`).join('\n');
+  const network = vm
+    ? [ // a full VM on qemu's user network: the address its DHCP server would give (cloud-init's network config is off)
+      '    dev=$(ls /sys/class/net | grep -v "^lo$" | head -n 1)',
+      '    ip link set "$dev" up && ip addr add 10.0.2.15/24 dev "$dev" && ip route add default via 10.0.2.2',
+    ]
+    : [ // a container: wait until the far side listens in the guest's namespace
+      '    i=0',
+      '    while [ ! -e /mnt/meshvm-lab/ready ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done',
+    ];
+  return [
+    '',
+    "# --- added by meshvm's end-to-end test, not part of the example: the cloud around the VM ---",
+    'bootcmd:',
+    '  - |',
+    ...network,
+    `    printf 'nameserver ${LAB.upstreamDns}\\n' > /etc/resolv.conf`,
+    'ca_certs:',
+    '  trusted:',
+    '    - |',
+    pem,
+    ...(vm?.powerOff ? ['power_state: { mode: poweroff, condition: true, timeout: 30 }'] : []),
+    '',
+  ].join('\n');
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The far side, in the guest's network namespace
+
+export interface Lab {
+  ready: LabReady;
+  vaultStop(): Promise<void>;
+  vaultStart(): Promise<void>;
+  stats(): Promise<{ vaultCalls: number; kubeCalls: string[]; tokenRequests: number; artifactRequests: { path: string; status: number }[] }>;
+  /** Kills and waits for every process of the lab. Idempotent. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts the stand-ins and the artifact server inside a network namespace (a guest's), and with a container also what
+ * the guest reaches on its loopback: istiod's port, the cluster DNS and the upstream DNS. A full VM (`vm`) reaches the
+ * servers through qemu's guestfwd at vm.public.address instead.
+ */
+export async function startLab(where: { netns: string }, opts: { artifactDir: string; artifactPki: TestPki; vaultDown?: boolean; vm?: { public: NonNullable<LabConfig['public']> } }): Promise<Lab> {
+  const daemons: ResultPromise[] = [];
+  const start = (argv: string[], stdio: 'pipe' | 'ignore' = 'ignore') => {
+    const child = execa('ip', ['netns', 'exec', where.netns, ...argv], { reject: false, stdin: stdio === 'pipe' ? 'pipe' : 'ignore', stdout: stdio === 'pipe' ? 'pipe' : 'ignore', stderr: 'pipe', cleanup: true });
+    daemons.push(child);
+    return child;
+  };
+  if (!opts.vm) {
+    for (const ip of [LAB.eastwest, LAB.clusterDns, LAB.upstreamDns]) {
+      await execa('ip', ['-n', where.netns, 'addr', 'add', `${ip}/32`, 'dev', 'lo']);
+    }
+    const dnsmasq = (address: string, answers: Record<string, string>) =>
+      start(['dnsmasq', '--keep-in-foreground', '--no-resolv', '--no-hosts', '--bind-interfaces', `--listen-address=${address}`, '--port=53',
+        '--conf-file=/dev/null', '--pid-file=', ...Object.entries(answers).map(([name, ip]) => `--address=/${name}/${ip}`)]);
+    dnsmasq(LAB.clusterDns, { 'kubernetes.default.svc.cluster.local': LAB.kubernetesIp });
+    dnsmasq(LAB.upstreamDns, { 'example.org': LAB.exampleOrgIp });
+  }
+
+  const config: LabConfig = {
+    vaultPort: LAB.vaultPort,
+    artifactPort: LAB.artifactPort,
+    artifactDir: opts.artifactDir,
+    artifactCert: { certPem: opts.artifactPki.certPem, keyPem: opts.artifactPki.keyPem },
+    ...(opts.vm ? { public: opts.vm.public } : { istiodAddress: LAB.eastwest }),
+    ...(opts.vaultDown && { vaultDown: true }),
+  };
+  const server = start([process.execPath, LAB_SERVER, JSON.stringify(config)], 'pipe');
+  let stopped: Promise<void> | undefined;
+  const stop = () =>
+    (stopped ??= (async () => {
+      server.stdin?.end();
+      const timer = setTimeout(() => server.kill('SIGKILL'), 5000);
+      for (const d of daemons) if (d !== server) d.kill('SIGTERM');
+      await Promise.allSettled(daemons);
+      clearTimeout(timer);
+    })());
+
+  const pending = new Map<number, (answer: { ok: boolean; result?: unknown; error?: string }) => void>();
+  let readyResolve!: (r: LabReady) => void;
+  const readyPromise = new Promise<LabReady>((resolve) => (readyResolve = resolve));
+  readline.createInterface({ input: server.stdout! }).on('line', (line) => {
+    const message = JSON.parse(line) as { ready?: LabReady; id?: number; ok: boolean; result?: unknown; error?: string };
+    if (message.ready) readyResolve(message.ready);
+    else if (message.id !== undefined) pending.get(message.id)?.(message);
+  });
+  const exited = server.then((r) => {
+    throw new Error(`the lab server exited (${r.exitCode ?? r.signal}): ${String(r.stderr).slice(-2000)}`);
+  });
+  exited.catch(() => {});
+  let ready: LabReady;
+  try {
+    ready = await Promise.race([readyPromise, exited, new Promise<never>((_, reject) => setTimeout(() => reject(new Error('the lab server did not start within 30 s')), 30_000).unref())]);
+    // the DNS servers answer before anything asks them
+    for (const [server, name, ip] of opts.vm ? [] : [[LAB.clusterDns, 'kubernetes.default.svc.cluster.local', LAB.kubernetesIp], [LAB.upstreamDns, 'example.org', LAB.exampleOrgIp]] as const) {
+      await waitUntil(async () => (await execa('ip', ['netns', 'exec', where.netns, 'dig', '+short', '+time=1', '+tries=1', `@${server}`, name], { reject: false })).stdout.trim() === ip, 10_000, `dnsmasq on ${server}`);
+    }
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+
+  let nextId = 0;
+  const call = async (cmd: LabCommand['cmd']) => {
+    const id = ++nextId;
+    const answer = new Promise<{ ok: boolean; result?: unknown; error?: string }>((resolve) => pending.set(id, resolve));
+    server.stdin!.write(JSON.stringify({ id, cmd }) + '\n');
+    const a = await Promise.race([answer, exited]);
+    if (!a.ok) throw new Error(`lab ${cmd}: ${a.error}`);
+    return a.result;
+  };
+  return {
+    ready,
+    vaultStop: async () => void (await call('vault-stop')),
+    vaultStart: async () => void (await call('vault-start')),
+    stats: async () => (await call('stats')) as Awaited<ReturnType<Lab['stats']>>,
+    stop,
+  };
+}
+
+export async function waitUntil(check: () => Promise<boolean>, ms: number, what: string): Promise<void> {
+  const until = Date.now() + ms;
+  while (!(await check())) {
+    if (Date.now() > until) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// A guest booted with the example's user-data
+
+export interface MeshGuest {
+  guest: Guest;
+  lab: Lab;
+  /** Date.now() just before systemd-nspawn was started. */
+  launchedAt: number;
+  /** ms from launch until the far side listened (cloud-init's first stage waits for it). */
+  labReadyMs: number;
+  userData: string;
+  deb: { file: string; sha256: string };
+  executableSha256: string;
+  workDir: string;
+  /** Stops the guest and the lab, removes the work dir. Idempotent. */
+  stop(): Promise<void>;
+}
+
+/** Everything a guest needs from the host, made once per test file: the artifacts served, the CA, the .deb. */
+export async function prepareArtifacts(workDir: string, pki?: TestPki): Promise<{ artifactDir: string; pki: TestPki; deb: { file: string; sha256: string }; executableSha256: string }> {
+  const artifactDir = path.join(workDir, 'artifacts');
+  await fs.mkdir(artifactDir, { recursive: true });
+  await fs.copyFile(EXECUTABLE, path.join(artifactDir, 'meshvm'));
+  const deb = await buildSidecarDeb(artifactDir);
+  return { artifactDir, pki: pki ?? (await testPki({ fresh: true })), deb, executableSha256: await sha256File(path.join(artifactDir, 'meshvm')) };
+}
+
+/** The values the example's placeholders take in the lab (`host`: where the VM reaches the far side). */
+export function labValues(a: { executableSha256: string; deb: { sha256: string } }, host = '127.0.0.1'): Record<string, string> {
+  return {
+    meshvm_url: `https://${host}:${LAB.artifactPort}/meshvm`,
+    meshvm_sha256: a.executableSha256,
+    sidecar_deb_url: `https://${host}:${LAB.artifactPort}/istio-sidecar.deb`,
+    sidecar_deb_sha256: a.deb.sha256,
+    workload_name: WORKLOAD.name,
+    workload_namespace: WORKLOAD.namespace,
+    service_account: WORKLOAD.serviceAccount,
+    ports: String(WORKLOAD.port),
+    vault_address: `http://${host}:${LAB.vaultPort}`,
+    vault_kv_path: 'meshvm/cluster-a',
+    vault_role_id: 'role-id-lab',
+    vault_secret_id: 'secret-id-lab',
+  };
+}
+
+/**
+ * Boots a guest whose NoCloud seed is the example's user-data (rendered, plus the cloud around it), starts its far
+ * side, and returns once systemd is up (cloud-init may still be running: see waitForCloudInit / cloudInitStatus).
+ */
+export async function bootWithExample(opts: { vaultDown?: boolean; log?: (line: string) => void; beforeReady?: (guest: Guest) => Promise<void> } = {}): Promise<MeshGuest> {
+  const workDir = await fs.mkdtemp(path.join(os.tmpdir(), 'meshvm-e2e-'));
+  const labDir = path.join(workDir, 'lab');
+  await fs.mkdir(labDir);
+  const prepared = await prepareArtifacts(workDir);
+  const userData = (await renderUserData(labValues(prepared))) + cloudAround(prepared.pki.caPem);
+  await ensureRootfs({ ...IMAGE, ...(opts.log && { log: opts.log }) });
+  const launchedAt = Date.now();
+  const guest = await bootContainer({ rootfs: IMAGE, seed: { userData }, binds: [{ host: labDir, guest: '/mnt/meshvm-lab' }] }).catch(async (error: unknown) => {
+    await fs.rm(workDir, { recursive: true, force: true });
+    throw error;
+  });
+  let lab: Lab | undefined;
+  const stop = async () => {
+    await guest.stop();
+    await lab?.stop();
+    await fs.rm(workDir, { recursive: true, force: true });
+  };
+  try {
+    lab = await startLab(guest, { artifactDir: prepared.artifactDir, artifactPki: prepared.pki, ...(opts.vaultDown && { vaultDown: true }) });
+    await opts.beforeReady?.(guest);
+    await fs.writeFile(path.join(labDir, 'ready'), '');
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+  return { guest, lab, launchedAt, labReadyMs: Date.now() - launchedAt, userData, deb: prepared.deb, executableSha256: prepared.executableSha256, workDir, stop };
+}
+
+/** `cloud-init status --wait --long`, without rejecting on an error status (the faults scenario expects one). */
+export async function cloudInitStatus(guest: Guest, timeoutMs = 180_000): Promise<{ status: string; text: string }> {
+  const r = await guest.exec(['cloud-init', 'status', '--wait', '--long'], { timeoutMs });
+  return { status: /^status: (\w+)/m.exec(r.stdout)?.[1] ?? 'unknown', text: `${r.stdout}\n${r.stderr}` };
+}
+
+export interface RunReport {
+  outcome: string;
+  startedAt: string;
+  finishedAt: string;
+  summary: { total: number; changed: number; failed: number; skipped: number; unchanged: number; seconds: number };
+  resources: { ref: string; status: string; changes: string[]; error?: string }[];
+  notifications: { ref: string; status: string; because: string[] }[];
+}
+
+export async function lastRun(guest: Guest): Promise<RunReport | undefined> {
+  const text = await guest.readFile('/var/lib/meshvm/last-run.json');
+  return text === undefined ? undefined : (JSON.parse(text) as RunReport);
+}
+
+/** Lines of /var/lib/istio/starts: one per start of the sidecar. */
+export async function sidecarStarts(guest: Guest): Promise<number> {
+  return ((await guest.readFile('/var/lib/istio/starts')) ?? '').split('\n').filter(Boolean).length;
+}
+
+export const changedRefs = (report: RunReport) => report.resources.filter((r) => r.status === 'changed').map((r) => r.ref);
+
+/** A guest command that must succeed; its stdout. */
+export async function run(guest: Guest, argv: string[], timeoutMs = 120_000): Promise<string> {
+  return (await guest.exec(argv, { check: true, timeoutMs })).stdout;
+}
+
+/** What a failed boot looked like, for an assertion message. */
+export async function bootDiagnostics(guest: Guest): Promise<string> {
+  const log = (await guest.readFile('/var/log/cloud-init-output.log')) ?? '(no cloud-init-output.log)';
+  const failed = (await guest.exec(['systemctl', '--failed', '--no-legend', '--plain'])).stdout;
+  return `cloud-init-output.log (tail):\n${log.split('\n').slice(-60).join('\n')}\nfailed units: ${failed || 'none'}`;
+}
+
+/**
+ * Boots a guest as an image with meshvm baked in (no cloud-init): the executable in /usr/local/bin, the Vault AppRole
+ * files, the artifact store's CA trusted, the DHCP nameserver in /etc/resolv.conf; its far side running.
+ */
+export async function bootBaked(opts: { log?: (line: string) => void } = {}): Promise<MeshGuest> {
+  const workDir = await fs.mkdtemp(path.join(os.tmpdir(), 'meshvm-e2e-'));
+  const prepared = await prepareArtifacts(workDir);
+  await ensureRootfs({ ...IMAGE, ...(opts.log && { log: opts.log }) });
+  const launchedAt = Date.now();
+  const guest = await bootContainer({ rootfs: IMAGE, binds: [{ host: path.join(prepared.artifactDir, 'meshvm'), guest: '/usr/local/bin/meshvm' }] }).catch(async (error: unknown) => {
+    await fs.rm(workDir, { recursive: true, force: true });
+    throw error;
+  });
+  let lab: Lab | undefined;
+  const stop = async () => {
+    await guest.stop();
+    await lab?.stop();
+    await fs.rm(workDir, { recursive: true, force: true });
+  };
+  try {
+    lab = await startLab(guest, { artifactDir: prepared.artifactDir, artifactPki: prepared.pki });
+    const labReadyMs = Date.now() - launchedAt;
+    await guest.waitForBoot(180_000);
+    await guest.writeFile('/etc/resolv.conf', `nameserver ${LAB.upstreamDns}\n`);
+    await guest.writeFile('/usr/local/share/ca-certificates/meshvm-lab-artifacts.crt', prepared.pki.caPem);
+    await run(guest, ['update-ca-certificates']);
+    await guest.writeFile('/etc/meshvm/role-id', 'role-id-lab\n', { mode: 0o600 });
+    await guest.writeFile('/etc/meshvm/secret-id', 'secret-id-lab\n', { mode: 0o600 });
+    return { guest, lab, launchedAt, labReadyMs, userData: '', deb: prepared.deb, executableSha256: prepared.executableSha256, workDir, stop };
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+}
+
+/** The node file of the lab's VM (what the example user-data writes), optionally with another Vault KV path. */
+export function labNodeYaml(a: { deb: { sha256: string } }, kvPath = 'meshvm/cluster-a'): string {
+  return [
+    'attributes:',
+    `  workload: { name: ${WORKLOAD.name}, namespace: ${WORKLOAD.namespace}, serviceAccount: ${WORKLOAD.serviceAccount}, ports: [${WORKLOAD.port}] }`,
+    `  package: { from: deb, url: https://127.0.0.1:${LAB.artifactPort}/istio-sidecar.deb, sha256: ${a.deb.sha256}, caFile: /etc/ssl/certs/ca-certificates.crt }`,
+    '  cluster:',
+    '    vault:',
+    `      address: http://127.0.0.1:${LAB.vaultPort}`,
+    '      auth: { method: approle, roleIdFile: /etc/meshvm/role-id, secretIdFile: /etc/meshvm/secret-id }',
+    `    access: { kv: { path: ${kvPath} } }`,
+    '',
+  ].join('\n');
+}
+
+/** A CA and a server certificate for the given IP addresses (and 127.0.0.1, localhost), made with the openssl CLI. */
+export async function makePki(ips: readonly string[]): Promise<TestPki> {
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'meshvm-pki-'));
+  const p = (name: string) => path.join(dir, name);
+  try {
+    const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
+    await execa('openssl', ['req', '-x509', ...ec, '-keyout', p('ca.key'), '-out', p('ca.pem'), '-days', '2', '-subj', '/CN=meshvm e2e artifact store CA',
+      '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign']);
+    await execa('openssl', ['req', '-new', ...ec, '-keyout', p('server.key'), '-out', p('server.csr'), '-subj', `/CN=${ips[0] ?? '127.0.0.1'}`]);
+    const sans = [...new Set([...ips, '127.0.0.1'])].map((ip) => `IP:${ip}`).join(',');
+    await fs.writeFile(p('ext.cnf'), `subjectAltName=${sans},DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n`);
+    await execa('openssl', ['x509', '-req', '-in', p('server.csr'), '-CA', p('ca.pem'), '-CAkey', p('ca.key'), '-CAcreateserial', '-days', '2', '-sha256', '-extfile', p('ext.cnf'), '-out', p('server.pem')]);
+    const [caPem, certPem, keyPem] = await Promise.all(['ca.pem', 'server.pem', 'server.key'].map((f) => fs.readFile(p(f), 'utf8')));
+    return { caPem: caPem!, certPem: certPem!, keyPem: keyPem! };
+  } finally {
+    await fs.rm(dir, { recursive: true, force: true });
+  }
+}
