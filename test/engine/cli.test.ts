@@ -2,6 +2,7 @@
 import test from 'ava';
 import fs from 'node:fs/promises';
 import path from 'node:path';
+import { execa } from 'execa';
 import { meshvm, scratchRoot, snapshot, writeRunlist, PROJECT } from '../helpers/scratch.ts';
 import { DOCS_CLUSTER_ENV, DOCS_KUBEDNS, DOCS_SIDECAR_ENV } from '../helpers/docs.ts';
 
@@ -129,4 +130,16 @@ test('--help and --version', async (t) => {
   t.regex(help.stdout, /--detailed-exitcode/);
   const version = await meshvm(['--version']);
   t.is(version.stdout.trim(), JSON.parse(await fs.readFile(path.join(PROJECT, 'package.json'), 'utf8')).version);
+});
+
+test("the README's main command, npm run demo, works where its scratch root does not exist yet, twice", async (t) => {
+  const parent = await scratchRoot(t);
+  const root = path.join(parent, 'demo-root');
+  const run = () => execa('npm', ['run', '-s', 'demo'], { cwd: PROJECT, env: { MESHVM_DEMO_ROOT: root, NO_COLOR: '1' }, reject: false });
+  const first = await run();
+  t.is(first.exitCode, 0, String(first.stderr));
+  t.regex(String(first.stdout), /converged: 11 resources, 11 changed, 0 failed/);
+  t.is(await fs.readFile(path.join(root, 'etc/dnsmasq.d/kubedns'), 'utf8'), DOCS_KUBEDNS);
+  const second = await run();
+  t.regex(String(second.stdout), /converged, nothing to do: 11 resources, 0 changed, 0 failed/);
 });
