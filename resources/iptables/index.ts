@@ -131,9 +131,11 @@ const ruleCount = (dumps: Dump[]) => (dumps.some((d) => d.text !== undefined) ? 
 /** Which backend this host uses, with both families' full dumps from it: read once per run (until something changes). */
 export function detectBackend(host: HostReader): Promise<Detected> {
   return host.memo('iptables-backend', async () => {
+    // all four reads at once (save never rejects): the nft pair is used only when the legacy count does not decide
+    const nftReads = Promise.all([save(host, 'iptables-nft-save'), save(host, 'ip6tables-nft-save')]);
     const legacy = await Promise.all([save(host, 'iptables-legacy-save'), save(host, 'ip6tables-legacy-save')]);
     const legacyRules = ruleCount(legacy);
-    const nft = legacyDecides(legacyRules) ? undefined : await Promise.all([save(host, 'iptables-nft-save'), save(host, 'ip6tables-nft-save')]);
+    const nft = legacyDecides(legacyRules) ? undefined : await nftReads;
     const nftRules = nft && ruleCount(nft);
     let systemDefault: 'nft' | 'legacy' | undefined;
     if (legacyRules !== undefined && legacyRules === nftRules) {

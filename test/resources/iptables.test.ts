@@ -251,7 +251,7 @@ test('Iptables resources in one run share one read of the tables', async (t) => 
   t.deepEqual(changedRefs(await converge(three.host, declare())), []);
   const one = recording(l.host());
   await converge(one.host, declare().slice(0, 1));
-  t.deepEqual(saves(three.queries), ['iptables-legacy-save', 'ip6tables-legacy-save', 'iptables-nft-save', 'ip6tables-nft-save']);
+  t.deepEqual(saves(three.queries), ['iptables-nft-save', 'ip6tables-nft-save', 'iptables-legacy-save', 'ip6tables-legacy-save']);
   t.deepEqual(saves(three.queries), saves(one.queries), 'three resources read what one reads');
   t.deepEqual(three.queries.length, 4, 'and nothing else');
 });
