@@ -3,6 +3,7 @@ import { z } from 'zod';
 import { compareFields, defineResource, type Changes } from '../engine/resource.ts';
 import { accountName, fileMode, guestPath } from '../engine/validate.ts';
 import type { Host, HostReader } from '../engine/host.ts';
+import { fixOwnership } from './ownership.ts';
 
 export const directorySpec = z.strictObject({
   path: guestPath,
@@ -43,8 +44,7 @@ export const directoryType = {
       await host.mkdir(spec.path, { mode: spec.mode, owner: spec.owner, group: spec.group, parents: spec.parents });
       return;
     }
-    if (changes.owner || changes.group) await host.chown(spec.path, { owner: spec.owner, group: spec.group });
-    if (changes.mode || ((changes.owner || changes.group) && spec.mode !== undefined)) await host.chmod(spec.path, spec.mode!);
+    await fixOwnership(host, spec.path, spec, changes);
   },
 };
 

@@ -5,6 +5,7 @@ import { compareFields, defineResource, type Changes } from '../engine/resource.
 import { dnsName, guestPath, ipAddress, port, unique } from '../engine/validate.ts';
 import type { Host, HostReader } from '../engine/host.ts';
 import { canonicalIp, parseResolvConf } from './resolv-conf.ts';
+import { fixOwnership } from './ownership.ts';
 
 export const DEFAULT_DNSMASQ_DROP_IN = '/etc/dnsmasq.d/meshvm.conf';
 
@@ -203,8 +204,7 @@ export const dnsmasqConfigType = {
       await host.writeFile(spec.path, content, { mode: 0o644, owner: 'root', group: 'root', verify: (staged) => checkWithDnsmasq(host, staged, spec, content) });
       return;
     }
-    if (changes.owner || changes.group) await host.chown(spec.path, { owner: 'root', group: 'root' });
-    await host.chmod(spec.path, 0o644);
+    await fixOwnership(host, spec.path, { owner: 'root', group: 'root', mode: 0o644 }, changes);
   },
 };
 

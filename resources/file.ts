@@ -3,6 +3,7 @@ import { z } from 'zod';
 import { compareFields, defineResource, type Changes } from '../engine/resource.ts';
 import { accountName, fileMode, guestPath } from '../engine/validate.ts';
 import type { Host, HostReader } from '../engine/host.ts';
+import { fixOwnership } from './ownership.ts';
 
 export const fileSpec = z.strictObject({
   path: guestPath,
@@ -64,9 +65,7 @@ export const fileType = {
       });
       return;
     }
-    if (changes.owner || changes.group) await host.chown(spec.path, { owner: spec.owner, group: spec.group });
-    // chown may clear setuid/setgid bits, so the mode goes last
-    if (changes.mode || ((changes.owner || changes.group) && spec.mode !== undefined)) await host.chmod(spec.path, spec.mode!);
+    await fixOwnership(host, spec.path, spec, changes);
   },
 };
 

@@ -330,19 +330,10 @@ export async function bootWithExample(opts: { vaultDown?: boolean; log?: (line: 
   const prepared = await prepareArtifacts(workDir);
   const userData = (await renderUserData(labValues(prepared))) + cloudAround(prepared.pki.caPem);
   await ensureRootfs({ ...IMAGE, ...(opts.log && { log: opts.log }) });
-  const launchedAt = Date.now();
-  const guest = await bootContainer({ rootfs: IMAGE, seed: { userData }, binds: [{ host: labDir, guest: '/mnt/meshvm-lab' }] }).catch(async (error: unknown) => {
-    await fs.rm(workDir, { recursive: true, force: true });
-    throw error;
-  });
-  let lab: Lab | undefined;
-  const stop = async () => {
-    await guest.stop();
-    await lab?.stop();
-    await fs.rm(workDir, { recursive: true, force: true });
-  };
+  const { guest, launchedAt, owned, stop } = await bootLabGuest(workDir, { rootfs: IMAGE, seed: { userData }, binds: [{ host: labDir, guest: '/mnt/meshvm-lab' }] });
+  let lab: Lab;
   try {
-    lab = await startLab(guest, { artifactDir: prepared.artifactDir, artifactPki: prepared.pki, ...(opts.vaultDown && { vaultDown: true }) });
+    lab = owned.lab = await startLab(guest, { artifactDir: prepared.artifactDir, artifactPki: prepared.pki, ...(opts.vaultDown && { vaultDown: true }) });
     await opts.beforeReady?.(guest);
     await fs.writeFile(path.join(labDir, 'ready'), '');
   } catch (error) {
@@ -350,6 +341,22 @@ export async function bootWithExample(opts: { vaultDown?: boolean; log?: (line: 
     throw error;
   }
   return { guest, lab, launchedAt, labReadyMs: Date.now() - launchedAt, userData, deb: prepared.deb, executableSha256: prepared.executableSha256, workDir, stop };
+}
+
+/** Boots a lab guest that owns its work dir: `stop` stops the guest, then the lab once `owned.lab` is set, then removes the dir. */
+async function bootLabGuest(workDir: string, boot: Parameters<typeof bootContainer>[0]) {
+  const launchedAt = Date.now();
+  const guest = await bootContainer(boot).catch(async (error: unknown) => {
+    await fs.rm(workDir, { recursive: true, force: true });
+    throw error;
+  });
+  const owned: { lab?: Lab } = {};
+  const stop = async () => {
+    await guest.stop();
+    await owned.lab?.stop();
+    await fs.rm(workDir, { recursive: true, force: true });
+  };
+  return { guest, launchedAt, owned, stop };
 }
 
 /** `cloud-init status --wait --long`, without rejecting on an error status (the faults scenario expects one). */
@@ -399,19 +406,9 @@ export async function bootBaked(opts: { log?: (line: string) => void } = {}): Pr
   const workDir = await fs.mkdtemp(path.join(os.tmpdir(), 'meshvm-e2e-'));
   const prepared = await prepareArtifacts(workDir);
   await ensureRootfs({ ...IMAGE, ...(opts.log && { log: opts.log }) });
-  const launchedAt = Date.now();
-  const guest = await bootContainer({ rootfs: IMAGE, binds: [{ host: path.join(prepared.artifactDir, 'meshvm'), guest: '/usr/local/bin/meshvm' }] }).catch(async (error: unknown) => {
-    await fs.rm(workDir, { recursive: true, force: true });
-    throw error;
-  });
-  let lab: Lab | undefined;
-  const stop = async () => {
-    await guest.stop();
-    await lab?.stop();
-    await fs.rm(workDir, { recursive: true, force: true });
-  };
+  const { guest, launchedAt, owned, stop } = await bootLabGuest(workDir, { rootfs: IMAGE, binds: [{ host: path.join(prepared.artifactDir, 'meshvm'), guest: '/usr/local/bin/meshvm' }] });
   try {
-    lab = await startLab(guest, { artifactDir: prepared.artifactDir, artifactPki: prepared.pki });
+    const lab = (owned.lab = await startLab(guest, { artifactDir: prepared.artifactDir, artifactPki: prepared.pki }));
     const labReadyMs = Date.now() - launchedAt;
     await guest.waitForBoot(180_000);
     await guest.writeFile('/etc/resolv.conf', `nameserver ${LAB.upstreamDns}\n`);
