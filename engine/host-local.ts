@@ -226,6 +226,7 @@ export function localHost(options: LocalHostOptions = {}): Host {
 
   return {
     root,
+    live: root === '/',
     netns,
     download,
     realPath: real,

@@ -13,6 +13,16 @@ export interface CommandOptions {
   timeoutMs?: number;
   /** Return a non-zero exit as a result instead of throwing CommandError. */
   allowFailure?: boolean;
+  /**
+   * Where the command runs. 'host' (the default): on this machine, for meshvm's own root-aware helpers (systemctl --root,
+   * useradd --prefix, a checker given a staged file's real path). 'root': inside the root, as the machine being built
+   * would run it: under a root other than '/' confined to it (unshare --root, a chroot) and refused when the root has no
+   * such program; on '/' the same as 'host'. Commands a user wrote (Execute, guards, verify commands) run in 'root'
+   * unless their spec says they run on the host.
+   */
+  in?: 'host' | 'root';
+  /** The working directory, a guest path (with in: 'root', a path inside the root). */
+  cwd?: string;
 }
 
 export interface FileStat {
@@ -50,6 +60,11 @@ export interface Accounts {
 export interface HostReader {
   /** The directory every guest path is mapped under ('/' on a real machine). */
   readonly root: string;
+  /**
+   * The running system (root '/'): services can be started and packages installed. Not live: an offline root (an image
+   * being built, a scratch directory), where only files and enablement change. Decided once, by localHost.
+   */
+  readonly live: boolean;
   /** The network namespace commands run in, if any. */
   readonly netns: string | undefined;
   /** Where a guest path lives on this machine (for tools given a path). */

@@ -2,6 +2,7 @@
 import type { z } from 'zod';
 import type { HostReader } from './host.ts';
 import type { Declared } from './resource.ts';
+import type { Check, CheckContext } from './check.ts';
 import { InputError } from './errors.ts';
 import { formatIssue } from './validate.ts';
 
@@ -25,6 +26,8 @@ export interface Recipe<Schema extends z.ZodObject = z.ZodObject> {
   readonly description: string;
   readonly attributes: Schema;
   declare(attributes: z.output<Schema>, context: RecipeContext): Declaration | Promise<Declaration>;
+  /** What `meshvm verify` checks for this recipe: that what it declared works (names resolve, ports answer, certs chain). */
+  checks?(attributes: z.output<Schema>, context: CheckContext): Promise<Check[]>;
 }
 
 export function defineRecipe<Schema extends z.ZodObject>(recipe: Omit<Recipe<Schema>, 'kind' | 'description'> & { description?: string }): Recipe<Schema> {

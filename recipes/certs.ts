@@ -10,6 +10,9 @@ import { ManagedBlock } from '../resources/managed-block.ts';
 import { clusterAttribute, cluster } from './cluster.ts';
 import { flow, istiodHost, namespaceName, proxyUser, serviceAccountName, sidecarRestart, workload, type Workload } from './mesh.ts';
 import { discoverControlPlane, dnsAttributes } from './dns.ts';
+import { jwtClaims } from '../resources/istio-token.ts';
+
+export { jwtClaims };
 
 export const TOKEN_PATH = '/var/run/secrets/tokens/istio-token';
 export const MESH_CONFIG = '/etc/istio/config/mesh';
@@ -125,15 +128,6 @@ async function istioToken(ctx: RecipeContext, a: { tokenSeconds: number; renewBe
     k.requestToken({ namespace: w.namespace, serviceAccount: w.serviceAccount, audiences: ['istio-ca'], expirationSeconds: a.tokenSeconds }),
   );
   return minted.token + '\n';
-}
-
-/** The payload of a JWT (not verified: only to know when our own token expires and whom it is for). */
-export function jwtClaims(token: string): { sub?: string; aud?: string | string[]; exp?: number } | undefined {
-  try {
-    return JSON.parse(Buffer.from(token.split('.')[1] ?? '', 'base64url').toString('utf8'));
-  } catch {
-    return undefined;
-  }
 }
 
 /** /etc/istio/config/mesh as istioctl writes mesh.yaml: the proxy config's metadata for this workload. */
