@@ -1,6 +1,7 @@
 // Self-tests of the Route 53 API 2013-04-01 stand-in, driven with fetch and SigV4-signed requests; XML checked by string matching.
 import test from 'ava';
 import type { ExecutionContext } from 'ava';
+import { until } from '../helpers/poll.ts';
 import { callsMatching } from './common.ts';
 import { signRequest } from './sigv4.ts';
 import { startRoute53 } from './route53.ts';
@@ -28,6 +29,11 @@ const rrset = (name: string, type: string, values: string[], ttl = 300): string 
 const batch = (...changes: Array<[string, string]>): string =>
   `<?xml version="1.0" encoding="UTF-8"?><ChangeResourceRecordSetsRequest xmlns="https://route53.amazonaws.com/doc/2013-04-01/"><ChangeBatch><Comment>meshvm</Comment><Changes>${changes.map(([a, s]) => `<Change><Action>${a}</Action>${s}</Change>`).join('')}</Changes></ChangeBatch></ChangeResourceRecordSetsRequest>`;
 const change = (r: Route53StandIn, body: string): ReturnType<typeof send> => send(r, 'POST', `/2013-04-01/hostedzone/${ZONE}/rrset/`, body);
+/** Long enough that the checks made right after a change cannot miss the PENDING window on a loaded machine. */
+const SYNC_MS = 1000;
+const changeId = (xml: string): string | undefined => /<ChangeInfo><Id>\/change\/(C[A-Z0-9]+)<\/Id>/.exec(xml)?.[1];
+const changeStatus = async (r: Route53StandIn, id: string): Promise<string | undefined> => /<Status>(\w+)<\/Status>/.exec((await send(r, 'GET', `/2013-04-01/change/${id}`)).xml)?.[1];
+const insync = (r: Route53StandIn, id: string): Promise<void> => until(async () => (await changeStatus(r, id)) === 'INSYNC', { what: `change ${id} to go INSYNC`, timeoutMs: SYNC_MS + 5000 });
 const names = (xml: string): string[] => [...xml.matchAll(/<ResourceRecordSet><Name>([^<]+)<\/Name><Type>([^<]+)<\/Type>/g)].map((m) => `${m[1]} ${m[2]}`);
 
 test('ListResourceRecordSets: SOA/NS created with the zone, DNS ordering, name/type start, truncation', async (t) => {
@@ -51,15 +57,16 @@ test('ListResourceRecordSets: SOA/NS created with the zone, DNS ordering, name/t
 });
 
 test('ChangeResourceRecordSets: UPSERT creates then updates; PENDING until the sync delay, then INSYNC', async (t) => {
-  const r = await r53(t, { changeSyncDelayMs: 300 });
+  const r = await r53(t, { changeSyncDelayMs: SYNC_MS });
+  const submitted = Date.now();
   const res = await change(r, batch(['UPSERT', rrset('istiod.Example.com', 'CNAME', ['abc.elb.amazonaws.com'], 30)]));
   t.is(res.status, 200);
   const m = /<ChangeResourceRecordSetsResponse xmlns="[^"]+"><ChangeInfo><Id>\/change\/(C[A-Z0-9]+)<\/Id><Status>PENDING<\/Status><SubmittedAt>[^<]+Z<\/SubmittedAt><Comment>meshvm<\/Comment><\/ChangeInfo>/.exec(res.xml);
   t.truthy(m, res.xml);
   const id = m![1]!;
   t.regex((await send(r, 'GET', `/2013-04-01/change/${id}`)).xml, /<GetChangeResponse xmlns="[^"]+"><ChangeInfo><Id>\/change\/C\w+<\/Id><Status>PENDING<\/Status>/);
-  await new Promise((done) => setTimeout(done, 320));
-  t.regex((await send(r, 'GET', `/2013-04-01/change/${id}`)).xml, /<Status>INSYNC<\/Status>/);
+  await insync(r, id);
+  t.true(Date.now() - submitted >= SYNC_MS, 'not INSYNC before the sync delay');
   t.deepEqual(r.records('example.com').find((x) => x.type === 'CNAME'), { name: 'istiod.example.com.', type: 'CNAME', ttl: 30, values: ['abc.elb.amazonaws.com'] });
   await change(r, batch(['UPSERT', rrset('istiod.example.com.', 'CNAME', ['def.elb.amazonaws.com'], 30)]));
   t.deepEqual(r.records(ZONE).filter((x) => x.type === 'CNAME').map((x) => x.values), [['def.elb.amazonaws.com']]);
@@ -160,9 +167,10 @@ test('faults: Throttling and PriorRequestNotComplete XML (HTTP 400), latency, re
 });
 
 test('rejectWhilePending: a second change to a zone still PENDING gets PriorRequestNotComplete', async (t) => {
-  const r = await r53(t, { changeSyncDelayMs: 300, rejectWhilePending: true });
-  t.is((await change(r, batch(['UPSERT', rrset('a.example.com', 'A', ['192.0.2.5'])]))).status, 200);
+  const r = await r53(t, { changeSyncDelayMs: SYNC_MS, rejectWhilePending: true });
+  const first = await change(r, batch(['UPSERT', rrset('a.example.com', 'A', ['192.0.2.5'])]));
+  t.is(first.status, 200);
   t.regex((await change(r, batch(['UPSERT', rrset('b.example.com', 'A', ['192.0.2.6'])]))).xml, /PriorRequestNotComplete/);
-  await new Promise((done) => setTimeout(done, 320));
+  await insync(r, changeId(first.xml)!);
   t.is((await change(r, batch(['UPSERT', rrset('b.example.com', 'A', ['192.0.2.6'])]))).status, 200);
 });

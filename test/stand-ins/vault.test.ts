@@ -1,6 +1,7 @@
 // Self-tests of the Vault HTTP API v1 stand-in, driven with fetch and node:https.
 import test from 'ava';
 import type { ExecutionContext } from 'ava';
+import { until } from '../helpers/poll.ts';
 import { call } from './http-client.ts';
 import { callsMatching } from './common.ts';
 import { signRequest } from './sigv4.ts';
@@ -145,9 +146,13 @@ test('token self-ops: lookup, renew capped at max TTL, revoke (204) and then "in
   t.deepEqual([after.status, after.body], [403, { errors: ['2 errors occurred:\n\t* permission denied\n\t* invalid token\n\n'] }]);
   const none = await req(v, 'GET', '/v1/auth/token/lookup-self');
   t.deepEqual([none.status, none.body], [403, { errors: ['permission denied'] }]);
+  const issued = Date.now();
   const expiring = v.issueToken({ ttl: 1 });
-  await new Promise((r) => setTimeout(r, 1100));
-  t.is((await req(v, 'GET', '/v1/auth/token/lookup-self', { token: expiring })).status, 403);
+  const lookup = () => req(v, 'GET', '/v1/auth/token/lookup-self', { token: expiring });
+  t.is((await lookup()).status, 200, 'valid until its TTL runs out');
+  await until(async () => (await lookup()).status === 403, { what: 'the 1 s token to expire', timeoutMs: 6000 });
+  t.true(Date.now() - issued >= 1000, 'not refused before its TTL');
+  t.deepEqual((await lookup()).body, { errors: ['2 errors occurred:\n\t* permission denied\n\t* invalid token\n\n'] });
 });
 
 test('namespaces: a secret lives in one namespace; tokens only reach their own subtree', async (t) => {
