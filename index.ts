@@ -1,6 +1,7 @@
 // meshvm's public API, for recipe modules written outside the package: `import { defineRecipe, File } from 'meshvm'`.
 export { defineRecipe, include, type Recipe, type RecipeContext, type Declaration } from './engine/recipe.ts';
-export { defineResource, compareFields, hasChanges, type ResourceType, type Declared, type Changes, type Notifiable, type DeclareOptions } from './engine/resource.ts';
+export { defineResource, compareFields, hasChanges, type ResourceType, type Declared, type Changes, type Notifiable, type DeclareOptions, type Action, type Applied, type Requirement, type Provision } from './engine/resource.ts';
+export type { Check, CheckContext } from './engine/check.ts';
 export type { Host, HostReader, CommandResult, FileStat } from './engine/host.ts';
 export { formatMode } from './engine/host.ts';
 export { localHost } from './engine/host-local.ts';
@@ -15,8 +16,10 @@ export { Package } from './resources/package.ts';
 export { Service } from './resources/service.ts';
 export { SystemdUnit } from './resources/systemd-unit.ts';
 export { DnsmasqConfig } from './resources/dnsmasq-config.ts';
-export { ResolvConf } from './resources/resolv-conf.ts';
+export { ResolvConf } from './resources/resolv-conf/index.ts';
 export { Execute } from './resources/execute.ts';
+export { Symlink } from './resources/symlink.ts';
+export { IstioToken } from './resources/istio-token.ts';
 export { Iptables } from './resources/iptables/index.ts';
 export { Route53Records } from './resources/route53-record.ts';
 export { builtins } from './recipes/index.ts';

@@ -6,20 +6,20 @@ import { parseArgs } from 'node:util';
 import pkg from '../package.json' with { type: 'json' };
 import { InputError, errorMessage } from './errors.ts';
 import { localHost } from './host-local.ts';
-import { acquireLock, LOCK_FILE, type RunLock } from './lock.ts';
+import { acquireLock, type RunLock } from './lock.ts';
 import { humanListener } from './output.ts';
-import { checkAccounts, planRunlist } from './plan.ts';
+import { checkRequirements, planRunlist } from './plan.ts';
+import { checkComposites } from './composite.ts';
 import type { Recipe } from './recipe.ts';
-import type { Declared } from './resource.ts';
-import type { HostReader } from './host.ts';
-import { reportJson, type Listener, type RunReport } from './report.ts';
+import type { Check } from './check.ts';
+import { runChecks } from './verify.ts';
+import { buildReport, reportJson } from './report.ts';
 import { ensureStateDir, runResources } from './runner.ts';
 import { loadRunlist } from './runlist.ts';
 import { secrets } from './secrets.ts';
-import { apiCalls } from './api-calls.ts';
+import { LAST_RUN_FILE, LOCK_FILE, NODE_FILE } from './state-paths.ts';
 
-export const LAST_RUN_FILE = '/var/lib/meshvm/last-run.json';
-export const NODE_FILE = '/etc/meshvm/node.yaml';
+export { LAST_RUN_FILE, NODE_FILE };
 
 const USAGE = `meshvm ${pkg.version}: converge this machine to a runlist (Istio mesh expansion for VMs)
 
@@ -52,21 +52,10 @@ export interface CliIO {
   env: NodeJS.ProcessEnv;
 }
 
-/** One line of `meshvm verify`. */
-export interface CheckResult {
-  check: string;
-  ok: boolean;
-  detail: string;
-  fix?: string;
-  skipped?: boolean;
-}
-
 export interface CliOptions {
   builtins: ReadonlyMap<string, Recipe>;
   /** The built-in runlists by name (runlists/*.yaml), for `meshvm runlist`. */
   runlists?: () => Promise<ReadonlyMap<string, string>>;
-  /** The checks of `meshvm verify` over what a runlist declares. */
-  verify?: (declared: readonly Declared[], host: HostReader, options: { resolver?: string | undefined }) => Promise<CheckResult[]>;
 }
 
 export async function main(argv: readonly string[], options: CliOptions, io: CliIO = process): Promise<number> {
@@ -144,7 +133,7 @@ export async function main(argv: readonly string[], options: CliOptions, io: Cli
       });
     }
     const startedAt = new Date();
-    const declared = await planRunlist(runlist, {
+    const { declared, entries } = await planRunlist(runlist, {
       host,
       mode,
       service: <T>(key: string, create: () => T): T => {
@@ -152,11 +141,9 @@ export async function main(argv: readonly string[], options: CliOptions, io: Cli
         return services.get(key) as T;
       },
     });
-    await checkAccounts(declared, host);
-    if (command === 'verify') {
-      if (!options.verify) throw new InputError('meshvm verify', 'this build has no checks');
-      return printChecks(await options.verify(declared, host, { resolver: values.resolver }), io, json);
-    }
+    await checkRequirements(declared, host);
+    await checkComposites(declared, host);
+    if (command === 'verify') return printChecks(await runChecks(entries, host, { resolver: values.resolver }), io, json);
 
     let signalled = false;
     const onSignal = (signal: string) => {
@@ -177,29 +164,7 @@ export async function main(argv: readonly string[], options: CliOptions, io: Cli
     }
     await closeServices(services);
 
-    const changed = result.resources.filter((r) => r.status === 'changed' || r.status === 'would-change').length;
-    const report: RunReport = {
-      meshvm: pkg.version,
-      mode,
-      runlist: runlist.file,
-      root: host.root,
-      startedAt: startedAt.toISOString(),
-      finishedAt: new Date().toISOString(),
-      outcome: result.interrupted ? 'interrupted' : result.failed ? 'failed' : changed ? (mode === 'plan' ? 'would-change' : 'changed') : 'unchanged',
-      interrupted: result.interrupted,
-      summary: {
-        total: result.resources.length,
-        changed,
-        failed: result.resources.filter((r) => r.status === 'failed').length,
-        skipped: result.resources.filter((r) => r.status === 'skipped').length,
-        unchanged: result.resources.filter((r) => r.status === 'unchanged').length,
-        seconds: Math.round((Date.now() - startedAt.getTime()) / 10) / 100,
-      },
-      resources: result.resources,
-      notifications: result.notifications,
-      apiCalls: apiCalls.snapshot(),
-    };
-    if (result.notifications.some((n) => n.status === 'failed') && report.outcome !== 'interrupted') report.outcome = 'failed';
+    const report = buildReport(result, { meshvm: pkg.version, mode, runlist: runlist.file, root: host.root, startedAt });
     human({ type: 'done', report });
     const text = reportJson(report);
     if (mode === 'converge') {
@@ -238,7 +203,7 @@ async function printRunlist(name: string | undefined, options: CliOptions, io: C
   return 0;
 }
 
-function printChecks(checks: readonly CheckResult[], io: CliIO, json: boolean): number {
+function printChecks(checks: readonly Check[], io: CliIO, json: boolean): number {
   const failed = checks.filter((c) => !c.ok).length;
   if (json) io.stdout.write(secrets.redact(JSON.stringify({ ok: failed === 0, failed, checks }, null, 2)) + '\n');
   else {

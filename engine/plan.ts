@@ -1,14 +1,21 @@
 // Planning: recipes of a runlist flattened into one ordered list of resources, each ref once.
 import { isDeepStrictEqual } from 'node:util';
-import type { Declared } from './resource.ts';
-import type { RecipeContext } from './recipe.ts';
+import type { Declared, Requirement } from './resource.ts';
+import type { Recipe, RecipeContext } from './recipe.ts';
 import { flatten } from './recipe.ts';
 import type { Runlist } from './runlist.ts';
 import type { HostReader } from './host.ts';
 import { InputError, errorMessage } from './errors.ts';
 
+/** What planning a runlist gives: the ordered resources, and what each runlist entry declared (for its checks). */
+export interface Plan {
+  declared: Declared[];
+  entries: { recipe: Recipe; attributes: Record<string, unknown>; declared: Declared[] }[];
+}
+
 /** Calls every recipe in runlist order; the same ref twice runs once when the specs are equal, and is an error when not. */
-export async function planRunlist(runlist: Runlist, context: Omit<RecipeContext, 'runlist'>): Promise<Declared[]> {
+export async function planRunlist(runlist: Runlist, context: Omit<RecipeContext, 'runlist'>): Promise<Plan> {
+  const entries: Plan['entries'] = [];
   const byRef = new Map<string, Declared>();
   const entryOf = new Map<string, string>();
   const ordered: Declared[] = [];
@@ -21,6 +28,7 @@ export async function planRunlist(runlist: Runlist, context: Omit<RecipeContext,
       if (error instanceof InputError) throw error;
       throw new InputError(`${entry.where} (recipe ${entry.recipe.name})`, errorMessage(error));
     }
+    entries.push({ recipe: entry.recipe, attributes: entry.attributes as Record<string, unknown>, declared });
     for (const item of declared) {
       const seen = byRef.get(item.ref);
       if (!seen) {
@@ -39,7 +47,7 @@ export async function planRunlist(runlist: Runlist, context: Omit<RecipeContext,
       if (!byRef.has(target.ref)) throw new InputError(item.ref, `notifies ${target.ref}, which this runlist does not declare`);
     }
   }
-  return ordered;
+  return { declared: ordered, entries };
 }
 
 function sameTargets(a: Declared, b: Declared): boolean {
@@ -47,36 +55,33 @@ function sameTargets(a: Declared, b: Declared): boolean {
 }
 
 /**
- * Owners and groups named by any resource must exist in the root's /etc/passwd and /etc/group, or be declared by a
- * User or Group earlier in the run: caught before anything is written, not half-way through.
+ * What each resource requires (Puppet's autorequire, declared by its type): an account must exist in the root's
+ * /etc/passwd or /etc/group, or be provided by a resource declared earlier; a path provided by a resource must be
+ * declared before the resources that need it. Caught before anything is written, not half-way through.
  */
-export async function checkAccounts(declared: readonly Declared[], host: HostReader): Promise<void> {
+export async function checkRequirements(declared: readonly Declared[], host: HostReader): Promise<void> {
   const { users, groups } = await host.accounts();
-  const declaredUsers = new Map<string, number>();
-  const declaredGroups = new Map<string, number>();
+  const providedAt = new Map<string, number>();
+  const id = (r: Requirement) => ('path' in r ? `path:${r.path}` : `${r.account}:${r.name}`);
   for (const [index, item] of declared.entries()) {
-    const name = (item.spec as { name?: string }).name;
-    if (item.type.kind === 'user' && name) {
-      declaredUsers.set(name, index);
-      declaredGroups.set((item.spec as { group?: string }).group ?? name, index);
-    }
-    if (item.type.kind === 'group' && name) declaredGroups.set(name, index);
+    for (const provision of item.type.provides?.(item.spec) ?? []) if (!providedAt.has(id(provision))) providedAt.set(id(provision), index);
   }
   for (const [index, item] of declared.entries()) {
-    const spec = item.spec as { owner?: unknown; group?: unknown };
-    if (item.type.kind === 'user' || item.type.kind === 'group') continue;
-    for (const [field, known, planned, file] of [
-      ['owner', users, declaredUsers, '/etc/passwd'],
-      ['group', groups, declaredGroups, '/etc/group'],
-    ] as const) {
-      const name = spec[field];
-      if (typeof name !== 'string' || /^\d+$/.test(name) || known.has(name)) continue;
-      const at = planned.get(name);
-      if (at !== undefined && at < index) continue;
-      const where = item.declaredAt ? ` (declared at ${item.declaredAt})` : '';
-      throw new InputError(`${item.ref}${where}`, at === undefined
-        ? `${field} "${name}" does not exist: it is not in ${host.root === '/' ? '' : host.root}${file} and no ${field === 'owner' ? 'User' : 'Group'} in this runlist declares it`
-        : `${field} "${name}" is declared by ${declared[at]!.ref}, but after this resource; declare the account first`);
+    const where = `${item.ref}${item.declaredAt ? ` (declared at ${item.declaredAt})` : ''}`;
+    for (const need of item.type.requires?.(item.spec) ?? []) {
+      const at = providedAt.get(id(need));
+      if (at === index) continue;
+      if ('path' in need) {
+        if (at !== undefined && at > index) throw new InputError(where, `needs ${need.path}, which ${declared[at]!.ref} creates, but after this resource; declare ${declared[at]!.ref} first`);
+        continue;
+      }
+      const field = need.account === 'user' ? 'owner' : 'group';
+      if (/^\d+$/.test(need.name) || (need.account === 'user' ? users : groups).has(need.name)) continue;
+      const file = need.account === 'user' ? '/etc/passwd' : '/etc/group';
+      if (at === undefined) {
+        throw new InputError(where, `${field} "${need.name}" does not exist: it is not in ${host.live ? '' : host.root}${file} and no ${need.account === 'user' ? 'User' : 'Group'} in this runlist declares it`);
+      }
+      if (at > index) throw new InputError(where, `${field} "${need.name}" is declared by ${declared[at]!.ref}, but after this resource; declare the account first`);
     }
   }
 }

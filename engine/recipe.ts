@@ -1,7 +1,9 @@
 // Recipes: typed functions of attributes (validated by a schema, their type inferred from it) that declare resources.
 import type { z } from 'zod';
 import type { HostReader } from './host.ts';
-import type { Declared } from './resource.ts';
+import { flatten, type Declaration, type Declared } from './resource.ts';
+
+export { flatten, type Declaration };
 import type { Check, CheckContext } from './check.ts';
 import { InputError } from './errors.ts';
 import { formatIssue } from './validate.ts';
@@ -17,8 +19,6 @@ export interface RecipeContext {
   service<T>(key: string, create: () => T): T;
 }
 
-/** What a recipe returns: declarations, nested lists, and falsy values for the ones a condition left out. */
-export type Declaration = Declared | readonly Declaration[] | undefined | null | false | '';
 
 export interface Recipe<Schema extends z.ZodObject = z.ZodObject> {
   readonly kind: 'recipe';
@@ -43,10 +43,4 @@ export async function include<Schema extends z.ZodObject>(recipe: Recipe<Schema>
   const parsed = recipe.attributes.safeParse(attributes);
   if (!parsed.success) throw new InputError(`recipe ${recipe.name}`, formatIssue(parsed.error.issues[0]!, ['attributes']));
   return flatten(await recipe.declare(parsed.data, context));
-}
-
-export function flatten(declaration: Declaration): Declared[] {
-  if (!declaration) return [];
-  if (Array.isArray(declaration)) return (declaration as readonly Declaration[]).flatMap(flatten);
-  return [declaration as Declared];
 }

@@ -1,7 +1,8 @@
 // The run's events, the JSON report (last-run.json), and how a change reads to a person.
 import type { Changes, Declared } from './resource.ts';
-import { formatMode } from './host.ts';
 import { SENSITIVE, secrets } from './secrets.ts';
+import { apiCalls } from './api-calls.ts';
+import type { RunResult } from './runner.ts';
 
 export type ResourceStatus = 'unchanged' | 'changed' | 'would-change' | 'failed' | 'skipped';
 export type RefreshStatus = 'refreshed' | 'would-refresh' | 'not-needed' | 'failed' | 'dropped' | 'skipped';
@@ -13,6 +14,10 @@ export interface ResourceReport {
   changes: string[];
   /** The names of the fields that differed. */
   fields: string[];
+  /** What it did (or would do) besides changing state: commands run, services restarted, tokens minted. */
+  actions?: string[];
+  /** A composite's parts, with nested refs (`systemd_unit[x] > file[/etc/systemd/system/x]`). */
+  children?: ResourceReport[];
   declaredAt?: string;
   seconds: number;
   error?: string;
@@ -69,15 +74,11 @@ export async function describeChanges(declared: Declared, changes: Changes<any>)
       lines.push(custom);
       continue;
     }
-    if (field === 'ensure') {
-      lines.push(change.to === 'absent' ? 'remove' : 'create');
-      continue;
-    }
     if (typeof change.to === 'string' && (change.to.includes('\n') || (typeof change.from === 'string' && change.from.includes('\n')))) {
       lines.push(await unifiedDiff(field, typeof change.from === 'string' ? change.from : '', change.to));
       continue;
     }
-    const show = (v: unknown) => (field === 'mode' && typeof v === 'number' ? formatMode(v) : typeof v === 'string' ? v : JSON.stringify(v));
+    const show = (v: unknown) => declared.type.format?.(field, v) ?? (typeof v === 'string' ? v : JSON.stringify(v));
     lines.push(change.from === undefined ? `set ${field} to ${show(change.to)}` : `set ${field} to ${show(change.to)} (was ${show(change.from)})`);
   }
   return lines.map((line) => secrets.redact(line));
@@ -98,6 +99,34 @@ async function unifiedDiff(field: string, from: string, to: string): Promise<str
 /** A hunk range as GNU diff writes it: "3" for one line, "0,0" for none. */
 function range(start: number, lines: number): string {
   return lines === 1 ? `${start}` : lines === 0 ? `${start - 1},0` : `${start},${lines}`;
+}
+
+/** The run's report: outcome, counts, every resource and notification, the API calls made. */
+export function buildReport(result: RunResult, run: { meshvm: string; mode: RunReport['mode']; runlist: string; root: string; startedAt: Date }): RunReport {
+  const count = (...statuses: ResourceStatus[]) => result.resources.filter((r) => statuses.includes(r.status)).length;
+  const changed = count('changed', 'would-change');
+  const refreshFailed = result.notifications.some((n) => n.status === 'failed');
+  return {
+    meshvm: run.meshvm,
+    mode: run.mode,
+    runlist: run.runlist,
+    root: run.root,
+    startedAt: run.startedAt.toISOString(),
+    finishedAt: new Date().toISOString(),
+    outcome: result.interrupted ? 'interrupted' : result.failed || refreshFailed ? 'failed' : changed ? (run.mode === 'plan' ? 'would-change' : 'changed') : 'unchanged',
+    interrupted: result.interrupted,
+    summary: {
+      total: result.resources.length,
+      changed,
+      failed: count('failed'),
+      skipped: count('skipped'),
+      unchanged: count('unchanged'),
+      seconds: Math.round((Date.now() - run.startedAt.getTime()) / 10) / 100,
+    },
+    resources: result.resources,
+    notifications: result.notifications,
+    apiCalls: apiCalls.snapshot(),
+  };
 }
 
 /** The report as stored and printed: every string passed through redaction once more. */

@@ -9,6 +9,29 @@ import { formatIssue } from './validate.ts';
 /** What differs, field by field; {} means converged. */
 export type Changes<State> = { [F in keyof State]?: { from: State[F] | undefined; to: State[F] } };
 
+/**
+ * Something a resource will do besides changing state: run a command, restart a service, mint a token. Plan prints it,
+ * converge does it, and the report records it.
+ */
+export interface Action {
+  /** How it reads in plan and report: "restart systemd-resolved (`systemctl try-restart systemd-resolved`)". */
+  readonly action: string;
+  /** Why it will not be done here (an offline root, no systemd): plan and report say so and it is skipped. */
+  readonly skip?: string | undefined;
+  run(host: Host): Promise<void>;
+}
+
+/** What a resource needs from the machine before it can converge: an account, or a path (its parent directory). */
+export type Requirement = { account: 'user' | 'group'; name: string } | { path: string };
+/** What a resource makes exist: declared before a resource that requires it, it satisfies that requirement. */
+export type Provision = Requirement;
+
+/** What converge did to a resource this run, given to refresh: the changes applied and the actions run. */
+export interface Applied<State> {
+  changes: Changes<State>;
+  actions: readonly string[];
+}
+
 export interface ResourceType<Spec, State> {
   /** The word in the ref: "file" in file[/etc/hosts]. */
   kind: string;
@@ -16,21 +39,36 @@ export interface ResourceType<Spec, State> {
   schema: z.ZodType<Spec>;
   /** Identity on the machine. */
   key(spec: Spec): string;
-  /** Reads only; undefined means absent. */
+  /** Reads only; undefined means absent. What a composite reads here (a detection) is given to children(). */
   current(host: HostReader, spec: Spec): Promise<State | undefined>;
-  /** Pure; compares only the fields the spec sets. */
+  /** Pure; compares only the state fields the spec sets. Effects are actions, not changes. */
   changes(spec: Spec, current: State | undefined): Changes<State>;
-  /** Converges only what differs. */
-  apply(host: Host, spec: Spec, changes: Changes<State>, current: State | undefined): Promise<void>;
-  /** What "notified" means (restart, reload, re-run). */
-  refresh?(host: Host, spec: Spec): Promise<void>;
-  /** True when the apply already did what a refresh would (a service started in this run needs no restart). */
-  applySatisfiesRefresh?(changes: Changes<State>): boolean;
-  /** Fields never shown in output, reports or errors. */
-  sensitive?(spec: Spec): readonly (keyof State & string)[];
-  /** Plan/report lines for a change when the generic ones do not read well. */
+  /** Converges only what differs (called only when changes() found something). */
+  apply?(host: Host, spec: Spec, changes: Changes<State>, current: State | undefined): Promise<void>;
+  /** What it will do besides changing state (run a command), from what was read; done after apply. */
+  actions?(spec: Spec, current: State | undefined, changes: Changes<State>): readonly Action[];
+  /**
+   * A composite: the resources it is made of, from its spec and what current() read, converged in order with the same
+   * plan/apply/report semantics (refs nest: `resolv_conf[meshvm] > file[/etc/resolv.conf]`). An Action among them runs
+   * when a child before it (since the previous action) changed.
+   */
+  children?(spec: Spec, current: State | undefined): readonly (Declaration | Action)[];
+  /** What "notified" means (restart, reload, re-run); `applied` is what this run did to it. 'not-needed' when that did it already. */
+  refresh?(host: Host, spec: Spec, applied: Applied<State> | undefined): Promise<void | 'not-needed'>;
+  /** Spec fields that are secrets: never shown in output, reports or errors. */
+  sensitive?(spec: Spec): readonly (keyof Spec & string)[];
+  /** Accounts and paths it needs (Puppet's autorequire): checked before anything changes. */
+  requires?(spec: Spec): readonly Requirement[];
+  /** Accounts and paths it makes exist. */
+  provides?(spec: Spec): readonly Provision[];
+  /** Plan/report line for a changed field when the generic one does not read well. */
   describe?(field: keyof State & string, change: { from: unknown; to: unknown }): string | undefined;
+  /** How a value of a field reads in the generic line (a mode as 0644). */
+  format?(field: keyof State & string, value: unknown): string | undefined;
 }
+
+/** What a recipe (or a composite's children) returns: declarations, nested lists, and falsy values a condition left out. */
+export type Declaration = Declared | readonly Declaration[] | undefined | null | false | '';
 
 export interface Declared<Spec = any, State = any> {
   readonly type: ResourceType<Spec, State>;
@@ -40,6 +78,8 @@ export interface Declared<Spec = any, State = any> {
   readonly declaredAt: string | undefined;
   readonly notifies: readonly Declared[];
   readonly refreshable: boolean;
+  /** The composite this is part of (its ref), when it is a child. */
+  readonly partOf?: string;
 }
 
 /** A declaration whose kind can be notified. */
@@ -50,16 +90,29 @@ export interface DeclareOptions {
   notifies?: Notifiable | readonly Notifiable[];
 }
 
+export function isAction(value: unknown): value is Action {
+  return typeof value === 'object' && value !== null && typeof (value as Action).action === 'string' && typeof (value as Action).run === 'function';
+}
+
+/** Declarations flattened in order, falsy ones left out. */
+export function flatten(declaration: Declaration): Declared[] {
+  if (!declaration) return [];
+  if (Array.isArray(declaration)) return (declaration as readonly Declaration[]).flatMap(flatten);
+  return [declaration as Declared];
+}
+
 type DeclareFn<Spec, State, R extends boolean> = (input: any, options?: DeclareOptions) => Declared<Spec, State> & { readonly refreshable: R };
 type Factory<Schema extends z.ZodType, State, R extends boolean> = (input: z.input<Schema>, options?: DeclareOptions) => Declared<z.output<Schema>, State> & { readonly refreshable: R };
 
 /** Turns a resource type into the function recipes call: `File({ path, content }, { notifies: service })`. */
 export function defineResource<Schema extends z.ZodType, State>(
-  type: ResourceType<z.output<Schema>, State> & { schema: Schema; refresh(host: Host, spec: z.output<Schema>): Promise<void> },
+  type: ResourceType<z.output<Schema>, State> & { schema: Schema; refresh(host: Host, spec: z.output<Schema>, applied: Applied<State> | undefined): Promise<void | 'not-needed'> },
 ): Factory<Schema, State, true>;
 export function defineResource<Schema extends z.ZodType, State>(type: ResourceType<z.output<Schema>, State> & { schema: Schema }): Factory<Schema, State, false>;
 export function defineResource<Spec, State>(type: ResourceType<Spec, State>): DeclareFn<Spec, State, boolean> {
   const refreshable = typeof type.refresh === 'function';
+  const definedIn = callerFile();
+  if (definedIn) DEFINING_FILES.add(definedIn);
   return function declare(input, options = {}) {
     const declaredAt = callerLocation();
     const tentativeRef = `${type.kind}[${guessKey(type, input)}]`;
@@ -112,28 +165,41 @@ export function hasChanges(changes: object): boolean {
 }
 
 const ENGINE_DIR = new URL('.', import.meta.url).pathname;
-const RESOURCES_DIR = new URL('../resources/', import.meta.url).pathname;
+/** The modules that define resource kinds (they called defineResource): a declaration is never located in them. */
+const DEFINING_FILES = new Set<string>();
 
-/** The first stack frame outside the engine and the resource kinds: where a recipe declared something. */
+/** The module that called defineResource. */
+function callerFile(): string | undefined {
+  const site = outsideFrames(callerFile, () => false)[0];
+  return site?.file;
+}
+
+/** The first stack frame outside the engine and the modules that define kinds: where a recipe declared something. */
 function callerLocation(): string | undefined {
+  const site = outsideFrames(callerLocation, (file) => DEFINING_FILES.has(file))[0];
+  return site && `${relativeToCwd(site.file)}:${site.line}`;
+}
+
+function outsideFrames(from: Function, skip: (file: string) => boolean): { file: string; line: number | null }[] {
   // structured call sites: no stack string is formatted (that was a fifth of a 1,000-resource plan)
   const prepare = Error.prepareStackTrace;
   const limit = Error.stackTraceLimit;
   Error.prepareStackTrace = (_error, sites) => sites;
   Error.stackTraceLimit = 12;
   const holder: { stack?: NodeJS.CallSite[] } = {};
-  Error.captureStackTrace(holder, callerLocation);
+  Error.captureStackTrace(holder, from);
   const sites = holder.stack ?? [];
   Error.prepareStackTrace = prepare;
   Error.stackTraceLimit = limit;
+  const out: { file: string; line: number | null }[] = [];
   for (const site of sites) {
     let file = site.getFileName();
     if (!file) continue;
     if (file.startsWith('file://')) file = decodeURIComponent(new URL(file).pathname);
-    if (file.startsWith(ENGINE_DIR) || file.startsWith(RESOURCES_DIR) || file.startsWith('node:')) continue;
-    return `${relativeToCwd(file)}:${site.getLineNumber()}`;
+    if (file.startsWith(ENGINE_DIR) || file.startsWith('node:') || skip(file)) continue;
+    out.push({ file, line: site.getLineNumber() });
   }
-  return undefined;
+  return out;
 }
 
 function relativeToCwd(file: string): string {

@@ -1,12 +1,14 @@
 // The runner: resources in declaration order, the first failure stops, delayed notifications delivered once at the end.
 import type { Host } from './host.ts';
-import type { Changes, Declared } from './resource.ts';
-import { hasChanges } from './resource.ts';
-import { ResourceError, errorMessage } from './errors.ts';
+import type { Action, Applied, Declared } from './resource.ts';
+import { hasChanges, isAction } from './resource.ts';
+import { ResourceError } from './errors.ts';
 import { describeChanges, type Listener, type RefreshReport, type ResourceReport } from './report.ts';
 import { secrets } from './secrets.ts';
+import { expandChildren } from './composite.ts';
+import { PENDING_FILE, STATE_DIR } from './state-paths.ts';
 
-export const PENDING_FILE = '/var/lib/meshvm/pending.json';
+export { PENDING_FILE };
 
 export interface RunOptions {
   host: Host;
@@ -29,7 +31,8 @@ export async function runResources(declared: readonly Declared[], options: RunOp
   const plan = mode === 'plan';
   const pending = new Pending(host, plan);
   await pending.load();
-  const applied = new Map<string, Changes<any>>();
+  const applied = new Map<string, Applied<any>>();
+  const run: RunState = { host, plan, byRef: new Map(declared.map((d) => [d.ref, d])), applied, pending };
   const resources: ResourceReport[] = [];
   let failed = false;
   let interrupted = false;
@@ -41,7 +44,7 @@ export async function runResources(declared: readonly Declared[], options: RunOp
       continue;
     }
     listener({ type: 'checking', ref: item.ref, index, total: declared.length });
-    const report = await converge(item, host, plan, applied, pending);
+    const report = await converge(item, run);
     if (report.status === 'failed') failed = true;
     resources.push(report);
     listener({ type: 'resource', report, index, total: declared.length });
@@ -53,40 +56,117 @@ export async function runResources(declared: readonly Declared[], options: RunOp
   return { resources, notifications, failed, interrupted };
 }
 
-async function converge(item: Declared, host: Host, plan: boolean, applied: Map<string, Changes<any>>, pending: Pending): Promise<ResourceReport> {
+/** What the run knows while it converges: the top-level declarations (for a composite's children) and what was applied. */
+interface RunState {
+  host: Host;
+  plan: boolean;
+  byRef: ReadonlyMap<string, Declared>;
+  applied: Map<string, Applied<any>>;
+  pending: Pending;
+}
+
+async function converge(item: Declared, run: RunState): Promise<ResourceReport> {
+  const report = await convergeOne(item, run);
+  const changed = report.status === 'changed' || report.status === 'would-change' || (report.status === 'failed' && Boolean(report.children?.some((c) => c.status === 'changed')));
+  if (changed) for (const target of item.notifies) run.pending.owe(target.ref, item.ref);
+  if (changed && !run.plan) await run.pending.save();
+  return report;
+}
+
+/** Read, diff, apply; then a composite's children in order; then the actions. The first failure stops the resource. */
+async function convergeOne(item: Declared, run: RunState): Promise<ResourceReport> {
+  const { host, plan } = run;
   const started = performance.now();
   const base = { ref: item.ref, ...(item.declaredAt && { declaredAt: item.declaredAt }) };
   const seconds = () => round((performance.now() - started) / 1000);
   let phase: 'read' | 'apply' = 'read';
-  let lines: string[] = [];
-  let fields: string[] = [];
+  const lines: string[] = [];
+  const fields: string[] = [];
+  const actionLines: string[] = [];
+  const children: ResourceReport[] = [];
+  const done: string[] = [];
+  const finish = (status: ResourceReport['status'], error?: unknown): ResourceReport => ({
+    ...base,
+    status,
+    changes: lines,
+    fields,
+    ...(actionLines.length && { actions: actionLines }),
+    ...(children.length && { children }),
+    seconds: seconds(),
+    ...(error !== undefined && { error: secrets.redact(new ResourceError(item.ref, phase, error, item.declaredAt).message) }),
+  });
   try {
     const current = await item.type.current(host, item.spec);
     const changes = item.type.changes(item.spec, current);
-    if (!hasChanges(changes)) return { ...base, status: 'unchanged', changes: [], fields: [], seconds: seconds() };
-    fields = Object.keys(changes);
-    lines = await describeChanges(item, changes);
-    if (plan) {
-      for (const target of item.notifies) pending.owe(target.ref, item.ref);
-      return { ...base, status: 'would-change', changes: lines, fields, seconds: seconds() };
+    const parts = item.type.children ? expandChildren(item, current, run.byRef) : [];
+    const actions = item.type.actions?.(item.spec, current, changes) ?? [];
+    if (!hasChanges(changes) && actions.length === 0 && parts.length === 0) return finish('unchanged');
+    fields.push(...Object.keys(changes));
+    lines.push(...(await describeChanges(item, changes)));
+    if (hasChanges(changes) && !plan) {
+      phase = 'apply';
+      if (!item.type.apply) throw new Error(`${item.type.kind} found changes (${fields.join(', ')}) but has no apply`);
+      await item.type.apply(host, item.spec, changes, current);
     }
-    phase = 'apply';
-    await item.type.apply(host, item.spec, changes, current);
-    applied.set(item.ref, changes);
-    for (const target of item.notifies) pending.owe(target.ref, item.ref);
-    await pending.save();
-    return { ...base, status: 'changed', changes: lines, fields, seconds: seconds() };
+    // the children, an action among them done when a child before it changed
+    let changedSince = false;
+    for (const part of parts) {
+      if (isAction(part)) {
+        if (!changedSince) continue;
+        changedSince = false;
+        phase = 'apply';
+        const line = await act(part, host, plan);
+        actionLines.push(line);
+        lines.push(line);
+        continue;
+      }
+      const child = part;
+      phase = 'read';
+      const childReport = await convergeOne(child, run);
+      if (childReport.status === 'unchanged') continue;
+      children.push(childReport);
+      if (childReport.status === 'failed') {
+        lines.push(...childLines(item, childReport));
+        return { ...finish('failed'), error: childReport.error! };
+      }
+      changedSince = true;
+      fields.push(child.ref.slice(item.ref.length + 3));
+      lines.push(...childLines(item, childReport));
+    }
+    for (const action of actions) {
+      phase = 'apply';
+      const line = await act(action, host, plan);
+      actionLines.push(line);
+      lines.push(line);
+      if (!action.skip) done.push(action.action);
+    }
+    if (lines.length === 0) return finish('unchanged');
+    if (!plan) run.applied.set(item.ref, { changes, actions: done });
+    return finish(plan ? 'would-change' : 'changed');
   } catch (error) {
-    const failure = new ResourceError(item.ref, phase, error, item.declaredAt);
-    return { ...base, status: 'failed', changes: lines, fields, seconds: seconds(), error: secrets.redact(failure.message) };
+    return finish('failed', error);
   }
+}
+
+/** Runs an action (not in plan) and says how it reads. */
+async function act(action: Action, host: Host, plan: boolean): Promise<string> {
+  if (action.skip) return secrets.redact(`not going to ${action.action}: ${action.skip}`);
+  if (!plan) await action.run(host);
+  return secrets.redact(action.action);
+}
+
+/** A child's lines in its parent's report: the child's own ref (the part after "parent > "), then its lines indented. */
+function childLines(parent: Declared, child: ResourceReport): string[] {
+  const own = child.ref.slice(parent.ref.length + 3);
+  if (child.changes.length === 0) return [];
+  return [`${own}:\n${child.changes.map((l) => l.split('\n').map((x) => `  ${x}`).join('\n')).join('\n')}`];
 }
 
 async function deliver(
   declared: readonly Declared[],
   host: Host,
   plan: boolean,
-  applied: Map<string, Changes<any>>,
+  applied: Map<string, Applied<any>>,
   pending: Pending,
   listener: Listener,
 ): Promise<RefreshReport[]> {
@@ -104,13 +184,10 @@ async function deliver(
       if (!plan) pending.settle(ref);
     } else if (plan) {
       report = { ref, status: 'would-refresh', because };
-    } else if (target.type.applySatisfiesRefresh?.(applied.get(ref) ?? {}) && applied.has(ref)) {
-      report = { ref, status: 'not-needed', because };
-      pending.settle(ref);
     } else {
       try {
-        await target.type.refresh!(host, target.spec);
-        report = { ref, status: 'refreshed', because };
+        const outcome = await target.type.refresh!(host, target.spec, applied.get(ref));
+        report = { ref, status: outcome === 'not-needed' ? 'not-needed' : 'refreshed', because };
         pending.settle(ref);
       } catch (error) {
         report = { ref, status: 'failed', because, error: secrets.redact(new ResourceError(ref, 'refresh', error, target.declaredAt).message) };
@@ -181,7 +258,7 @@ class Pending {
 }
 
 export async function ensureStateDir(host: Host): Promise<void> {
-  if (!(await host.stat('/var/lib/meshvm'))) await host.mkdir('/var/lib/meshvm', { mode: 0o755 });
+  if (!(await host.stat(STATE_DIR))) await host.mkdir(STATE_DIR, { mode: 0o755 });
 }
 
 function round(n: number): number {

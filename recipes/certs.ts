@@ -10,7 +10,7 @@ import { ManagedBlock } from '../resources/managed-block.ts';
 import { clusterAttribute, cluster } from './cluster.ts';
 import { flow, istiodHost, namespaceName, proxyUser, serviceAccountName, sidecarRestart, workload, type Workload } from './mesh.ts';
 import { discoverControlPlane, dnsAttributes } from './dns.ts';
-import { jwtClaims } from '../resources/istio-token.ts';
+import { IstioToken, jwtClaims } from '../resources/istio-token.ts';
 
 export { jwtClaims };
 
@@ -71,7 +71,19 @@ export const certs = defineRecipe({
       File({ path: `${a.dir}/root-cert.pem`, mode: 0o644, ...owner, content: rootCert }, restart),
       Directory({ path: '/var/run/secrets', mode: 0o755, ...owner }),
       Directory({ path: path.dirname(TOKEN_PATH), mode: 0o755, ...owner }),
-      File({ path: TOKEN_PATH, mode: 0o600, ...owner, sensitive: true, backup: false, content: await istioToken(ctx, a, w) }, restart),
+      IstioToken(
+        {
+          path: TOKEN_PATH,
+          namespace: w.namespace,
+          serviceAccount: w.serviceAccount,
+          expirationSeconds: a.tokenSeconds,
+          renewBeforeSeconds: a.renewBeforeSeconds,
+          mode: 0o600,
+          ...owner,
+          mint: (request) => cluster(ctx, a.cluster, 'the istio-token').once(`token:${request.namespace}/${request.serviceAccount}`, (k) => k.requestToken(request)),
+        },
+        restart,
+      ),
       Directory({ path: '/etc/istio/config', mode: 0o755, ...owner }),
       Directory({ path: '/etc/istio/proxy', mode: 0o755, ...owner }),
       File({ path: MESH_CONFIG, mode: 0o644, ...owner, content: renderMeshConfig(w, a.systemNamespace, a.proxyMetadata) }, restart),
@@ -107,27 +119,6 @@ async function clusterPems(ctx: RecipeContext, a: { namespace?: string | undefin
 async function discoverIstiod(ctx: RecipeContext, a: { systemNamespace: string; cluster?: z.output<typeof clusterAttribute> | undefined }): Promise<string> {
   const [entry] = await discoverControlPlane(ctx, dnsAttributes.parse({ flow: 'istiod', systemNamespace: a.systemNamespace, cluster: a.cluster }));
   return entry!.address;
-}
-
-/**
- * The token on disk while it is valid for this workload beyond the renewal window (no API call); else a fresh TokenRequest.
- * After a reboot /var/run is empty, so the token is minted again before the sidecar starts (istio#27691).
- */
-async function istioToken(ctx: RecipeContext, a: { tokenSeconds: number; renewBeforeSeconds: number; cluster?: z.output<typeof clusterAttribute> | undefined }, w: Workload): Promise<string> {
-  const current = (await ctx.host.readFile(TOKEN_PATH))?.trim();
-  const claims = current ? jwtClaims(current) : undefined;
-  const subject = `system:serviceaccount:${w.namespace}:${w.serviceAccount}`;
-  const audiences = [claims?.aud ?? []].flat();
-  if (current && claims?.sub === subject && audiences.includes('istio-ca') && typeof claims.exp === 'number' && claims.exp * 1000 - Date.now() > a.renewBeforeSeconds * 1000) {
-    (await import('../engine/secrets.ts')).secrets.add(current);
-    return current + '\n';
-  }
-  // plan: say a new token would be written, without asking the API server for one
-  if (ctx.mode === 'plan') return '(a new token)\n';
-  const minted = await cluster(ctx, a.cluster, 'the istio-token').once(`token:${subject}`, (k) =>
-    k.requestToken({ namespace: w.namespace, serviceAccount: w.serviceAccount, audiences: ['istio-ca'], expirationSeconds: a.tokenSeconds }),
-  );
-  return minted.token + '\n';
 }
 
 /** /etc/istio/config/mesh as istioctl writes mesh.yaml: the proxy config's metadata for this workload. */

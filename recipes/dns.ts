@@ -8,7 +8,7 @@ import { File } from '../resources/file.ts';
 import { Package } from '../resources/package.ts';
 import { Service } from '../resources/service.ts';
 import { DnsmasqConfig } from '../resources/dnsmasq-config.ts';
-import { ResolvConf, chooseStrategy, detectResolverOwner, parseResolvConf, readResolverFacts } from '../resources/resolv-conf.ts';
+import { ResolvConf } from '../resources/resolv-conf/index.ts';
 import { clusterAttribute, cluster } from './cluster.ts';
 
 export const controlPlaneEntry = z.strictObject({ name: dnsName, address: z.union([ipAddress, dnsName]) });
@@ -62,27 +62,29 @@ export const dns = defineRecipe({
     const declared = [
       a.dnsmasq.manage && Package({ name: 'dnsmasq' }),
       Directory({ path: dir, mode: 0o755 }),
-      File({ path: a.configFile, mode: 0o644, owner: 'root', group: 'root', content: renderKubedns({ ...a, clusterDns, controlPlane }), verify: DNSMASQ_TEST }, notify),
+      File({ path: a.configFile, mode: 0o644, owner: 'root', group: 'root', content: renderKubedns({ ...a, clusterDns, controlPlane }), verify: DNSMASQ_TEST, verifyOnHost: true }, notify),
     ];
     if (!a.dnsmasq.manage) return declared;
 
-    const strategy = a.resolver === 'none' ? undefined : a.resolver === 'auto' ? await resolverStrategy(ctx) : a.resolver;
-    const viaResolved = strategy === 'resolved';
-    const upstream = viaResolved
-      ? { from: 'resolv-file' as const, path: '/run/systemd/resolve/resolv.conf' }
-      : { from: 'resolv-file' as const, path: UPSTREAM_FILE };
+    // the resolver's owner is detected once, by ResolvConf, which also keeps the host's upstream servers for dnsmasq
+    const managed = a.resolver !== 'none';
+    const upstream = managed
+      ? { from: 'resolv-file' as const, path: UPSTREAM_FILE }
+      : a.dnsmasq.upstreamServers
+        ? { from: 'servers' as const, servers: a.dnsmasq.upstreamServers.map((server) => ({ server })) }
+        : { from: 'resolv-file' as const, path: '/etc/resolv.conf' };
     return [
       ...declared,
-      !viaResolved && Directory({ path: '/etc/meshvm', mode: 0o755 }),
-      !viaResolved && File({ path: UPSTREAM_FILE, mode: 0o644, content: await upstreamResolvConf(ctx, a) }),
       DnsmasqConfig({ path: `${dir}/meshvm.conf`, listenAddresses: [a.dnsmasq.listenAddress], bindInterfaces: true, upstream }, notify),
       dnsmasq,
-      strategy && ResolvConf({
-        nameservers: [a.dnsmasq.listenAddress],
-        search: a.search,
-        routeDomains: [...new Set(['cluster.local', a.clusterDomain, a.systemNamespace])],
-        manage: a.resolver === 'auto' ? 'auto' : (a.resolver as 'resolved' | 'file'),
-      }),
+      managed &&
+        ResolvConf({
+          nameservers: [a.dnsmasq.listenAddress],
+          search: a.search,
+          routeDomains: [...new Set(['cluster.local', a.clusterDomain, a.systemNamespace])],
+          manage: a.resolver as 'auto' | 'resolved' | 'file',
+          upstream: { file: UPSTREAM_FILE, ...(a.dnsmasq.upstreamServers && { servers: a.dnsmasq.upstreamServers }) },
+        }),
     ];
   },
 });
@@ -115,22 +117,4 @@ export async function discoverControlPlane(ctx: RecipeContext, a: DnsAttributes)
     k.controlPlaneAddresses({ namespace: a.systemNamespace, services: wanted }),
   );
   return Object.entries(services).map(([name, service]) => ({ name, address: found.find((f) => f.service === service)!.address }));
-}
-
-/** How ResolvConf will point this host at dnsmasq (the same detection the resource makes). */
-async function resolverStrategy(ctx: RecipeContext): Promise<string> {
-  const facts = await readResolverFacts(ctx.host, 'meshvm');
-  return chooseStrategy(detectResolverOwner(facts), 'auto', facts);
-}
-
-/** The nameservers dnsmasq forwards other names to: given, or kept from the first run, or the host's before meshvm. */
-async function upstreamResolvConf(ctx: RecipeContext, a: DnsAttributes): Promise<string> {
-  const header = '# Upstream nameservers for dnsmasq, kept by meshvm (the resolver itself now asks dnsmasq).\n';
-  if (a.dnsmasq.upstreamServers) return header + a.dnsmasq.upstreamServers.map((s) => `nameserver ${s}\n`).join('');
-  const kept = await ctx.host.readFile(UPSTREAM_FILE);
-  if (kept) return kept;
-  const own = new Set([a.dnsmasq.listenAddress, '127.0.0.53', '127.0.0.1', '::1']);
-  const servers = parseResolvConf((await ctx.host.readFile('/etc/resolv.conf')) ?? '').nameservers.filter((s) => !own.has(s));
-  if (servers.length === 0) throw new Error('no upstream nameservers: /etc/resolv.conf lists none besides local ones; set dns.dnsmasq.upstreamServers');
-  return header + servers.map((s) => `nameserver ${s}\n`).join('');
 }

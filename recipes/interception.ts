@@ -62,7 +62,7 @@ export const interception = defineRecipe({
   declare(a, ctx) {
     if (a.flow !== 'istiod') throw new Error('the interception check knows the rules of Istio 1.5 and later (the istiod flow); the classic flow\'s sidecars wrote others');
     // the rules live in the running kernel: nothing to check under --root, and nothing to restart without sidecar-services
-    if (ctx.host.root !== '/' || !ctx.runlist.recipes.includes('sidecar-services')) return [];
+    if (!ctx.host.live || !ctx.runlist.recipes.includes('sidecar-services')) return [];
     const istio = sidecarServiceSpecs(a.flow).filter((spec) => spec.name === 'istio').map((spec) => Service(spec));
     // the script travels in the environment, so that the plan and the report name the check in one line, not 50
     return Execute(

@@ -3,6 +3,7 @@ import { z } from 'zod';
 import { compareFields, defineResource, type Changes } from '../engine/resource.ts';
 import { accountName, guestPath } from '../engine/validate.ts';
 import type { Host, HostReader } from '../engine/host.ts';
+import { describePresence } from './fields.ts';
 
 const name = z.string().regex(/^[a-z_][a-z0-9_-]*\$?$/, 'expected a name of lower case letters, digits, "_" or "-", starting with a letter or "_"').max(32);
 
@@ -43,7 +44,7 @@ export interface UserState {
 
 /** useradd/groupadd edit the files under --prefix without a chroot; they need the four files to exist there. */
 async function prefixArgs(host: Host): Promise<string[]> {
-  if (host.root === '/') return [];
+  if (host.live) return [];
   if (!(await host.stat('/etc'))) await host.mkdir('/etc', { mode: 0o755 });
   for (const [file, mode] of [['/etc/passwd', 0o644], ['/etc/group', 0o644], ['/etc/shadow', 0o640], ['/etc/gshadow', 0o640]] as const) {
     if (!(await host.stat(file))) await host.writeFile(file, '', { mode, backup: false });
@@ -55,6 +56,8 @@ export const groupType = {
   kind: 'group',
   schema: groupSpec,
   key: (spec: GroupSpec) => spec.name,
+  provides: (spec: GroupSpec) => [{ account: 'group' as const, name: spec.name }],
+  describe: describePresence,
 
   async current(host: HostReader, spec: GroupSpec): Promise<GroupState | undefined> {
     const group = (await host.accounts()).groups.get(spec.name);
@@ -78,6 +81,11 @@ export const userType = {
   kind: 'user',
   schema: userSpec,
   key: (spec: UserSpec) => spec.name,
+  provides: (spec: UserSpec) => [
+    { account: 'user' as const, name: spec.name },
+    { account: 'group' as const, name: spec.group ?? spec.name },
+  ],
+  describe: describePresence,
 
   async current(host: HostReader, spec: UserSpec): Promise<UserState | undefined> {
     const { users, groups } = await host.accounts();

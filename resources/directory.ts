@@ -4,6 +4,7 @@ import { compareFields, defineResource, type Changes } from '../engine/resource.
 import { accountName, fileMode, guestPath } from '../engine/validate.ts';
 import type { Host, HostReader } from '../engine/host.ts';
 import { fixOwnership } from './ownership.ts';
+import { describePresence, formatModeField, ownedPathRequires } from './fields.ts';
 
 export const directorySpec = z.strictObject({
   path: guestPath,
@@ -26,6 +27,10 @@ export const directoryType = {
   kind: 'directory',
   schema: directorySpec,
   key: (spec: DirectorySpec) => spec.path,
+  requires: (spec: DirectorySpec) => ownedPathRequires(spec).filter((r) => !('path' in r) || !spec.parents),
+  provides: (spec: DirectorySpec) => [{ path: spec.path }],
+  describe: describePresence,
+  format: formatModeField,
 
   async current(host: HostReader, spec: DirectorySpec): Promise<DirectoryState | undefined> {
     const stat = await host.stat(spec.path);

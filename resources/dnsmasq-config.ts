@@ -1,11 +1,11 @@
 // DnsmasqConfig: a dnsmasq drop-in rendered from a typed spec, checked by `dnsmasq --test` before it goes live, refused when dnsmasq would ask itself.
 import { isIP } from 'node:net';
 import { z } from 'zod';
-import { compareFields, defineResource, type Changes } from '../engine/resource.ts';
+import { defineResource, type Changes } from '../engine/resource.ts';
 import { dnsName, guestPath, ipAddress, port, unique } from '../engine/validate.ts';
-import type { Host, HostReader } from '../engine/host.ts';
-import { canonicalIp, parseResolvConf } from './resolv-conf.ts';
-import { fixOwnership } from './ownership.ts';
+import type { HostReader } from '../engine/host.ts';
+import { canonicalIp, parseResolvConf } from './resolv-conf/index.ts';
+import { File } from './file.ts';
 
 export const DEFAULT_DNSMASQ_DROP_IN = '/etc/dnsmasq.d/meshvm.conf';
 
@@ -94,12 +94,6 @@ export const dnsmasqConfigSpec = z
   });
 export type DnsmasqConfigSpec = z.output<typeof dnsmasqConfigSpec>;
 
-export interface DnsmasqConfigState {
-  content: string;
-  mode: number;
-  owner: string;
-  group: string;
-}
 
 function formatWhere(where: readonly (string | number)[]): string {
   return where.reduce<string>((out, part) => (typeof part === 'number' ? `${out}[${part}]` : out ? `${out}.${part}` : part), '');
@@ -159,53 +153,29 @@ async function checkNoLoop(host: HostReader, spec: DnsmasqConfigSpec): Promise<v
   );
 }
 
-/** `dnsmasq --test` on the staged drop-in alone; its complaint, with the offending line, becomes the error. */
-async function checkWithDnsmasq(host: HostReader, staged: string, spec: DnsmasqConfigSpec, content: string): Promise<void> {
-  const argv = ['dnsmasq', '--test', `--conf-file=${staged}`];
-  let result;
-  try {
-    result = await host.query(argv);
-  } catch (error) {
-    throw new Error(`cannot check the new ${spec.path}: \`dnsmasq --test\` could not be run (${error instanceof Error ? error.message : String(error)}); install dnsmasq before its configuration. The live file was left untouched`);
-  }
-  if (result.exitCode === 0) return;
-  const said = (result.stderr.trim() || result.stdout.trim()).split('\n').filter((l) => l.trim()).slice(-4).join('\n').replaceAll(staged, `the new ${spec.path}`);
-  const lineNo = Number(/at line (\d+) of/.exec(said)?.[1]);
-  const offending = lineNo ? content.split('\n')[lineNo - 1] : undefined;
-  throw new Error(
-    `dnsmasq refused the new configuration (\`dnsmasq --test\` exited ${result.exitCode}):\n  ${said.replaceAll('\n', '\n  ')}` +
-      (offending !== undefined ? `\n  line ${lineNo}: ${offending}` : '') +
-      `\n  the live ${spec.path} was left untouched`,
-  );
-}
+/** `dnsmasq --test` on the staged drop-in alone (this machine's dnsmasq, given the staged file's real path). */
+const DNSMASQ_TEST = ['dnsmasq', '--test', '--conf-file=%{path}'];
 
 export const dnsmasqConfigType = {
   kind: 'dnsmasq_config',
   schema: dnsmasqConfigSpec,
   key: (spec: DnsmasqConfigSpec) => spec.path ?? DEFAULT_DNSMASQ_DROP_IN,
 
-  async current(host: HostReader, spec: DnsmasqConfigSpec): Promise<DnsmasqConfigState | undefined> {
+  /** Reads only what can make the drop-in wrong whatever its text: a resolv file that lists this dnsmasq itself. */
+  async current(host: HostReader, spec: DnsmasqConfigSpec): Promise<Record<string, never>> {
     await checkNoLoop(host, spec);
     const stat = await host.stat(spec.path);
-    if (!stat) return undefined;
-    if (stat.type !== 'file') throw new Error(`${spec.path} is a ${stat.type}, not a file; move it away`);
-    return { content: (await host.readFile(spec.path)) ?? '', mode: stat.mode, owner: stat.owner, group: stat.group };
+    if (stat && stat.type !== 'file') throw new Error(`${spec.path} is a ${stat.type}, not a file; move it away`);
+    return {};
   },
 
-  changes(spec: DnsmasqConfigSpec, current: DnsmasqConfigState | undefined): Changes<DnsmasqConfigState> {
-    const desired: DnsmasqConfigState = { content: renderDnsmasqConfig(spec), mode: 0o644, owner: 'root', group: 'root' };
-    if (!current) return { content: { from: undefined, to: desired.content } };
-    return compareFields(desired, current, ['content', 'mode', 'owner', 'group']);
-  },
+  /** The drop-in's state is its file's. */
+  changes: (): Changes<Record<string, never>> => ({}),
 
-  async apply(host: Host, spec: DnsmasqConfigSpec, changes: Changes<DnsmasqConfigState>, current: DnsmasqConfigState | undefined): Promise<void> {
-    if (!current || changes.content) {
-      const content = renderDnsmasqConfig(spec);
-      await host.writeFile(spec.path, content, { mode: 0o644, owner: 'root', group: 'root', verify: (staged) => checkWithDnsmasq(host, staged, spec, content) });
-      return;
-    }
-    await fixOwnership(host, spec.path, { owner: 'root', group: 'root', mode: 0o644 }, changes);
-  },
+  /** The rendered drop-in, root's, checked by dnsmasq --test before it goes live. */
+  children: (spec: DnsmasqConfigSpec) => [
+    File({ path: spec.path, content: renderDnsmasqConfig(spec), mode: 0o644, owner: 'root', group: 'root', verify: DNSMASQ_TEST, verifyOnHost: true }),
+  ],
 };
 
 export const DnsmasqConfig = defineResource(dnsmasqConfigType);

@@ -1,6 +1,6 @@
 // Execute: the escape hatch: a command (argv, or a shell script when the spec says shell: true) run only when its guards say it is needed, or when notified.
 import { z } from 'zod';
-import { defineResource, type Changes } from '../engine/resource.ts';
+import { defineResource, type Action, type Applied, type Changes } from '../engine/resource.ts';
 import { guestPath } from '../engine/validate.ts';
 import { errorMessage, indent, lastLines } from '../engine/errors.ts';
 import type { CommandResult, Host, HostReader } from '../engine/host.ts';
@@ -41,6 +41,11 @@ export const executeSpec = z
       .optional(),
     /** Working directory of the command and its guards (a guest path: under --root, inside the root). */
     cwd: guestPath.optional(),
+    /**
+     * Run the command and its guards on this machine even under --root (a tool that takes the root as an argument).
+     * By default they run inside the root: under --root confined to it, and refused when the root has no such program.
+     */
+    onHost: z.boolean().default(false),
     /** Stop the command (and each guard) after this long; 300 by default. */
     timeoutSeconds: z.number().positive('timeoutSeconds must be more than 0').max(86_400).optional(),
     /** The command, script and environment are secrets: never shown in plan, reports or errors. */
@@ -65,13 +70,13 @@ export const executeSpec = z
   });
 export type ExecuteSpec = z.output<typeof executeSpec>;
 
+/** What the guards found, in order; a guard after one that already said "not needed" is not run. */
 export interface ExecuteState {
-  /** Why the command must run now (what its guards said); undefined when it need not. */
-  run: string | undefined;
-  /** The spec's command, script and environment, named here so that `sensitive` masks them everywhere. */
-  command?: readonly string[];
-  script?: string;
-  env?: Record<string, string>;
+  /** Whether the path of `creates` exists. */
+  created?: boolean;
+  /** Exit codes of the guards that ran. */
+  onlyIf?: number;
+  notIf?: number;
 }
 
 function quote(word: string): string {
@@ -90,12 +95,10 @@ export function showCommand(spec: ExecuteSpec): string {
 
 const showArgv = (spec: ExecuteSpec, words: readonly string[]) => (spec.sensitive ? '' : ` \`${words.map(quote).join(' ')}\``);
 
-/** The argv that runs: the command or `/bin/sh -c script`, moved to cwd by `env -C` (the Host has no cwd of its own). */
-function argvFor(host: HostReader, spec: ExecuteSpec, words: readonly string[]): string[] {
-  return spec.cwd === undefined ? [...words] : ['env', '-C', host.realPath(spec.cwd), '--', ...words];
-}
-
+/** Where the command and its guards run (inside the root unless onHost), their cwd, environment and time limit. */
 const commandOptions = (spec: ExecuteSpec) => ({
+  in: spec.onHost ? ('host' as const) : ('root' as const),
+  ...(spec.cwd !== undefined && { cwd: spec.cwd }),
   ...(spec.env && { env: spec.env }),
   ...(spec.timeoutSeconds !== undefined && { timeoutMs: Math.round(spec.timeoutSeconds * 1000) }),
 });
@@ -109,29 +112,43 @@ function notRun(spec: ExecuteSpec, what: string, error: unknown): Error {
 /** Runs a guard (a read-only command) and says whether it exited 0. */
 async function guard(host: HostReader, spec: ExecuteSpec, name: 'onlyIf' | 'notIf', words: readonly string[]): Promise<CommandResult> {
   try {
-    return await host.query(argvFor(host, spec, words), commandOptions(spec));
+    return await host.query(words, commandOptions(spec));
   } catch (error) {
     throw notRun(spec, `the ${name} guard${showArgv(spec, words)}`, error);
   }
 }
 
-/** What the guards say: why the command must run, or undefined when it need not. */
-async function whyRun(host: HostReader, spec: ExecuteSpec): Promise<string | undefined> {
-  if (spec.onlyWhenNotified) return undefined;
+/** Runs the guards in order, stopping at the first that says the command is not needed. */
+async function readGuards(host: HostReader, spec: ExecuteSpec): Promise<ExecuteState> {
+  const state: ExecuteState = {};
+  if (spec.onlyWhenNotified) return state;
+  if (spec.creates !== undefined) {
+    state.created = (await host.stat(spec.creates)) !== undefined;
+    if (state.created) return state;
+  }
+  if (spec.onlyIf) {
+    state.onlyIf = (await guard(host, spec, 'onlyIf', spec.onlyIf)).exitCode;
+    if (state.onlyIf !== 0) return state;
+  }
+  if (spec.notIf) state.notIf = (await guard(host, spec, 'notIf', spec.notIf)).exitCode;
+  return state;
+}
+
+/** Why the command must run, from what the guards found; undefined when it need not. */
+function whyRun(spec: ExecuteSpec, state: ExecuteState | undefined): string | undefined {
+  if (spec.onlyWhenNotified || !state) return undefined;
   const reasons: string[] = [];
   if (spec.creates !== undefined) {
-    if (await host.stat(spec.creates)) return undefined;
+    if (state.created !== false) return undefined;
     reasons.push(`${spec.creates} does not exist`);
   }
   if (spec.onlyIf) {
-    const result = await guard(host, spec, 'onlyIf', spec.onlyIf);
-    if (result.exitCode !== 0) return undefined;
+    if (state.onlyIf !== 0) return undefined;
     reasons.push(`onlyIf${showArgv(spec, spec.onlyIf)} succeeded`);
   }
   if (spec.notIf) {
-    const result = await guard(host, spec, 'notIf', spec.notIf);
-    if (result.exitCode === 0) return undefined;
-    reasons.push(`notIf${showArgv(spec, spec.notIf)} exited ${result.exitCode}`);
+    if (state.notIf === undefined || state.notIf === 0) return undefined;
+    reasons.push(`notIf${showArgv(spec, spec.notIf)} exited ${state.notIf}`);
   }
   return reasons.join(', ');
 }
@@ -149,7 +166,7 @@ async function runCommand(host: Host, spec: ExecuteSpec): Promise<void> {
   const words = spec.shell ? ['/bin/sh', '-c', spec.script!] : spec.command!;
   let result: CommandResult;
   try {
-    result = await host.run(argvFor(host, spec, words), { ...commandOptions(spec), allowFailure: true });
+    result = await host.run(words, { ...commandOptions(spec), allowFailure: true });
   } catch (error) {
     throw notRun(spec, `\`${showCommand(spec)}\``, error);
   }
@@ -162,31 +179,29 @@ export const executeType = {
   key: (spec: ExecuteSpec) => spec.name ?? (spec.sensitive ? '(sensitive)' : spec.command ? spec.command.join(' ') : 'script'),
   sensitive: (spec: ExecuteSpec) => (spec.sensitive ? (['command', 'script', 'env'] as const).filter((field) => spec[field] !== undefined) : []),
 
-  async current(host: HostReader, spec: ExecuteSpec): Promise<ExecuteState> {
-    return { run: await whyRun(host, spec) };
+  current: readGuards,
+
+  /** A command has no state to compare: running it is an action. */
+  changes: (): Changes<ExecuteState> => ({}),
+
+  actions(spec: ExecuteSpec, current: ExecuteState | undefined): Action[] {
+    const why = whyRun(spec, current);
+    if (why === undefined) return [];
+    return [{ action: `run \`${showCommand(spec)}\` (${why})`, run: (host) => runOnce(host, spec) }];
   },
 
-  changes(spec: ExecuteSpec, current: ExecuteState | undefined): Changes<ExecuteState> {
-    return current?.run ? { run: { from: undefined, to: `\`${showCommand(spec)}\` (${current.run})` } } : {};
-  },
-
-  async apply(host: Host, spec: ExecuteSpec): Promise<void> {
+  /** A notification runs the command whatever the guards say: a change is the reason to run it again (once a run). */
+  async refresh(host: Host, spec: ExecuteSpec, applied: Applied<ExecuteState> | undefined): Promise<void | 'not-needed'> {
+    if (applied?.actions.length) return 'not-needed';
     await runCommand(host, spec);
-    if (spec.creates !== undefined && !(await host.stat(spec.creates))) {
-      throw new Error(`\`${showCommand(spec)}\` succeeded but ${spec.creates} still does not exist, so every run would run it again: make the command create it, or fix creates`);
-    }
-  },
-
-  /** A notification runs the command whatever the guards say: a change is the reason to run it again. */
-  async refresh(host: Host, spec: ExecuteSpec): Promise<void> {
-    await runCommand(host, spec);
-  },
-
-  applySatisfiesRefresh: (changes: Changes<ExecuteState>) => changes.run !== undefined,
-
-  describe(field: string, change: { from: unknown; to: unknown }): string | undefined {
-    return field === 'run' ? `run ${String(change.to)}` : undefined;
   },
 };
+
+async function runOnce(host: Host, spec: ExecuteSpec): Promise<void> {
+  await runCommand(host, spec);
+  if (spec.creates !== undefined && !(await host.stat(spec.creates))) {
+    throw new Error(`\`${showCommand(spec)}\` succeeded but ${spec.creates} still does not exist, so every run would run it again: make the command create it, or fix creates`);
+  }
+}
 
 export const Execute = defineResource(executeType);

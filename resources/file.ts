@@ -4,6 +4,7 @@ import { compareFields, defineResource, type Changes } from '../engine/resource.
 import { accountName, fileMode, guestPath } from '../engine/validate.ts';
 import type { Host, HostReader } from '../engine/host.ts';
 import { fixOwnership } from './ownership.ts';
+import { describePresence, formatModeField, ownedPathRequires } from './fields.ts';
 
 export const fileSpec = z.strictObject({
   path: guestPath,
@@ -12,8 +13,12 @@ export const fileSpec = z.strictObject({
   owner: accountName.optional(),
   group: accountName.optional(),
   ensure: z.enum(['present', 'absent']).default('present'),
-  /** argv run on the staged file before it replaces the live one; "%{path}" is the staged file's path. */
+  /**
+   * argv run on the staged file before it replaces the live one; "%{path}" is the staged file's path. It runs inside the
+   * root (under --root, confined to it) unless verifyOnHost says it runs on this machine (a checker such as dnsmasq --test).
+   */
   verify: z.array(z.string()).min(1).optional(),
+  verifyOnHost: z.boolean().default(false),
   /** The content is a secret: never shown in plan, reports or errors. */
   sensitive: z.boolean().default(false),
   /** Keep the replaced file under /var/lib/meshvm/backup. */
@@ -35,6 +40,9 @@ export const fileType = {
   schema: fileSpec,
   key: (spec: FileSpec) => spec.path,
   sensitive: (spec: FileSpec) => (spec.sensitive ? (['content'] as const) : []),
+  requires: ownedPathRequires,
+  describe: describePresence,
+  format: formatModeField,
 
   async current(host: HostReader, spec: FileSpec): Promise<FileState | undefined> {
     const stat = await host.stat(spec.path);
@@ -56,12 +64,13 @@ export const fileType = {
     if (current?.type === 'directory') throw new Error(`${spec.path} is a directory; meshvm will not replace a directory with a file`);
     if (!current || changes.content || changes.type) {
       const verify = spec.verify;
-      await host.writeFile(spec.path, spec.content ?? (current?.type === 'file' ? current.content : ''), {
+      const content = spec.content ?? (current?.type === 'file' ? current.content : '');
+      await host.writeFile(spec.path, content, {
         mode: spec.mode,
         owner: spec.owner,
         group: spec.group,
         backup: spec.backup,
-        verify: verify && ((staged) => runVerify(host, verify, staged)),
+        verify: verify && ((staged) => runVerify(host, verify, staged, spec.verifyOnHost, spec.path, content)),
       });
       return;
     }
@@ -69,12 +78,23 @@ export const fileType = {
   },
 };
 
-async function runVerify(host: HostReader, argv: readonly string[], staged: string): Promise<void> {
-  const command = argv.map((arg) => arg.replaceAll('%{path}', staged));
-  const result = await host.query(command);
+/** The verify command on the staged file: inside the root (its guest path) unless it runs on the host (its real path). */
+async function runVerify(host: HostReader, argv: readonly string[], staged: string, onHost: boolean, path: string, content: string): Promise<void> {
+  const stagedPath = onHost || host.live ? staged : staged.slice(host.root.length);
+  const command = argv.map((arg) => arg.replaceAll('%{path}', stagedPath));
+  const result = await host.query(command, { in: onHost ? 'host' : 'root' }).catch((error: Error) => {
+    throw new Error(`verify command \`${argv.join(' ')}\` was not run: ${error.message.replace(/set onHost: true in the spec/, 'set verifyOnHost: true')}; the live file was left untouched`);
+  });
   if (result.exitCode !== 0) {
-    const said = (result.stderr.trim() || result.stdout.trim()).split('\n').slice(-6).join('\n');
-    throw new Error(`verify command \`${argv.join(' ')}\` refused the new content (exit ${result.exitCode})${said ? `:\n  ${said.replaceAll(staged, '<staged file>')}` : ''}\n  the live file was left untouched`);
+    const said = (result.stderr.trim() || result.stdout.trim()).split('\n').slice(-6).join('\n').replaceAll(stagedPath, `the new ${path}`);
+    // a checker that names a line of the file (dnsmasq: "error at line 12 of FILE"): that line, so the reader need not look
+    const lineNo = Number(/line (\d+) of /.exec(said)?.[1]);
+    const offending = lineNo ? content.split('\n')[lineNo - 1] : undefined;
+    throw new Error(
+      `verify command \`${argv.join(' ')}\` refused the new content (exit ${result.exitCode})${said ? `:\n  ${said.replaceAll('\n', '\n  ')}` : ''}` +
+        (offending !== undefined ? `\n  line ${lineNo}: ${offending}` : '') +
+        `\n  the live ${path} was left untouched`,
+    );
   }
 }
 

@@ -2,9 +2,10 @@
 import { z } from 'zod';
 import { defineResource, type Changes } from '../engine/resource.ts';
 import type { Host, HostReader } from '../engine/host.ts';
+import { INSTALLED_DEBS_DIR } from '../engine/state-paths.ts';
 
 const DEB_CACHE = '/var/cache/meshvm/debs';
-const INSTALLED_MARKS = '/var/lib/meshvm/debs';
+const INSTALLED_MARKS = INSTALLED_DEBS_DIR;
 
 const sha256 = z.string().regex(/^[0-9a-fA-F]{64}$/, 'expected a sha256 of 64 hex digits').transform((s) => s.toLowerCase());
 
@@ -61,7 +62,7 @@ export const packageType = {
   key: (spec: PackageSpec) => spec.name,
 
   async current(host: HostReader, spec: PackageSpec): Promise<PackageState> {
-    if (host.root !== '/') throw new Error('packages can only be managed on the running system (root /), not under --root');
+    if (!host.live) throw new Error(`packages can only be managed on the running system (root /), not under --root ${host.root}`);
     const result = await host.query(['dpkg-query', '-W', '-f', '${Package}\t${db:Status-Abbrev}\t${Version}\n', spec.name]);
     const found = parseDpkgQuery(result.stdout).get(spec.name);
     const mark = spec.deb ? (await host.readFile(`${INSTALLED_MARKS}/${spec.name}.sha256`))?.trim() : undefined;

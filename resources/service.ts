@@ -1,6 +1,6 @@
 // Service: a systemd unit enabled, running or masked; refresh restarts it (or reloads it when the spec says so).
 import { z } from 'zod';
-import { defineResource, type Changes } from '../engine/resource.ts';
+import { defineResource, type Applied, type Changes } from '../engine/resource.ts';
 import type { Host, HostReader } from '../engine/host.ts';
 import { parseSystemctlShow, systemctl, systemdLive, unitName, unitStatus, unloadedUnitFiles } from './systemd.ts';
 
@@ -16,7 +16,8 @@ export type ServiceSpec = z.output<typeof serviceSpec>;
 
 export interface ServiceState {
   enabled: boolean;
-  running: boolean;
+  /** Unknown in an offline root: nothing runs there. */
+  running: boolean | undefined;
   masked: boolean;
 }
 
@@ -28,14 +29,14 @@ export const serviceType = {
   key: (spec: ServiceSpec) => spec.name,
 
   async current(host: HostReader, spec: ServiceSpec): Promise<ServiceState> {
-    if (!(await systemdLive(host)) && host.root === '/') {
-      throw new Error('systemd is not running on this host (no /run/systemd/system); services can only be managed on a booted system, or offline with --root');
-    }
-    if (host.root !== '/') {
-      // offline root: only the enablement can be read (systemctl --root has no running manager)
+    if (!host.live) {
+      // offline root: only the enablement can be read (systemctl --root has no running manager); running is unknown
       const state = await host.query(systemctl(host, 'is-enabled', spec.name));
       const word = state.stdout.trim();
-      return { enabled: word === 'enabled' || word === 'alias', masked: word.startsWith('masked'), running: spec.running ?? false };
+      return { enabled: word === 'enabled' || word === 'alias', masked: word.startsWith('masked'), running: undefined };
+    }
+    if (!(await systemdLive(host))) {
+      throw new Error('systemd is not running on this host (no /run/systemd/system); services can only be managed on a booted system, or offline with --root');
     }
     const result = await host.query(['systemctl', 'show', ...PROPS.flatMap((p) => ['-p', p]), spec.name]);
     if (result.exitCode !== 0) throw new Error(`systemctl show ${spec.name} failed: ${result.stderr.trim()}`);
@@ -47,6 +48,8 @@ export const serviceType = {
     const changes: Changes<ServiceState> = {};
     for (const field of ['masked', 'enabled', 'running'] as const) {
       const want = spec[field];
+      // what cannot be known (running, in an offline root) is not compared: it is decided when the machine boots
+      if (field === 'running' && current && current.running === undefined) continue;
       if (want !== undefined && want !== current?.[field]) changes[field] = { from: current?.[field], to: want };
     }
     return changes;
@@ -54,17 +57,16 @@ export const serviceType = {
 
   async apply(host: Host, spec: ServiceSpec, changes: Changes<ServiceState>): Promise<void> {
     // a unit file written earlier in this run is picked up before the service is touched
-    if (host.root === '/' && (await needsDaemonReload(host, spec.name))) await host.run(['systemctl', 'daemon-reload']);
+    if (host.live && (await needsDaemonReload(host, spec.name))) await host.run(['systemctl', 'daemon-reload']);
     if (changes.masked) await host.run(systemctl(host, changes.masked.to ? 'mask' : 'unmask', spec.name));
     if (changes.enabled) await host.run(systemctl(host, changes.enabled.to ? 'enable' : 'disable', spec.name));
-    if (changes.running && host.root === '/') await host.run(['systemctl', changes.running.to ? 'start' : 'stop', spec.name]);
+    if (changes.running && host.live) await host.run(['systemctl', changes.running.to ? 'start' : 'stop', spec.name]);
   },
 
-  /** A service this run started needs no restart for the changes that came before it. */
-  applySatisfiesRefresh: (changes: Changes<ServiceState>) => changes.running?.to === true,
-
-  async refresh(host: Host, spec: ServiceSpec): Promise<void> {
-    if (host.root !== '/') return; // nothing runs in an offline root
+  /** A restart or reload; not needed for a service this run started (it read the changes that came before it). */
+  async refresh(host: Host, spec: ServiceSpec, applied: Applied<ServiceState> | undefined): Promise<void | 'not-needed'> {
+    if (applied?.changes.running?.to === true) return 'not-needed';
+    if (!host.live) return; // nothing runs in an offline root
     if (await needsDaemonReload(host, spec.name)) await host.run(['systemctl', 'daemon-reload']);
     // a service declared stopped is not started by a notification, and a masked one cannot be (systemctl refuses)
     if (spec.running === false || spec.masked) return;

@@ -1,8 +1,9 @@
 // SystemdUnit: a unit file or drop-in under /etc/systemd/system, rendered from sections, verified, daemon-reloaded.
 import { z } from 'zod';
-import { defineResource, type Changes } from '../engine/resource.ts';
+import { defineResource, type Action, type Changes, type Declaration } from '../engine/resource.ts';
 import type { Host, HostReader } from '../engine/host.ts';
-import { fileType, type FileState } from './file.ts';
+import { File } from './file.ts';
+import { Directory } from './directory.ts';
 import { systemdLive, unitName } from './systemd.ts';
 
 const value = z.union([z.string(), z.number(), z.boolean()]);
@@ -39,35 +40,48 @@ export function unitPath(spec: Pick<SystemdUnitSpec, 'name' | 'dropIn'>): string
   return spec.dropIn ? `/etc/systemd/system/${spec.name}.d/${spec.dropIn}.conf` : `/etc/systemd/system/${spec.name}`;
 }
 
-function asFile(spec: SystemdUnitSpec, verify?: string[]) {
-  return fileType.schema.parse({
-    path: unitPath(spec),
-    content: spec.content ?? renderUnit(spec.sections!),
-    mode: 0o644,
-    owner: 'root',
-    group: 'root',
-    verify,
-  });
-}
-
 // systemd-analyze names the unit after the file, so the staged file is checked under its real name in a private temp dir
 const VERIFY = ['sh', '-c', 'd=$(mktemp -d) && cp "$1" "$d/$2" && systemd-analyze verify --man=no "$d/$2"; r=$?; rm -rf "$d"; exit $r', 'sh', '%{path}'];
+
+/** What the unit's parts depend on: a running systemd to reload, and its analyzer to check a unit file. */
+export interface SystemdUnitFacts {
+  live: boolean;
+  canVerify: boolean;
+}
 
 export const systemdUnitType = {
   kind: 'systemd_unit',
   schema: systemdUnitSpec,
   key: (spec: SystemdUnitSpec) => unitPath(spec),
 
-  current: (host: HostReader, spec: SystemdUnitSpec) => fileType.current(host, asFile(spec)),
-  changes: (spec: SystemdUnitSpec, current: FileState | undefined): Changes<FileState> => fileType.changes(asFile(spec), current),
-
-  async apply(host: Host, spec: SystemdUnitSpec, changes: Changes<FileState>, current: FileState | undefined): Promise<void> {
+  async current(host: HostReader, spec: SystemdUnitSpec): Promise<SystemdUnitFacts> {
     const live = await systemdLive(host);
-    const check = spec.verify && !spec.dropIn && live && (await host.query(['sh', '-c', 'command -v systemd-analyze'])).exitCode === 0;
-    const dir = unitPath(spec).slice(0, unitPath(spec).lastIndexOf('/'));
-    if (!(await host.stat(dir))) await host.mkdir(dir, { mode: 0o755 });
-    await fileType.apply(host, asFile(spec, check ? [...VERIFY, spec.name] : undefined), changes, current);
-    if (live) await host.run(['systemctl', 'daemon-reload']);
+    const canVerify = spec.verify && !spec.dropIn && live && (await host.query(['sh', '-c', 'command -v systemd-analyze'])).exitCode === 0;
+    return { live, canVerify };
+  },
+
+  /** The unit's own state is its file's: a composite has nothing else to compare. */
+  changes: (): Changes<SystemdUnitFacts> => ({}),
+
+  /** The drop-in directory, the unit file (verified where systemd runs), then daemon-reload when it changed. */
+  children(spec: SystemdUnitSpec, facts: SystemdUnitFacts | undefined): (Declaration | Action)[] {
+    const path = unitPath(spec);
+    return [
+      Directory({ path: path.slice(0, path.lastIndexOf('/')) }),
+      File({
+        path,
+        content: spec.content ?? renderUnit(spec.sections!),
+        mode: 0o644,
+        owner: 'root',
+        group: 'root',
+        ...(facts?.canVerify && { verify: [...VERIFY, spec.name], verifyOnHost: true }),
+      }),
+      {
+        action: 'daemon-reload (`systemctl daemon-reload`)',
+        ...(!facts?.live && { skip: 'systemd is not running this root; it reads the unit when it starts' }),
+        run: async (host: Host) => void (await host.run(['systemctl', 'daemon-reload'])),
+      },
+    ];
   },
 };
 

@@ -67,11 +67,11 @@ export function unloadedUnitFiles(name: string, props: Record<string, string>, e
 
 /** True when systemd runs this root's services: the root is / and systemd is PID 1 (sd_booted's test). */
 export async function systemdLive(host: HostReader): Promise<boolean> {
-  if (host.root !== '/') return false;
+  if (!host.live) return false;
   return host.memo('systemd-live', async () => (await host.stat('/run/systemd/system'))?.type === 'directory');
 }
 
 /** systemctl, offline (`--root`) when the root is not the running system's. */
 export function systemctl(host: HostReader, ...args: string[]): string[] {
-  return host.root === '/' ? ['systemctl', ...args] : ['systemctl', `--root=${host.root}`, ...args];
+  return host.live ? ['systemctl', ...args] : ['systemctl', `--root=${host.root}`, ...args];
 }

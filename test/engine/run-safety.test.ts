@@ -105,7 +105,7 @@ test('a secret never reaches stdout, stderr or the report, even in a diff or a f
     [['converge', '--json', '--verbose'], await runlist(`${canary}-1\\n`)],
     [['plan', '--json'], await runlist(`${canary}-2\\n`)],
     [['converge'], await runlist(`${canary}-2\\n`)],
-    [['converge', '--json'], await runlist(`${canary}-3\\n`, `, verify: [sh, -c, "cat %{path}; cat %{path} >&2; exit 1"]`)],
+    [['converge', '--json'], await runlist(`${canary}-3\\n`, `, verify: [sh, -c, "cat %{path}; cat %{path} >&2; exit 1"], verifyOnHost: true`)],
   ] as const) {
     const result = await meshvm([args[0], file, '--root', root, ...args.slice(1)]);
     outputs.push(result.stdout, result.stderr);

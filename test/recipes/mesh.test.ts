@@ -117,7 +117,7 @@ test('istiod flow: a root certificate rotated in the cluster gives exactly one c
   // after a reboot /var/run is empty: the token is minted again
   await fs.rm(path.join(root, 'var/run/secrets'), { recursive: true });
   const rebooted = JSON.parse((await meshvm(['converge', file, '--root', root, '--json'])).stdout);
-  t.true(rebooted.resources.some((r: { ref: string; status: string }) => r.ref === 'file[/var/run/secrets/tokens/istio-token]' && r.status === 'changed'));
+  t.true(rebooted.resources.some((r: { ref: string; status: string }) => r.ref === 'istio_token[/var/run/secrets/tokens/istio-token]' && r.status === 'changed'));
   t.false(JSON.stringify(rebooted).includes(await read('var/run/secrets/tokens/istio-token').then((s) => s.trim())), 'the token is not in the report');
 });
 

@@ -92,7 +92,7 @@ test('converges once, then zero changes; plan before it changes nothing', async 
   const before = await snapshot(root);
   const plan = await converge(localHost({ root }), declare(), 'plan');
   t.is(plan.resources[0]!.status, 'would-change');
-  t.regex(plan.resources[0]!.changes[0]!, /^set content \(\d+ lines\)\n/);
+  t.regex(plan.resources[0]!.changes[0]!, /^file\[\/etc\/dnsmasq\.d\/kubedns\]:\n {2}create\n {2}set content \(\d+ lines\)\n/);
   t.deepEqual(await snapshot(root), before, 'plan wrote nothing');
   await convergesOnce(t, root, declare);
   const stat = await fs.stat(path.join(root, 'etc/dnsmasq.d/kubedns'));
@@ -109,7 +109,7 @@ test('a mode drift is repaired without rewriting the file', async (t) => {
   await fs.chmod(file, 0o600);
   const inode = (await fs.stat(file)).ino;
   const result = await converge(localHost({ root }), declare());
-  t.deepEqual(result.resources[0]!.changes, ['set mode to 0644 (was 0600)']);
+  t.deepEqual(result.resources[0]!.changes, ['file[/etc/dnsmasq.d/kubedns]:\n  set mode to 0644 (was 0600)']);
   t.is((await fs.stat(file)).ino, inode);
 });
 
@@ -153,7 +153,7 @@ test('a config dnsmasq rejects never reaches the live file, and the error says w
   const result = await converge(localHost({ root }), [DnsmasqConfig({ path: '/etc/dnsmasq.d/kubedns', ...base, extraOptions: ['cache-size=lots'] })]);
   t.true(result.failed);
   const error = result.resources[0]!.error!;
-  t.regex(error, /dnsmasq_config\[\/etc\/dnsmasq\.d\/kubedns\]: apply failed: dnsmasq refused the new configuration \(`dnsmasq --test` exited 1\)/);
+  t.regex(error, /dnsmasq_config\[\/etc\/dnsmasq\.d\/kubedns\] > file\[\/etc\/dnsmasq\.d\/kubedns\]: apply failed: verify command `dnsmasq --test --conf-file=%\{path\}` refused the new content \(exit 1\)/);
   t.regex(error, /dnsmasq: error at line \d+ of the new \/etc\/dnsmasq\.d\/kubedns\n {2}line \d+: cache-size=lots/);
   t.regex(error, /the live \/etc\/dnsmasq\.d\/kubedns was left untouched/);
   t.notRegex(error, /meshvm-new/, 'the staged file name is not shown');
@@ -167,7 +167,7 @@ test('notifies a restart only when the file changed, and not when dnsmasq refuse
   const restarts = async () => (await fs.readFile(log, 'utf8').catch(() => '')).split('\n').filter(Boolean).length;
   const declare = (extraOptions: string[]) => {
     // stands in for the dnsmasq Service resource recipes will notify
-    const restart = Execute({ name: 'restart dnsmasq', command: ['sh', '-c', 'echo restart >> "$0"', log], onlyWhenNotified: true });
+    const restart = Execute({ onHost: true, name: 'restart dnsmasq', command: ['sh', '-c', 'echo restart >> "$0"', log], onlyWhenNotified: true });
     return [DnsmasqConfig({ path: '/etc/dnsmasq.d/kubedns', ...base, extraOptions }, { notifies: restart }), restart];
   };
   await converge(localHost({ root }), declare([]));

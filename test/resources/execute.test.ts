@@ -21,7 +21,7 @@ test('creates: runs while the path is missing, then never again; plan after that
   const marker = path.join(root, 'opt/envoy');
   await fs.mkdir(path.join(root, 'opt'));
   const first = await convergesOnce(t, root, () => [
-    Execute({ name: 'unpack envoy', command: ['sh', '-c', 'echo ran >> "$0"; touch "$1"', path.join(root, 'var/log/runs'), marker], creates: '/opt/envoy' }),
+    Execute({ onHost: true, name: 'unpack envoy', command: ['sh', '-c', 'echo ran >> "$0"; touch "$1"', path.join(root, 'var/log/runs'), marker], creates: '/opt/envoy' }),
   ]);
   t.deepEqual(first.resources[0]!.changes, [`run \`sh -c 'echo ran >> "$0"; touch "$1"' ${path.join(root, 'var/log/runs')} ${marker}\` (/opt/envoy does not exist)`]);
   t.is(await runs(), 1);
@@ -30,7 +30,7 @@ test('creates: runs while the path is missing, then never again; plan after that
 test('creates: an existing path means it does not run', async (t) => {
   const { root, runs, count } = await counter(t);
   await seed(root, { '/opt/envoy': '' });
-  const result = await converge(localHost({ root }), [Execute({ command: count, creates: '/opt/envoy' })]);
+  const result = await converge(localHost({ root }), [Execute({ onHost: true, command: count, creates: '/opt/envoy' })]);
   t.is(result.resources[0]!.status, 'unchanged');
   t.is(await runs(), 0);
 });
@@ -46,7 +46,7 @@ test('onlyIf and notIf, each way', async (t) => {
   ];
   for (const c of cases) {
     const { root, runs, count } = await counter(t);
-    const result = await converge(localHost({ root }), [Execute({ command: count, ...c.guard })]);
+    const result = await converge(localHost({ root }), [Execute({ onHost: true, command: count, ...c.guard })]);
     t.false(result.failed, JSON.stringify(c.guard));
     t.is(await runs(), c.runs, JSON.stringify(c.guard));
     t.is(result.resources[0]!.status, c.runs ? 'changed' : 'unchanged', JSON.stringify(c.guard));
@@ -55,17 +55,17 @@ test('onlyIf and notIf, each way', async (t) => {
 
 test('a guard that reads the machine makes it converge: runs once, then the guard says no', async (t) => {
   const { root, runs, count, log } = await counter(t);
-  await convergesOnce(t, root, () => [Execute({ name: 'first boot', command: count, notIf: ['test', '-s', log] })]);
+  await convergesOnce(t, root, () => [Execute({ onHost: true, name: 'first boot', command: count, notIf: ['test', '-s', log] })]);
   t.is(await runs(), 1);
 });
 
 test('plan runs the guards, says would-run and why, and changes nothing', async (t) => {
   const { root, runs, count } = await counter(t);
   const before = await snapshot(root);
-  const would = await converge(localHost({ root }), [Execute({ name: 'enable', command: count, onlyIf: ['test', '-d', root] })], 'plan');
+  const would = await converge(localHost({ root }), [Execute({ onHost: true, name: 'enable', command: count, onlyIf: ['test', '-d', root] })], 'plan');
   t.is(would.resources[0]!.status, 'would-change');
   t.regex(would.resources[0]!.changes[0]!, /^run `sh -c .*` \(onlyIf `test -d \S+` succeeded\)$/);
-  const wouldNot = await converge(localHost({ root }), [Execute({ name: 'enable', command: count, onlyIf: ['test', '-d', path.join(root, 'nope')] })], 'plan');
+  const wouldNot = await converge(localHost({ root }), [Execute({ onHost: true, name: 'enable', command: count, onlyIf: ['test', '-d', path.join(root, 'nope')] })], 'plan');
   t.is(wouldNot.resources[0]!.status, 'unchanged');
   t.is(await runs(), 0);
   t.deepEqual(await snapshot(root), before);
@@ -75,7 +75,7 @@ test('a notified command runs once per change, never on its own; plan only says 
   const { root, runs, count } = await counter(t);
   await fs.mkdir(path.join(root, 'etc'));
   const declare = (content: string) => {
-    const reload = Execute({ name: 'daemon-reload', command: count, onlyWhenNotified: true });
+    const reload = Execute({ onHost: true, name: 'daemon-reload', command: count, onlyWhenNotified: true });
     return [File({ path: '/etc/unit.conf', content }, { notifies: reload }), reload];
   };
   const plan = await converge(localHost({ root }), declare('v1\n'), 'plan');
@@ -98,7 +98,7 @@ test('a notified command runs once per change, never on its own; plan only says 
 test('a guarded command that ran in this run is not run again by a notification', async (t) => {
   const { root, runs, count, log } = await counter(t);
   await fs.mkdir(path.join(root, 'etc'));
-  const run = Execute({ name: 'setup', command: count, notIf: ['test', '-s', log] });
+  const run = Execute({ onHost: true, name: 'setup', command: count, notIf: ['test', '-s', log] });
   const result = await converge(localHost({ root }), [File({ path: '/etc/setup.conf', content: 'x\n' }, { notifies: run }), run]);
   t.is(result.resources[1]!.status, 'changed');
   t.deepEqual(result.notifications.map((n) => n.status), ['not-needed']);
@@ -108,7 +108,7 @@ test('a guarded command that ran in this run is not run again by a notification'
 test('a failing command shows its exit code and the last lines of its output', async (t) => {
   const root = await scratchRoot(t);
   const script = 'for i in $(seq 1 30); do echo "out $i"; done; echo "broken: no such thing" >&2; exit 3';
-  const result = await converge(localHost({ root }), [Execute({ name: 'migrate', shell: true, script, onlyIf: ['true'] })]);
+  const result = await converge(localHost({ root }), [Execute({ onHost: true, name: 'migrate', shell: true, script, onlyIf: ['true'] })]);
   t.true(result.failed);
   const error = result.resources[0]!.error!;
   t.regex(error, /^execute\[migrate\]: apply failed: `sh -c .*` exited 3/);
@@ -120,7 +120,7 @@ test('a failing command shows its exit code and the last lines of its output', a
 test('sensitive hides the command line in plan, errors and the ref', async (t) => {
   const root = await scratchRoot(t);
   const secret = 's3cr3t-t0ken-value';
-  const declare = () => [Execute({ name: 'login', command: ['sh', '-c', 'echo "denied" >&2; exit 1', secret], onlyIf: ['true'], env: { TOKEN: 'another-s3cret' }, sensitive: true })];
+  const declare = () => [Execute({ onHost: true, name: 'login', command: ['sh', '-c', 'echo "denied" >&2; exit 1', secret], onlyIf: ['true'], env: { TOKEN: 'another-s3cret' }, sensitive: true })];
   const plan = await converge(localHost({ root }), declare(), 'plan');
   t.deepEqual(plan.resources[0]!.changes, ['run `(sensitive command)` (onlyIf succeeded)']);
   const result = await converge(localHost({ root }), declare());
@@ -134,7 +134,7 @@ test('env and cwd reach the command and its guards; cwd is a path inside the roo
   const root = await scratchRoot(t);
   await fs.mkdir(path.join(root, 'work'));
   await convergesOnce(t, root, () => [
-    Execute({ name: 'greet', command: ['sh', '-c', 'pwd > out; echo "$GREETING" >> out'], cwd: '/work', env: { GREETING: 'hello' }, notIf: ['test', '-e', 'out'] }),
+    Execute({ onHost: true, name: 'greet', command: ['sh', '-c', 'pwd > out; echo "$GREETING" >> out'], cwd: '/work', env: { GREETING: 'hello' }, notIf: ['test', '-e', 'out'] }),
   ]);
   t.is(await fs.readFile(path.join(root, 'work/out'), 'utf8'), `${await fs.realpath(path.join(root, 'work'))}\nhello\n`);
 });
@@ -142,20 +142,20 @@ test('env and cwd reach the command and its guards; cwd is a path inside the roo
 test('a command that overruns its timeout is stopped and says so', async (t) => {
   const root = await scratchRoot(t);
   const started = Date.now();
-  const result = await converge(localHost({ root }), [Execute({ command: ['sleep', '10'], onlyIf: ['true'], timeoutSeconds: 0.3 })]);
+  const result = await converge(localHost({ root }), [Execute({ onHost: true, command: ['sleep', '10'], onlyIf: ['true'], timeoutSeconds: 0.3 })]);
   t.true(Date.now() - started < 5000);
   t.regex(result.resources[0]!.error!, /`sleep 10` did not finish within 0\.3s and was stopped/);
 });
 
 test('a command that succeeds without creating its creates path fails, instead of running on every converge', async (t) => {
   const root = await scratchRoot(t);
-  const result = await converge(localHost({ root }), [Execute({ command: ['true'], creates: '/opt/never' })]);
+  const result = await converge(localHost({ root }), [Execute({ onHost: true, command: ['true'], creates: '/opt/never' })]);
   t.regex(result.resources[0]!.error!, /`true` succeeded but \/opt\/never still does not exist, so every run would run it again/);
 });
 
 test('a guard that cannot be run fails the read, naming it', async (t) => {
   const root = await scratchRoot(t);
-  const result = await converge(localHost({ root }), [Execute({ command: ['true'], onlyIf: ['/nonexistent/check'] })], 'plan');
+  const result = await converge(localHost({ root }), [Execute({ onHost: true, command: ['true'], onlyIf: ['/nonexistent/check'] })], 'plan');
   t.regex(result.resources[0]!.error!, /read failed: the onlyIf guard `\/nonexistent\/check` could not be run/);
 });
 

@@ -52,17 +52,17 @@ test('a verify command that refuses the staged file leaves the live file untouch
   const root = await scratchRoot(t);
   await seed(root, { '/etc/app.conf': 'good\n' });
   const before = await snapshot(root);
-  const result = await converge(localHost({ root }), [File({ path: '/etc/app.conf', content: 'bad\n', verify: ['grep', '-q', 'good', '%{path}'] })]);
+  const result = await converge(localHost({ root }), [File({ path: '/etc/app.conf', content: 'bad\n', verify: ['grep', '-q', 'good', '%{path}'], verifyOnHost: true })]);
   t.true(result.failed);
   t.regex(result.resources[0]!.error!, /verify command `grep -q good %\{path\}` refused the new content \(exit 1\)/);
-  t.regex(result.resources[0]!.error!, /live file was left untouched/);
+  t.regex(result.resources[0]!.error!, /the live \/etc\/app\.conf was left untouched/);
   t.deepEqual(await snapshot(root), before, 'no temp file left, live file unchanged, no backup taken');
 });
 
 test('a verify command that accepts lets the file through', async (t) => {
   const root = await scratchRoot(t);
   await seed(root, { '/etc/app.conf': 'good\n' });
-  const result = await converge(localHost({ root }), [File({ path: '/etc/app.conf', content: 'good too\n', verify: ['grep', '-q', 'good', '%{path}'] })]);
+  const result = await converge(localHost({ root }), [File({ path: '/etc/app.conf', content: 'good too\n', verify: ['grep', '-q', 'good', '%{path}'], verifyOnHost: true })]);
   t.false(result.failed);
   t.is(await fs.readFile(path.join(root, 'etc/app.conf'), 'utf8'), 'good too\n');
 });

@@ -2,7 +2,7 @@
 import test from 'ava';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { ResolvConf, chooseStrategy, detectResolverOwner, readResolverFacts, resolvConfSpec, type ResolverFacts, type Telltale } from '../../resources/resolv-conf.ts';
+import { ResolvConf, chooseStrategy, detectResolverOwner, readResolverFacts, resolvConfSpec, type ResolverFacts, type Telltale } from '../../resources/resolv-conf/index.ts';
 import { localHost } from '../../engine/host-local.ts';
 import type { Host } from '../../engine/host.ts';
 import { converge, convergesOnce, PROJECT, scratchRoot, seed, snapshot } from '../helpers/scratch.ts';
@@ -61,6 +61,7 @@ function liveHost(root: string, ran: string[][], onRun?: (argv: readonly string[
   return {
     ...host,
     root: '/',
+    live: true,
     async run(argv) {
       ran.push([...argv]);
       await onRun?.(argv);
@@ -149,15 +150,15 @@ test('systemd-resolved: a drop-in with DNS= and route-only Domains=, /etc/resolv
   const root = await hostRoot(t, 'resolved');
   const declare = () => [ResolvConf({ nameservers: ['127.0.0.1:5354'], search: ['svc.cluster.local'] })];
   const plan = await converge(localHost({ root }), declare(), 'plan');
-  t.deepEqual(plan.resources[0]!.changes, [
-    'write /etc/systemd/resolved.conf.d/meshvm.conf\n' +
-      `    + ${HEADER.trim()}\n` +
-      '    + # Route-only domains (~) go to these servers; without one, resolved sends .local names to mDNS.\n' +
-      '    + [Resolve]\n' +
-      '    + DNS=127.0.0.1:5354\n' +
-      '    + Domains=~cluster.local svc.cluster.local',
+  // a composite: its parts' lines under their refs, then the action (skipped under a scratch root, and saying why)
+  t.deepEqual(plan.resources[0]!.changes.map((l) => l.split('\n')[0]), [
+    'directory[/etc/systemd/resolved.conf.d]:',
+    'file[/etc/systemd/resolved.conf.d/meshvm.conf]:',
     `not going to restart systemd-resolved (\`systemctl try-restart systemd-resolved\`): the root is ${root}, not the running system; the change takes effect when the service next starts`,
   ]);
+  t.regex(plan.resources[0]!.changes[1]!, /\n {2}set content \(5 lines\)\n(.*\n)* {4}\+DNS=127\.0\.0\.1:5354\n {4}\+Domains=~cluster\.local svc\.cluster\.local\n/);
+  t.deepEqual(plan.resources[0]!.actions, [plan.resources[0]!.changes[2]]);
+  t.deepEqual(plan.resources[0]!.children?.map((c) => c.ref), ['resolv_conf[meshvm] > directory[/etc/systemd/resolved.conf.d]', 'resolv_conf[meshvm] > file[/etc/systemd/resolved.conf.d/meshvm.conf]']);
   const commands: string[][] = [];
   await converge(localHost({ root, onCommand: (argv) => commands.push([...argv]) }), declare());
   t.deepEqual(commands, [], 'no systemctl under a scratch root');
@@ -176,7 +177,7 @@ test('systemd-resolved on a live root: try-restarted when the drop-in changed, a
   const ran: string[][] = [];
   const declare = (ip: string) => [ResolvConf({ nameservers: [ip, '[fd00::53]:5354'], routeDomains: ['cluster.local', 'consul'] })];
   const first = await converge(liveHost(root, ran), declare('127.0.0.1'));
-  t.is(first.resources[0]!.changes[1], 'restart systemd-resolved (`systemctl try-restart systemd-resolved`)');
+  t.deepEqual(first.resources[0]!.actions, ['restart systemd-resolved (`systemctl try-restart systemd-resolved`)']);
   t.deepEqual(ran, [['systemctl', 'try-restart', 'systemd-resolved']]);
   t.regex(await read(root, 'etc/systemd/resolved.conf.d/meshvm.conf'), /^DNS=127\.0\.0\.1 \[fd00::53\]:5354\nDomains=~cluster\.local ~consul\n/m);
   await converge(liveHost(root, ran), declare('127.0.0.1'));
@@ -201,8 +202,8 @@ test('dhclient: a managed /etc/resolv.conf plus an enter-hook, and no dhclient i
   const declare = () => [ResolvConf({ nameservers: ['127.0.0.1', '172.31.0.2'], search: ['ec2.internal', 'svc.cluster.local'], options: ['ndots:2', 'timeout:2'] })];
   const result = await converge(localHost({ root, onCommand: (argv) => commands.push([...argv]) }), declare());
   t.false(result.failed, result.resources[0]!.error);
-  t.deepEqual(result.resources[0]!.fields, ['files']);
-  t.regex(result.resources[0]!.changes[0]!, /^write \/etc\/dhcp\/dhclient-enter-hooks\.d\/meshvm\n[^]*update \/etc\/resolv\.conf\n {4}- domain ec2\.internal\n/);
+  t.deepEqual(result.resources[0]!.fields, ['directory[/etc/dhcp/dhclient-enter-hooks.d]', 'file[/etc/dhcp/dhclient-enter-hooks.d/meshvm]', 'file[/etc/resolv.conf]']);
+  t.regex(result.resources[0]!.changes.join('\n'), /^file\[\/etc\/dhcp\/dhclient-enter-hooks\.d\/meshvm\]:\n[^]*file\[\/etc\/resolv\.conf\]:\n {2}update content\n(.*\n)* {4}-domain ec2\.internal\n/m);
   const again = await converge(localHost({ root }), declare());
   t.deepEqual(again.resources.map((r) => r.status), ['unchanged']);
   t.deepEqual((await converge(localHost({ root }), declare(), 'plan')).resources.map((r) => r.status), ['unchanged']);
@@ -253,7 +254,7 @@ test('resolvconf: nameservers in its head file, search domains in base, then `re
   const root = await hostRoot(t, 'resolvconf');
   const declare = (search: string[]) => [ResolvConf({ nameservers: ['127.0.0.1'], search, options: ['ndots:2'] })];
   const plan = await converge(localHost({ root }), declare(['svc.cluster.local']), 'plan');
-  t.regex(plan.resources[0]!.changes[1]!, /^not going to regenerate \/etc\/resolv\.conf \(`resolvconf -u`\): the root is /);
+  t.regex(plan.resources[0]!.actions![0]!, /^not going to regenerate \/etc\/resolv\.conf \(`resolvconf -u`\): the root is /);
   await convergesOnce(t, root, () => declare(['svc.cluster.local']));
   t.is(await read(root, 'etc/resolvconf/resolv.conf.d/head'), HEADER + '# resolvconf puts these lines first in /etc/resolv.conf.\nnameserver 127.0.0.1\noptions ndots:2\n');
   t.regex(await read(root, 'etc/resolvconf/resolv.conf.d/base'), /\nsearch svc\.cluster\.local\n$/);
@@ -263,7 +264,7 @@ test('resolvconf: nameservers in its head file, search domains in base, then `re
   const ran: string[][] = [];
   await fs.mkdir(path.join(root, 'run/systemd/system'), { recursive: true });
   const dropped = await converge(liveHost(root, ran), declare([]));
-  t.deepEqual(dropped.resources[0]!.changes[0], 'remove /etc/resolvconf/resolv.conf.d/base');
+  t.deepEqual(dropped.resources[0]!.changes[0], 'file[/etc/resolvconf/resolv.conf.d/base]:\n  remove');
   t.deepEqual(ran, [['resolvconf', '-u']]);
   t.false(await fs.stat(path.join(root, 'etc/resolvconf/resolv.conf.d/base')).then(() => true, () => false));
 });

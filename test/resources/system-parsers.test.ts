@@ -100,6 +100,7 @@ function systemdHost(root: string, show: string, ran: string[][]): Host {
   return {
     ...host,
     root: '/',
+    live: true,
     query: async (argv) => (argv[0] === 'systemctl' && argv[1] === 'show' ? { stdout: show, stderr: '', exitCode: 0 } : host.query(argv)),
     async run(argv) {
       ran.push([...argv]);
@@ -113,14 +114,14 @@ test('a notified service: daemon-reloaded first when a drop-in is one systemd ha
   await seed(root, { 'etc/systemd/system/demo.service': '[Service]\nExecStart=/bin/sleep infinity\n', 'etc/systemd/system/demo.service.d/10-version.conf': '[Service]\nEnvironment=V=2\n' });
   const show = 'FragmentPath=/etc/systemd/system/demo.service\nDropInPaths=\nNeedDaemonReload=no\n';
   const ran: string[][] = [];
-  await serviceType.refresh(systemdHost(root, show, ran), serviceType.schema.parse({ name: 'demo' }));
+  await serviceType.refresh(systemdHost(root, show, ran), serviceType.schema.parse({ name: 'demo' }), undefined);
   t.deepEqual(ran, [['systemctl', 'daemon-reload'], ['systemctl', 'restart', 'demo.service']]);
 
   ran.length = 0;
-  await serviceType.refresh(systemdHost(root, show.replace('DropInPaths=', 'DropInPaths=/etc/systemd/system/demo.service.d/10-version.conf'), ran), serviceType.schema.parse({ name: 'demo' }));
+  await serviceType.refresh(systemdHost(root, show.replace('DropInPaths=', 'DropInPaths=/etc/systemd/system/demo.service.d/10-version.conf'), ran), serviceType.schema.parse({ name: 'demo' }), undefined);
   t.deepEqual(ran, [['systemctl', 'restart', 'demo.service']], 'loaded already: no reload');
 
   ran.length = 0;
-  await serviceType.refresh(systemdHost(root, 'LoadState=masked\nNeedDaemonReload=no\n', ran), serviceType.schema.parse({ name: 'dnsmasq', masked: true }));
+  await serviceType.refresh(systemdHost(root, 'LoadState=masked\nNeedDaemonReload=no\n', ran), serviceType.schema.parse({ name: 'dnsmasq', masked: true }), undefined);
   t.deepEqual(ran, [], 'systemctl refuses to restart a masked unit: a notification must not fail the run');
 });
