@@ -1,0 +1,216 @@
+// Commands under a root: in: 'root' runs confined to the root (unshare --root) or is refused; in: 'host' runs on this machine.
+import test, { type ExecutionContext } from 'ava';
+import fs from 'node:fs/promises';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { execa } from 'execa';
+import { localHost } from '../../engine/host-local.ts';
+import { ROOT_PATH } from '../../engine/host/confine.ts';
+import { scratchRoot } from '../helpers/scratch.ts';
+
+const random = () => randomBytes(6).toString('hex');
+const exists = (p: string) => fs.lstat(p).then(() => true, () => false);
+
+/** A path on this machine that must not appear: checked absent first, removed afterwards whatever happened. */
+async function canaryOutside(t: ExecutionContext, dir = '/tmp'): Promise<string> {
+  const canary = path.join(dir, `canary-${random()}`);
+  t.false(await exists(canary), `${canary} exists before the test`);
+  t.teardown(() => fs.rm(canary, { force: true, recursive: true }));
+  return canary;
+}
+
+const libraries = new Map<string, Promise<string[]>>();
+/** The shared libraries and loader a program needs, as ldd lists them. */
+function librariesOf(program: string): Promise<string[]> {
+  let found = libraries.get(program);
+  if (!found) {
+    found = execa('ldd', [program]).then(({ stdout }) => [...String(stdout).matchAll(/(?:=> )?(\/\S+) \(0x/g)].map((m) => m[1]!));
+    libraries.set(program, found);
+  }
+  return found;
+}
+
+/** A scratch root holding just these programs (copied to the same paths) and their libraries, plus /tmp and /work. */
+async function minimalRoot(t: ExecutionContext, programs: string[]): Promise<string> {
+  const root = await scratchRoot(t, 'meshvm-confine-');
+  for (const program of programs) {
+    for (const file of [program, ...(await librariesOf(program))]) {
+      const to = path.join(root, file);
+      await fs.mkdir(path.dirname(to), { recursive: true });
+      await fs.copyFile(file, to); // follows /bin/sh -> dash: the root gets the program itself
+      await fs.chmod(to, 0o755);
+    }
+  }
+  for (const dir of ['tmp', 'work']) await fs.mkdir(path.join(root, dir), { recursive: true });
+  return root;
+}
+
+const BASIC = ['/bin/sh', '/usr/bin/touch', '/usr/bin/env'];
+
+test('in: root under a scratch root writes inside the root, never on this machine', async (t) => {
+  const root = await minimalRoot(t, BASIC);
+  const canary = await canaryOutside(t);
+  const seen: (readonly string[])[] = [];
+  const host = localHost({ root, onCommand: (argv) => seen.push(argv) });
+  await host.run(['touch', canary], { in: 'root' });
+  t.true(await exists(path.join(root, canary)), 'the canary is under the root');
+  t.false(await exists(canary), 'no canary on this machine');
+  t.deepEqual(seen, [['unshare', `--root=${root}`, '--wd=/', '--', 'touch', canary]]);
+});
+
+test('in: root with a cwd starts there, inside the root, and cd / stays in the root', async (t) => {
+  const root = await minimalRoot(t, BASIC);
+  const atTop = await canaryOutside(t, '/');
+  const inTmp = await canaryOutside(t);
+  const inWork = await canaryOutside(t, '/work'); // where a relative path would land if cwd were not mapped
+  const host = localHost({ root });
+  const out = await host.run(['sh', '-c', `touch ${atTop} ${path.basename(inWork)} ${inTmp}; echo $PWD; cd / ; echo $PWD; pwd`], { in: 'root', cwd: '/work' });
+  t.is(out.stdout, '/work\n/\n/\n');
+  t.true(await exists(path.join(root, atTop)));
+  t.true(await exists(path.join(root, inWork)));
+  t.true(await exists(path.join(root, inTmp)));
+  t.false(await exists(atTop));
+  t.false(await exists(inTmp));
+  t.false(await exists(inWork));
+  await t.throwsAsync(host.run(['sh', '-c', 'true'], { in: 'root', cwd: '/nowhere' }), {
+    message: `cannot run \`sh -c true\` inside the root ${root}: its working directory /nowhere does not exist there`,
+  });
+});
+
+test('in: root keeps LC_ALL=C and the env given, and sets the standard PATH', async (t) => {
+  const root = await minimalRoot(t, BASIC);
+  const out = await localHost({ root }).query(['env'], { in: 'root', env: { GREETING: 'hello' } });
+  const env = new Map(out.stdout.trim().split('\n').map((line) => [line.slice(0, line.indexOf('=')), line.slice(line.indexOf('=') + 1)]));
+  t.is(env.get('PATH'), ROOT_PATH);
+  t.is(env.get('LC_ALL'), 'C');
+  t.is(env.get('GREETING'), 'hello');
+});
+
+test('a program the root does not have is refused, naming the root and onHost, and nothing runs', async (t) => {
+  const root = await minimalRoot(t, BASIC);
+  await fs.writeFile(path.join(root, 'usr/bin/data'), 'not a program', { mode: 0o644 });
+  const canary = await canaryOutside(t);
+  const seen: (readonly string[])[] = [];
+  const host = localHost({ root, onCommand: (argv) => seen.push(argv) });
+  const byName = await t.throwsAsync(host.run(['mkdir', canary], { in: 'root' }));
+  t.is(
+    byName?.message,
+    `the command \`mkdir ${canary}\` runs inside the root ${root} (confined, as the machine being built would run it), ` +
+      `but the root has no mkdir (looked in ${ROOT_PATH}); set onHost: true in the spec to run it on this machine instead`,
+  );
+  const byPath = await t.throwsAsync(host.query(['/usr/bin/mkdir', canary], { in: 'root' }));
+  t.regex(byPath?.message ?? '', /runs inside the root .* but the root has no \/usr\/bin\/mkdir; set onHost: true in the spec/);
+  const relative = await t.throwsAsync(host.run(['bin/mkdir', canary], { in: 'root', cwd: '/usr' }));
+  t.regex(relative?.message ?? '', /the root has no \/usr\/bin\/mkdir;/);
+  const notExecutable = await t.throwsAsync(host.run(['data'], { in: 'root' }));
+  t.regex(notExecutable?.message ?? '', /the root has no data \(looked in/);
+  const notExecutableByPath = await t.throwsAsync(host.run(['/usr/bin/data'], { in: 'root' }));
+  t.regex(notExecutableByPath?.message ?? '', /but \/usr\/bin\/data in the root is not an executable file;/);
+  t.deepEqual(seen, [], 'nothing was run');
+  t.false(await exists(canary));
+  t.false(await exists(path.join(root, canary)));
+});
+
+test('in: host (the default) runs on this machine, its cwd mapped under the root', async (t) => {
+  const root = await minimalRoot(t, BASIC);
+  const outside = await fs.mkdtemp(path.join(os.tmpdir(), 'meshvm-outside-'));
+  t.teardown(() => fs.rm(outside, { recursive: true, force: true }));
+  const canary = path.join(outside, 'canary');
+  const seen: (readonly string[])[] = [];
+  const host = localHost({ root, onCommand: (argv) => seen.push(argv) });
+  await host.run(['touch', canary]);
+  t.true(await exists(canary), 'the canary is on this machine');
+  t.false(await exists(path.join(root, canary)));
+  await fs.rm(canary);
+  await host.run(['touch', canary], { in: 'host' });
+  t.true(await exists(canary));
+  const pwd = await host.query(['pwd'], { cwd: '/work' });
+  t.is(pwd.stdout, `${path.join(root, 'work')}\n`);
+  t.deepEqual(seen, [['touch', canary], ['touch', canary], ['pwd']]);
+  await t.throwsAsync(host.run(['pwd'], { cwd: '/nowhere' }), { message: /its working directory \/nowhere does not exist \(.*\/nowhere under the root / });
+});
+
+test('on root / in: root runs on this machine as given, cwd as given', async (t) => {
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'meshvm-live-'));
+  t.teardown(() => fs.rm(dir, { recursive: true, force: true }));
+  const seen: (readonly string[])[] = [];
+  const host = localHost({ onCommand: (argv) => seen.push(argv) });
+  t.true(host.live);
+  await host.run(['touch', 'made-here'], { in: 'root', cwd: dir });
+  t.true(await exists(path.join(dir, 'made-here')));
+  t.is((await host.query(['pwd'], { in: 'root', cwd: dir })).stdout, `${dir}\n`);
+  t.deepEqual(seen, [['touch', 'made-here'], ['pwd']]);
+});
+
+test('a symlink to a program outside the root resolves inside it', async (t) => {
+  const withTouch = await minimalRoot(t, BASIC);
+  const withoutTouch = await minimalRoot(t, ['/bin/sh']);
+  for (const root of [withTouch, withoutTouch]) {
+    await fs.mkdir(path.join(root, 'usr/bin'), { recursive: true });
+    await fs.symlink('/usr/bin/touch', path.join(root, 'usr/bin/evil'));
+    await fs.symlink('../../../../../../../../usr/bin/touch', path.join(root, 'usr/bin/evil-relative'));
+  }
+  const canary = await canaryOutside(t);
+  const refuse = localHost({ root: withoutTouch });
+  for (const program of ['evil', '/usr/bin/evil', 'evil-relative', '/usr/bin/evil-relative']) {
+    const error = await t.throwsAsync(refuse.run([program, canary], { in: 'root' }), undefined, program);
+    t.regex(error?.message ?? '', new RegExp(`the root has no ${program.replace(/\//g, '\\/')}[ ;]`), program);
+  }
+  t.false(await exists(canary));
+  t.false(await exists(path.join(withoutTouch, canary)));
+  // the root's own /usr/bin/touch is what the link names: it runs, inside
+  await localHost({ root: withTouch }).run(['evil', canary], { in: 'root' });
+  t.true(await exists(path.join(withTouch, canary)));
+  t.false(await exists(canary));
+});
+
+test('query in: root returns a non-zero exit; run throws it', async (t) => {
+  const root = await minimalRoot(t, BASIC);
+  const host = localHost({ root });
+  const out = await host.query(['sh', '-c', 'echo oops >&2; exit 3'], { in: 'root' });
+  t.is(out.exitCode, 3);
+  t.is(out.stderr, 'oops\n');
+  await t.throwsAsync(host.run(['sh', '-c', 'echo oops >&2; exit 3'], { in: 'root' }), { message: /^`unshare --root=.* -- sh -c echo oops >&2; exit 3` exited 3:\n {2}oops$/ });
+});
+
+test('with a netns the confined command runs in both: inside the root and in the namespace', async (t) => {
+  const root = await minimalRoot(t, [...BASIC, '/bin/bash']);
+  const netns = `meshvm-confine-${random()}`;
+  const add = await execa('ip', ['netns', 'add', netns], { reject: false });
+  if (add.exitCode !== 0) return t.fail(`ip netns add ${netns}: ${add.stderr}`);
+  t.teardown(() => execa('ip', ['netns', 'del', netns], { reject: false }).then(() => undefined));
+  // a listener on this machine's loopback: reachable from the machine's network, not from the new namespace
+  let connections = 0;
+  let connected: () => void = () => {};
+  const reached = new Promise<void>((resolve) => (connected = resolve));
+  const server = net.createServer((socket) => {
+    connections++;
+    socket.destroy();
+    connected();
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())));
+  const port = (server.address() as net.AddressInfo).port;
+  const canary = await canaryOutside(t);
+  const script = `touch ${canary} && echo > /dev/tcp/127.0.0.1/${port}`;
+
+  const seen: (readonly string[])[] = [];
+  const inNetns = await localHost({ root, netns, onCommand: (argv) => seen.push(argv) }).query(['bash', '-c', script], { in: 'root' });
+  t.deepEqual(seen, [['ip', 'netns', 'exec', netns, 'unshare', `--root=${root}`, '--wd=/', '--', 'bash', '-c', script]]);
+  t.true(await exists(path.join(root, canary)), 'it ran inside the root');
+  t.false(await exists(canary), 'and not on this machine');
+  t.not(inNetns.exitCode, 0, 'the machine loopback is not reachable from the namespace');
+  t.regex(inNetns.stderr, /unreachable|refused/i);
+
+  // the same command without the namespace does reach it: the probe tells the two apart
+  await fs.rm(path.join(root, canary));
+  const control = await localHost({ root }).query(['bash', '-c', script], { in: 'root' });
+  t.is(control.exitCode, 0, control.stderr);
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([reached, new Promise((_, reject) => (timer = setTimeout(() => reject(new Error('no connection within 10 s')), 10_000)))]).finally(() => clearTimeout(timer));
+  t.is(connections, 1, 'only the command outside the namespace connected');
+  t.true(await exists(path.join(root, canary)));
+  t.false(await exists(canary));
+});
