@@ -11,6 +11,7 @@ import { clusterAttribute, cluster } from './cluster.ts';
 import { flow, istiodHost, namespaceName, proxyUser, serviceAccountName, sidecarRestart, workload, type Workload } from './mesh.ts';
 import { discoverControlPlane, dnsAttributes } from './dns.ts';
 import { IstioToken, jwtClaims } from '../resources/istio-token.ts';
+import { certsChecks } from './checks/certs.ts';
 
 export { jwtClaims };
 
@@ -48,6 +49,7 @@ export const certs = defineRecipe({
     proxyUser,
     cluster: clusterAttribute.optional(),
   }),
+  checks: certsChecks,
   async declare(a, ctx) {
     const owner = { owner: a.proxyUser, group: a.proxyUser };
     const restart = sidecarRestart(ctx, a.flow);

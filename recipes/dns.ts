@@ -10,6 +10,7 @@ import { Service } from '../resources/service.ts';
 import { DnsmasqConfig } from '../resources/dnsmasq-config.ts';
 import { ResolvConf } from '../resources/resolv-conf/index.ts';
 import { clusterAttribute, cluster } from './cluster.ts';
+import { dnsChecks } from './checks/dns.ts';
 
 export const controlPlaneEntry = z.strictObject({ name: dnsName, address: z.union([ipAddress, dnsName]) });
 
@@ -53,6 +54,7 @@ export const dns = defineRecipe({
   name: 'dns',
   description: 'The kubedns dnsmasq drop-in (setupMeshEx.sh generateDnsmasq), from the cluster or given; dnsmasq and the resolver pointed at it.',
   attributes: dnsAttributes,
+  checks: dnsChecks,
   async declare(a, ctx) {
     const clusterDns = a.clusterDns ?? (await cluster(ctx, a.cluster, 'dns.clusterDns').once(`dns:${a.dnsService}`, (k) => dnsAddress(k, a.dnsService)));
     const controlPlane = a.controlPlane ?? (await discoverControlPlane(ctx, a));

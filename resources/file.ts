@@ -4,6 +4,7 @@ import { compareFields, defineResource, type Changes } from '../engine/resource.
 import { accountName, fileMode, guestPath } from '../engine/validate.ts';
 import type { Host, HostReader } from '../engine/host.ts';
 import { fixOwnership } from './ownership.ts';
+import { NotInRootError } from '../engine/host/confine.ts';
 import { describePresence, formatModeField, ownedPathRequires } from './fields.ts';
 
 export const fileSpec = z.strictObject({
@@ -83,7 +84,8 @@ async function runVerify(host: HostReader, argv: readonly string[], staged: stri
   const stagedPath = onHost || host.live ? staged : staged.slice(host.root.length);
   const command = argv.map((arg) => arg.replaceAll('%{path}', stagedPath));
   const result = await host.query(command, { in: onHost ? 'host' : 'root' }).catch((error: Error) => {
-    throw new Error(`verify command \`${argv.join(' ')}\` was not run: ${error.message.replace(/set onHost: true in the spec/, 'set verifyOnHost: true')}; the live file was left untouched`);
+    const why = error instanceof NotInRootError ? `it runs inside the root ${error.root}, but ${error.why}; set verifyOnHost: true to run it on this machine` : error.message;
+    throw new Error(`verify command \`${argv.join(' ')}\` was not run: ${why}; the live ${path} was left untouched`);
   });
   if (result.exitCode !== 0) {
     const said = (result.stderr.trim() || result.stdout.trim()).split('\n').slice(-6).join('\n').replaceAll(stagedPath, `the new ${path}`);

@@ -10,6 +10,8 @@ export const ROOT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbi
 export class NotInRootError extends Error {
   readonly program: string;
   readonly root: string;
+  /** What is missing ("the root has no sh ..."), for callers that phrase their own advice. */
+  readonly why: string;
   constructor(argv: readonly string[], root: string, why: string) {
     super(
       `the command \`${shown(argv)}\` runs inside the root ${root} (confined, as the machine being built would run it), ` +
@@ -18,6 +20,7 @@ export class NotInRootError extends Error {
     this.name = 'NotInRootError';
     this.program = argv[0] ?? '';
     this.root = root;
+    this.why = why;
   }
 }
 
