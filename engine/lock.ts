@@ -4,7 +4,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { LockBusyError } from './errors.ts';
 
-export const LOCK_FILE = '/run/meshvm.lock';
+export { LOCK_FILE } from './state-paths.ts';
 const BUSY = 75;
 
 export interface Holder {

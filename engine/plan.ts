@@ -1,6 +1,6 @@
 // Planning: recipes of a runlist flattened into one ordered list of resources, each ref once.
 import { isDeepStrictEqual } from 'node:util';
-import type { Declared, Requirement } from './resource.ts';
+import type { Declared, Provision, Requirement } from './resource.ts';
 import type { Recipe, RecipeContext } from './recipe.ts';
 import { flatten } from './recipe.ts';
 import type { Runlist } from './runlist.ts';
@@ -62,13 +62,17 @@ function sameTargets(a: Declared, b: Declared): boolean {
 export async function checkRequirements(declared: readonly Declared[], host: HostReader): Promise<void> {
   const { users, groups } = await host.accounts();
   const providedAt = new Map<string, number>();
-  const id = (r: Requirement) => ('path' in r ? `path:${r.path}` : `${r.account}:${r.name}`);
+  const id = (r: Requirement | Provision) => ('path' in r ? `path:${r.path}` : 'live' in r ? 'live' : `${r.account}:${r.name}`);
   for (const [index, item] of declared.entries()) {
     for (const provision of item.type.provides?.(item.spec) ?? []) if (!providedAt.has(id(provision))) providedAt.set(id(provision), index);
   }
   for (const [index, item] of declared.entries()) {
     const where = `${item.ref}${item.declaredAt ? ` (declared at ${item.declaredAt})` : ''}`;
     for (const need of item.type.requires?.(item.spec) ?? []) {
+      if ('live' in need) {
+        if (!host.live) throw new InputError(where, `needs the running system (${need.live}), and --root ${host.root} is an offline root; nothing was changed`);
+        continue;
+      }
       const at = providedAt.get(id(need));
       if (at === index) continue;
       if ('path' in need) {

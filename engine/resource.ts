@@ -21,10 +21,13 @@ export interface Action {
   run(host: Host): Promise<void>;
 }
 
-/** What a resource needs from the machine before it can converge: an account, or a path (its parent directory). */
-export type Requirement = { account: 'user' | 'group'; name: string } | { path: string };
+/**
+ * What a resource needs before it can converge: an account, a path (its parent directory), or the running system (it
+ * cannot work in an offline root; `live` says why, for the error).
+ */
+export type Requirement = { account: 'user' | 'group'; name: string } | { path: string } | { live: string };
 /** What a resource makes exist: declared before a resource that requires it, it satisfies that requirement. */
-export type Provision = Requirement;
+export type Provision = { account: 'user' | 'group'; name: string } | { path: string };
 
 /** What converge did to a resource this run, given to refresh: the changes applied and the actions run. */
 export interface Applied<State> {

@@ -60,6 +60,7 @@ export const packageType = {
   kind: 'package',
   schema: packageSpec,
   key: (spec: PackageSpec) => spec.name,
+  requires: () => [{ live: 'apt and dpkg install packages on the machine itself' }],
 
   async current(host: HostReader, spec: PackageSpec): Promise<PackageState> {
     if (!host.live) throw new Error(`packages can only be managed on the running system (root /), not under --root ${host.root}`);
