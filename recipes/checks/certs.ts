@@ -4,21 +4,13 @@ import type { Check, CheckContext } from '../../engine/check.ts';
 import { formatMode, type HostReader } from '../../engine/host.ts';
 import type { Declared } from '../../engine/resource.ts';
 import type { FileSpec } from '../../resources/file.ts';
-import { jwtClaims } from '../../resources/istio-token.ts';
+import { jwtClaims, type IstioTokenSpec } from '../../resources/istio-token.ts';
 
 /** A certificate must stay valid at least this long. */
 export const CERT_WINDOW_SECONDS = 86_400;
 
 /** The fields of an istio_token declaration these checks read. */
-export interface DeclaredToken {
-  path: string;
-  owner?: string | undefined;
-  group?: string | undefined;
-  mode?: number | undefined;
-  renewBeforeSeconds: number;
-  namespace: string;
-  serviceAccount: string;
-}
+export type DeclaredToken = Pick<IstioTokenSpec, 'path' | 'owner' | 'group' | 'mode' | 'renewBeforeSeconds' | 'namespace' | 'serviceAccount' | 'audiences'>;
 
 /**
  * The certs attributes these checks read. Not z.output of the recipe's schema: that schema is written inline in
@@ -83,6 +75,8 @@ async function tokenCheck(host: HostReader, spec: DeclaredToken): Promise<Check>
   else if (exp * 1000 <= Date.now()) problems.push(`expired ${expires}`);
   else if (exp * 1000 - Date.now() <= spec.renewBeforeSeconds * 1000) problems.push(`is due for renewal (expires ${expires})`);
   if (claims && claims.sub !== subject) problems.push(`is for ${claims.sub ?? 'no subject'}, not ${subject}`);
+  const audiences = [claims?.aud ?? []].flat();
+  if (claims && !spec.audiences.every((want) => audiences.includes(want))) problems.push(`is for the audiences ${audiences.join(', ') || '(none)'}, not ${spec.audiences.join(', ')}`);
   return result(spec.path, problems, 'meshvm converge (it mints a new token for the workload)');
 }
 

@@ -1,10 +1,9 @@
-// meshvm verify's checks, owned by the recipes: on a converged scratch root inside a throwaway network namespace (a real
-// dnsmasq answers from the converged kubedns, a second one stands for the cluster DNS, a TCP listener for pilot's load
-// balancer), the certs recipe's token on a scratch root, services and interception on the live system in a namespace.
+// meshvm verify and the checks recipes own: the CLI on a converged root in a throwaway network namespace (a real dnsmasq
+// answers from the converged kubedns, a second one stands for the cluster DNS, a TCP listener for pilot's load balancer);
+// the certs recipe's files and token on scratch roots; services and interception on the live system in a namespace.
 import test from 'ava';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { pathToFileURL } from 'node:url';
 import { randomBytes } from 'node:crypto';
 import { execa, type ResultPromise } from 'execa';
 import type { Check, CheckContext } from '../../engine/check.ts';
@@ -14,14 +13,14 @@ import { flatten, type Recipe } from '../../engine/recipe.ts';
 import type { Declared } from '../../engine/resource.ts';
 import { runChecks } from '../../engine/verify.ts';
 import { File } from '../../resources/file.ts';
+import { IstioToken } from '../../resources/istio-token.ts';
 import { Service } from '../../resources/service.ts';
 import { certs } from '../../recipes/certs.ts';
-import { certsChecks, type DeclaredToken } from '../../recipes/checks/certs.ts';
+import type { DeclaredToken } from '../../recipes/checks/certs.ts';
 import { parseKubedns } from '../../recipes/checks/dns.ts';
 import { interceptionChecks } from '../../recipes/checks/interception.ts';
-import { servicesChecks } from '../../recipes/checks/services.ts';
 import { sidecarServices } from '../../recipes/sidecar-services.ts';
-import { PROJECT, meshvm, scratchRoot, seed, writeRunlist } from '../helpers/scratch.ts';
+import { BIN, PROJECT, meshvm, scratchRoot, seed, writeRunlist } from '../helpers/scratch.ts';
 import { until } from '../helpers/poll.ts';
 
 type Context = Parameters<typeof scratchRoot>[0];
@@ -52,44 +51,13 @@ async function namespace(t: Context) {
   return { ns, start, listening };
 }
 
-/**
- * What `meshvm verify --resolver 127.0.0.1` does, run inside the namespace: plan each runlist entry, then runChecks over
- * what each entry declared. Recipes whose definition has no `checks` yet get theirs from recipes/checks/ here.
- */
-const DRIVER = `
-const [project, file, root, resolver] = JSON.parse(process.argv[1]);
-const load = (p) => import(new URL(p, project).href);
-const { loadRunlist } = await load('engine/runlist.ts');
-const { localHost } = await load('engine/host-local.ts');
-const { flatten } = await load('engine/recipe.ts');
-const { runChecks } = await load('engine/verify.ts');
-const { builtins } = await load('recipes/index.ts');
-const own = {
-  dns: (await load('recipes/checks/dns.ts')).dnsChecks,
-  certs: (await load('recipes/checks/certs.ts')).certsChecks,
-  'sidecar-services': (await load('recipes/checks/services.ts')).servicesChecks,
-};
-const host = localHost({ root });
-const runlist = await loadRunlist(file, builtins);
-const services = new Map();
-const context = {
-  host, mode: 'plan',
-  runlist: { name: runlist.name, file: runlist.file, dir: runlist.dir, recipes: runlist.entries.map((e) => e.recipe.name) },
-  service: (key, create) => (services.has(key) || services.set(key, create()), services.get(key)),
-};
-const entries = [];
-for (const { recipe, attributes } of runlist.entries) {
-  const declared = flatten(await recipe.declare(attributes, context));
-  entries.push({ recipe: recipe.checks || !own[recipe.name] ? recipe : { ...recipe, checks: own[recipe.name] }, attributes, declared });
-}
-process.stdout.write(JSON.stringify(await runChecks(entries, host, { resolver, timeoutMs: 2000 })));
-`;
-
-async function verifyIn(ns: string, file: string, root: string): Promise<Check[]> {
-  const args = JSON.stringify([pathToFileURL(PROJECT + '/').href, file, root, '127.0.0.1']);
-  const result = await execa('ip', ['netns', 'exec', ns, process.execPath, '--input-type=module', '-e', DRIVER, args], { reject: false, timeout: 60_000 });
-  if (result.exitCode !== 0) throw new Error(`the verify driver failed: ${result.stderr}`);
-  return JSON.parse(String(result.stdout)) as Check[];
+/** `meshvm verify --resolver 127.0.0.1 --json` inside the namespace; its exit code agrees with its report. */
+async function verifyIn(t: Context, ns: string, file: string, root: string): Promise<Check[]> {
+  const result = await execa('ip', ['netns', 'exec', ns, process.execPath, BIN, 'verify', file, '--root', root, '--resolver', '127.0.0.1', '--json'], { reject: false, timeout: 60_000 });
+  const report = JSON.parse(String(result.stdout)) as { ok: boolean; failed: number; checks: Check[] };
+  t.is(result.exitCode, report.ok ? 0 : 1, String(result.stderr));
+  t.is(report.failed, report.checks.filter((c) => !c.ok).length);
+  return report.checks;
 }
 
 const demoCert = (name: string) => path.join(PROJECT, 'examples/demo-certs', name);
@@ -121,7 +89,7 @@ async function lab(t: Context, dns: Record<string, unknown> = {}) {
   const local = dnsmasq('127.0.0.1', path.join(root, path.dirname(configFile)));
   const pilot = start([process.execPath, '-e', "require('net').createServer((s) => s.end()).listen(15011, '127.0.0.3')"]);
   await listening(['udp 127.0.0.2:53', 'udp 127.0.0.1:53', 'tcp 127.0.0.3:15011']);
-  return { root, file, ns, local, pilot, verify: () => verifyIn(ns, file, root) };
+  return { root, file, ns, local, pilot, verify: () => verifyIn(t, ns, file, root) };
 }
 
 const lines = (checks: readonly Check[]) => checks.map((c) => `${c.check}: ${c.detail}`);
@@ -187,10 +155,10 @@ test('parseKubedns reads the answered names and the forwarded domain', (t) => {
 const TOKEN = '/var/run/secrets/tokens/istio-token';
 const jwt = (claims: Record<string, unknown>) => ['{"alg":"RS256"}', JSON.stringify(claims), 'signature'].map((p) => Buffer.from(p).toString('base64url')).join('.');
 const inHours = (hours: number) => Math.floor(Date.now() / 1000 + hours * 3600);
-const tokenSpec: DeclaredToken = { path: TOKEN, owner: 'root', group: 'root', mode: 0o600, renewBeforeSeconds: 6 * 3600, namespace: 'vm', serviceAccount: 'default' };
-/** An istio_token declaration as the certs recipe makes it (only what the checks read: its kind and spec). */
-const declaredToken = (spec: Partial<DeclaredToken> = {}) => ({ type: { kind: 'istio_token' }, spec: { ...tokenSpec, ...spec }, ref: `istio_token[${TOKEN}]` }) as unknown as Declared;
-const certsEntry = (declared: Declared[]) => ({ recipe: { ...certs, checks: certsChecks } as unknown as Recipe, attributes: { dir: '/etc/certs' }, declared });
+/** The certs recipe's istio_token declaration (its minter is never called by a check). */
+const declaredToken = (spec: Partial<DeclaredToken> = {}) =>
+  IstioToken({ path: TOKEN, owner: 'root', group: 'root', mode: 0o600, renewBeforeSeconds: 6 * 3600, namespace: 'vm', serviceAccount: 'default', ...spec, mint: () => Promise.reject(new Error('a check minted a token')) });
+const certsEntry = (declared: Declared[]) => ({ recipe: certs as unknown as Recipe, attributes: { dir: '/etc/certs' }, declared });
 
 async function tokenChecks(t: Context, content: string | undefined, spec: Partial<DeclaredToken> = {}): Promise<string[]> {
   const root = await scratchRoot(t);
@@ -202,19 +170,21 @@ async function tokenChecks(t: Context, content: string | undefined, spec: Partia
   return lines(await runChecks([certsEntry([declaredToken(spec)])], localHost({ root })));
 }
 
-test('certs: the istio-token is valid for its service account until it is due for renewal', async (t) => {
+test('certs: the istio-token (its istio_token declaration) is valid for its service account and audience until it is due for renewal', async (t) => {
   const ok = jwt({ sub: 'system:serviceaccount:vm:default', aud: ['istio-ca'], exp: inHours(12) });
+  const sub = 'system:serviceaccount:vm:default';
   t.deepEqual(await tokenChecks(t, ok + '\n'), [`certs: ${TOKEN} is in place and valid`]);
   const due = inHours(2);
-  t.deepEqual(await tokenChecks(t, jwt({ sub: 'system:serviceaccount:vm:default', exp: due })), [`certs: ${TOKEN} is due for renewal (expires ${new Date(due * 1000).toISOString()})`]);
+  t.deepEqual(await tokenChecks(t, jwt({ sub, aud: 'istio-ca', exp: due })), [`certs: ${TOKEN} is due for renewal (expires ${new Date(due * 1000).toISOString()})`]);
   const expired = inHours(-1);
-  t.deepEqual(await tokenChecks(t, jwt({ sub: 'system:serviceaccount:vm:default', exp: expired })), [`certs: ${TOKEN} expired ${new Date(expired * 1000).toISOString()}`]);
-  t.deepEqual(await tokenChecks(t, jwt({ sub: 'system:serviceaccount:vm:other', exp: inHours(12) })), [`certs: ${TOKEN} is for system:serviceaccount:vm:other, not system:serviceaccount:vm:default`]);
+  t.deepEqual(await tokenChecks(t, jwt({ sub, aud: 'istio-ca', exp: expired })), [`certs: ${TOKEN} expired ${new Date(expired * 1000).toISOString()}`]);
+  t.deepEqual(await tokenChecks(t, jwt({ sub: 'system:serviceaccount:vm:other', aud: 'istio-ca', exp: inHours(12) })), [`certs: ${TOKEN} is for system:serviceaccount:vm:other, not system:serviceaccount:vm:default`]);
+  t.deepEqual(await tokenChecks(t, jwt({ sub, aud: ['kubernetes'], exp: inHours(12) })), [`certs: ${TOKEN} is for the audiences kubernetes, not istio-ca`]);
   t.deepEqual(await tokenChecks(t, '(a new token)\n'), [`certs: ${TOKEN} is not a token`]);
   t.deepEqual(await tokenChecks(t, undefined), [`certs: ${TOKEN} is missing`]);
   t.deepEqual(await tokenChecks(t, ok, { mode: 0o640 }), [`certs: ${TOKEN} mode 0600, not 0640`]);
   // a short renewal window: the same 2-hour token is fine
-  t.deepEqual(await tokenChecks(t, jwt({ sub: 'system:serviceaccount:vm:default', exp: due }), { renewBeforeSeconds: 3600 }), [`certs: ${TOKEN} is in place and valid`]);
+  t.deepEqual(await tokenChecks(t, jwt({ sub, aud: 'istio-ca', exp: due }), { renewBeforeSeconds: 3600 }), [`certs: ${TOKEN} is in place and valid`]);
 });
 
 test('certs: only the .pem files this recipe declared under its dir are checked, and a cert-chain must be signed by root-cert', async (t) => {
@@ -236,7 +206,7 @@ test('certs: only the .pem files this recipe declared under its dir are checked,
 // -- services and interception: skipped under --root, asked of systemd and the nat table on the live system
 
 const servicesEntry = async (flow: 'classic' | 'istiod') => ({
-  recipe: { ...sidecarServices, checks: servicesChecks } as unknown as Recipe,
+  recipe: sidecarServices as unknown as Recipe,
   attributes: { flow },
   declared: flatten(await sidecarServices.declare({ flow }, {} as never)),
 });
