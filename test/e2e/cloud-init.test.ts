@@ -130,10 +130,10 @@ serial('the timer: after a simulated reboot, a hand edit and a deleted intercept
     'directory[/var/run/secrets]',
     'execute[istio interception rules]',
     'file[/var/lib/istio/envoy/cluster.env]',
-    'file[/var/run/secrets/tokens/istio-token]',
+    'istio_token[/var/run/secrets/tokens/istio-token]',
   ]);
   t.deepEqual(report.notifications.map((n) => `${n.ref} ${n.status}`), ['service[istio.service] refreshed']);
-  t.deepEqual(report.notifications[0]!.because.sort(), ['execute[istio interception rules]', 'file[/var/lib/istio/envoy/cluster.env]', 'file[/var/run/secrets/tokens/istio-token]']);
+  t.deepEqual(report.notifications[0]!.because.sort(), ['execute[istio interception rules]', 'file[/var/lib/istio/envoy/cluster.env]', 'istio_token[/var/run/secrets/tokens/istio-token]']);
 
   t.is(await sidecarStarts(g), before + 1, 'exactly one restart of the sidecar');
   t.is(await run(g, ['cat', '/var/lib/istio/envoy/cluster.env']), clusterEnv, 'the hand edit is undone');
@@ -167,7 +167,7 @@ serial('two converges started together: one waits for the lock, then finds the w
   const waited = reports.filter((r) => /waiting up to 600 s for the run lock held by pid \d+/.test(r.err));
   t.is(waited.length, 1, 'exactly one of them waited for the other');
   const [first, second] = waited[0] === reports[0] ? [reports[1]!, reports[0]!] : [reports[0]!, reports[1]!];
-  t.true(changedRefs(first.report).includes('file[/var/run/secrets/tokens/istio-token]'));
+  t.true(changedRefs(first.report).includes('istio_token[/var/run/secrets/tokens/istio-token]'));
   t.deepEqual(changedRefs(second.report), [], 'the one that waited found the work done');
   t.is((await m.lab.stats()).tokenRequests, minted + 1, 'one token minted, not two');
   t.is(await sidecarStarts(g), before + 1, 'one restart, not two');

@@ -231,7 +231,7 @@ guestTest('SystemdUnit: the converge timer passes systemd-analyze verify and is 
   const broken = (name: string) => system({ units: [{ name, sections: { Unit: { Description: 'refused' }, Service: { Type: 'oneshot', ExecStart: '/usr/bin/no-such-program' } } }] });
   const error = refused(t, await converge(guest, broken('meshvm-broken.service')), 'systemd_unit[/etc/systemd/system/meshvm-broken.service]');
   t.regex(error, /no-such-program is not executable/);
-  t.regex(error, /live file was left untouched/);
+  t.regex(error, /the live \/etc\/systemd\/system\/meshvm-broken\.service was left untouched/);
   t.is(await guest.readFile('/etc/systemd/system/meshvm-broken.service'), undefined);
 
   // A rejected update of a live unit: the live file and systemd's view of it stay as they were.
@@ -473,7 +473,7 @@ guestTest('ResolvConf as a file + DnsmasqConfig on a plain host: getent and dig 
   // A drop-in dnsmasq --test rejects: refused, the live file untouched, dnsmasq still answering.
   const live = await guest.readFile('/etc/dnsmasq.d/meshvm.conf');
   const error = refused(t, await converge(guest, runlist(['no-such-option'])), 'dnsmasq_config[/etc/dnsmasq.d/meshvm.conf]');
-  t.regex(error, /dnsmasq refused the new configuration/);
+  t.regex(error, /verify command `dnsmasq --test --conf-file=%\{path\}` refused the new content/);
   t.regex(error, /no-such-option/);
   t.is(await guest.readFile('/etc/dnsmasq.d/meshvm.conf'), live);
   t.is((await show(guest, 'dnsmasq.service', 'MainPID')).MainPID, dnsmasqPid);
