@@ -17,6 +17,5 @@ registerHooks({
 
 const { main } = await import('../engine/cli.ts');
 const { builtins } = await import('../recipes/index.ts');
-const { verifyMesh } = await import('../recipes/verify.ts');
 const { builtinRunlists } = await import('./runlists.ts');
-process.exitCode = await main(process.argv.slice(2), { builtins, verify: verifyMesh, runlists: builtinRunlists });
+process.exitCode = await main(process.argv.slice(2), { builtins, runlists: builtinRunlists });
