@@ -59,26 +59,9 @@ export interface CliOptions {
 }
 
 export async function main(argv: readonly string[], options: CliOptions, io: CliIO = process): Promise<number> {
-  let parsed;
+  let parsed: ReturnType<typeof parseFlags>;
   try {
-    parsed = parseArgs({
-      args: [...argv],
-      allowPositionals: true,
-      strict: true,
-      options: {
-        root: { type: 'string' },
-        node: { type: 'string' },
-        set: { type: 'string', multiple: true },
-        json: { type: 'boolean' },
-        verbose: { type: 'boolean', short: 'v' },
-        'lock-wait': { type: 'string' },
-        'no-color': { type: 'boolean' },
-        'detailed-exitcode': { type: 'boolean' },
-        resolver: { type: 'string' },
-        help: { type: 'boolean', short: 'h' },
-        version: { type: 'boolean', short: 'V' },
-      },
-    });
+    parsed = parseFlags(argv);
   } catch (error) {
     io.stderr.write(`meshvm: ${errorMessage(error).replace(/^TypeError \[[A-Z_]+\]: /, '')}\nRun meshvm --help for usage.\n`);
     return 1;
@@ -154,7 +137,7 @@ export async function main(argv: readonly string[], options: CliOptions, io: Cli
     const onTerm = () => onSignal('SIGTERM');
     process.on('SIGINT', onInt);
     process.on('SIGTERM', onTerm);
-    let result;
+    let result: Awaited<ReturnType<typeof runResources>>;
     try {
       human({ type: 'start', mode, runlist: runlist.file, root: host.root, total: declared.length });
       result = await runResources(declared, { host, mode, listener: human, interrupted: () => signalled });
@@ -181,6 +164,28 @@ export async function main(argv: readonly string[], options: CliOptions, io: Cli
     await closeServices(services);
     await lock?.release();
   }
+}
+
+/** The flags meshvm takes (node:util parseArgs, strict). */
+function parseFlags(argv: readonly string[]) {
+  return parseArgs({
+    args: [...argv],
+    allowPositionals: true,
+    strict: true,
+    options: {
+      root: { type: 'string' },
+      node: { type: 'string' },
+      set: { type: 'string', multiple: true },
+      json: { type: 'boolean' },
+      verbose: { type: 'boolean', short: 'v' },
+      'lock-wait': { type: 'string' },
+      'no-color': { type: 'boolean' },
+      'detailed-exitcode': { type: 'boolean' },
+      resolver: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+      version: { type: 'boolean', short: 'V' },
+    },
+  });
 }
 
 async function closeServices(services: Map<string, unknown>): Promise<void> {

@@ -83,7 +83,7 @@ export async function loadRunlist(file: string, builtins: ReadonlyMap<string, Re
 }
 
 /** The part of a layer a recipe sees: keys its schema takes, plus a block keyed by its name. */
-function scoped(layer: Layer, recipe: Recipe, names: ReadonlyMap<string, Recipe>): Layer {
+function scoped(layer: Layer, recipe: Recipe, _names: ReadonlyMap<string, Recipe>): Layer {
   const shape = recipe.attributes.shape as Record<string, unknown>;
   const values: Record<string, unknown> = {};
   for (const [key, value] of Object.entries(layer.values)) {
@@ -152,7 +152,10 @@ function parseSets(sets: readonly string[]): Layer {
     if (!/^[A-Za-z_][\w-]*(\.[A-Za-z_][\w-]*)*$/.test(key)) throw new InputError(`--set ${set}`, 'expected key=value, the key a dotted attribute path such as sidecar.inboundPorts');
     const parts = key.split('.');
     let target = values;
-    for (const part of parts.slice(0, -1)) target = (target[part] = isPlainObject(target[part]) ? target[part] : {}) as Record<string, unknown>;
+    for (const part of parts.slice(0, -1)) {
+      if (!isPlainObject(target[part])) target[part] = {};
+      target = target[part] as Record<string, unknown>;
+    }
     target[parts.at(-1)!] = parseScalar(set.slice(eq + 1));
     origin.set(parts[0]!, set);
   }

@@ -67,7 +67,8 @@ export class Cluster {
       return new KubernetesClient({ server: config.server, caPem: await read(config.caFile, 'cluster CA'), token });
     }
     const { VaultClient } = await import('../clients/vault.ts');
-    const vault = (this.#vault = new VaultClient(config.vault, { readFile: (file) => host.readFile(file) }));
+    const vault = new VaultClient(config.vault, { readFile: (file) => host.readFile(file) });
+    this.#vault = vault;
     const access = await vault.kubernetesAccess(config.access);
     return new KubernetesClient({
       server: access.server,

@@ -15,7 +15,7 @@ export async function readText(paths: RootPaths, p: string): Promise<string | un
 
 /** lstat: a symlink is reported as one, not followed. */
 export async function statOf(paths: RootPaths, owners: Owners, p: string): Promise<FileStat | undefined> {
-  let s;
+  let s: import('node:fs').Stats;
   try {
     s = await fs.lstat(paths.real(p));
   } catch (error) {

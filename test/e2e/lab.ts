@@ -408,7 +408,8 @@ export async function bootBaked(opts: { log?: (line: string) => void } = {}): Pr
   await ensureRootfs({ ...IMAGE, ...(opts.log && { log: opts.log }) });
   const { guest, launchedAt, owned, stop } = await bootLabGuest(workDir, { rootfs: IMAGE, binds: [{ host: path.join(prepared.artifactDir, 'meshvm'), guest: '/usr/local/bin/meshvm' }] });
   try {
-    const lab = (owned.lab = await startLab(guest, { artifactDir: prepared.artifactDir, artifactPki: prepared.pki }));
+    const lab = await startLab(guest, { artifactDir: prepared.artifactDir, artifactPki: prepared.pki });
+    owned.lab = lab;
     const labReadyMs = Date.now() - launchedAt;
     await guest.waitForBoot(180_000);
     await guest.writeFile('/etc/resolv.conf', `nameserver ${LAB.upstreamDns}\n`);

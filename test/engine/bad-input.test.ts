@@ -1,7 +1,5 @@
 // Bad input: one clear message naming the file and YAML path (or the flag), exit 1, and nothing written.
 import test from 'ava';
-import fs from 'node:fs/promises';
-import path from 'node:path';
 import { execa } from 'execa';
 import { meshvm, scratchRoot, snapshot, writeRunlist } from '../helpers/scratch.ts';
 

@@ -1,5 +1,5 @@
 // Commands under a root: in: 'root' runs confined to the root (unshare --root) or is refused; in: 'host' runs on this machine.
-import test, { type ExecutionContext } from 'ava';
+import test from 'ava';
 import fs from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
@@ -7,7 +7,6 @@ import path from 'node:path';
 import { execa } from 'execa';
 import { localHost } from '../../engine/host-local.ts';
 import { ROOT_PATH } from '../../engine/host/confine.ts';
-import { scratchRoot } from '../helpers/scratch.ts';
 
 import { canaryOutside, exists, minimalRoot, random } from '../helpers/minimal-root.ts';
 

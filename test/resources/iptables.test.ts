@@ -4,7 +4,6 @@ import { randomBytes } from 'node:crypto';
 import { execa } from 'execa';
 import { localHost } from '../../engine/host-local.ts';
 import type { Host } from '../../engine/host.ts';
-import type { Declared } from '../../engine/resource.ts';
 import { Iptables } from '../../resources/iptables/index.ts';
 import { changedRefs, converge, convergesOnce, scratchRoot } from '../helpers/scratch.ts';
 
@@ -216,7 +215,7 @@ test('ensure absent is refused, changing nothing, while a chain meshvm does not 
   await l.sh('iptables-nft', '-w', '-t', 'nat', '-A', 'OTHER', '-j', 'MESHVM_INBOUND');
   const before = await l.save('nat');
   const result = await converge(l.host(), [Iptables({ table: 'nat', chain: 'MESHVM_INBOUND', ensure: 'absent' })]);
-  t.regex(result.resources[0]!.error!, /CHAIN_DEL failed \(Device or resource busy\)[^]*another chain still jumps to MESHVM_INBOUND; remove that rule, then run again/);
+  t.regex(result.resources[0]!.error!, /CHAIN_DEL failed \(Device or resource busy\)[\s\S]*another chain still jumps to MESHVM_INBOUND; remove that rule, then run again/);
   t.deepEqual(await l.save('nat'), before);
 });
 
@@ -228,7 +227,7 @@ test('1,000 rules converge, then the next run is a no-op that runs no command th
   const first = await converge(l.host(), declare());
   t.log(`first converge ${(performance.now() - started).toFixed(0)} ms`);
   t.false(first.failed, first.resources[0]!.error);
-  t.regex(first.resources[0]!.changes[1]!, /^add 1000 rules\n(  \+ .*\n){40}  \.\.\. 960 more$/);
+  t.regex(first.resources[0]!.changes[1]!, /^add 1000 rules\n( {2}\+ .*\n){40} {2}\.\.\. 960 more$/);
   t.is((await l.save('nat')).filter((x) => x.startsWith('-A MESHVM_BIG ')).length, 1000);
   const { host, runs } = recording(l.host());
   started = performance.now();
@@ -302,7 +301,7 @@ test('a rule iptables-restore refuses fails naming the ref, the rule and iptable
   t.deepEqual([await l.save('nat'), await l.save('filter')], before);
 
   const missing = await converge(l.host(), [inbound(['-p tcp -j NO_SUCH_CHAIN'])]);
-  t.regex(missing.resources[0]!.error!, /Chain 'NO_SUCH_CHAIN' does not exist\n[^]*\n {2}rules\[0\] jumps to NO_SUCH_CHAIN, which does not exist yet\n {2}declare the Iptables resource that owns NO_SUCH_CHAIN before this one/);
+  t.regex(missing.resources[0]!.error!, /Chain 'NO_SUCH_CHAIN' does not exist\n[\s\S]*\n {2}rules\[0\] jumps to NO_SUCH_CHAIN, which does not exist yet\n {2}declare the Iptables resource that owns NO_SUCH_CHAIN before this one/);
   t.deepEqual([await l.save('nat'), await l.save('filter')], before);
 });
 

@@ -200,7 +200,7 @@ export async function listen(handler: Handler, opts: { tls?: boolean; port?: num
         abort.abort();
         server.close(() => resolve());
         server.closeAllConnections();
-        rawSockets.forEach((s) => s.destroy());
+        for (const s of rawSockets) s.destroy();
       });
       return stopped;
     },

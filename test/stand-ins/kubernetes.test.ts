@@ -124,7 +124,7 @@ test('dry-run probe with an out-of-range clusterIP: 422 naming the range, nothin
   t.deepEqual(r.json(), { kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure',
     message: `Service "meshvm-probe" is invalid: spec.clusterIPs: ${detail}`, reason: 'Invalid',
     details: { name: 'meshvm-probe', kind: 'Service', causes: [{ reason: 'FieldValueInvalid', message: detail, field: 'spec.clusterIPs' }] }, code: 422 });
-  t.regex(r.json().message, /range of valid IPs is (?:CIDR )?([0-9a-fA-F:.\/]+)/);
+  t.regex(r.json().message, /range of valid IPs is (?:CIDR )?([0-9a-fA-F:./]+)/);
 
   const inRange = await get(k, '/api/v1/namespaces/vm-ns/services?dryRun=All', 'admin-token', 'POST', { ...probe, spec: { clusterIP: '10.96.5.5' } });
   t.is(inRange.status, 201);

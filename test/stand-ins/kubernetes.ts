@@ -366,7 +366,8 @@ export async function startKubernetes(opts: KubernetesOptions = {}): Promise<Kub
   }
 
   function validateService(obj: KubeObject, dryRun: boolean): void {
-    const spec = (obj['spec'] ??= {}) as Record<string, unknown>;
+    obj['spec'] ??= {};
+    const spec = obj['spec'] as Record<string, unknown>;
     const name = obj.metadata.name;
     const ips = (Array.isArray(spec['clusterIPs']) ? spec['clusterIPs'] : spec['clusterIP'] ? [spec['clusterIP']] : []).map(String);
     if (ips.length === 0 || ips[0] === '') {

@@ -294,12 +294,13 @@ export async function startRoute53(opts: Route53Options = {}): Promise<Route53St
 
   /** Returns [action, response XML]. */
   function route(method: string, path: string, q: URLSearchParams, body: string): [string, string] {
-    let m: RegExpExecArray | null;
-    if ((m = /^\/2013-04-01\/hostedzone\/([^/]+)\/rrset\/?$/.exec(path))) {
+    let m = /^\/2013-04-01\/hostedzone\/([^/]+)\/rrset\/?$/.exec(path);
+    if (m) {
       if (method === 'GET') return ['ListResourceRecordSets', listRecordSets(decodeURIComponent(m[1]!), q)];
       if (method === 'POST') return ['ChangeResourceRecordSets', changeRecordSets(decodeURIComponent(m[1]!), body)];
     }
-    if ((m = /^\/2013-04-01\/change\/([^/]+)$/.exec(path)) && method === 'GET') {
+    m = /^\/2013-04-01\/change\/([^/]+)$/.exec(path);
+    if (m && method === 'GET') {
       const id = decodeURIComponent(m[1]!).replace(/^\/?change\//, '');
       const c = changes.get(id) ?? fail(404, 'NoSuchChange', `A change with the specified change ID does not exist: ${id}`);
       return ['GetChange', `<GetChangeResponse xmlns="${NS_URI}">${changeXml(statusOf(c))}</GetChangeResponse>`];
@@ -309,7 +310,8 @@ export async function startRoute53(opts: Route53Options = {}): Promise<Route53St
       const all = [...zones.values()];
       return ['ListHostedZones', `<ListHostedZonesResponse xmlns="${NS_URI}"><HostedZones>${all.map(zoneXml).join('')}</HostedZones><Marker></Marker><IsTruncated>false</IsTruncated><MaxItems>100</MaxItems></ListHostedZonesResponse>`];
     }
-    if ((m = /^\/2013-04-01\/hostedzone\/([^/]+)$/.exec(path)) && method === 'GET') {
+    m = /^\/2013-04-01\/hostedzone\/([^/]+)$/.exec(path);
+    if (m && method === 'GET') {
       const z = zoneOf(decodeURIComponent(m[1]!));
       const ns = z.records.find((r) => r.name === z.name && r.type === 'NS')?.values ?? [];
       return ['GetHostedZone', `<GetHostedZoneResponse xmlns="${NS_URI}">${zoneXml(z)}<DelegationSet><NameServers>${ns.map((n) => `<NameServer>${escapeXml(n.replace(/\.$/, ''))}</NameServer>`).join('')}</NameServers></DelegationSet></GetHostedZoneResponse>`];
@@ -355,7 +357,7 @@ export async function startRoute53(opts: Route53Options = {}): Promise<Route53St
       const auth = req.headers['authorization'];
       if (auth === undefined) return sendError(new AwsError(403, 'MissingAuthenticationToken', 'Missing Authentication Token'));
       const parsed = parseAuthorization(auth);
-      if (!parsed || parsed.service !== 'route53' || !AMZ_DATE_RE.test(String(req.headers['x-amz-date'] ?? ''))) {
+      if (parsed?.service !== 'route53' || !AMZ_DATE_RE.test(String(req.headers['x-amz-date'] ?? ''))) {
         return sendError(new AwsError(403, 'IncompleteSignature', `Authorization header requires a valid AWS4-HMAC-SHA256 signature for service route53 and an X-Amz-Date header. Authorization=${auth.split(' ')[0]}`));
       }
       const [, xml] = route(method, url.pathname, url.searchParams, body);

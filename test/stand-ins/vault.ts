@@ -173,7 +173,7 @@ function capabilitiesFor(rules: PolicyRule[], path: string): Set<Capability> {
   const merged = new Map<string, Set<Capability>>();
   for (const r of rules) {
     const set = merged.get(r.path) ?? new Set<Capability>();
-    r.capabilities.forEach((c) => set.add(c));
+    for (const c of r.capabilities) set.add(c);
     merged.set(r.path, set);
   }
   const candidates = [...merged.keys()].filter((p) => patternMatches(p, path));
@@ -306,7 +306,7 @@ export async function startVault(opts: VaultOptions = {}): Promise<VaultStandIn>
     }
     const auth = parseAuthorization(headers['authorization']);
     const stsError = (code: string, msg: string): never => fail(400, `error making upstream request: received error code 403 from STS: <ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><Error><Type>Sender</Type><Code>${code}</Code><Message>${msg}</Message></Error></ErrorResponse>`);
-    if (!auth || auth.service !== 'sts') return stsError('IncompleteSignature', 'Authorization header is missing or not an AWS4-HMAC-SHA256 signature for sts');
+    if (auth?.service !== 'sts') return stsError('IncompleteSignature', 'Authorization header is missing or not an AWS4-HMAC-SHA256 signature for sts');
     const amzDate = headers['x-amz-date'] ?? '';
     const dm = AMZ_DATE_RE.exec(amzDate);
     if (!dm || !auth.signedHeaders.includes('x-amz-date')) return stsError('IncompleteSignature', 'X-Amz-Date is missing or not signed');
