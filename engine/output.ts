@@ -55,7 +55,7 @@ export function humanListener(options: HumanOptions): Listener {
         const words: Record<string, string> = {
           refreshed: green('refreshed'),
           'would-refresh': yellow('would refresh'),
-          'not-needed': dim('refresh not needed: started in this run'),
+          'not-needed': dim('refresh not needed: this run already did it'),
           failed: red('refresh FAILED'),
           dropped: yellow('refresh dropped'),
           skipped: yellow('refresh still owed'),

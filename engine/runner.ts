@@ -118,6 +118,7 @@ async function convergeOne(item: Declared, run: RunState): Promise<ResourceRepor
         const line = await act(part, host, plan);
         actionLines.push(line);
         lines.push(line);
+        if (!part.skip) done.push(part.action);
         continue;
       }
       const child = part;

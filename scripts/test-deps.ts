@@ -8,6 +8,11 @@ $.quiet = true;
 /** command → the Debian package that brings it */
 const TOOLS: Record<string, string> = {
   flock: 'util-linux',
+  unshare: 'util-linux',
+  fallocate: 'util-linux',
+  mkswap: 'util-linux',
+  blkid: 'util-linux',
+  'systemd-tmpfiles': 'systemd',
   useradd: 'passwd',
   ip: 'iproute2',
   iptables: 'iptables',
