@@ -1,6 +1,19 @@
 // meshvm's public API, for recipe modules written outside the package: `import { defineRecipe, File } from 'meshvm'`.
 export { defineRecipe, include, type Recipe, type RecipeContext, type Declaration } from './engine/recipe.ts';
-export { defineResource, compareFields, hasChanges, type ResourceType, type Declared, type Changes, type Notifiable, type DeclareOptions, type Action, type Applied, type Requirement, type Provision } from './engine/resource.ts';
+export {
+  defineResource,
+  compareFields,
+  hasChanges,
+  type ResourceType,
+  type Declared,
+  type Changes,
+  type Notifiable,
+  type DeclareOptions,
+  type Action,
+  type Applied,
+  type Requirement,
+  type Provision,
+} from './engine/resource.ts';
 export type { Check, CheckContext } from './engine/check.ts';
 export type { Host, HostReader, CommandResult, FileStat } from './engine/host.ts';
 export { formatMode } from './engine/host.ts';

@@ -72,7 +72,12 @@ function report(name: string, samples: number[], target = '') {
 
 try {
   // a host that already has rules of its own (Docker-like), in the distribution's default backend
-  for (const args of [['-N', 'DOCKER'], ['-A', 'PREROUTING', '-m', 'addrtype', '--dst-type', 'LOCAL', '-j', 'DOCKER'], ['-A', 'POSTROUTING', '-s', '172.17.0.0/16', '!', '-o', 'docker0', '-j', 'MASQUERADE'], ['-A', 'DOCKER', '-i', 'docker0', '-j', 'RETURN']]) {
+  for (const args of [
+    ['-N', 'DOCKER'],
+    ['-A', 'PREROUTING', '-m', 'addrtype', '--dst-type', 'LOCAL', '-j', 'DOCKER'],
+    ['-A', 'POSTROUTING', '-s', '172.17.0.0/16', '!', '-o', 'docker0', '-j', 'MASQUERADE'],
+    ['-A', 'DOCKER', '-i', 'docker0', '-j', 'RETURN'],
+  ]) {
     await $`ip netns exec ${ns} iptables -w -t nat ${args}`;
   }
   const version = (await $`iptables --version`).stdout.trim();
@@ -98,13 +103,15 @@ try {
     peerNoop.push(await peers(host()));
   }
   const lines = (await $`ip netns exec ${ns} iptables-save -t nat`).stdout.split('\n');
-  if (lines.filter((l) => l.startsWith(`-A ${PEER_CHAIN} `)).length !== RULES) throw new Error('the peers\' chain does not hold every rule');
+  if (lines.filter((l) => l.startsWith(`-A ${PEER_CHAIN} `)).length !== RULES) throw new Error("the peers' chain does not hold every rule");
 
   report(`meshvm Iptables: first apply, ${RULES} rules (one iptables-restore)`, first, '≤ 0.3 s');
   report(`meshvm Iptables: no-op check, ${RULES} rules (one read)`, noop, '≤ 0.1 s');
   report(`per-rule \`iptables -C\` + \`-A\`: first apply, ${RULES} rules`, peerFirst);
   report(`per-rule \`iptables -C\`: no-op check, ${RULES} rules`, peerNoop);
-  console.log(`Iptables benchmark: ${version}, Node ${process.version}, ${os.cpus().length} cores (${os.cpus()[0]?.model ?? '?'}), inside network namespace ${ns}; seconds in-process around runResources / the peer loop\n`);
+  console.log(
+    `Iptables benchmark: ${version}, Node ${process.version}, ${os.cpus().length} cores (${os.cpus()[0]?.model ?? '?'}), inside network namespace ${ns}; seconds in-process around runResources / the peer loop\n`,
+  );
   console.log('| case | runs | min s | median s | max s | target |');
   console.log('|---|---|---|---|---|---|');
   for (const row of rows) console.log(row);

@@ -13,11 +13,17 @@ await $({ cwd: project })`npm run -s build`;
 const work = await fs.mkdtemp(path.join(os.tmpdir(), 'meshvm-bench-'));
 const rssFile = path.join(work, 'rss');
 
-interface Sample { seconds: number; rssMiB: number }
+interface Sample {
+  seconds: number;
+  rssMiB: number;
+}
 
 async function once(entry: string, args: string[]): Promise<Sample> {
   const started = performance.now();
-  const result = await $({ env: { ...process.env, MESHVM_BENCH_RSS: rssFile, NO_COLOR: '1' }, nothrow: true })`${process.execPath} --import ${path.join(project, 'bench/rss.mjs')} ${entry} ${args}`;
+  const result = await $({
+    env: { ...process.env, MESHVM_BENCH_RSS: rssFile, NO_COLOR: '1' },
+    nothrow: true,
+  })`${process.execPath} --import ${path.join(project, 'bench/rss.mjs')} ${entry} ${args}`;
   const seconds = (performance.now() - started) / 1000;
   if (result.exitCode !== 0 && !(args[0] === 'plan' && result.exitCode === 2)) throw new Error(`${args.join(' ')} failed: ${result.stderr}`);
   return { seconds, rssMiB: Number(await fs.readFile(rssFile, 'utf8')) / 1024 };
@@ -43,13 +49,22 @@ const filesRunlist = path.join(work, 'files.yaml');
 await fs.writeFile(filesRunlist, `name: files\nrecipes:\n  - recipe: ${path.join(project, 'bench/many-files.ts')}\n    attributes: { count: 1000 }\n`);
 // the same 1,000 files written out literally in the runlist's YAML (parsing it is a cost of its own)
 const literalRunlist = path.join(work, 'literal.yaml');
-const files = Array.from({ length: 1000 }, (_, i) => `        - { path: /srv/files/f${String(i).padStart(4, '0')}.conf, content: "key=${i}\\nvalue=${'x'.repeat(40)}\\n", mode: 0o644 }`);
-await fs.writeFile(literalRunlist, `name: files\nrecipes:\n  - recipe: files\n    attributes:\n      directories: [{ path: /srv/files }]\n      files:\n${files.join('\n')}\n`);
+const files = Array.from(
+  { length: 1000 },
+  (_, i) => `        - { path: /srv/files/f${String(i).padStart(4, '0')}.conf, content: "key=${i}\\nvalue=${'x'.repeat(40)}\\n", mode: 0o644 }`,
+);
+await fs.writeFile(
+  literalRunlist,
+  `name: files\nrecipes:\n  - recipe: files\n    attributes:\n      directories: [{ path: /srv/files }]\n      files:\n${files.join('\n')}\n`,
+);
 
 console.log(`meshvm benchmark: ${runs} runs each, Node ${process.version}, ${os.cpus().length} cores (${os.cpus()[0]?.model ?? '?'})\n`);
 console.log('| case | min s | median s | max s | peak RSS MiB | target |');
 console.log('|---|---|---|---|---|---|');
-for (const [label, entry] of [['bundle', path.join(project, 'dist/meshvm.mjs')], ['sources', path.join(project, 'bin/meshvm.js')]] as const) {
+for (const [label, entry] of [
+  ['bundle', path.join(project, 'dist/meshvm.mjs')],
+  ['sources', path.join(project, 'bin/meshvm.js')],
+] as const) {
   const root = await fs.mkdtemp(path.join(work, 'root-'));
   const samples = { empty: [] as Sample[], first: [] as Sample[], noop: [] as Sample[], plan: [] as Sample[], literal: [] as Sample[] };
   await once(entry, ['converge', emptyRunlist, '--root', root]); // warm the compile cache

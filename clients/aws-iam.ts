@@ -42,7 +42,13 @@ export interface IamLoginBody {
 }
 
 /** Signs GetCallerIdentity and encodes it as Vault's auth/aws/login expects: base64 URL, body, and Go-style JSON headers. */
-export async function iamLoginBody(o: { role: string; region: string; serverIdHeader?: string | undefined; credentials: AwsCredentials; date?: Date }): Promise<IamLoginBody> {
+export async function iamLoginBody(o: {
+  role: string;
+  region: string;
+  serverIdHeader?: string | undefined;
+  credentials: AwsCredentials;
+  date?: Date;
+}): Promise<IamLoginBody> {
   const url = new URL(stsUrl(o.region));
   const headers: Record<string, string> = {
     host: url.host,

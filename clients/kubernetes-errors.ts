@@ -34,7 +34,7 @@ export function statusBody(error: unknown): KubeStatus | undefined {
 }
 
 export function statusMessage(error: unknown): string {
-  return statusBody(error)?.message ?? (httpStatus(error) === undefined ? (error as Error)?.message ?? String(error) : `HTTP ${httpStatus(error)}`);
+  return statusBody(error)?.message ?? (httpStatus(error) === undefined ? ((error as Error)?.message ?? String(error)) : `HTTP ${httpStatus(error)}`);
 }
 
 /** Retry on connection errors, timeouts, 5xx and 429 (Retry-After honoured up to the policy's ceiling). */
@@ -78,7 +78,8 @@ export function explainKubernetesError(error: unknown, what: string, server: str
     const connection = connectionFailure(error);
     return `${what}: cannot reach the Kubernetes API at ${server}: ${connection ?? (error as Error)?.message ?? String(error)}; check the server address, the network path and the CA`;
   }
-  if (status === 401) return `${what}: the Kubernetes API at ${server} refused the token (401 Unauthorized): it has expired or been revoked; store a fresh one where meshvm reads it (Vault)`;
+  if (status === 401)
+    return `${what}: the Kubernetes API at ${server} refused the token (401 Unauthorized): it has expired or been revoked; store a fresh one where meshvm reads it (Vault)`;
   if (status === 403) return `${what}: ${explainForbidden(error) ?? statusMessage(error)}`;
   if (status === 404) return `${what}: not found (${statusMessage(error)})`;
   return `${what}: the Kubernetes API answered HTTP ${status}: ${statusMessage(error)}`;

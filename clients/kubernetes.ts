@@ -66,14 +66,16 @@ export class KubernetesClient {
     const config = createConfiguration({
       baseServer: new ServerConfiguration(options.server.replace(/\/+$/, ''), {}),
       authMethods: { default: this.#kubeConfig },
-      promiseMiddleware: [{
-        pre: async (context: RequestContext) => {
-          apiCalls.count('kubernetes');
-          context.setSignal(AbortSignal.timeout(timeoutMs));
-          return context;
+      promiseMiddleware: [
+        {
+          pre: async (context: RequestContext) => {
+            apiCalls.count('kubernetes');
+            context.setSignal(AbortSignal.timeout(timeoutMs));
+            return context;
+          },
+          post: async (context: ResponseContext) => context,
         },
-        post: async (context: ResponseContext) => context,
-      }],
+      ],
     });
     this.core = new CoreV1Api(config);
     this.networking = new NetworkingV1Api(config);
@@ -139,7 +141,8 @@ export class KubernetesClient {
   async controlPlaneAddresses(options: { namespace?: string; labelSelector?: string; services?: readonly string[] } = {}): Promise<ControlPlaneAddress[]> {
     const namespace = options.namespace ?? 'istio-system';
     const list = await this.call(`listing Services in namespace ${namespace}`, () =>
-      this.core.listNamespacedService({ namespace, ...(options.labelSelector ? { labelSelector: options.labelSelector } : {}) }));
+      this.core.listNamespacedService({ namespace, ...(options.labelSelector ? { labelSelector: options.labelSelector } : {}) }),
+    );
     const out: ControlPlaneAddress[] = [];
     for (const svc of list.items) {
       const name = svc.metadata?.name ?? '';
@@ -152,7 +155,8 @@ export class KubernetesClient {
       out.push({ service: name, namespace, address: (hostname ?? ip)!, kind: hostname ? 'hostname' : 'ip', ports });
     }
     for (const wanted of options.services ?? []) {
-      if (!out.some((a) => a.service === wanted)) throw new Error(`Service ${namespace}/${wanted} is not a LoadBalancer with an address yet (status.loadBalancer.ingress is empty)`);
+      if (!out.some((a) => a.service === wanted))
+        throw new Error(`Service ${namespace}/${wanted} is not a LoadBalancer with an address yet (status.loadBalancer.ingress is empty)`);
     }
     return out.sort((a, b) => a.service.localeCompare(b.service));
   }
@@ -168,15 +172,22 @@ export class KubernetesClient {
   }
 
   /** A TokenRequest for a service account (audience istio-ca, at least 600 s); the expiry is what the response says. */
-  async requestToken(o: { namespace: string; serviceAccount: string; audiences?: readonly string[]; expirationSeconds?: number }): Promise<ServiceAccountToken> {
+  async requestToken(o: {
+    namespace: string;
+    serviceAccount: string;
+    audiences?: readonly string[];
+    expirationSeconds?: number;
+  }): Promise<ServiceAccountToken> {
     const expirationSeconds = o.expirationSeconds ?? 3600;
     if (expirationSeconds < 600) throw new RangeError(`a TokenRequest must ask for at least 600 seconds (asked ${expirationSeconds})`);
     const audiences = [...(o.audiences ?? ['istio-ca'])];
-    const response = await this.call(`requesting a token for ServiceAccount ${o.namespace}/${o.serviceAccount}`, () => this.core.createNamespacedServiceAccountToken({
-      name: o.serviceAccount,
-      namespace: o.namespace,
-      body: { apiVersion: 'authentication.k8s.io/v1', kind: 'TokenRequest', spec: { audiences, expirationSeconds } },
-    }));
+    const response = await this.call(`requesting a token for ServiceAccount ${o.namespace}/${o.serviceAccount}`, () =>
+      this.core.createNamespacedServiceAccountToken({
+        name: o.serviceAccount,
+        namespace: o.namespace,
+        body: { apiVersion: 'authentication.k8s.io/v1', kind: 'TokenRequest', spec: { audiences, expirationSeconds } },
+      }),
+    );
     const token = response.status?.token;
     const expires = response.status?.expirationTimestamp;
     if (!token || !expires) throw new Error(`the TokenRequest for ${o.namespace}/${o.serviceAccount} returned no token or expiry`);

@@ -44,18 +44,28 @@ export class Route53Records {
       requestHandler: { requestTimeout: (options.timeoutSeconds ?? 10) * 1000, connectionTimeout: 5000 },
     });
     // Inside the retry loop: one count per HTTP request sent, retries included.
-    this.#client.middlewareStack.add((next) => (args) => {
-      apiCalls.count('route53');
-      return next(args);
-    }, { step: 'deserialize', name: 'meshvmCountApiCalls' });
+    this.#client.middlewareStack.add(
+      (next) => (args) => {
+        apiCalls.count('route53');
+        return next(args);
+      },
+      { step: 'deserialize', name: 'meshvmCountApiCalls' },
+    );
   }
 
   /** The record set with exactly this name and type, or undefined (one ListResourceRecordSets, MaxItems 1). */
   async read(zoneId: string, name: string, type: string): Promise<RecordData | undefined> {
     const fqdn = absolute(name);
-    const out = await this.#send(`listing ${fqdn} ${type} in hosted zone ${zoneId}`, () => this.#client.send(new ListResourceRecordSetsCommand({
-      HostedZoneId: zoneId, StartRecordName: fqdn, StartRecordType: type as never, MaxItems: 1,
-    })));
+    const out = await this.#send(`listing ${fqdn} ${type} in hosted zone ${zoneId}`, () =>
+      this.#client.send(
+        new ListResourceRecordSetsCommand({
+          HostedZoneId: zoneId,
+          StartRecordName: fqdn,
+          StartRecordType: type as never,
+          MaxItems: 1,
+        }),
+      ),
+    );
     const found = out.ResourceRecordSets?.[0];
     if (!found || normalizeName(found.Name ?? '') !== normalizeName(fqdn) || found.Type !== type || found.SetIdentifier !== undefined) return undefined;
     return fromSdk(found);
@@ -63,19 +73,29 @@ export class Route53Records {
 
   /** UPSERTs every record in one ChangeBatch (transactional: all or none); returns the change id. */
   async upsert(zoneId: string, records: readonly RecordChange[], comment = 'meshvm'): Promise<{ id: string; status: string }> {
-    const out = await this.#send(`changing ${records.length} record set(s) in hosted zone ${zoneId}`, () => this.#client.send(new ChangeResourceRecordSetsCommand({
-      HostedZoneId: zoneId,
-      ChangeBatch: { Comment: comment, Changes: records.map((r) => ({ Action: 'UPSERT' as const, ResourceRecordSet: toSdk(r) })) },
-    })));
+    const out = await this.#send(`changing ${records.length} record set(s) in hosted zone ${zoneId}`, () =>
+      this.#client.send(
+        new ChangeResourceRecordSetsCommand({
+          HostedZoneId: zoneId,
+          ChangeBatch: { Comment: comment, Changes: records.map((r) => ({ Action: 'UPSERT' as const, ResourceRecordSet: toSdk(r) })) },
+        }),
+      ),
+    );
     return { id: out.ChangeInfo?.Id ?? '', status: out.ChangeInfo?.Status ?? 'PENDING' };
   }
 
   /** Polls GetChange until INSYNC, at most maxSeconds (the SDK waiter; its polls count as API calls). */
   async waitInsync(changeId: string, o: { maxSeconds: number; pollSeconds: number }): Promise<void> {
     try {
-      await waitUntilResourceRecordSetsChanged({ client: this.#client, maxWaitTime: o.maxSeconds, minDelay: o.pollSeconds, maxDelay: Math.max(o.pollSeconds, o.pollSeconds * 4) }, { Id: changeId });
+      await waitUntilResourceRecordSetsChanged(
+        { client: this.#client, maxWaitTime: o.maxSeconds, minDelay: o.pollSeconds, maxDelay: Math.max(o.pollSeconds, o.pollSeconds * 4) },
+        { Id: changeId },
+      );
     } catch (error) {
-      throw new Error(`Route53 change ${changeId} was not INSYNC within ${o.maxSeconds} s (${(error as Error).message.split('\n')[0]}); it was accepted and will finish propagating on its own`, { cause: error });
+      throw new Error(
+        `Route53 change ${changeId} was not INSYNC within ${o.maxSeconds} s (${(error as Error).message.split('\n')[0]}); it was accepted and will finish propagating on its own`,
+        { cause: error },
+      );
     }
   }
 
@@ -97,7 +117,8 @@ function explainRoute53Error(error: unknown, what: string): string {
   const code = e.name ?? 'Error';
   const attempts = e.$metadata?.attempts && e.$metadata.attempts > 1 ? ` (after ${e.$metadata.attempts} attempts)` : '';
   const base = `Route53: ${what}: ${code}: ${e.message ?? String(error)}${attempts}`;
-  if (code === 'AccessDenied' || code === 'AccessDeniedException') return `${base}; grant the instance role route53:ListResourceRecordSets, route53:ChangeResourceRecordSets and route53:GetChange on this hosted zone`;
+  if (code === 'AccessDenied' || code === 'AccessDeniedException')
+    return `${base}; grant the instance role route53:ListResourceRecordSets, route53:ChangeResourceRecordSets and route53:GetChange on this hosted zone`;
   if (code === 'NoSuchHostedZone') return `${base}; check the hosted zone id`;
   if (code === 'Throttling' || code === 'PriorRequestNotComplete') return `${base}; Route53 kept refusing: run again later`;
   return base;
@@ -107,14 +128,24 @@ const absolute = (name: string): string => (name.endsWith('.') ? name : `${name}
 
 function fromSdk(r: ResourceRecordSet): RecordData {
   if (r.AliasTarget) {
-    return { alias: { hostedZoneId: r.AliasTarget.HostedZoneId ?? '', dnsName: normalizeName(r.AliasTarget.DNSName ?? ''), evaluateTargetHealth: r.AliasTarget.EvaluateTargetHealth ?? false } };
+    return {
+      alias: {
+        hostedZoneId: r.AliasTarget.HostedZoneId ?? '',
+        dnsName: normalizeName(r.AliasTarget.DNSName ?? ''),
+        evaluateTargetHealth: r.AliasTarget.EvaluateTargetHealth ?? false,
+      },
+    };
   }
   return { ...(r.TTL === undefined ? {} : { ttl: r.TTL }), values: (r.ResourceRecords ?? []).map((v) => v.Value ?? '') };
 }
 
 function toSdk(r: RecordChange): ResourceRecordSet {
   if (r.alias) {
-    return { Name: absolute(r.name), Type: r.type as never, AliasTarget: { HostedZoneId: r.alias.hostedZoneId, DNSName: r.alias.dnsName, EvaluateTargetHealth: r.alias.evaluateTargetHealth } };
+    return {
+      Name: absolute(r.name),
+      Type: r.type as never,
+      AliasTarget: { HostedZoneId: r.alias.hostedZoneId, DNSName: r.alias.dnsName, EvaluateTargetHealth: r.alias.evaluateTargetHealth },
+    };
   }
   return { Name: absolute(r.name), Type: r.type as never, TTL: r.ttl ?? 60, ResourceRecords: (r.values ?? []).map((Value) => ({ Value })) };
 }

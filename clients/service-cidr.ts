@@ -27,11 +27,13 @@ export async function findServiceCidrs(k: KubernetesClient, o: { probeNamespace?
 
   const namespace = o.probeNamespace ?? 'default';
   try {
-    await k.call(`dry-run probe: a Service with clusterIP ${PROBE_IP} in namespace ${namespace}`, () => k.core.createNamespacedService({
-      namespace,
-      dryRun: 'All',
-      body: { apiVersion: 'v1', kind: 'Service', metadata: { name: 'meshvm-service-cidr-probe' }, spec: { clusterIP: PROBE_IP, ports: [{ port: 443 }] } },
-    }));
+    await k.call(`dry-run probe: a Service with clusterIP ${PROBE_IP} in namespace ${namespace}`, () =>
+      k.core.createNamespacedService({
+        namespace,
+        dryRun: 'All',
+        body: { apiVersion: 'v1', kind: 'Service', metadata: { name: 'meshvm-service-cidr-probe' }, spec: { clusterIP: PROBE_IP, ports: [{ port: 443 }] } },
+      }),
+    );
     notes.push(`the dry-run probe was accepted (${PROBE_IP} lies inside the service range?), so it named no range`);
   } catch (error) {
     if (!(error instanceof KubernetesError) || (error.status !== 422 && error.status !== 403)) throw error;

@@ -60,14 +60,16 @@ export const kubernetesAccessSource = z.strictObject({
     caKey: z.string().default('ca.crt'),
   }),
   /** Mint the token from Vault's Kubernetes secrets engine instead of reading it from KV. */
-  creds: z.strictObject({
-    mount: z.string().min(1).default('kubernetes'),
-    role: z.string().min(1),
-    /** The Kubernetes namespace the token is for (kubernetes_namespace). */
-    namespace: z.string().min(1),
-    ttlSeconds: z.number().int().min(600).default(1200),
-    audiences: z.array(z.string()).optional(),
-  }).optional(),
+  creds: z
+    .strictObject({
+      mount: z.string().min(1).default('kubernetes'),
+      role: z.string().min(1),
+      /** The Kubernetes namespace the token is for (kubernetes_namespace). */
+      namespace: z.string().min(1),
+      ttlSeconds: z.number().int().min(600).default(1200),
+      audiences: z.array(z.string()).optional(),
+    })
+    .optional(),
 });
 
 export type KubernetesAccessSource = z.output<typeof kubernetesAccessSource>;

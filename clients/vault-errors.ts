@@ -15,7 +15,16 @@ export function statusOf(error: unknown): number | undefined {
 /** Vault's own words: the errors[] of the response, joined. */
 export function vaultSaid(error: unknown): string {
   const errors = (error as VaultResponseError | undefined)?.response?.body?.errors;
-  if (Array.isArray(errors) && errors.length > 0) return errors.map((e) => String(e).replace(/^\d+ errors? occurred:\s*/, '').replace(/\s*\n\t\* /g, '; ').replace(/^\* /, '').trim()).join('; ');
+  if (Array.isArray(errors) && errors.length > 0)
+    return errors
+      .map((e) =>
+        String(e)
+          .replace(/^\d+ errors? occurred:\s*/, '')
+          .replace(/\s*\n\t\* /g, '; ')
+          .replace(/^\* /, '')
+          .trim(),
+      )
+      .join('; ');
   return (error as Error | undefined)?.message ?? String(error);
 }
 
@@ -69,8 +78,10 @@ export function explainVaultError(error: unknown, c: VaultContext, request: { me
   }
   if (isInvalidToken(error)) return `${request.what}: ${at} refused the token as invalid or expired (403 ${said}): give meshvm a fresh token`;
   if (status === 403) {
-    return `${request.what}: ${at} denied ${request.method} ${request.path} (403 permission denied): the token's policy lacks `
-      + `path "${request.path}" { capabilities = ["${capability(request.method)}"] }; add it to the policy of the role meshvm logs in with`;
+    return (
+      `${request.what}: ${at} denied ${request.method} ${request.path} (403 permission denied): the token's policy lacks ` +
+      `path "${request.path}" { capabilities = ["${capability(request.method)}"] }; add it to the policy of the role meshvm logs in with`
+    );
   }
   if (status === 404) return `${request.what}: ${at} has nothing at ${request.path} (404${said && said !== 'Status 404' ? `: ${said}` : ''})`;
   if (status === 429) return `${request.what}: ${at} keeps rate-limiting ${request.path} (429 ${said}); raise the rate limit quota or run later`;
@@ -82,7 +93,8 @@ export function explainLoginError(error: unknown, c: VaultContext, login: { meth
   const said = vaultSaid(error);
   const status = statusOf(error);
   const what = `Vault ${login.method} login at auth/${login.mount}`;
-  if (status === undefined || isSealed(error) || status >= 500 || status === 429) return explainVaultError(error, c, { method: 'POST', path: `auth/${login.mount}/login`, what });
+  if (status === undefined || isSealed(error) || status >= 500 || status === 429)
+    return explainVaultError(error, c, { method: 'POST', path: `auth/${login.mount}/login`, what });
   if (/role .*not found|does not exist|entry for role/i.test(said)) {
     return `${what}: ${where(c)} has no role "${login.role}" (${said}): check auth.role in the runlist, or create the role at auth/${login.mount}/role/${login.role}`;
   }
@@ -91,7 +103,8 @@ export function explainLoginError(error: unknown, c: VaultContext, login: { meth
     return `${what}: ${where(c)} refused the role_id/secret_id read from ${login.files} (${said}): the secret_id may be expired, used up or rotated; write a fresh one`;
   }
   if (/X-Vault-AWS-IAM-Server-ID/i.test(said)) return `${what}: ${said}: set auth.serverIdHeader to the iam_server_id_header_value of Vault's AWS auth config`;
-  if (/STS|signature|InvalidClientTokenId|credential/i.test(said)) return `${what}: STS did not accept the signed GetCallerIdentity (${said}): check the instance role credentials, the clock, and auth.region against Vault's sts_region`;
+  if (/STS|signature|InvalidClientTokenId|credential/i.test(said))
+    return `${what}: STS did not accept the signed GetCallerIdentity (${said}): check the instance role credentials, the clock, and auth.region against Vault's sts_region`;
   if (status === 404) return `${what}: ${where(c)} has no auth method mounted at auth/${login.mount} (${said}): check auth.mount`;
   return `${what}: ${where(c)} refused the login (HTTP ${status}: ${said})`;
 }

@@ -78,8 +78,9 @@ export class VaultClient {
   async readKv(path: string, options: { mount?: string; version?: number; public?: readonly string[] } = {}): Promise<KvSecret> {
     const apiPath = `${options.mount ?? 'secret'}/data/${path.replace(/^\/+/, '')}${options.version ? `?version=${options.version}` : ''}`;
     const response = await this.#call('GET', apiPath, `reading the KV v2 secret ${apiPath}`, (v) => v.read(apiPath), {
-      notFound: (said) => `no KV v2 secret at ${apiPath} (the full API path${this.config.namespace ? ` in namespace ${this.config.namespace}` : ''})${said}: `
-        + `store it with \`vault kv put -mount=${options.mount ?? 'secret'} ${path} ...\` or fix the path`,
+      notFound: (said) =>
+        `no KV v2 secret at ${apiPath} (the full API path${this.config.namespace ? ` in namespace ${this.config.namespace}` : ''})${said}: ` +
+        `store it with \`vault kv put -mount=${options.mount ?? 'secret'} ${path} ...\` or fix the path`,
     });
     const data = (response?.data?.data ?? undefined) as Record<string, unknown> | null | undefined;
     if (!data || typeof data !== 'object') throw new Error(`Vault returned no data for ${apiPath} (is the mount KV version 2?)`);
@@ -89,7 +90,13 @@ export class VaultClient {
   }
 
   /** Mints a service-account token from Vault's Kubernetes secrets engine (POST <mount>/creds/<role>). */
-  async mintKubernetesToken(o: { role: string; namespace: string; ttlSeconds?: number; audiences?: readonly string[]; mount?: string }): Promise<MintedServiceAccountToken> {
+  async mintKubernetesToken(o: {
+    role: string;
+    namespace: string;
+    ttlSeconds?: number;
+    audiences?: readonly string[];
+    mount?: string;
+  }): Promise<MintedServiceAccountToken> {
     const apiPath = `${o.mount ?? 'kubernetes'}/creds/${o.role}`;
     const body: Record<string, unknown> = { kubernetes_namespace: o.namespace, ttl: `${o.ttlSeconds ?? 1200}s` };
     if (o.audiences) body['audiences'] = [...o.audiences];
@@ -117,7 +124,9 @@ export class VaultClient {
       const value = secret.data[key];
       if (typeof value === 'string' && value !== '') return value;
       if (!needed) return undefined;
-      throw new Error(`the KV v2 secret ${kv.mount}/data/${kv.path} has no "${key}" (it has: ${Object.keys(secret.data).join(', ') || 'nothing'}); store it there`);
+      throw new Error(
+        `the KV v2 secret ${kv.mount}/data/${kv.path} has no "${key}" (it has: ${Object.keys(secret.data).join(', ') || 'nothing'}); store it there`,
+      );
     };
     const server = field(kv.serverKey, true)!;
     const caPem = field(kv.caKey, true)!;
@@ -133,7 +142,7 @@ export class VaultClient {
     if (!this.#ownsToken || !this.#client) return;
     const client = await this.#client;
     try {
-      await withRetry('revoking the run\'s Vault token', this.config.retry, classifyVault, () => client.tokenRevokeSelf());
+      await withRetry("revoking the run's Vault token", this.config.retry, classifyVault, () => client.tokenRevokeSelf());
     } catch (error) {
       this.closeError = `could not revoke the run's Vault token (it expires at its TTL): ${errorMessage(error)}`;
     } finally {
@@ -181,7 +190,11 @@ export class VaultClient {
       login = () => client.approleLogin({ mount_point: auth.mount, role_id: roleId, secret_id: secretId });
     } else {
       const credentials = await resolveCredentials(this.#options.awsCredentials);
-      login = async () => client.awsIamLogin({ mount_point: auth.mount, ...(await iamLoginBody({ role: auth.role, region: auth.region, serverIdHeader: auth.serverIdHeader, credentials })) });
+      login = async () =>
+        client.awsIamLogin({
+          mount_point: auth.mount,
+          ...(await iamLoginBody({ role: auth.role, region: auth.region, serverIdHeader: auth.serverIdHeader, credentials })),
+        });
     }
     try {
       const response = (await withRetry(`Vault ${auth.method} login`, this.config.retry, classifyVault, login)) as { auth?: { client_token?: string } };
@@ -198,7 +211,13 @@ export class VaultClient {
   }
 
   /** One Vault request: log in first, bounded retries, a second login if a login token died mid-run, errors that name the fix. */
-  async #call(method: string, path: string, what: string, run: (v: NodeVaultClient) => Promise<any>, hints: { notFound?: (said: string) => string } = {}): Promise<any> {
+  async #call(
+    method: string,
+    path: string,
+    what: string,
+    run: (v: NodeVaultClient) => Promise<any>,
+    hints: { notFound?: (said: string) => string } = {},
+  ): Promise<any> {
     await this.login();
     const client = await this.#nodeVault();
     let relogged = false;
@@ -214,7 +233,8 @@ export class VaultClient {
           continue;
         }
         if (statusOf(cause) === 404 && hints.notFound) {
-          const deleted = (cause as { response?: { body?: { data?: { metadata?: { deletion_time?: string } } } } }).response?.body?.data?.metadata?.deletion_time;
+          const deleted = (cause as { response?: { body?: { data?: { metadata?: { deletion_time?: string } } } } }).response?.body?.data?.metadata
+            ?.deletion_time;
           throw new Error(`${what}: ${hints.notFound(deleted ? ` (its current version was deleted at ${deleted})` : '')}`, { cause });
         }
         throw new Error(explainVaultError(cause, this.#context, { method, path, what }) + retriedNote(error), { cause });
@@ -226,9 +246,9 @@ export class VaultClient {
     const text = this.#options.readFile
       ? await this.#options.readFile(file)
       : await fs.readFile(file, 'utf8').catch((error: NodeJS.ErrnoException) => {
-        if (error.code === 'ENOENT') return undefined;
-        throw new Error(`cannot read the ${what} ${file}: ${error.code ?? error.message}`);
-      });
+          if (error.code === 'ENOENT') return undefined;
+          throw new Error(`cannot read the ${what} ${file}: ${error.code ?? error.message}`);
+        });
     if (text === undefined) throw new InputError(`vault: ${what}`, `${file} does not exist`);
     const value = text.trim();
     if (value === '') throw new InputError(`vault: ${what}`, `${file} is empty`);

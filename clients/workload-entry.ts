@@ -45,9 +45,12 @@ export async function upsertWorkloadEntry(k: KubernetesClient, e: WorkloadEntryI
         throw error;
       }
     }
-    if (isDeepStrictEqual(current.spec, e.spec) && sameMap(current.metadata?.labels, e.labels) && sameMap(current.metadata?.annotations, e.annotations)) return 'unchanged';
+    if (isDeepStrictEqual(current.spec, e.spec) && sameMap(current.metadata?.labels, e.labels) && sameMap(current.metadata?.annotations, e.annotations))
+      return 'unchanged';
     try {
-      await k.call(`replacing ${where}`, () => k.custom.replaceNamespacedCustomObject({ ...API, namespace: e.namespace, name: e.name, body: body(current.metadata?.resourceVersion) }));
+      await k.call(`replacing ${where}`, () =>
+        k.custom.replaceNamespacedCustomObject({ ...API, namespace: e.namespace, name: e.name, body: body(current.metadata?.resourceVersion) }),
+      );
       return 'updated';
     } catch (error) {
       if (error instanceof KubernetesError && error.status === 409) continue;

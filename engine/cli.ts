@@ -67,8 +67,8 @@ export async function main(argv: readonly string[], options: CliOptions, io: Cli
     return 1;
   }
   const { values, positionals } = parsed;
-  if (values.help) return io.stdout.write(USAGE + '\n'), 0;
-  if (values.version) return io.stdout.write(`${pkg.version}\n`), 0;
+  if (values.help) return (io.stdout.write(USAGE + '\n'), 0);
+  if (values.version) return (io.stdout.write(`${pkg.version}\n`), 0);
   const [command, runlistFile, ...extra] = positionals;
   if (command === 'runlist') return printRunlist(runlistFile, options, io);
   if (command !== 'converge' && command !== 'plan' && command !== 'verify') {
@@ -112,7 +112,12 @@ export async function main(argv: readonly string[], options: CliOptions, io: Cli
       lock = await acquireLock(host.realPath(LOCK_FILE), {
         waitSeconds: lockWait,
         command: `meshvm converge ${runlistFile}`,
-        onWait: (holder) => human({ type: 'message', level: 'info', text: `waiting up to ${lockWait} s for the run lock${holder ? ` held by pid ${holder.pid} since ${holder.startedAt} (${holder.command})` : ''}` }),
+        onWait: (holder) =>
+          human({
+            type: 'message',
+            level: 'info',
+            text: `waiting up to ${lockWait} s for the run lock${holder ? ` held by pid ${holder.pid} since ${holder.startedAt} (${holder.command})` : ''}`,
+          }),
       });
     }
     const startedAt = new Date();

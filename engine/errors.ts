@@ -58,5 +58,8 @@ export function lastLines(text: string, count: number): string {
 }
 
 export function indent(text: string, prefix = '  '): string {
-  return text.split('\n').map((line) => prefix + line).join('\n');
+  return text
+    .split('\n')
+    .map((line) => prefix + line)
+    .join('\n');
 }

@@ -22,7 +22,10 @@ export interface RunLock {
  * SIGKILL (flock's child `cat` sees its stdin close), so a killed run never leaves a stale lock behind. The holder's
  * pid, start time and command are written into the lock file for whoever waits.
  */
-export async function acquireLock(lockPath: string, options: { waitSeconds: number; command: string; onWait?: (holder: Holder | undefined) => void }): Promise<RunLock> {
+export async function acquireLock(
+  lockPath: string,
+  options: { waitSeconds: number; command: string; onWait?: (holder: Holder | undefined) => void },
+): Promise<RunLock> {
   await fs.mkdir(path.dirname(lockPath), { recursive: true });
   const child = spawn('flock', ['--exclusive', '--wait', String(options.waitSeconds), '--conflict-exit-code', String(BUSY), lockPath, 'cat'], {
     stdio: ['pipe', 'pipe', 'pipe'],

@@ -43,10 +43,31 @@ export function humanListener(options: HumanOptions): Listener {
       case 'resource': {
         const { report } = event;
         if (report.status === 'unchanged' && !verbose) break;
-        const status = report.status === 'changed' ? green('changed') : report.status === 'would-change' ? yellow('would change') : report.status === 'failed' ? red('FAILED') : dim(report.status);
+        const status =
+          report.status === 'changed'
+            ? green('changed')
+            : report.status === 'would-change'
+              ? yellow('would change')
+              : report.status === 'failed'
+                ? red('FAILED')
+                : dim(report.status);
         write(`${report.ref} ${status}`);
-        for (const line of report.changes) write(line.split('\n').map((l) => `    ${l}`).join('\n'));
-        if (report.error) write(red(report.error.split('\n').map((l) => `    ${l}`).join('\n')));
+        for (const line of report.changes)
+          write(
+            line
+              .split('\n')
+              .map((l) => `    ${l}`)
+              .join('\n'),
+          );
+        if (report.error)
+          write(
+            red(
+              report.error
+                .split('\n')
+                .map((l) => `    ${l}`)
+                .join('\n'),
+            ),
+          );
         break;
       }
       case 'refresh': {

@@ -19,7 +19,10 @@ export async function planRunlist(runlist: Runlist, context: Omit<RecipeContext,
   const byRef = new Map<string, Declared>();
   const entryOf = new Map<string, string>();
   const ordered: Declared[] = [];
-  const ctx: RecipeContext = { ...context, runlist: { name: runlist.name, file: runlist.file, dir: runlist.dir, recipes: runlist.entries.map((e) => e.recipe.name) } };
+  const ctx: RecipeContext = {
+    ...context,
+    runlist: { name: runlist.name, file: runlist.file, dir: runlist.dir, recipes: runlist.entries.map((e) => e.recipe.name) },
+  };
   for (const entry of runlist.entries) {
     let declared: Declared[];
     try {
@@ -76,16 +79,21 @@ export async function checkRequirements(declared: readonly Declared[], host: Hos
       const at = providedAt.get(id(need));
       if (at === index) continue;
       if ('path' in need) {
-        if (at !== undefined && at > index) throw new InputError(where, `needs ${need.path}, which ${declared[at]!.ref} creates, but after this resource; declare ${declared[at]!.ref} first`);
+        if (at !== undefined && at > index)
+          throw new InputError(where, `needs ${need.path}, which ${declared[at]!.ref} creates, but after this resource; declare ${declared[at]!.ref} first`);
         continue;
       }
       const field = need.account === 'user' ? 'owner' : 'group';
       if (/^\d+$/.test(need.name) || (need.account === 'user' ? users : groups).has(need.name)) continue;
       const file = need.account === 'user' ? '/etc/passwd' : '/etc/group';
       if (at === undefined) {
-        throw new InputError(where, `${field} "${need.name}" does not exist: it is not in ${host.live ? '' : host.root}${file} and no ${need.account === 'user' ? 'User' : 'Group'} in this runlist declares it`);
+        throw new InputError(
+          where,
+          `${field} "${need.name}" does not exist: it is not in ${host.live ? '' : host.root}${file} and no ${need.account === 'user' ? 'User' : 'Group'} in this runlist declares it`,
+        );
       }
-      if (at > index) throw new InputError(where, `${field} "${need.name}" is declared by ${declared[at]!.ref}, but after this resource; declare the account first`);
+      if (at > index)
+        throw new InputError(where, `${field} "${need.name}" is declared by ${declared[at]!.ref}, but after this resource; declare the account first`);
     }
   }
 }

@@ -19,7 +19,6 @@ export interface RecipeContext {
   service<T>(key: string, create: () => T): T;
 }
 
-
 export interface Recipe<Schema extends z.ZodObject = z.ZodObject> {
   readonly kind: 'recipe';
   readonly name: string;

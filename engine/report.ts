@@ -113,7 +113,15 @@ export function buildReport(result: RunResult, run: { meshvm: string; mode: RunR
     root: run.root,
     startedAt: run.startedAt.toISOString(),
     finishedAt: new Date().toISOString(),
-    outcome: result.interrupted ? 'interrupted' : result.failed || refreshFailed ? 'failed' : changed ? (run.mode === 'plan' ? 'would-change' : 'changed') : 'unchanged',
+    outcome: result.interrupted
+      ? 'interrupted'
+      : result.failed || refreshFailed
+        ? 'failed'
+        : changed
+          ? run.mode === 'plan'
+            ? 'would-change'
+            : 'changed'
+          : 'unchanged',
     interrupted: result.interrupted,
     summary: {
       total: result.resources.length,

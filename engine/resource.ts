@@ -105,13 +105,21 @@ export function flatten(declaration: Declaration): Declared[] {
 }
 
 type DeclareFn<Spec, State, R extends boolean> = (input: any, options?: DeclareOptions) => Declared<Spec, State> & { readonly refreshable: R };
-type Factory<Schema extends z.ZodType, State, R extends boolean> = (input: z.input<Schema>, options?: DeclareOptions) => Declared<z.output<Schema>, State> & { readonly refreshable: R };
+type Factory<Schema extends z.ZodType, State, R extends boolean> = (
+  input: z.input<Schema>,
+  options?: DeclareOptions,
+) => Declared<z.output<Schema>, State> & { readonly refreshable: R };
 
 /** Turns a resource type into the function recipes call: `File({ path, content }, { notifies: service })`. */
 export function defineResource<Schema extends z.ZodType, State>(
-  type: ResourceType<z.output<Schema>, State> & { schema: Schema; refresh(host: Host, spec: z.output<Schema>, applied: Applied<State> | undefined): Promise<void | 'not-needed'> },
+  type: ResourceType<z.output<Schema>, State> & {
+    schema: Schema;
+    refresh(host: Host, spec: z.output<Schema>, applied: Applied<State> | undefined): Promise<void | 'not-needed'>;
+  },
 ): Factory<Schema, State, true>;
-export function defineResource<Schema extends z.ZodType, State>(type: ResourceType<z.output<Schema>, State> & { schema: Schema }): Factory<Schema, State, false>;
+export function defineResource<Schema extends z.ZodType, State>(
+  type: ResourceType<z.output<Schema>, State> & { schema: Schema },
+): Factory<Schema, State, false>;
 export function defineResource<Spec, State>(type: ResourceType<Spec, State>): DeclareFn<Spec, State, boolean> {
   const refreshable = typeof type.refresh === 'function';
   const definedIn = callerFile();
@@ -130,7 +138,10 @@ export function defineResource<Spec, State>(type: ResourceType<Spec, State>): De
     const ref = `${type.kind}[${type.key(spec)}]`;
     for (const target of notifies) {
       if (!target?.refreshable) {
-        throw new InputError(ref, `notifies ${target?.ref ?? String(target)}, whose kind has no refresh (only services, commands and the like can be notified)`);
+        throw new InputError(
+          ref,
+          `notifies ${target?.ref ?? String(target)}, whose kind has no refresh (only services, commands and the like can be notified)`,
+        );
       }
     }
     return { type, spec, ref, declaredAt, notifies, refreshable };

@@ -66,7 +66,10 @@ export async function loadRunlist(file: string, builtins: ReadonlyMap<string, Re
 
   const entries = data.recipes.map((entry, i) => {
     const recipe = recipes[i]!;
-    const own: Layer = { values: entry.attributes, where: (p) => `${doc.where(['recipes', i, 'attributes', ...p])}: recipes[${i}].attributes${p.length ? '.' + formatPath(p) : ''}` };
+    const own: Layer = {
+      values: entry.attributes,
+      where: (p) => `${doc.where(['recipes', i, 'attributes', ...p])}: recipes[${i}].attributes${p.length ? '.' + formatPath(p) : ''}`,
+    };
     const layers = [scoped(shared, recipe, names), own, ...(node ? [scoped(node, recipe, names)] : []), scoped(sets, recipe, names)];
     const merged = layers.reduce<Record<string, unknown>>((acc, layer) => deepMerge(acc, layer.values), {});
     const parsed = recipe.attributes.safeParse(merged);
@@ -103,7 +106,10 @@ function checkKnown(layer: Layer, recipes: readonly Recipe[], names: ReadonlyMap
     if (names.has(key)) continue;
     if (recipes.some((r) => key in (r.attributes.shape as object))) continue;
     const known = [...new Set(recipes.flatMap((r) => Object.keys(r.attributes.shape as object)))].sort();
-    throw new InputError(layer.where([key]), `unknown attribute "${key}": no recipe of this runlist takes it (known: ${known.join(', ') || 'none'}; or name a recipe: ${[...names.keys()].join(', ')})`);
+    throw new InputError(
+      layer.where([key]),
+      `unknown attribute "${key}": no recipe of this runlist takes it (known: ${known.join(', ') || 'none'}; or name a recipe: ${[...names.keys()].join(', ')})`,
+    );
   }
 }
 
@@ -111,7 +117,8 @@ async function resolveRecipe(name: string, dir: string, builtins: ReadonlyMap<st
   const isPath = name.startsWith('./') || name.startsWith('../') || name.startsWith('/') || /\.(ts|js|mjs)$/.test(name);
   if (!isPath) {
     const recipe = builtins.get(name);
-    if (!recipe) throw new InputError(where, `unknown recipe "${name}" (built-in: ${[...builtins.keys()].sort().join(', ')}; or a module path such as ./my-recipe.ts)`);
+    if (!recipe)
+      throw new InputError(where, `unknown recipe "${name}" (built-in: ${[...builtins.keys()].sort().join(', ')}; or a module path such as ./my-recipe.ts)`);
     return recipe;
   }
   const file = path.resolve(dir, name);
@@ -125,7 +132,12 @@ async function resolveRecipe(name: string, dir: string, builtins: ReadonlyMap<st
   if (isRecipe(module.default)) return module.default;
   const exported = Object.values(module).filter(isRecipe);
   if (exported.length === 1) return exported[0]!;
-  throw new InputError(where, exported.length ? `recipe module ${name} exports ${exported.length} recipes; export the one to run as default` : `recipe module ${name} exports no recipe (export default defineRecipe({...}))`);
+  throw new InputError(
+    where,
+    exported.length
+      ? `recipe module ${name} exports ${exported.length} recipes; export the one to run as default`
+      : `recipe module ${name} exports no recipe (export default defineRecipe({...}))`,
+  );
 }
 
 async function readNodeLayer(nodeFile: AttributeSources['nodeFile']): Promise<Layer | undefined> {
@@ -149,7 +161,8 @@ function parseSets(sets: readonly string[]): Layer {
   for (const set of sets) {
     const eq = set.indexOf('=');
     const key = eq > 0 ? set.slice(0, eq) : '';
-    if (!/^[A-Za-z_][\w-]*(\.[A-Za-z_][\w-]*)*$/.test(key)) throw new InputError(`--set ${set}`, 'expected key=value, the key a dotted attribute path such as sidecar.inboundPorts');
+    if (!/^[A-Za-z_][\w-]*(\.[A-Za-z_][\w-]*)*$/.test(key))
+      throw new InputError(`--set ${set}`, 'expected key=value, the key a dotted attribute path such as sidecar.inboundPorts');
     const parts = key.split('.');
     let target = values;
     for (const part of parts.slice(0, -1)) {
@@ -175,7 +188,10 @@ async function readInput(file: string, shown: string, what: string): Promise<str
     return await fs.readFile(file, 'utf8');
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
-    throw new InputError(shown, code === 'ENOENT' ? `no such ${what} file` : code === 'EISDIR' ? `is a directory, not a ${what} file` : `cannot read the ${what}: ${errorMessage(error)}`);
+    throw new InputError(
+      shown,
+      code === 'ENOENT' ? `no such ${what} file` : code === 'EISDIR' ? `is a directory, not a ${what} file` : `cannot read the ${what}: ${errorMessage(error)}`,
+    );
   }
 }
 

@@ -67,7 +67,10 @@ interface RunState {
 
 async function converge(item: Declared, run: RunState): Promise<ResourceReport> {
   const report = await convergeOne(item, run);
-  const changed = report.status === 'changed' || report.status === 'would-change' || (report.status === 'failed' && Boolean(report.children?.some((c) => c.status === 'changed')));
+  const changed =
+    report.status === 'changed' ||
+    report.status === 'would-change' ||
+    (report.status === 'failed' && Boolean(report.children?.some((c) => c.status === 'changed')));
   if (changed) for (const target of item.notifies) run.pending.owe(target.ref, item.ref);
   if (changed && !run.plan) await run.pending.save();
   return report;
@@ -160,7 +163,16 @@ async function act(action: Action, host: Host, plan: boolean): Promise<string> {
 function childLines(parent: Declared, child: ResourceReport): string[] {
   const own = child.ref.slice(parent.ref.length + 3);
   if (child.changes.length === 0) return [];
-  return [`${own}:\n${child.changes.map((l) => l.split('\n').map((x) => `  ${x}`).join('\n')).join('\n')}`];
+  return [
+    `${own}:\n${child.changes
+      .map((l) =>
+        l
+          .split('\n')
+          .map((x) => `  ${x}`)
+          .join('\n'),
+      )
+      .join('\n')}`,
+  ];
 }
 
 async function deliver(

@@ -51,7 +51,10 @@ export const cidr = z.string().refine(
 export const dnsName = z
   .string()
   .max(253)
-  .regex(/^(?=.{1,253}$)[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$/, 'expected a DNS name of lower case letters, digits, "-" and "."');
+  .regex(
+    /^(?=.{1,253}$)[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$/,
+    'expected a DNS name of lower case letters, digits, "-" and "."',
+  );
 
 /** A list with no value twice. */
 export function unique<T extends z.ZodType>(item: T) {

@@ -31,7 +31,12 @@ export async function runChecks(entries: readonly CheckEntry[], host: HostReader
     try {
       checks.push(...(await recipe.checks(attributes, context)));
     } catch (error) {
-      checks.push({ check: recipe.name, ok: false, detail: `the checks of recipe ${recipe.name} stopped: ${errorMessage(error)}`, fix: 'a check should fail, not throw: report this with the message (the other recipes\' checks ran)' });
+      checks.push({
+        check: recipe.name,
+        ok: false,
+        detail: `the checks of recipe ${recipe.name} stopped: ${errorMessage(error)}`,
+        fix: "a check should fail, not throw: report this with the message (the other recipes' checks ran)",
+      });
     }
   }
   return checks;

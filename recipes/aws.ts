@@ -28,11 +28,16 @@ export const aws = defineRecipe({
     cluster: clusterAttribute.optional(),
   }),
   async declare(a, ctx) {
-    const controlPlane = await discoverControlPlane(ctx, dnsAttributes.parse({ flow: a.flow, systemNamespace: a.systemNamespace, controlPlaneServices: a.controlPlaneServices, cluster: a.cluster }));
+    const controlPlane = await discoverControlPlane(
+      ctx,
+      dnsAttributes.parse({ flow: a.flow, systemNamespace: a.systemNamespace, controlPlaneServices: a.controlPlaneServices, cluster: a.cluster }),
+    );
     const zone = a.zone.name.replace(/\.$/, '');
     const records = controlPlane.flatMap(({ name, address }) =>
       [`${name}.${zone}`, `${name}.${a.systemNamespace}.${zone}`].map((recordName) =>
-        isIP(address) !== 0 ? { name: recordName, type: 'A' as const, ttl: a.ttl, values: [address] } : { name: recordName, type: 'CNAME' as const, ttl: a.ttl, values: [address] },
+        isIP(address) !== 0
+          ? { name: recordName, type: 'A' as const, ttl: a.ttl, values: [address] }
+          : { name: recordName, type: 'CNAME' as const, ttl: a.ttl, values: [address] },
       ),
     );
     return Route53Records({

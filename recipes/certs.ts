@@ -82,7 +82,8 @@ export const certs = defineRecipe({
           renewBeforeSeconds: a.renewBeforeSeconds,
           mode: 0o600,
           ...owner,
-          mint: (request) => cluster(ctx, a.cluster, 'the istio-token').once(`token:${request.namespace}/${request.serviceAccount}`, (k) => k.requestToken(request)),
+          mint: (request) =>
+            cluster(ctx, a.cluster, 'the istio-token').once(`token:${request.namespace}/${request.serviceAccount}`, (k) => k.requestToken(request)),
         },
         restart,
       ),
@@ -112,7 +113,10 @@ async function readPemFiles(source: z.output<typeof fromFiles>, ctx: RecipeConte
   };
 }
 
-async function clusterPems(ctx: RecipeContext, a: { namespace?: string | undefined; serviceAccount?: string | undefined; cluster?: z.output<typeof clusterAttribute> | undefined }) {
+async function clusterPems(
+  ctx: RecipeContext,
+  a: { namespace?: string | undefined; serviceAccount?: string | undefined; cluster?: z.output<typeof clusterAttribute> | undefined },
+) {
   if (!a.namespace || !a.serviceAccount) throw new Error('the classic flow reads the istio.<serviceAccount> Secret: set "namespace" and "serviceAccount"');
   const { namespace, serviceAccount } = a;
   return cluster(ctx, a.cluster, 'the certificates').once(`istio-secret:${namespace}/${serviceAccount}`, (k) => k.istioSecret(namespace, serviceAccount));
@@ -125,7 +129,11 @@ async function discoverIstiod(ctx: RecipeContext, a: { systemNamespace: string; 
 
 /** /etc/istio/config/mesh as istioctl writes mesh.yaml: the proxy config's metadata for this workload. */
 export function renderMeshConfig(w: Workload, systemNamespace: string, extra: Record<string, string>): string {
-  const labels = { ...w.labels, 'service.istio.io/canonical-name': w.labels.app ?? w.name, 'service.istio.io/canonical-revision': w.labels.version ?? 'latest' };
+  const labels = {
+    ...w.labels,
+    'service.istio.io/canonical-name': w.labels.app ?? w.name,
+    'service.istio.io/canonical-revision': w.labels.version ?? 'latest',
+  };
   const metadata: Record<string, string> = {
     ...extra,
     CANONICAL_REVISION: labels['service.istio.io/canonical-revision'],

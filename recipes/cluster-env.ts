@@ -42,7 +42,11 @@ export const clusterEnv = defineRecipe({
     } else {
       const cidrs = a.serviceCidr
         ? [a.serviceCidr].flat()
-        : (await cluster(ctx, a.cluster, 'cluster-env.serviceCidr').once('service-cidrs', (k) => k.serviceCidrs({ ...(a.fallbackServiceCidr && { fallback: a.fallbackServiceCidr }) }))).cidrs;
+        : (
+            await cluster(ctx, a.cluster, 'cluster-env.serviceCidr').once('service-cidrs', (k) =>
+              k.serviceCidrs({ ...(a.fallbackServiceCidr && { fallback: a.fallbackServiceCidr }) }),
+            )
+          ).cidrs;
       // only what differs from the sidecar's own defaults, as in the docs' example (ISTIO_SERVICE_CIDR=10.63.240.0/20)
       content = renderEnvFile({
         ISTIO_SERVICE_CIDR: cidrs.join(','),
@@ -59,7 +63,10 @@ export const clusterEnv = defineRecipe({
 });
 
 /** cluster.env as `istioctl x workload entry configure` writes it: proxyMetadata, then the workload's overrides, sorted, shell-quoted. */
-export function renderIstiodClusterEnv(w: Workload, o: { systemNamespace: string; svcIp?: string | undefined; proxyMetadata?: Record<string, string>; extra?: Record<string, string> }): string {
+export function renderIstiodClusterEnv(
+  w: Workload,
+  o: { systemNamespace: string; svcIp?: string | undefined; proxyMetadata?: Record<string, string>; extra?: Record<string, string> },
+): string {
   const overrides: Record<string, string> = {
     ISTIO_INBOUND_PORTS: w.ports.length ? w.ports.join(',') : '*',
     ISTIO_NAMESPACE: w.namespace,

@@ -81,7 +81,10 @@ export class Cluster {
 
 /** The run's connection to the cluster, or an error that says which attribute to set. */
 export function cluster(context: RecipeContext, config: ClusterAttribute | undefined, needed: string): Cluster {
-  if (!config) throw new Error(`${needed} is not given, so it must be read from the cluster, but no "cluster" attribute says how to reach it (vault + access, or server + caFile + tokenFile)`);
+  if (!config)
+    throw new Error(
+      `${needed} is not given, so it must be read from the cluster, but no "cluster" attribute says how to reach it (vault + access, or server + caFile + tokenFile)`,
+    );
   // keyed by the configuration: two recipes given different clusters get different connections, never the first one's
   return context.service(`cluster:${JSON.stringify(config)}`, () => new Cluster(config, context));
 }

@@ -21,7 +21,11 @@ export const convergeTimer = defineRecipe({
     SystemdUnit({
       name: 'meshvm.service',
       sections: {
-        Unit: { Description: 'meshvm converge (renews certificates and tokens, repairs drift)', Wants: 'network-online.target', After: 'network-online.target' },
+        Unit: {
+          Description: 'meshvm converge (renews certificates and tokens, repairs drift)',
+          Wants: 'network-online.target',
+          After: 'network-online.target',
+        },
         Service: { Type: 'oneshot', ExecStart: a.command, TimeoutStartSec: '15min' },
       },
     }),

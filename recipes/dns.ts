@@ -16,7 +16,13 @@ export const controlPlaneEntry = z.strictObject({ name: dnsName, address: z.unio
 
 /** The names each flow's sidecar looks up, and the LoadBalancer Service (in the system namespace) that answers for each. */
 export const CONTROL_PLANE_SERVICES = {
-  classic: { 'istio-pilot': 'istio-pilot-ilb', 'istio-policy': 'mixer-ilb', 'istio-telemetry': 'mixer-ilb', 'istio-citadel': 'citadel-ilb', 'istio-ca': 'citadel-ilb' },
+  classic: {
+    'istio-pilot': 'istio-pilot-ilb',
+    'istio-policy': 'mixer-ilb',
+    'istio-telemetry': 'mixer-ilb',
+    'istio-citadel': 'citadel-ilb',
+    'istio-ca': 'citadel-ilb',
+  },
   istiod: { istiod: 'istio-eastwestgateway' },
 } as const;
 
@@ -27,7 +33,10 @@ export const dnsAttributes = z.strictObject({
   /** The cluster DNS address VMs can reach; read from the cluster (dnsService) when not given. */
   clusterDns: ipAddress.optional(),
   /** namespace/name of the Service whose address is the cluster DNS for VMs: a LoadBalancer (dns-ilb) or kube-dns. */
-  dnsService: z.string().regex(/^[a-z0-9-]+\/[a-z0-9-]+$/, 'expected namespace/name').default('kube-system/kube-dns'),
+  dnsService: z
+    .string()
+    .regex(/^[a-z0-9-]+\/[a-z0-9-]+$/, 'expected namespace/name')
+    .default('kube-system/kube-dns'),
   clusterDomain: dnsName.default('svc.cluster.local'),
   /** Control-plane names and addresses; read from the cluster's LoadBalancer Services when not given. */
   controlPlane: z.array(controlPlaneEntry).optional(),
@@ -36,12 +45,14 @@ export const dnsAttributes = z.strictObject({
   systemNamespace: dnsName.default('istio-system'),
   configFile: guestPath.default('/etc/dnsmasq.d/kubedns'),
   /** Install dnsmasq, run it on 127.0.0.1, and send it what it does not answer (upstream nameservers, saved on the first run). */
-  dnsmasq: z.strictObject({
-    manage: z.boolean().default(true),
-    listenAddress: ipAddress.default('127.0.0.1'),
-    /** Where other names go; by default the nameservers the host had before meshvm (kept in /etc/meshvm/upstream-resolv.conf). */
-    upstreamServers: z.array(ipAddress).optional(),
-  }).prefault({}),
+  dnsmasq: z
+    .strictObject({
+      manage: z.boolean().default(true),
+      listenAddress: ipAddress.default('127.0.0.1'),
+      /** Where other names go; by default the nameservers the host had before meshvm (kept in /etc/meshvm/upstream-resolv.conf). */
+      upstreamServers: z.array(ipAddress).optional(),
+    })
+    .prefault({}),
   /** Point the host's resolver at dnsmasq: auto (detect its owner), resolved, file, or none. */
   resolver: z.enum(['auto', 'resolved', 'file', 'none']).default('auto'),
   /** Search domains for the resolver (e.g. a Route53 zone, see the aws recipe). */
@@ -64,7 +75,18 @@ export const dns = defineRecipe({
     const declared = [
       a.dnsmasq.manage && Package({ name: 'dnsmasq' }),
       Directory({ path: dir, mode: 0o755 }),
-      File({ path: a.configFile, mode: 0o644, owner: 'root', group: 'root', content: renderKubedns({ ...a, clusterDns, controlPlane }), verify: DNSMASQ_TEST, verifyOnHost: true }, notify),
+      File(
+        {
+          path: a.configFile,
+          mode: 0o644,
+          owner: 'root',
+          group: 'root',
+          content: renderKubedns({ ...a, clusterDns, controlPlane }),
+          verify: DNSMASQ_TEST,
+          verifyOnHost: true,
+        },
+        notify,
+      ),
     ];
     if (!a.dnsmasq.manage) return declared;
 
@@ -95,7 +117,12 @@ export const dns = defineRecipe({
 const DNSMASQ_TEST = ['sh', '-c', 'command -v dnsmasq >/dev/null || exit 0; exec dnsmasq --test --conf-file="$1"', 'sh', '%{path}'];
 
 /** The file's lines in the order Istio's docs show them: server=, short names, then the namespaced names (IP addresses only). */
-export function renderKubedns(a: { clusterDns: string; clusterDomain: string; controlPlane: readonly { name: string; address: string }[]; systemNamespace: string }): string {
+export function renderKubedns(a: {
+  clusterDns: string;
+  clusterDomain: string;
+  controlPlane: readonly { name: string; address: string }[];
+  systemNamespace: string;
+}): string {
   const answered = a.controlPlane.filter((entry) => isIP(entry.address));
   const lines = [`server=/${a.clusterDomain}/${a.clusterDns}`];
   for (const { name, address } of answered) lines.push(`address=/${name}/${address}`);

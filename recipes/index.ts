@@ -12,5 +12,8 @@ import { sidecar } from './sidecar.ts';
 import { sidecarServices } from './sidecar-services.ts';
 
 export const builtins: ReadonlyMap<string, Recipe> = new Map<string, Recipe>(
-  [files, istioProxyUser, dns, clusterEnv, sidecar, certs, sidecarServices, aws, convergeTimer, interception].map((recipe) => [recipe.name, recipe as unknown as Recipe]),
+  [files, istioProxyUser, dns, clusterEnv, sidecar, certs, sidecarServices, aws, convergeTimer, interception].map((recipe) => [
+    recipe.name,
+    recipe as unknown as Recipe,
+  ]),
 );

@@ -57,13 +57,17 @@ exit $missing
 
 export const interception = defineRecipe({
   name: 'interception',
-  description: "The sidecar's nat interception rules checked on every converge; a missing one gets istio restarted (once, with any other restart owed), which reinstalls them.",
+  description:
+    "The sidecar's nat interception rules checked on every converge; a missing one gets istio restarted (once, with any other restart owed), which reinstalls them.",
   attributes: z.strictObject({ flow, proxyUser }),
   declare(a, ctx) {
-    if (a.flow !== 'istiod') throw new Error('the interception check knows the rules of Istio 1.5 and later (the istiod flow); the classic flow\'s sidecars wrote others');
+    if (a.flow !== 'istiod')
+      throw new Error("the interception check knows the rules of Istio 1.5 and later (the istiod flow); the classic flow's sidecars wrote others");
     // the rules live in the running kernel: nothing to check under --root, and nothing to restart without sidecar-services
     if (!ctx.host.live || !ctx.runlist.recipes.includes('sidecar-services')) return [];
-    const istio = sidecarServiceSpecs(a.flow).filter((spec) => spec.name === 'istio').map((spec) => Service(spec));
+    const istio = sidecarServiceSpecs(a.flow)
+      .filter((spec) => spec.name === 'istio')
+      .map((spec) => Service(spec));
     // the script travels in the environment, so that the plan and the report name the check in one line, not 50
     return Execute(
       {

@@ -5,9 +5,18 @@ import type { Notifiable } from '../engine/resource.ts';
 import { Service } from '../resources/service.ts';
 
 /** A namespace name as Kubernetes accepts it (a DNS-1123 label). */
-export const namespaceName = z.string().max(63).regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/, 'expected a Kubernetes namespace name: lower case letters, digits and "-", at most 63');
+export const namespaceName = z
+  .string()
+  .max(63)
+  .regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/, 'expected a Kubernetes namespace name: lower case letters, digits and "-", at most 63');
 /** A service account name as Kubernetes accepts it (a DNS-1123 subdomain). */
-export const serviceAccountName = z.string().max(253).regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/, 'expected a Kubernetes service account name: lower case letters, digits, "-" and "."');
+export const serviceAccountName = z
+  .string()
+  .max(253)
+  .regex(
+    /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/,
+    'expected a Kubernetes service account name: lower case letters, digits, "-" and "."',
+  );
 
 export const flow = z.enum(['classic', 'istiod']).default('classic');
 
@@ -25,7 +34,10 @@ export const workload = z.strictObject({
   meshId: z.string().default(''),
   trustDomain: z.string().default('cluster.local'),
   /** An istiod revision ("canary"); default none. */
-  revision: z.string().regex(/^[a-z0-9-]*$/).default(''),
+  revision: z
+    .string()
+    .regex(/^[a-z0-9-]*$/)
+    .default(''),
 });
 export type Workload = z.output<typeof workload>;
 

@@ -5,11 +5,19 @@ import { accountName, guestPath } from '../engine/validate.ts';
 import type { Host, HostReader } from '../engine/host.ts';
 import { describePresence } from './fields.ts';
 
-const name = z.string().regex(/^[a-z_][a-z0-9_-]*\$?$/, 'expected a name of lower case letters, digits, "_" or "-", starting with a letter or "_"').max(32);
+const name = z
+  .string()
+  .regex(/^[a-z_][a-z0-9_-]*\$?$/, 'expected a name of lower case letters, digits, "_" or "-", starting with a letter or "_"')
+  .max(32);
 
 export const groupSpec = z.strictObject({
   name,
-  gid: z.number().int().min(0).max(2 ** 31 - 1).optional(),
+  gid: z
+    .number()
+    .int()
+    .min(0)
+    .max(2 ** 31 - 1)
+    .optional(),
   system: z.boolean().default(true),
 });
 export type GroupSpec = z.output<typeof groupSpec>;
@@ -20,14 +28,22 @@ export interface GroupState {
 
 export const userSpec = z.strictObject({
   name,
-  uid: z.number().int().min(0).max(2 ** 31 - 1).optional(),
+  uid: z
+    .number()
+    .int()
+    .min(0)
+    .max(2 ** 31 - 1)
+    .optional(),
   /** Primary group; by default a group of the user's own name (created if missing). */
   group: accountName.optional(),
   /** Supplementary groups, which must exist. */
   groups: z.array(accountName).optional(),
   home: guestPath.optional(),
   shell: guestPath.optional(),
-  comment: z.string().regex(/^[^:\n]*$/, 'must not contain ":" or a newline').optional(),
+  comment: z
+    .string()
+    .regex(/^[^:\n]*$/, 'must not contain ":" or a newline')
+    .optional(),
   system: z.boolean().default(true),
   createHome: z.boolean().default(false),
 });
@@ -46,7 +62,12 @@ export interface UserState {
 async function prefixArgs(host: Host): Promise<string[]> {
   if (host.live) return [];
   if (!(await host.stat('/etc'))) await host.mkdir('/etc', { mode: 0o755 });
-  for (const [file, mode] of [['/etc/passwd', 0o644], ['/etc/group', 0o644], ['/etc/shadow', 0o640], ['/etc/gshadow', 0o640]] as const) {
+  for (const [file, mode] of [
+    ['/etc/passwd', 0o644],
+    ['/etc/group', 0o644],
+    ['/etc/shadow', 0o640],
+    ['/etc/gshadow', 0o640],
+  ] as const) {
     if (!(await host.stat(file))) await host.writeFile(file, '', { mode, backup: false });
   }
   return ['--prefix', host.root];
@@ -92,7 +113,10 @@ export const userType = {
     const user = users.get(spec.name);
     if (!user) return undefined;
     const primary = [...groups.values()].find((g) => g.gid === user.gid)?.name ?? String(user.gid);
-    const supplementary = [...groups.values()].filter((g) => g.members.includes(spec.name)).map((g) => g.name).sort();
+    const supplementary = [...groups.values()]
+      .filter((g) => g.members.includes(spec.name))
+      .map((g) => g.name)
+      .sort();
     return { ensure: 'present', uid: user.uid, group: primary, groups: supplementary, home: user.home, shell: user.shell, comment: user.comment };
   },
 
@@ -118,7 +142,8 @@ export const userType = {
     const { groups } = await host.accounts();
     const primary = spec.group ?? (groups.has(spec.name) ? spec.name : undefined);
     await host.run([
-      'useradd', ...prefix,
+      'useradd',
+      ...prefix,
       ...(spec.system ? ['--system'] : []),
       ...(primary ? ['--gid', primary] : ['--user-group']),
       spec.createHome ? '--create-home' : '--no-create-home',

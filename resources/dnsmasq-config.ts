@@ -11,7 +11,8 @@ export const DEFAULT_DNSMASQ_DROP_IN = '/etc/dnsmasq.d/meshvm.conf';
 
 const server = z.strictObject({ server: ipAddress, port: port.optional() });
 
-const UPSTREAM_HELP = "say where dnsmasq sends the names not declared here: { from: 'none' }, { from: 'servers', servers: [{ server: IP }] } or { from: 'resolv-file', path }";
+const UPSTREAM_HELP =
+  "say where dnsmasq sends the names not declared here: { from: 'none' }, { from: 'servers', servers: [{ server: IP }] } or { from: 'resolv-file', path }";
 
 const upstream = z.discriminatedUnion(
   'from',
@@ -62,7 +63,9 @@ export const dnsmasqConfigSpec = z
         z
           .string()
           .regex(/^[a-z0-9][a-z0-9-]*(=[^\n]*)?$/, 'expected one dnsmasq option without "--", such as "cache-size=1000" or "log-queries"')
-          .refine((v) => !OWNED[v.split('=')[0]!], { error: (issue) => `"${String(issue.input).split('=')[0]}" is set through ${OWNED[String(issue.input).split('=')[0]!]}, not extraOptions` }),
+          .refine((v) => !OWNED[v.split('=')[0]!], {
+            error: (issue) => `"${String(issue.input).split('=')[0]}" is set through ${OWNED[String(issue.input).split('=')[0]!]}, not extraOptions`,
+          }),
       )
       .default([]),
   })
@@ -74,18 +77,31 @@ export const dnsmasqConfigSpec = z
       if (first) ctx.addIssue({ code: 'custom', path: where, message: `${what} is listed twice (${first} and ${here})` });
       else seen.set(id, here);
     };
-    for (const [i, f] of spec.forward.entries()) once(`forward ${f.domain} ${canonicalIp(f.server)}#${f.port ?? 53}`, ['forward', i], `forwarding ${f.domain} to ${f.server}${f.port ? `#${f.port}` : ''}`);
-    for (const [i, a] of spec.addresses.entries()) once(`address ${a.name} v${isIP(a.address)}`, ['addresses', i, 'name'], `an IPv${isIP(a.address)} address for ${a.name}`);
+    for (const [i, f] of spec.forward.entries())
+      once(
+        `forward ${f.domain} ${canonicalIp(f.server)}#${f.port ?? 53}`,
+        ['forward', i],
+        `forwarding ${f.domain} to ${f.server}${f.port ? `#${f.port}` : ''}`,
+      );
+    for (const [i, a] of spec.addresses.entries())
+      once(`address ${a.name} v${isIP(a.address)}`, ['addresses', i, 'name'], `an IPv${isIP(a.address)} address for ${a.name}`);
     const forwarded = new Map(spec.forward.map((f, i) => [f.domain, i]));
     for (const [i, a] of spec.addresses.entries()) {
       const j = forwarded.get(a.name);
-      if (j !== undefined) ctx.addIssue({ code: 'custom', path: ['addresses', i, 'name'], message: `${a.name} is both forwarded (forward[${j}]) and answered here (addresses[${i}]); keep one` });
+      if (j !== undefined)
+        ctx.addIssue({
+          code: 'custom',
+          path: ['addresses', i, 'name'],
+          message: `${a.name} is both forwarded (forward[${j}]) and answered here (addresses[${i}]); keep one`,
+        });
     }
     const servers = [
       ...spec.forward.map((f, i) => ({ ...f, where: ['forward', i, 'server'] })),
       ...(spec.upstream.from === 'servers' ? spec.upstream.servers.map((s, i) => ({ ...s, where: ['upstream', 'servers', i, 'server'] })) : []),
     ];
-    if (spec.upstream.from === 'servers') for (const [i, s] of spec.upstream.servers.entries()) once(`upstream ${canonicalIp(s.server)}#${s.port ?? 53}`, ['upstream', 'servers', i], `upstream ${s.server}`);
+    if (spec.upstream.from === 'servers')
+      for (const [i, s] of spec.upstream.servers.entries())
+        once(`upstream ${canonicalIp(s.server)}#${s.port ?? 53}`, ['upstream', 'servers', i], `upstream ${s.server}`);
     for (const s of servers) {
       if (listensOn(spec, s.server, s.port ?? 53)) {
         ctx.addIssue({ code: 'custom', path: s.where, message: `${s.server}#${s.port ?? 53} is where this dnsmasq listens: it would forward to itself` });
@@ -93,7 +109,6 @@ export const dnsmasqConfigSpec = z
     }
   });
 export type DnsmasqConfigSpec = z.output<typeof dnsmasqConfigSpec>;
-
 
 function formatWhere(where: readonly (string | number)[]): string {
   return where.reduce<string>((out, part) => (typeof part === 'number' ? `${out}[${part}]` : out ? `${out}.${part}` : part), '');
@@ -121,7 +136,14 @@ export function renderDnsmasqConfig(spec: DnsmasqConfigSpec): string {
   if (spec.port !== undefined) lines.push(`port=${spec.port}`);
   if (spec.bindInterfaces) lines.push('bind-interfaces');
   const up = spec.upstream;
-  lines.push('', up.from === 'resolv-file' ? `# Other names go to the nameservers listed in ${up.path}` : up.from === 'servers' ? '# Other names go to these servers' : '# Other names are refused: no upstream servers');
+  lines.push(
+    '',
+    up.from === 'resolv-file'
+      ? `# Other names go to the nameservers listed in ${up.path}`
+      : up.from === 'servers'
+        ? '# Other names go to these servers'
+        : '# Other names are refused: no upstream servers',
+  );
   if (up.from === 'resolv-file') lines.push(`resolv-file=${up.path}`);
   else lines.push('no-resolv', ...(up.from === 'servers' ? up.servers.map((s) => `server=${withPort(s.server, s.port)}`) : []));
   if (spec.forward.length) {

@@ -7,7 +7,9 @@ import type { CommandResult, Host, HostReader } from '../engine/host.ts';
 
 const OUTPUT_LINES = 10;
 
-const argv = z.array(z.string().refine((word) => !word.includes('\0'), 'must not contain a NUL byte')).min(1, 'expected a command: a list of words, the program first');
+const argv = z
+  .array(z.string().refine((word) => !word.includes('\0'), 'must not contain a NUL byte'))
+  .min(1, 'expected a command: a list of words, the program first');
 
 export const executeSpec = z
   .strictObject({
@@ -35,7 +37,12 @@ export const executeSpec = z
       .record(z.string(), z.string())
       .superRefine((env, ctx) => {
         for (const key of Object.keys(env)) {
-          if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(key)) ctx.addIssue({ code: 'custom', path: [key], message: `"${key}" is not an environment variable name (letters, digits and "_", not starting with a digit)` });
+          if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(key))
+            ctx.addIssue({
+              code: 'custom',
+              path: [key],
+              message: `"${key}" is not an environment variable name (letters, digits and "_", not starting with a digit)`,
+            });
         }
       })
       .optional(),
@@ -63,9 +70,13 @@ export const executeSpec = z
     }
     if (spec.sensitive && !spec.name) problem('name', 'a sensitive command needs a name, so that its ref does not show it');
     const guarded = spec.creates !== undefined || spec.onlyIf !== undefined || spec.notIf !== undefined;
-    if (spec.onlyWhenNotified && guarded) problem('onlyWhenNotified', 'a command run only when notified has no use for creates, onlyIf or notIf: a notification always runs it');
+    if (spec.onlyWhenNotified && guarded)
+      problem('onlyWhenNotified', 'a command run only when notified has no use for creates, onlyIf or notIf: a notification always runs it');
     if (!spec.onlyWhenNotified && !guarded) {
-      problem('', "nothing says when it is needed, so it would run on every converge: give creates, onlyIf or notIf, or onlyWhenNotified: true (to run it every time on purpose, say onlyIf: ['true'])");
+      problem(
+        '',
+        "nothing says when it is needed, so it would run on every converge: give creates, onlyIf or notIf, or onlyWhenNotified: true (to run it every time on purpose, say onlyIf: ['true'])",
+      );
     }
   });
 export type ExecuteSpec = z.output<typeof executeSpec>;
@@ -155,7 +166,10 @@ function whyRun(spec: ExecuteSpec, state: ExecuteState | undefined): string | un
 
 function outputTail(result: CommandResult): string {
   const parts: string[] = [];
-  for (const [name, text] of [['stderr', result.stderr], ['stdout', result.stdout]] as const) {
+  for (const [name, text] of [
+    ['stderr', result.stderr],
+    ['stdout', result.stdout],
+  ] as const) {
     const tail = lastLines(text.trimEnd(), OUTPUT_LINES);
     if (tail.trim()) parts.push(`${name} (last lines):\n${indent(tail)}`);
   }
@@ -200,7 +214,9 @@ export const executeType = {
 async function runOnce(host: Host, spec: ExecuteSpec): Promise<void> {
   await runCommand(host, spec);
   if (spec.creates !== undefined && !(await host.stat(spec.creates))) {
-    throw new Error(`\`${showCommand(spec)}\` succeeded but ${spec.creates} still does not exist, so every run would run it again: make the command create it, or fix creates`);
+    throw new Error(
+      `\`${showCommand(spec)}\` succeeded but ${spec.creates} still does not exist, so every run would run it again: make the command create it, or fix creates`,
+    );
   }
 }
 

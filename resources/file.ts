@@ -84,7 +84,10 @@ async function runVerify(host: HostReader, argv: readonly string[], staged: stri
   const stagedPath = onHost || host.live ? staged : staged.slice(host.root.length);
   const command = argv.map((arg) => arg.replaceAll('%{path}', stagedPath));
   const result = await host.query(command, { in: onHost ? 'host' : 'root' }).catch((error: Error) => {
-    const why = error instanceof NotInRootError ? `it runs inside the root ${error.root}, but ${error.why}; set verifyOnHost: true to run it on this machine` : error.message;
+    const why =
+      error instanceof NotInRootError
+        ? `it runs inside the root ${error.root}, but ${error.why}; set verifyOnHost: true to run it on this machine`
+        : error.message;
     throw new Error(`verify command \`${argv.join(' ')}\` was not run: ${why}; the live ${path} was left untouched`);
   });
   if (result.exitCode !== 0) {

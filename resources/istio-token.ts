@@ -17,7 +17,12 @@ export function jwtClaims(token: string): { sub?: string; aud?: string | string[
 }
 
 /** What mints a token: a TokenRequest through the run's cluster connection (given by the recipe, called only on converge). */
-export type TokenMinter = (request: { namespace: string; serviceAccount: string; audiences: string[]; expirationSeconds: number }) => Promise<{ token: string; expiresAt: Date }>;
+export type TokenMinter = (request: {
+  namespace: string;
+  serviceAccount: string;
+  audiences: string[];
+  expirationSeconds: number;
+}) => Promise<{ token: string; expiresAt: Date }>;
 
 export const istioTokenSpec = z.strictObject({
   path: guestPath.default('/var/run/secrets/tokens/istio-token'),
@@ -106,7 +111,12 @@ export const istioTokenType = {
       {
         action: `mint a token for ${spec.namespace}/${spec.serviceAccount} (audience ${spec.audiences.join(', ')}), expires in ${hours(spec.expirationSeconds)}`,
         async run(host: Host) {
-          const { token } = await spec.mint({ namespace: spec.namespace, serviceAccount: spec.serviceAccount, audiences: [...spec.audiences], expirationSeconds: spec.expirationSeconds });
+          const { token } = await spec.mint({
+            namespace: spec.namespace,
+            serviceAccount: spec.serviceAccount,
+            audiences: [...spec.audiences],
+            expirationSeconds: spec.expirationSeconds,
+          });
           secrets.add(token);
           // owner and mode set before the content lands; no backup of a secret
           await host.writeFile(spec.path, token + '\n', { mode: spec.mode, owner: spec.owner, group: spec.group, backup: false });

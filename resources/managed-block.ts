@@ -7,7 +7,10 @@ import type { Host, HostReader } from '../engine/host.ts';
 export const managedBlockSpec = z.strictObject({
   path: guestPath,
   /** Tells several blocks in one file apart; part of the markers. */
-  name: z.string().regex(/^[A-Za-z0-9_.-]+$/, 'expected letters, digits, ".", "_" or "-"').default('meshvm'),
+  name: z
+    .string()
+    .regex(/^[A-Za-z0-9_.-]+$/, 'expected letters, digits, ".", "_" or "-"')
+    .default('meshvm'),
   lines: z.array(z.string().refine((l) => !l.includes('\n'), 'a line must not contain a newline')),
   ensure: z.enum(['present', 'absent']).default('present'),
   /** The file's comment leader, used in the markers. */

@@ -7,14 +7,20 @@ import { INSTALLED_DEBS_DIR } from '../engine/state-paths.ts';
 const DEB_CACHE = '/var/cache/meshvm/debs';
 const INSTALLED_MARKS = INSTALLED_DEBS_DIR;
 
-const sha256 = z.string().regex(/^[0-9a-fA-F]{64}$/, 'expected a sha256 of 64 hex digits').transform((s) => s.toLowerCase());
+const sha256 = z
+  .string()
+  .regex(/^[0-9a-fA-F]{64}$/, 'expected a sha256 of 64 hex digits')
+  .transform((s) => s.toLowerCase());
 
 export const packageSpec = z
   .strictObject({
     name: z.string().regex(/^[a-z0-9][a-z0-9+.-]+$/, 'expected a Debian package name (lower case letters, digits, "+", "-", ".")'),
     ensure: z.enum(['present', 'absent']).default('present'),
     /** Pin an exact version (apt-get install name=version). */
-    version: z.string().regex(/^[A-Za-z0-9.+~:-]+$/, 'expected a Debian version string').optional(),
+    version: z
+      .string()
+      .regex(/^[A-Za-z0-9.+~:-]+$/, 'expected a Debian version string')
+      .optional(),
     /** Install this .deb instead of the repository's: a local path or an https URL, with its sha256. */
     deb: z
       .union([
@@ -51,9 +57,12 @@ export function parseDpkgQuery(text: string): Map<string, { installed: boolean; 
 
 const APT_ENV = { DEBIAN_FRONTEND: 'noninteractive', NEEDRESTART_MODE: 'a' };
 const aptOptions = (spec: PackageSpec) => [
-  '-o', `DPkg::Lock::Timeout=${spec.lockWaitSeconds}`,
-  '-o', 'Dpkg::Options::=--force-confdef',
-  '-o', 'Dpkg::Options::=--force-confold',
+  '-o',
+  `DPkg::Lock::Timeout=${spec.lockWaitSeconds}`,
+  '-o',
+  'Dpkg::Options::=--force-confdef',
+  '-o',
+  'Dpkg::Options::=--force-confold',
 ];
 
 export const packageType = {
@@ -98,7 +107,9 @@ export const packageType = {
     }
     if (await listsNeedUpdate(host, spec)) await host.run(['apt-get', 'update', ...aptOptions(spec)], { env: APT_ENV });
     const target = spec.version ? `${spec.name}=${spec.version}` : spec.name;
-    await host.run(['apt-get', 'install', '-y', '--no-install-recommends', ...(spec.version ? ['--allow-downgrades'] : []), ...aptOptions(spec), target], { env: APT_ENV });
+    await host.run(['apt-get', 'install', '-y', '--no-install-recommends', ...(spec.version ? ['--allow-downgrades'] : []), ...aptOptions(spec), target], {
+      env: APT_ENV,
+    });
   },
 
   describe(field: string, change: { from: unknown; to: unknown }): string | undefined {
@@ -137,7 +148,16 @@ async function listsNeedUpdate(host: HostReader, spec: PackageSpec): Promise<boo
   const policy = await host.query(['apt-cache', 'policy', spec.name]);
   if (!/Candidate: (?!\(none\))/.test(policy.stdout)) return true;
   if (spec.version && !policy.stdout.includes(` ${spec.version} `)) return true;
-  const stamp = await host.query(['find', '/var/lib/apt/lists', '-maxdepth', '1', '-name', '*_Packages', '-mmin', `-${Math.ceil(spec.listsMaxAgeSeconds / 60)}`]);
+  const stamp = await host.query([
+    'find',
+    '/var/lib/apt/lists',
+    '-maxdepth',
+    '1',
+    '-name',
+    '*_Packages',
+    '-mmin',
+    `-${Math.ceil(spec.listsMaxAgeSeconds / 60)}`,
+  ]);
   return stamp.stdout.trim() === '';
 }
 

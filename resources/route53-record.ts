@@ -7,31 +7,35 @@ import { secrets } from '../engine/secrets.ts';
 import type { HostReader } from '../engine/host.ts';
 import type { RecordChange, RecordData, Route53Records as Route53Api } from '../clients/route53.ts';
 
-const recordName = z.string()
+const recordName = z
+  .string()
   .regex(/^(\*\.)?([a-z0-9]([-a-z0-9_]{0,61}[a-z0-9])?\.)*[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.?$/i, 'expected a DNS name such as istiod.mesh.example.com')
   .transform((n) => n.toLowerCase());
 
-const record = z.strictObject({
-  name: recordName,
-  type: z.enum(['A', 'AAAA', 'CNAME']),
-  /** Seconds; default 60 (keep it low for load-balancer names). Not allowed with alias. */
-  ttl: z.number().int().min(0).max(2147483647).optional(),
-  values: z.array(z.string().min(1)).min(1).optional(),
-  /** Route53 alias (A/AAAA only), e.g. to an ELB: its canonical hosted zone id and DNS name. */
-  alias: z.strictObject({ hostedZoneId: z.string().min(1), dnsName: recordName, evaluateTargetHealth: z.boolean().default(false) }).optional(),
-}).superRefine((r, ctx) => {
-  const issue = (message: string, path: string) => ctx.addIssue({ code: 'custom', message, path: [path] });
-  if (Boolean(r.values) === Boolean(r.alias)) issue('give exactly one of values and alias', 'values');
-  if (r.alias && r.type === 'CNAME') issue('an alias record is type A or AAAA', 'type');
-  if (r.alias && r.ttl !== undefined) issue('an alias record takes its TTL from the target; remove ttl', 'ttl');
-  if (r.type === 'CNAME' && r.values && r.values.length !== 1) issue('a CNAME has exactly one value', 'values');
-  for (const [i, v] of (r.values ?? []).entries()) {
-    if (r.type === 'A' && isIP(v) !== 4) ctx.addIssue({ code: 'custom', message: 'expected an IPv4 address', path: ['values', i] });
-    if (r.type === 'AAAA' && isIP(v) !== 6) ctx.addIssue({ code: 'custom', message: 'expected an IPv6 address', path: ['values', i] });
-  }
-});
+const record = z
+  .strictObject({
+    name: recordName,
+    type: z.enum(['A', 'AAAA', 'CNAME']),
+    /** Seconds; default 60 (keep it low for load-balancer names). Not allowed with alias. */
+    ttl: z.number().int().min(0).max(2147483647).optional(),
+    values: z.array(z.string().min(1)).min(1).optional(),
+    /** Route53 alias (A/AAAA only), e.g. to an ELB: its canonical hosted zone id and DNS name. */
+    alias: z.strictObject({ hostedZoneId: z.string().min(1), dnsName: recordName, evaluateTargetHealth: z.boolean().default(false) }).optional(),
+  })
+  .superRefine((r, ctx) => {
+    const issue = (message: string, path: string) => ctx.addIssue({ code: 'custom', message, path: [path] });
+    if (Boolean(r.values) === Boolean(r.alias)) issue('give exactly one of values and alias', 'values');
+    if (r.alias && r.type === 'CNAME') issue('an alias record is type A or AAAA', 'type');
+    if (r.alias && r.ttl !== undefined) issue('an alias record takes its TTL from the target; remove ttl', 'ttl');
+    if (r.type === 'CNAME' && r.values && r.values.length !== 1) issue('a CNAME has exactly one value', 'values');
+    for (const [i, v] of (r.values ?? []).entries()) {
+      if (r.type === 'A' && isIP(v) !== 4) ctx.addIssue({ code: 'custom', message: 'expected an IPv4 address', path: ['values', i] });
+      if (r.type === 'AAAA' && isIP(v) !== 6) ctx.addIssue({ code: 'custom', message: 'expected an IPv6 address', path: ['values', i] });
+    }
+  });
 
-const credentials = z.strictObject({ accessKeyId: z.string().min(1), secretAccessKey: z.string().min(1), sessionToken: z.string().optional() })
+const credentials = z
+  .strictObject({ accessKeyId: z.string().min(1), secretAccessKey: z.string().min(1), sessionToken: z.string().optional() })
   .transform((c) => {
     secrets.add(c.secretAccessKey);
     secrets.add(c.sessionToken);
@@ -40,22 +44,32 @@ const credentials = z.strictObject({ accessKeyId: z.string().min(1), secretAcces
 
 export const route53RecordsSpec = z.strictObject({
   /** The hosted zone id, e.g. Z0123456789ABCDEFGHIJ. */
-  zoneId: z.string().transform((id) => id.replace(/^\/?hostedzone\//, '')).pipe(z.string().regex(/^[A-Z0-9]{1,32}$/, 'expected a hosted zone id such as Z0123456789ABCDEFGHIJ')),
-  records: z.array(record).min(1).superRefine((list, ctx) => {
-    const seen = new Map<string, string>();
-    for (const [i, r] of list.entries()) {
-      const name = r.name.replace(/\.$/, '');
-      const other = seen.get(name);
-      if (other !== undefined && (other === r.type || other === 'CNAME' || r.type === 'CNAME')) {
-        ctx.addIssue({ code: 'custom', message: `${name} is declared twice (${other} and ${r.type}); a CNAME cannot share its name`, path: [i, 'name'] });
+  zoneId: z
+    .string()
+    .transform((id) => id.replace(/^\/?hostedzone\//, ''))
+    .pipe(z.string().regex(/^[A-Z0-9]{1,32}$/, 'expected a hosted zone id such as Z0123456789ABCDEFGHIJ')),
+  records: z
+    .array(record)
+    .min(1)
+    .superRefine((list, ctx) => {
+      const seen = new Map<string, string>();
+      for (const [i, r] of list.entries()) {
+        const name = r.name.replace(/\.$/, '');
+        const other = seen.get(name);
+        if (other !== undefined && (other === r.type || other === 'CNAME' || r.type === 'CNAME')) {
+          ctx.addIssue({ code: 'custom', message: `${name} is declared twice (${other} and ${r.type}); a CNAME cannot share its name`, path: [i, 'name'] });
+        }
+        seen.set(name, r.type);
       }
-      seen.set(name, r.type);
-    }
-  }),
+    }),
   /** Ask DNS first (no API call when every record already answers right); false = always ask Route53. */
-  dnsCheck: z.union([z.literal(false), z.strictObject({ servers: z.array(z.string()).optional(), timeoutMs: z.number().int().positive().default(2000) })]).default({ timeoutMs: 2000 }),
+  dnsCheck: z
+    .union([z.literal(false), z.strictObject({ servers: z.array(z.string()).optional(), timeoutMs: z.number().int().positive().default(2000) })])
+    .default({ timeoutMs: 2000 }),
   /** Wait (bounded) for the change to be INSYNC on every Route53 server; false = return once it is accepted. */
-  waitForSync: z.union([z.literal(false), z.strictObject({ maxSeconds: z.number().positive().default(120), pollSeconds: z.number().positive().default(5) })]).default(false),
+  waitForSync: z
+    .union([z.literal(false), z.strictObject({ maxSeconds: z.number().positive().default(120), pollSeconds: z.number().positive().default(5) })])
+    .default(false),
   region: z.string().default('us-east-1'),
   endpoint: z.url().optional(),
   credentials: credentials.optional(),
@@ -96,7 +110,9 @@ function toChange(r: RecordSpec): RecordChange {
 async function openRoute53(spec: Route53RecordsSpec): Promise<Route53Api> {
   const { Route53Records } = await import('../clients/route53.ts');
   return new Route53Records({
-    region: spec.region, maxAttempts: spec.maxAttempts, timeoutSeconds: spec.timeoutSeconds,
+    region: spec.region,
+    maxAttempts: spec.maxAttempts,
+    timeoutSeconds: spec.timeoutSeconds,
     ...(spec.endpoint ? { endpoint: spec.endpoint } : {}),
     ...(spec.credentials ? { credentials: spec.credentials } : {}),
   });
@@ -119,7 +135,9 @@ export const route53RecordsType = {
     if (spec.dnsCheck !== false) {
       const { answersRight } = await import('../clients/dns-check.ts');
       const check = spec.dnsCheck;
-      const right = await Promise.all(spec.records.map((r) => answersRight(toChange(r), { timeoutMs: check.timeoutMs, ...(check.servers ? { servers: check.servers } : {}) })));
+      const right = await Promise.all(
+        spec.records.map((r) => answersRight(toChange(r), { timeoutMs: check.timeoutMs, ...(check.servers ? { servers: check.servers } : {}) })),
+      );
       unknown = spec.records.filter((r, i) => {
         if (right[i]) state[recordKey(r)] = desiredData(r);
         return !right[i];

@@ -8,7 +8,10 @@ import { describePresence } from './fields.ts';
 export const symlinkSpec = z.strictObject({
   path: guestPath,
   /** What the link points at, as written into the link (absolute paths are inside the root, as the machine sees them). */
-  target: z.string().min(1).refine((v) => !v.includes('\0'), 'must not contain a NUL byte'),
+  target: z
+    .string()
+    .min(1)
+    .refine((v) => !v.includes('\0'), 'must not contain a NUL byte'),
 });
 export type SymlinkSpec = z.output<typeof symlinkSpec>;
 

@@ -16,7 +16,10 @@ export const systemdUnitSpec = z
   .strictObject({
     name: unitName,
     /** A drop-in name: writes /etc/systemd/system/<name>.d/<dropIn>.conf instead of the unit file. */
-    dropIn: z.string().regex(/^[A-Za-z0-9_.-]+$/, 'letters, digits, "_", "." or "-"').optional(),
+    dropIn: z
+      .string()
+      .regex(/^[A-Za-z0-9_.-]+$/, 'letters, digits, "_", "." or "-"')
+      .optional(),
     /** Sections in order, directives in order; a list repeats the directive. */
     sections: sectionsSchema.optional(),
     /** Or the text itself. */
@@ -30,7 +33,9 @@ export type SystemdUnitSpec = z.output<typeof systemdUnitSpec>;
 /** Deterministic unit-file text: sections and directives in the order given, lists as repeated directives. */
 export function renderUnit(sections: z.output<typeof sectionsSchema>): string {
   const blocks = Object.entries(sections).map(([section, directives]) => {
-    const lines = Object.entries(directives).flatMap(([key, v]) => (Array.isArray(v) ? v : [v]).map((item) => `${key}=${item === true ? 'yes' : item === false ? 'no' : item}`));
+    const lines = Object.entries(directives).flatMap(([key, v]) =>
+      (Array.isArray(v) ? v : [v]).map((item) => `${key}=${item === true ? 'yes' : item === false ? 'no' : item}`),
+    );
     return [`[${section}]`, ...lines].join('\n');
   });
   return `# Managed by meshvm: changes made here are overwritten.\n${blocks.join('\n\n')}\n`;

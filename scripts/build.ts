@@ -19,7 +19,14 @@ const outdir = path.join(root, 'dist');
 await fs.rm(outdir, { recursive: true, force: true });
 const started = performance.now();
 const runlistDir = path.join(root, 'runlists');
-const runlists = Object.fromEntries(await Promise.all((await fs.readdir(runlistDir)).filter((f) => f.endsWith('.yaml')).sort().map(async (f) => [f.replace(/\.yaml$/, ''), await fs.readFile(path.join(runlistDir, f), 'utf8')])));
+const runlists = Object.fromEntries(
+  await Promise.all(
+    (await fs.readdir(runlistDir))
+      .filter((f) => f.endsWith('.yaml'))
+      .sort()
+      .map(async (f) => [f.replace(/\.yaml$/, ''), await fs.readFile(path.join(runlistDir, f), 'utf8')]),
+  ),
+);
 const result = await build({
   absWorkingDir: root,
   entryPoints: { 'meshvm-core': 'bin/entry.ts' },
@@ -60,7 +67,10 @@ await build({
   logLevel: 'error',
 });
 const sea = path.join(outdir, 'sea');
-await fs.writeFile(path.join(sea, 'sea-config.json'), JSON.stringify({ main: 'meshvm.cjs', output: 'meshvm.blob', disableExperimentalSEAWarning: true, useCodeCache: true }));
+await fs.writeFile(
+  path.join(sea, 'sea-config.json'),
+  JSON.stringify({ main: 'meshvm.cjs', output: 'meshvm.blob', disableExperimentalSEAWarning: true, useCodeCache: true }),
+);
 await $({ cwd: sea })`${process.execPath} --experimental-sea-config sea-config.json`;
 const executable = path.join(outdir, 'meshvm');
 await fs.copyFile(process.execPath, executable);

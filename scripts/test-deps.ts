@@ -34,9 +34,12 @@ for (const [tool, pkg] of Object.entries(TOOLS)) {
 }
 if (missing.length === 0) process.exit(0);
 
-const canInstall = process.getuid?.() === 0 && !process.env.MESHVM_TEST_NO_INSTALL && (await $({ nothrow: true })`sh -c ${'command -v apt-get'}`).exitCode === 0;
+const canInstall =
+  process.getuid?.() === 0 && !process.env.MESHVM_TEST_NO_INSTALL && (await $({ nothrow: true })`sh -c ${'command -v apt-get'}`).exitCode === 0;
 if (!canInstall) {
-  console.log(`test tools missing (tests that need them say so and skip): ${missing.join(' ')}\n  install with: apt-get install --no-install-recommends ${missing.join(' ')}`);
+  console.log(
+    `test tools missing (tests that need them say so and skip): ${missing.join(' ')}\n  install with: apt-get install --no-install-recommends ${missing.join(' ')}`,
+  );
   process.exit(0);
 }
 console.log(`installing the tools the tests drive: ${missing.join(' ')}`);
@@ -44,7 +47,8 @@ const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
 for (let attempt = 1; ; attempt++) {
   // another apt may hold the dpkg lock for a while on a fresh machine: wait for it, then retry
   const update = await $({ env, nothrow: true })`apt-get -o DPkg::Lock::Timeout=120 update -qq`;
-  const install = update.exitCode === 0 && (await $({ env, nothrow: true })`apt-get -o DPkg::Lock::Timeout=120 install -y -qq --no-install-recommends ${missing}`);
+  const install =
+    update.exitCode === 0 && (await $({ env, nothrow: true })`apt-get -o DPkg::Lock::Timeout=120 install -y -qq --no-install-recommends ${missing}`);
   if (install && install.exitCode === 0) break;
   if (attempt === 4) {
     console.error(`apt-get failed: ${(install || update).stderr.trim().split('\n').slice(-3).join('\n')}`);

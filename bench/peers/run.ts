@@ -67,7 +67,10 @@ const DIST = path.join(PROJECT, 'dist');
 let MESHVM = MESHVM_BUILT;
 const meshvmArgv = () => (/\.[cm]?[jt]s$/.test(MESHVM) ? [process.execPath, MESHVM] : [MESHVM]);
 const list = <T extends string>(name: string, text: string, known: readonly T[]): T[] => {
-  const items = text.split(',').map((s) => s.trim()).filter(Boolean);
+  const items = text
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
   for (const item of items) if (!known.includes(item as T)) throw new Error(`--${name}: unknown "${item}" (one of ${known.join(', ')})`);
   return known.filter((k) => items.includes(k));
 };
@@ -99,19 +102,26 @@ async function checkPrerequisites(): Promise<void> {
   if (TOOLS.includes('ansible') && !(await has(['ansible-playbook', '--version']))) peers.push('ansible-core');
   if (TOOLS.includes('puppet')) {
     if (!(await has(['puppet', '--version']))) peers.push('puppet');
-    for (const [dir, pkg] of [['firewall', 'puppet-module-puppetlabs-firewall'], ['stdlib', 'puppet-module-puppetlabs-stdlib']]) {
+    for (const [dir, pkg] of [
+      ['firewall', 'puppet-module-puppetlabs-firewall'],
+      ['stdlib', 'puppet-module-puppetlabs-stdlib'],
+    ]) {
       if (!(await fs.stat(`/usr/share/puppet/modules/${dir}`).catch(() => undefined))) peers.push(pkg!);
     }
     // puppetlabs-firewall saves the rules after every change with `service netfilter-persistent save`: that would write
     // the namespace's rules over the host's /etc/iptables/rules.v4
     for (const file of ['/usr/sbin/netfilter-persistent', '/etc/init.d/netfilter-persistent', '/etc/init.d/iptables-persistent']) {
       if (await fs.stat(file).catch(() => undefined)) {
-        problems.push(`${file} exists: puppetlabs-firewall would save the benchmark's rules into the host's /etc/iptables; run the Puppet cells on a machine without netfilter-persistent (or leave Puppet out: --tools ansible,meshvm)`);
+        problems.push(
+          `${file} exists: puppetlabs-firewall would save the benchmark's rules into the host's /etc/iptables; run the Puppet cells on a machine without netfilter-persistent (or leave Puppet out: --tools ansible,meshvm)`,
+        );
       }
     }
   }
   if (peers.length) {
-    problems.push(`missing ${peers.join(', ')}; install the peers from Debian with:\n    apt-get update && apt-get install -y --no-install-recommends ansible-core puppet puppet-module-puppetlabs-firewall puppet-module-puppetlabs-stdlib time`);
+    problems.push(
+      `missing ${peers.join(', ')}; install the peers from Debian with:\n    apt-get update && apt-get install -y --no-install-recommends ansible-core puppet puppet-module-puppetlabs-firewall puppet-module-puppetlabs-stdlib time`,
+    );
   }
   if (problems.length) {
     console.error(`bench:peers cannot run:\n  ${problems.join('\n  ')}`);
@@ -176,7 +186,10 @@ const groupAlive = (pgid: number) => {
 
 /** Stops a run's whole process group (a tool may outlive GNU time, which exits on SIGTERM at once) and waits until it is gone. */
 async function stopGroup(pgid: number): Promise<void> {
-  for (const [signal, wait] of [['SIGTERM', 5_000], ['SIGKILL', 5_000]] as const) {
+  for (const [signal, wait] of [
+    ['SIGTERM', 5_000],
+    ['SIGKILL', 5_000],
+  ] as const) {
     if (!groupAlive(pgid)) return;
     try {
       process.kill(-pgid, signal);
@@ -300,7 +313,9 @@ async function completeState(lab: Lab): Promise<boolean> {
   if (lab.workload !== 'W3' || lab.tool === 'meshvm') return false;
   const puppetSpelling = lab.tool === 'puppet';
   const rules = Array.from({ length: SIZE }, (_, i) => {
-    const port = puppetSpelling ? `-m multiport --dports ${10000 + i} -m comment --comment "${String(i).padStart(5, '0')} MESHVM_W3 rule"` : `-m tcp --dport ${10000 + i}`;
+    const port = puppetSpelling
+      ? `-m multiport --dports ${10000 + i} -m comment --comment "${String(i).padStart(5, '0')} MESHVM_W3 rule"`
+      : `-m tcp --dport ${10000 + i}`;
     return `-A MESHVM_W3 -d 10.${i >> 8}.${i & 255}.1/32 -p tcp ${port} -j REDIRECT --to-ports 15001`;
   });
   const jump = puppetSpelling ? '-p tcp -m comment --comment "000 jump to MESHVM_W3" -j MESHVM_W3' : '-p tcp -j MESHVM_W3';
@@ -316,7 +331,8 @@ async function progress(lab: Lab, phase: Phase, log: string): Promise<string> {
     const files = await fs.readdir(path.join(lab.root, 'srv/files')).catch(() => []);
     return `${files.filter((f) => f.endsWith('.conf')).length} of ${SIZE} files`;
   }
-  if (phase === 'first' && lab.workload === 'W3') return `${(await snapshotTables(lab.ns)).filter((l) => l.startsWith('-A MESHVM_W3 ')).length} of ${SIZE} rules`;
+  if (phase === 'first' && lab.workload === 'W3')
+    return `${(await snapshotTables(lab.ns)).filter((l) => l.startsWith('-A MESHVM_W3 ')).length} of ${SIZE} rules`;
   // Ansible prints a line per loop item as it goes
   const items = log.match(/^(ok|changed): \[localhost\] => \(item=/gm)?.length;
   return items ? `${items} of ${SIZE} items` : 'unfinished';
@@ -365,7 +381,12 @@ async function timed(tool: Tool, lab: Lab, phase: Phase): Promise<{ sample: Samp
   const exitCode = await new Promise<number>((resolve, reject) => {
     // GNU time reports the peak RSS (ru_maxrss) of the largest single process it waited for in the tree; detached, the
     // tree is a process group of its own, which the sampler sums up
-    const child = spawn('/usr/bin/time', ['-f', '%M', '-o', timeFile, 'ip', 'netns', 'exec', lab.ns, ...argv], { env, stdio: ['ignore', fd, fd], detached: true, cwd: work });
+    const child = spawn('/usr/bin/time', ['-f', '%M', '-o', timeFile, 'ip', 'netns', 'exec', lab.ns, ...argv], {
+      env,
+      stdio: ['ignore', fd, fd],
+      detached: true,
+      cwd: work,
+    });
     running = child;
     sampler = setInterval(() => (treeKiB = Math.max(treeKiB, groupPss(child.pid!))), SAMPLE_MS);
     limiter = setTimeout(() => {
@@ -405,7 +426,11 @@ async function snapshotRoot(root: string, workload: WorkloadName): Promise<strin
     if (type === 'file') {
       let content = await fs.readFile(full, 'utf8');
       // Puppet's file_line writes the hosts line without the markers meshvm's block and Ansible's blockinfile put around it
-      if (rel === 'etc/hosts') content = content.split('\n').filter((l) => !HOSTS_MARKERS.has(l)).join('\n');
+      if (rel === 'etc/hosts')
+        content = content
+          .split('\n')
+          .filter((l) => !HOSTS_MARKERS.has(l))
+          .join('\n');
       what = createHash('sha256').update(content).digest('hex').slice(0, 16);
     } else if (type === 'link') what = await fs.readlink(full);
     lines.push(`${rel} ${type} ${(st.mode & 0o7777).toString(8).padStart(4, '0')} ${st.uid}:${st.gid} ${what}`.trimEnd());
@@ -466,7 +491,9 @@ async function verifySame(labs: Lab[], when: string): Promise<void> {
   for (const other of others) {
     for (const key of ['files', 'tables'] as const) {
       if (base![key].join('\n') !== other[key].join('\n')) {
-        throw new Error(`${when}: ${other.lab.tool} left other ${key} than ${base!.lab.tool} in ${other.lab.workload} (- ${base!.lab.tool}, + ${other.lab.tool}):\n${difference(base![key], other[key])}`);
+        throw new Error(
+          `${when}: ${other.lab.tool} left other ${key} than ${base!.lab.tool} in ${other.lab.workload} (- ${base!.lab.tool}, + ${other.lab.tool}):\n${difference(base![key], other[key])}`,
+        );
       }
     }
   }
@@ -498,7 +525,13 @@ const completed = new Set<Lab>();
 
 function labFor(tool: ToolName, workload: WorkloadName | 'empty'): Lab {
   const name = `${workload}-${tool}`;
-  return { tool, workload, root: path.join(work, 'roots', name), state: path.join(work, 'state', name), ns: `meshvm-peers-${TAG}-${workload.toLowerCase()}-${tool}` };
+  return {
+    tool,
+    workload,
+    root: path.join(work, 'roots', name),
+    state: path.join(work, 'state', name),
+    ns: `meshvm-peers-${TAG}-${workload.toLowerCase()}-${tool}`,
+  };
 }
 
 /** Runs one phase: round r runs each tool in turn (A, M, P, A, M, P, ...), each as many rounds as its cell is given. */
@@ -531,11 +564,14 @@ async function phase(workload: WorkloadName | 'empty', ph: Phase, labs: Lab[], a
       }
       const verdict = await cell.tool.verdict(lab, ph, outcome);
       if (typeof verdict === 'object') throw new Error(`${caseLabel}, ${cell.tool.label}: ${verdict.failed}`);
-      if (verdict !== EXPECT[ph]) throw new Error(`${caseLabel}, ${cell.tool.label}: expected ${EXPECT[ph]}, the run reported ${verdict}:\n${lastLines(outcome.log)}`);
+      if (verdict !== EXPECT[ph])
+        throw new Error(`${caseLabel}, ${cell.tool.label}: expected ${EXPECT[ph]}, the run reported ${verdict}:\n${lastLines(outcome.log)}`);
       cell.samples.push(sample);
       if (round === 0 && sample.seconds > SLOW_AFTER) cell.slow = true;
       const limit = cell.slow ? SLOW_RUNS : RUNS;
-      console.error(`  ${caseLabel.padEnd(38)} ${cell.tool.label.padEnd(8)} ${round + 1}/${limit}  ${sample.seconds.toFixed(3).padStart(8)} s  ${sample.rssMiB.toFixed(0).padStart(4)} MiB  tree ${sample.treeMiB.toFixed(0).padStart(4)} MiB  load ${sample.load.toFixed(2)}`);
+      console.error(
+        `  ${caseLabel.padEnd(38)} ${cell.tool.label.padEnd(8)} ${round + 1}/${limit}  ${sample.seconds.toFixed(3).padStart(8)} s  ${sample.rssMiB.toFixed(0).padStart(4)} MiB  tree ${sample.treeMiB.toFixed(0).padStart(4)} MiB  load ${sample.load.toFixed(2)}`,
+      );
     }
     if (round === 0) await afterFirstRound?.();
   }
@@ -565,14 +601,18 @@ function tables(versions: Record<ToolName, string>): string {
       if (cell.stopped) {
         const { sample, done } = cell.stopped;
         const vs = tool === 'meshvm' || !baseMedian ? '' : `> ${ratio(LIMIT, baseMedian)}`;
-        out.push(`| ${label} | ${versions[tool]} | stopped | > ${LIMIT} (${done}) | | | ${vs} | ${sample.rssMiB ? sample.rssMiB.toFixed(0) : "–"} | ${sample.treeMiB.toFixed(0)} |`);
+        out.push(
+          `| ${label} | ${versions[tool]} | stopped | > ${LIMIT} (${done}) | | | ${vs} | ${sample.rssMiB ? sample.rssMiB.toFixed(0) : '–'} | ${sample.treeMiB.toFixed(0)} |`,
+        );
         continue;
       }
       const t = stats(cell.samples.map((s) => s.seconds));
       const rss = Math.max(...cell.samples.map((s) => s.rssMiB));
       const tree = Math.max(...cell.samples.map((s) => s.treeMiB));
       const vs = tool === 'meshvm' || !baseMedian ? '' : ratio(t.median, baseMedian);
-      out.push(`| ${label} | ${versions[tool]} | ${cell.samples.length}${cell.slow && cell.samples.length < RUNS ? '*' : ''} | ${t.min.toFixed(3)} | ${t.median.toFixed(3)} | ${t.max.toFixed(3)} | ${vs} | ${rss.toFixed(0)} | ${tree.toFixed(0)} |`);
+      out.push(
+        `| ${label} | ${versions[tool]} | ${cell.samples.length}${cell.slow && cell.samples.length < RUNS ? '*' : ''} | ${t.min.toFixed(3)} | ${t.median.toFixed(3)} | ${t.max.toFixed(3)} | ${vs} | ${rss.toFixed(0)} | ${tree.toFixed(0)} |`,
+      );
     }
   }
   return out.join('\n');
@@ -595,7 +635,10 @@ work = await fs.mkdtemp(path.join(os.tmpdir(), 'meshvm-peers-'));
 if (MESHVM_BUILT.startsWith(DIST + path.sep)) {
   const copy = path.join(work, 'dist');
   // the bundle and its chunks; an executable only when it is what is timed
-  await fs.cp(DIST, copy, { recursive: true, filter: (src) => src === DIST || src === MESHVM_BUILT || /\.m?js$/.test(src) || src === path.join(DIST, 'chunks') });
+  await fs.cp(DIST, copy, {
+    recursive: true,
+    filter: (src) => src === DIST || src === MESHVM_BUILT || /\.m?js$/.test(src) || src === path.join(DIST, 'chunks'),
+  });
   MESHVM = path.join(copy, path.relative(DIST, MESHVM_BUILT));
 }
 for (const sig of ['SIGINT', 'SIGTERM'] as const) {
@@ -607,14 +650,22 @@ for (const sig of ['SIGINT', 'SIGTERM'] as const) {
 }
 await fs.mkdir(path.join(work, 'logs'), { recursive: true });
 
-const firewallVersion = TOOLS.includes('puppet') ? (JSON.parse(await fs.readFile('/usr/share/puppet/modules/firewall/metadata.json', 'utf8')) as { version: string }).version : '';
+const firewallVersion = TOOLS.includes('puppet')
+  ? (JSON.parse(await fs.readFile('/usr/share/puppet/modules/firewall/metadata.json', 'utf8')) as { version: string }).version
+  : '';
 const iptablesVersion = (await $`iptables --version`).stdout.trim();
 const head = (await $({ cwd: PROJECT, nothrow: true })`git rev-parse --short HEAD`).stdout.trim();
 const dirty = (await $({ cwd: PROJECT, nothrow: true })`git status --porcelain --untracked-files=no`).stdout.trim() !== '';
 const startedAt = Date.now();
 const loadBefore = os.loadavg();
 const header = [
-  `${TOOLS.length === 1 ? versions[TOOLS[0]!] : `meshvm vs ${TOOLS.filter((t) => t !== 'meshvm').map((t) => versions[t]).join(' and ')}`}: ${RUNS} runs per cell (${SLOW_RUNS} for a cell whose first run took over ${SLOW_AFTER} s), interleaved ${TOOLS.map((t) => versions[t].split(' ')[0]).join(', ')}`,
+  `${
+    TOOLS.length === 1
+      ? versions[TOOLS[0]!]
+      : `meshvm vs ${TOOLS.filter((t) => t !== 'meshvm')
+          .map((t) => versions[t])
+          .join(' and ')}`
+  }: ${RUNS} runs per cell (${SLOW_RUNS} for a cell whose first run took over ${SLOW_AFTER} s), interleaved ${TOOLS.map((t) => versions[t].split(' ')[0]).join(', ')}`,
   `meshvm ${head || '?'}${dirty ? ' with uncommitted changes' : ''}: ${meshvmArgv().length > 1 ? `Node ${process.version} running ` : ''}${path.relative(PROJECT, MESHVM_BUILT)}${firewallVersion ? `, puppetlabs-firewall ${firewallVersion}` : ''}, ${iptablesVersion}, Linux ${os.release()}, ${os.cpus().length} cores (${os.cpus()[0]?.model ?? '?'})`,
 ];
 console.error(header.join('\n'));
@@ -631,7 +682,11 @@ try {
   }
   for (const workload of WORKLOADS) {
     const labs = TOOLS.map((t) => labFor(t, workload));
-    const verify = (when: string) => verifySame(labs.filter((lab) => !unfinished.has(lab)), `${workload} ${when}`);
+    const verify = (when: string) =>
+      verifySame(
+        labs.filter((lab) => !unfinished.has(lab)),
+        `${workload} ${when}`,
+      );
     // first converge from a clean root and namespace; the end states are compared after the first round, before any further timing
     if (PHASES.includes('first')) await phase(workload, 'first', labs, () => verify('after the first converge'));
     else {
@@ -664,11 +719,16 @@ const loads = cells.flatMap((c) => c.samples.map((s) => s.load));
 const load = loads.length ? stats(loads) : { min: 0, median: 0, max: 0 };
 const command = `node bench/peers/run.ts${process.argv.slice(2).length ? ` ${process.argv.slice(2).join(' ')}` : ''}`;
 console.log(`\n${header.join('\n')}`);
-console.log(`${minutes.toFixed(1)} minutes; 1-minute load average ${loadBefore[0]!.toFixed(2)} at the start, ${load.min.toFixed(2)} / ${load.median.toFixed(2)} / ${load.max.toFixed(2)} (min / median / max) after each run.`);
+console.log(
+  `${minutes.toFixed(1)} minutes; 1-minute load average ${loadBefore[0]!.toFixed(2)} at the start, ${load.min.toFixed(2)} / ${load.median.toFixed(2)} / ${load.max.toFixed(2)} (min / median / max) after each run.`,
+);
 console.log(`Command: \`${command}\` (as root, from the repository).\n`);
 console.log(tables(versions));
 console.log(`\nWall time: from spawn to exit of \`/usr/bin/time ip netns exec NS <tool> ...\`, the same wrapper for all three.`);
-console.log(`Peak RSS: GNU time's %M, the largest resident set of any single process of the run. Tree: the most the whole process tree held at once, PSS summed over its processes every ${SAMPLE_MS} ms (never less than the peak RSS; a peak between two samples is missed). Both the maximum over the runs.`);
-if (cells.some((c) => c.slow && c.samples.length < RUNS)) console.log(`* fewer runs: the cell's first run took over ${SLOW_AFTER} s (--slow-runs ${SLOW_RUNS}).`);
+console.log(
+  `Peak RSS: GNU time's %M, the largest resident set of any single process of the run. Tree: the most the whole process tree held at once, PSS summed over its processes every ${SAMPLE_MS} ms (never less than the peak RSS; a peak between two samples is missed). Both the maximum over the runs.`,
+);
+if (cells.some((c) => c.slow && c.samples.length < RUNS))
+  console.log(`* fewer runs: the cell's first run took over ${SLOW_AFTER} s (--slow-runs ${SLOW_RUNS}).`);
 await cleanup();
 if (opts.keep) console.error(`kept ${work}`);

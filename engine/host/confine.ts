@@ -37,7 +37,8 @@ export async function confinedArgv(paths: RootPaths, argv: readonly string[], cw
   if (program.includes('/')) {
     const guest = path.posix.resolve(cwd, program);
     const found = await executable(paths, guest);
-    if (found !== 'yes') throw new NotInRootError(argv, paths.root, found === 'missing' ? `the root has no ${guest}` : `${guest} in the root is not an executable file`);
+    if (found !== 'yes')
+      throw new NotInRootError(argv, paths.root, found === 'missing' ? `the root has no ${guest}` : `${guest} in the root is not an executable file`);
   } else if (!(await lookUp(paths, program))) {
     throw new NotInRootError(argv, paths.root, `the root has no ${program} (looked in ${ROOT_PATH})`);
   }

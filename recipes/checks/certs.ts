@@ -76,7 +76,8 @@ async function tokenCheck(host: HostReader, spec: DeclaredToken): Promise<Check>
   else if (exp * 1000 - Date.now() <= spec.renewBeforeSeconds * 1000) problems.push(`is due for renewal (expires ${expires})`);
   if (claims && claims.sub !== subject) problems.push(`is for ${claims.sub ?? 'no subject'}, not ${subject}`);
   const audiences = [claims?.aud ?? []].flat();
-  if (claims && !spec.audiences.every((want) => audiences.includes(want))) problems.push(`is for the audiences ${audiences.join(', ') || '(none)'}, not ${spec.audiences.join(', ')}`);
+  if (claims && !spec.audiences.every((want) => audiences.includes(want)))
+    problems.push(`is for the audiences ${audiences.join(', ') || '(none)'}, not ${spec.audiences.join(', ')}`);
   return result(spec.path, problems, 'meshvm converge (it mints a new token for the workload)');
 }
 

@@ -23,7 +23,14 @@ export async function dnsChecks(a: z.output<typeof dnsAttributes>, context: Chec
   const file = context.declared.find((d) => d.type.kind === 'file' && (d.spec as FileSpec).path === a.configFile);
   const content = file ? (file.spec as FileSpec).content : undefined;
   if (content === undefined) {
-    return [{ check: 'dns', ok: false, detail: `the dns recipe declared no content for ${a.configFile} in this plan, so there is nothing to check`, fix: 'report this: the dns recipe always declares its configFile' }];
+    return [
+      {
+        check: 'dns',
+        ok: false,
+        detail: `the dns recipe declared no content for ${a.configFile} in this plan, so there is nothing to check`,
+        fix: 'report this: the dns recipe always declares its configFile',
+      },
+    ];
   }
   const { answers, forward } = parseKubedns(content);
   const lookup = lookupFor(context);
@@ -44,8 +51,14 @@ export async function dnsChecks(a: z.output<typeof dnsAttributes>, context: Chec
     const got = await lookup(name);
     const ok = got.addresses.length > 0;
     checks.push({
-      check: 'dns', ok, detail: `${name} (a cluster name) resolves to ${ok ? got.addresses.join(', ') : `nothing${got.error ? ` (${got.error})` : ''}`}`,
-      ...(ok ? {} : { fix: `can this VM reach the cluster DNS at ${forward.server} (port 53, UDP and TCP), and does dnsmasq forward ${forward.domain} to it (${a.configFile})?` }),
+      check: 'dns',
+      ok,
+      detail: `${name} (a cluster name) resolves to ${ok ? got.addresses.join(', ') : `nothing${got.error ? ` (${got.error})` : ''}`}`,
+      ...(ok
+        ? {}
+        : {
+            fix: `can this VM reach the cluster DNS at ${forward.server} (port 53, UDP and TCP), and does dnsmasq forward ${forward.domain} to it (${a.configFile})?`,
+          }),
     });
   }
   // 3. the control plane answers on its port
@@ -76,15 +89,21 @@ async function controlPlaneCheck(target: Target, lookup: Lookup, context: CheckC
   const where = `${target.name}:${target.port}`;
   if (!ip) {
     return {
-      check: 'control plane', ok: false,
+      check: 'control plane',
+      ok: false,
       detail: `${where} cannot be tried: the name does not resolve through ${resolverName(context)}${got.error ? ` (${got.error})` : ''}`,
       fix: `make ${target.name} resolve first: ${dnsmasqFix}`,
     };
   }
   const error = await tcpConnect(ip, target.port, context.timeoutMs);
   return {
-    check: 'control plane', ok: !error,
+    check: 'control plane',
+    ok: !error,
     detail: `${where} (${ip}) ${error ? `does not accept a connection: ${error}` : 'accepts a connection'}`,
-    ...(error ? { fix: `the name resolves, the port does not answer: open port ${target.port} from this VM to the load balancer at ${ip} (security groups, firewall), and check that the Service behind it has endpoints` } : {}),
+    ...(error
+      ? {
+          fix: `the name resolves, the port does not answer: open port ${target.port} from this VM to the load balancer at ${ip} (security groups, firewall), and check that the Service behind it has endpoints`,
+        }
+      : {}),
   };
 }

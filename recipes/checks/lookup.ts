@@ -15,10 +15,11 @@ export function lookupFor(context: Pick<CheckContext, 'resolver' | 'timeoutMs'>)
     resolver.setServers([context.resolver]);
     ask = (name) => resolver.resolve4(name);
   }
-  return (name) => ask(name).then(
-    (addresses) => ({ addresses }),
-    (error: NodeJS.ErrnoException) => ({ addresses: [], error: error.code ?? error.message }),
-  );
+  return (name) =>
+    ask(name).then(
+      (addresses) => ({ addresses }),
+      (error: NodeJS.ErrnoException) => ({ addresses: [], error: error.code ?? error.message }),
+    );
 }
 
 /** Where a lookup went, for details and fixes: "the system resolver" or "the DNS server 127.0.0.1". */

@@ -13,7 +13,12 @@ export async function servicesChecks(a: SidecarServicesAttributes, context: Chec
       continue;
     }
     const state = (await context.host.query(['systemctl', 'is-active', spec.name])).stdout.trim();
-    checks.push({ check: 'services', ok: state === 'active', detail: `${spec.name} is ${state || 'unknown'}`, ...(state === 'active' ? {} : { fix: `journalctl -u ${spec.name}; systemctl status ${spec.name}` }) });
+    checks.push({
+      check: 'services',
+      ok: state === 'active',
+      detail: `${spec.name} is ${state || 'unknown'}`,
+      ...(state === 'active' ? {} : { fix: `journalctl -u ${spec.name}; systemctl status ${spec.name}` }),
+    });
   }
   return [...checks, ...(await interceptionChecks(a, context))];
 }

@@ -37,7 +37,9 @@ import {
 export type { IptablesState } from './parse.ts';
 
 const COMMANDS = new Set(
-  '-A --append -C --check -D --delete -I --insert -R --replace -L --list -S --list-rules -F --flush -Z --zero -N --new-chain -X --delete-chain -P --policy -E --rename-chain -t --table'.split(' '),
+  '-A --append -C --check -D --delete -I --insert -R --replace -L --list -S --list-rules -F --flush -Z --zero -N --new-chain -X --delete-chain -P --policy -E --rename-chain -t --table'.split(
+    ' ',
+  ),
 );
 const TARGETS = new Set(['-j', '--jump', '-g', '--goto']);
 
@@ -93,7 +95,11 @@ export const iptablesSpec = z
   .superRefine((spec, ctx) => {
     const builtins = BUILTIN_CHAINS[spec.table];
     if (spec.from && !builtins.includes(spec.from.chain)) {
-      ctx.addIssue({ code: 'custom', path: ['from', 'chain'], message: `${spec.from.chain} is not a built-in chain of the ${spec.table} table (one of ${builtins.join(', ')})` });
+      ctx.addIssue({
+        code: 'custom',
+        path: ['from', 'chain'],
+        message: `${spec.from.chain} is not a built-in chain of the ${spec.table} table (one of ${builtins.join(', ')})`,
+      });
     }
     const seen = new Map<string, number>();
     for (const [i, args] of spec.rules.entries()) {
@@ -153,7 +159,8 @@ async function readTables(host: HostReader, ipv6: boolean): Promise<Map<string, 
   const fam = ipv6 ? 'ipv6' : 'ipv4';
   return host.memo(`iptables-save:${backend}:${fam}`, async () => {
     const dump = dumps[fam];
-    if (dump.text === undefined) throw new Error(`cannot read the ${fam} tables with the ${backend} backend: ${dump.problem}\n  is the iptables package installed?`);
+    if (dump.text === undefined)
+      throw new Error(`cannot read the ${fam} tables with the ${backend} backend: ${dump.problem}\n  is the iptables package installed?`);
     return parseIptablesSave(dump.text);
   });
 }
@@ -174,14 +181,19 @@ function describeRules(from: RuleEntry[] | undefined, to: RuleEntry[]): string {
   const order = (list: RuleEntry[]) => list.filter((r) => kept.has(r.tag!)).map((r) => r.tag);
   const reordered = [...new Set(order(from ?? []))].join() !== order(to).join();
   if (reordered) lines.push('~ the rules meshvm keeps are put back in the declared order');
-  const head = !from?.length ? `add ${to.length} rule${to.length === 1 ? '' : 's'}` : `update rules: ${added} added, ${removed} removed${reordered ? ', reordered' : ''}`;
+  const head = !from?.length
+    ? `add ${to.length} rule${to.length === 1 ? '' : 's'}`
+    : `update rules: ${added} added, ${removed} removed${reordered ? ', reordered' : ''}`;
   const shown = lines.length > MAX_SHOWN ? [...lines.slice(0, MAX_SHOWN), `... ${lines.length - MAX_SHOWN} more`] : lines;
   return [head, ...shown.map((l) => `  ${l}`)].join('\n');
 }
 
 /** iptables-restore's own words, what the line it names is, and what to do about it. */
 function refused(error: CommandError, command: string, lines: readonly string[], spec: IptablesSpec): Error {
-  const said = error.stderr.split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('Try `'));
+  const said = error.stderr
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l && !l.startsWith('Try `'));
   const at = /line:? (\d+)/.exec(error.stderr)?.[1];
   const line = at ? (lines[Number(at) - 1] ?? '') : '';
   const rule = spec.rules.findIndex((args) => line === `-A ${spec.chain} ${joinArgs([...tagArgs(ruleTag(args)), ...args])}`);
@@ -190,10 +202,13 @@ function refused(error: CommandError, command: string, lines: readonly string[],
   const jumper = missing ? spec.rules.findIndex((args) => jumpTarget(args) === missing) : -1;
   let hint = 'check the rules in the spec: iptables says the same when given them by hand';
   if (rule >= 0) hint = `line ${at} is rules[${rule}]: ${joinArgs(spec.rules[rule]!)}\n  fix that rule in the spec`;
-  else if (jumper >= 0) hint = `rules[${jumper}] jumps to ${missing}, which does not exist yet\n  declare the Iptables resource that owns ${missing} before this one`;
+  else if (jumper >= 0)
+    hint = `rules[${jumper}] jumps to ${missing}, which does not exist yet\n  declare the Iptables resource that owns ${missing} before this one`;
   else if (line.startsWith('-D ')) hint = 'a jump into the chain changed while meshvm was reading it; run again';
   else if (line.startsWith('-X ')) hint = `another chain still jumps to ${spec.chain}; remove that rule, then run again`;
-  return new Error(`\`${command} --noflush\` refused the change; nothing was changed (a restore is all or nothing):\n${indent(said.slice(-6).join('\n'))}\n  ${hint}`);
+  return new Error(
+    `\`${command} --noflush\` refused the change; nothing was changed (a restore is all or nothing):\n${indent(said.slice(-6).join('\n'))}\n  ${hint}`,
+  );
 }
 
 export const iptablesType = {

@@ -15,7 +15,9 @@ const BUILTIN_NAMES = new Set(Object.values(BUILTIN_CHAINS).flat());
 
 /** Standard targets: iptables refuses a chain named like one ("chain name may not clash with target name"). */
 const TARGET_NAMES = new Set(
-  'ACCEPT DROP RETURN QUEUE NFQUEUE REJECT LOG NFLOG ULOG DNAT SNAT MASQUERADE REDIRECT NETMAP MARK CONNMARK CONNSECMARK SECMARK TPROXY TRACE CT NOTRACK TCPMSS TCPOPTSTRIP DSCP TOS TTL HL ECN CLASSIFY SET AUDIT CHECKSUM IDLETIMER LED RATEEST TEE SYNPROXY HMARK CLUSTERIP'.split(' '),
+  'ACCEPT DROP RETURN QUEUE NFQUEUE REJECT LOG NFLOG ULOG DNAT SNAT MASQUERADE REDIRECT NETMAP MARK CONNMARK CONNSECMARK SECMARK TPROXY TRACE CT NOTRACK TCPMSS TCPOPTSTRIP DSCP TOS TTL HL ECN CLASSIFY SET AUDIT CHECKSUM IDLETIMER LED RATEEST TEE SYNPROXY HMARK CLUSTERIP'.split(
+    ' ',
+  ),
 );
 
 /** iptables keeps chain names in 29 bytes including the terminating NUL. */
@@ -327,7 +329,8 @@ function jumpSummary(spec: OwnedChain, jumps: JumpRule[], tagged: boolean[]): st
     misplaced = jump.chain === from.chain && !around.every(Boolean);
     if (jump.chain === from.chain && jump.tag === jumpTag(spec) && !misplaced) return desiredJump(spec);
   }
-  const why = (j: JumpRule) => (!j.tag ? ' (not added by meshvm)' : misplaced ? ` (${from!.position === 'first' ? 'behind' : 'ahead of'} rules meshvm does not own)` : '');
+  const why = (j: JumpRule) =>
+    !j.tag ? ' (not added by meshvm)' : misplaced ? ` (${from!.position === 'first' ? 'behind' : 'ahead of'} rules meshvm does not own)` : '';
   const shown = found.map((j) => `${j.chain} rule ${j.index} of ${j.of}: ${joinArgs(withoutTag(j.args))}${why(j)}`);
   return found.length === 1 ? shown[0]! : `${found.length} jumps: ${shown.join('; ')}`;
 }

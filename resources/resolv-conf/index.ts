@@ -26,7 +26,12 @@ const RESOLVED_UPLINKS = '/run/systemd/resolve/resolv.conf';
 const UPSTREAM_HEADER = '# Upstream nameservers for dnsmasq, kept by meshvm (the resolver itself now asks dnsmasq).\n';
 
 /** The upstream file: given servers, resolved's uplink list, the file kept from an earlier run, or /etc/resolv.conf before meshvm. */
-async function readUpstream(host: HostReader, spec: ResolvConfSpec, strategy: ResolverStrategy, resolvConf: string | undefined): Promise<ResolvConfFacts['upstream']> {
+async function readUpstream(
+  host: HostReader,
+  spec: ResolvConfSpec,
+  strategy: ResolverStrategy,
+  resolvConf: string | undefined,
+): Promise<ResolvConfFacts['upstream']> {
   const upstream = spec.upstream;
   if (!upstream) return undefined;
   if (upstream.servers) return { content: UPSTREAM_HEADER + upstream.servers.map((s) => `nameserver ${s}\n`).join('') };
@@ -35,7 +40,10 @@ async function readUpstream(host: HostReader, spec: ResolvConfSpec, strategy: Re
   if (kept?.startsWith(UPSTREAM_HEADER)) return { content: kept };
   const own = new Set(['127.0.0.53', '127.0.0.54', '127.0.0.1', '::1', ...spec.nameservers.map((n) => parseNameserver(n)!.address)]);
   const servers = parseResolvConf(resolvConf ?? '').nameservers.filter((s) => !own.has(s));
-  if (servers.length === 0) throw new Error(`no upstream nameservers: /etc/resolv.conf lists none besides local ones and ${upstream.file} keeps none; give the servers (dns.dnsmasq.upstreamServers)`);
+  if (servers.length === 0)
+    throw new Error(
+      `no upstream nameservers: /etc/resolv.conf lists none besides local ones and ${upstream.file} keeps none; give the servers (dns.dnsmasq.upstreamServers)`,
+    );
   return { content: UPSTREAM_HEADER + servers.map((s) => `nameserver ${s}\n`).join('') };
 }
 
@@ -49,7 +57,10 @@ export const resolvConfType = {
     const owner = detectResolverOwner(facts);
     const kind = chooseStrategy(owner, spec.manage, facts);
     const notLive = host.live ? undefined : `the root is ${host.root}, not the running system; the change takes effect when the service next starts`;
-    const noSystemd = (await host.stat('/run/systemd/system'))?.type === 'directory' ? undefined : 'systemd is not running here (no /run/systemd/system); the change takes effect when the service next starts';
+    const noSystemd =
+      (await host.stat('/run/systemd/system'))?.type === 'directory'
+        ? undefined
+        : 'systemd is not running here (no /run/systemd/system); the change takes effect when the service next starts';
     const strategy: ResolverStrategy = { kind, owner, dhclient: facts.has.includes('dhclient'), notLive, noSystemd };
     checkFits(spec, strategy);
     const files: Record<string, string | undefined> = {};
@@ -75,7 +86,11 @@ export const resolvConfType = {
     if (spec.upstream && facts.upstream) {
       const file = spec.upstream.file;
       parts.push(Directory({ path: path.posix.dirname(file) }));
-      parts.push('link' in facts.upstream ? Symlink({ path: file, target: facts.upstream.link }) : File({ path: file, content: facts.upstream.content, mode: 0o644, owner: 'root', group: 'root' }));
+      parts.push(
+        'link' in facts.upstream
+          ? Symlink({ path: file, target: facts.upstream.link })
+          : File({ path: file, content: facts.upstream.content, mode: 0o644, owner: 'root', group: 'root' }),
+      );
     }
     for (const p of paths) {
       if (!(p in desired)) continue;
@@ -89,7 +104,11 @@ export const resolvConfType = {
       }
       if (action && p === action.after) {
         const skip = strategy.notLive ?? (action.needsSystemd ? strategy.noSystemd : undefined);
-        parts.push({ action: `${action.service} (\`${action.argv.join(' ')}\`)`, ...(skip && { skip }), run: async (host: Host) => void (await host.run(action.argv)) });
+        parts.push({
+          action: `${action.service} (\`${action.argv.join(' ')}\`)`,
+          ...(skip && { skip }),
+          run: async (host: Host) => void (await host.run(action.argv)),
+        });
       }
     }
     return parts;

@@ -21,7 +21,23 @@ const nameserver = z.string().refine((v) => parseNameserver(v) !== undefined, {
 });
 
 // resolv.conf(5): glibc ignores an option it does not know, so a typo would pass silently; these are the ones it knows
-const FLAG_OPTIONS = ['debug', 'rotate', 'no-check-names', 'inet6', 'edns0', 'single-request', 'single-request-reopen', 'no-tld-query', 'use-vc', 'no-reload', 'trust-ad', 'no-aaaa', 'ip6-bytestring', 'ip6-dotint', 'no-ip6-dotint'];
+const FLAG_OPTIONS = [
+  'debug',
+  'rotate',
+  'no-check-names',
+  'inet6',
+  'edns0',
+  'single-request',
+  'single-request-reopen',
+  'no-tld-query',
+  'use-vc',
+  'no-reload',
+  'trust-ad',
+  'no-aaaa',
+  'ip6-bytestring',
+  'ip6-dotint',
+  'no-ip6-dotint',
+];
 const resolverOption = z.string().refine((v) => FLAG_OPTIONS.includes(v) || /^(ndots|timeout|attempts):\d{1,2}$/.test(v), {
   message: `expected a resolv.conf option: ndots:N, timeout:N, attempts:N or one of ${FLAG_OPTIONS.join(', ')}`,
 });
@@ -42,7 +58,8 @@ export const resolvConfSpec = z.strictObject({
       for (const [i, value] of list.entries()) {
         const parsed = parseNameserver(value);
         const id = parsed && `${canonicalIp(parsed.address)}#${parsed.port}`;
-        if (id && seen.has(id)) ctx.addIssue({ code: 'custom', path: [i], message: `${value} is listed twice (nameservers[${seen.get(id)}] and nameservers[${i}])` });
+        if (id && seen.has(id))
+          ctx.addIssue({ code: 'custom', path: [i], message: `${value} is listed twice (nameservers[${seen.get(id)}] and nameservers[${i}])` });
         if (id) seen.set(id, i);
       }
     }),

@@ -17,26 +17,38 @@ const ZONE = 'Z00000000000000COUNTS';
 async function world(t: ExecutionContext) {
   const kube = await startKubernetes({
     tokens: { 'scoped-token': { user: SA, groups: ['system:serviceaccounts'] } },
-    rbac: { [SA]: [
-      { verbs: ['get'], resources: ['configmaps'], resourceNames: ['istio-ca-root-cert'], namespaces: ['vm-ns'] },
-      { verbs: ['list'], resources: ['services'], namespaces: ['istio-system'] },
-      { verbs: ['get'], resources: ['services'], resourceNames: ['kube-dns'], namespaces: ['kube-system'] },
-      { verbs: ['list'], apiGroups: ['networking.k8s.io'], resources: ['servicecidrs'] },
-      { verbs: ['create'], resources: ['serviceaccounts/token'], namespaces: ['vm-ns'] },
-    ] },
+    rbac: {
+      [SA]: [
+        { verbs: ['get'], resources: ['configmaps'], resourceNames: ['istio-ca-root-cert'], namespaces: ['vm-ns'] },
+        { verbs: ['list'], resources: ['services'], namespaces: ['istio-system'] },
+        { verbs: ['get'], resources: ['services'], resourceNames: ['kube-dns'], namespaces: ['kube-system'] },
+        { verbs: ['list'], apiGroups: ['networking.k8s.io'], resources: ['servicecidrs'] },
+        { verbs: ['create'], resources: ['serviceaccounts/token'], namespaces: ['vm-ns'] },
+      ],
+    },
     serviceAccounts: ['vm-ns/vm'],
   });
   t.teardown(() => kube.stop());
   kube.objects.setConfigMap('vm-ns', 'istio-ca-root-cert', { 'root-cert.pem': 'ROOT' });
-  kube.objects.setService('istio-system', 'istio-eastwestgateway', { type: 'LoadBalancer', ports: [{ port: 15012 }] }, { loadBalancer: { ingress: [{ hostname: 'abc.elb.amazonaws.com' }] } });
+  kube.objects.setService(
+    'istio-system',
+    'istio-eastwestgateway',
+    { type: 'LoadBalancer', ports: [{ port: 15012 }] },
+    { loadBalancer: { ingress: [{ hostname: 'abc.elb.amazonaws.com' }] } },
+  );
   kube.objects.setService('kube-system', 'kube-dns', { type: 'ClusterIP', clusterIP: '10.96.0.10' });
   const vault = await startVault({
     policies: { mesh: [{ path: 'secret/data/meshvm/*', capabilities: ['read'] }] },
-    aws: { roles: { vm: { policies: ['mesh'] } }, identities: { [AWS.accessKeyId]: { arn: 'arn:aws:sts::123456789012:assumed-role/vm-role/i-0abc', secretAccessKey: AWS.secretAccessKey } } },
+    aws: {
+      roles: { vm: { policies: ['mesh'] } },
+      identities: { [AWS.accessKeyId]: { arn: 'arn:aws:sts::123456789012:assumed-role/vm-role/i-0abc', secretAccessKey: AWS.secretAccessKey } },
+    },
   });
   t.teardown(() => vault.stop());
   vault.putSecret('secret', 'meshvm/cluster-a', { server: kube.url, 'ca.crt': kube.caPem, token: 'scoped-token' });
-  const route53 = await startRoute53({ zones: [{ name: 'mesh.example.com', id: ZONE, records: [{ name: 'istiod.mesh.example.com', type: 'CNAME', ttl: 60, values: ['abc.elb.amazonaws.com'] }] }] });
+  const route53 = await startRoute53({
+    zones: [{ name: 'mesh.example.com', id: ZONE, records: [{ name: 'istiod.mesh.example.com', type: 'CNAME', ttl: 60, values: ['abc.elb.amazonaws.com'] }] }],
+  });
   t.teardown(() => route53.stop());
   return { kube, vault, route53 };
 }
@@ -82,10 +94,15 @@ test.serial('no-op converge with an operator token: Vault 1 (no login, no revoke
 test.serial('Route53 once the records are right, without the DNS check: 1 list per record, no change', async (t) => {
   const { route53 } = await world(t);
   const root = await scratchRoot(t);
-  const declare = (dnsCheck: false) => [Route53Records({
-    zoneId: ZONE, endpoint: route53.endpoint, credentials: AWS, dnsCheck,
-    records: [{ name: 'istiod.mesh.example.com', type: 'CNAME', values: ['abc.elb.amazonaws.com'] }],
-  })];
+  const declare = (dnsCheck: false) => [
+    Route53Records({
+      zoneId: ZONE,
+      endpoint: route53.endpoint,
+      credentials: AWS,
+      dnsCheck,
+      records: [{ name: 'istiod.mesh.example.com', type: 'CNAME', values: ['abc.elb.amazonaws.com'] }],
+    }),
+  ];
   apiCalls.reset();
   const listed = await converge(localHost({ root }), declare(false));
   t.is(listed.resources[0]?.status, 'unchanged');

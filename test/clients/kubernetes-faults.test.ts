@@ -12,7 +12,12 @@ const GET_CM = 'get configmaps';
 async function cluster(t: ExecutionContext): Promise<KubernetesStandIn> {
   const k = await startKubernetes({
     tokens: { 'scoped-token': { user: SA, groups: ['system:serviceaccounts'] }, 'fresh-token': { user: SA, groups: ['system:serviceaccounts'] } },
-    rbac: { [SA]: [{ verbs: ['get'], resources: ['configmaps'], namespaces: ['vm-ns'] }, { verbs: ['create'], resources: ['serviceaccounts/token'], namespaces: ['vm-ns'] }] },
+    rbac: {
+      [SA]: [
+        { verbs: ['get'], resources: ['configmaps'], namespaces: ['vm-ns'] },
+        { verbs: ['create'], resources: ['serviceaccounts/token'], namespaces: ['vm-ns'] },
+      ],
+    },
     serviceAccounts: ['vm-ns/vm'],
   });
   t.teardown(() => k.stop());
@@ -52,7 +57,8 @@ test('5xx without end: bounded attempts and an error naming the request, no toke
   const k = await cluster(t);
   k.faults.inject({ kind: 'status', status: 500, action: 'create serviceaccounts/token', times: Infinity });
   await t.throwsAsync(client(k).requestToken({ namespace: 'vm-ns', serviceAccount: 'vm' }), {
-    message: /^requesting a token for ServiceAccount vm-ns\/vm: the Kubernetes API answered HTTP 500: Internal error occurred: injected fault \(after 4 attempts\)$/,
+    message:
+      /^requesting a token for ServiceAccount vm-ns\/vm: the Kubernetes API answered HTTP 500: Internal error occurred: injected fault \(after 4 attempts\)$/,
   });
   t.deepEqual(statuses(k, 'create serviceaccounts/token'), [500, 500, 500, 500]);
 });
@@ -68,14 +74,17 @@ test('an expired token: refreshed once through the callback (e.g. from Vault), e
 
   k.tokens.expire('fresh-token');
   await t.throwsAsync(client(k, { token: 'fresh-token' }).rootCert('vm-ns'), {
-    message: /^reading ConfigMap vm-ns\/istio-ca-root-cert: the Kubernetes API at https:\/\/127\.0\.0\.1:\d+ refused the token \(401 Unauthorized\): it has expired or been revoked/,
+    message:
+      /^reading ConfigMap vm-ns\/istio-ca-root-cert: the Kubernetes API at https:\/\/127\.0\.0\.1:\d+ refused the token \(401 Unauthorized\): it has expired or been revoked/,
   });
 });
 
 test('nothing listens: connection refused, retried, then the server is named', async (t) => {
   const k = await cluster(t);
   await k.stop();
-  await t.throwsAsync(client(k).rootCert('vm-ns'), { message: /cannot reach the Kubernetes API at https:\/\/127\.0\.0\.1:\d+: connection error ECONNREFUSED; .*\(after 4 attempts\)$/ });
+  await t.throwsAsync(client(k).rootCert('vm-ns'), {
+    message: /cannot reach the Kubernetes API at https:\/\/127\.0\.0\.1:\d+: connection error ECONNREFUSED; .*\(after 4 attempts\)$/,
+  });
 });
 
 test('a CA that did not sign the server certificate: refused at once, not retried, and said so', async (t) => {
@@ -83,7 +92,8 @@ test('a CA that did not sign the server certificate: refused at once, not retrie
   const { testPki } = await import('../stand-ins/index.ts');
   const other = await testPki({ fresh: true });
   const error = await t.throwsAsync(client(k, { caPem: other.caPem }).rootCert('vm-ns'), {
-    message: /^reading ConfigMap vm-ns\/istio-ca-root-cert: the Kubernetes API at https:\/\/127\.0\.0\.1:\d+: the server's TLS certificate was refused \(\w+.*check the CA given for it/,
+    message:
+      /^reading ConfigMap vm-ns\/istio-ca-root-cert: the Kubernetes API at https:\/\/127\.0\.0\.1:\d+: the server's TLS certificate was refused \(\w+.*check the CA given for it/,
   });
   t.notRegex(error.message, /attempts/, 'not retried');
   t.is(k.calls.length, 0, 'no request got through the handshake');

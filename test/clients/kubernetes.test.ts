@@ -28,9 +28,24 @@ async function cluster(t: ExecutionContext, opts: KubernetesOptions = {}): Promi
   });
   t.teardown(() => k.stop());
   k.objects.setConfigMap('vm-ns', 'istio-ca-root-cert', { 'root-cert.pem': '-----BEGIN CERTIFICATE-----\nROOT\n-----END CERTIFICATE-----\n' });
-  k.objects.setService('istio-system', 'istio-eastwestgateway', { type: 'LoadBalancer', ports: [{ name: 'tls-istiod', port: 15012 }, { name: 'tls', port: 15443 }] },
-    { loadBalancer: { ingress: [{ ip: '203.0.113.9', hostname: 'abc.elb.amazonaws.com' }] } });
-  k.objects.setService('istio-system', 'istio-ingressgateway', { type: 'LoadBalancer', ports: [{ port: 443 }] }, { loadBalancer: { ingress: [{ ip: '203.0.113.7' }] } });
+  k.objects.setService(
+    'istio-system',
+    'istio-eastwestgateway',
+    {
+      type: 'LoadBalancer',
+      ports: [
+        { name: 'tls-istiod', port: 15012 },
+        { name: 'tls', port: 15443 },
+      ],
+    },
+    { loadBalancer: { ingress: [{ ip: '203.0.113.9', hostname: 'abc.elb.amazonaws.com' }] } },
+  );
+  k.objects.setService(
+    'istio-system',
+    'istio-ingressgateway',
+    { type: 'LoadBalancer', ports: [{ port: 443 }] },
+    { loadBalancer: { ingress: [{ ip: '203.0.113.7' }] } },
+  );
   k.objects.setService('istio-system', 'pending-gw', { type: 'LoadBalancer', ports: [{ port: 80 }] });
   k.objects.setService('istio-system', 'istiod', { type: 'ClusterIP', clusterIP: '10.96.0.20', ports: [{ port: 15012 }] });
   k.objects.setService('kube-system', 'kube-dns', { type: 'ClusterIP', clusterIP: '10.96.0.10', ports: [{ port: 53 }] });
@@ -45,10 +60,21 @@ test('the reads of a mesh VM: root cert, cluster DNS, LoadBalancer addresses (ho
   t.regex(await kube.rootCert('vm-ns'), /^-----BEGIN CERTIFICATE-----\nROOT/);
   t.is(await kube.clusterDns(), '10.96.0.10');
   t.deepEqual(await kube.controlPlaneAddresses(), [
-    { service: 'istio-eastwestgateway', namespace: 'istio-system', address: 'abc.elb.amazonaws.com', kind: 'hostname', ports: [{ name: 'tls-istiod', port: 15012 }, { name: 'tls', port: 15443 }] },
+    {
+      service: 'istio-eastwestgateway',
+      namespace: 'istio-system',
+      address: 'abc.elb.amazonaws.com',
+      kind: 'hostname',
+      ports: [
+        { name: 'tls-istiod', port: 15012 },
+        { name: 'tls', port: 15443 },
+      ],
+    },
     { service: 'istio-ingressgateway', namespace: 'istio-system', address: '203.0.113.7', kind: 'ip', ports: [{ port: 443 }] },
   ]);
-  await t.throwsAsync(kube.controlPlaneAddresses({ services: ['pending-gw'] }), { message: 'Service istio-system/pending-gw is not a LoadBalancer with an address yet (status.loadBalancer.ingress is empty)' });
+  await t.throwsAsync(kube.controlPlaneAddresses({ services: ['pending-gw'] }), {
+    message: 'Service istio-system/pending-gw is not a LoadBalancer with an address yet (status.loadBalancer.ingress is empty)',
+  });
   t.is(secrets.redact('scoped-token'), '(sensitive)');
 });
 
@@ -65,12 +91,22 @@ test('a scoped token outside its scope is refused with the permission it lacks',
   k.objects.setConfigMap('other', 'istio-ca-root-cert', { 'root-cert.pem': 'X' });
   const kube = client(k);
   await t.throwsAsync(kube.rootCert('other'), {
-    message: `reading ConfigMap other/istio-ca-root-cert: the token (${SA}) may not get configmaps "istio-ca-root-cert" in namespace other: `
-      + `grant it a Role in namespace other with {apiGroups: [""], resources: ["configmaps"], resourceNames: ["istio-ca-root-cert"], verbs: ["get"]} and a RoleBinding to ${SA}`,
+    message:
+      `reading ConfigMap other/istio-ca-root-cert: the token (${SA}) may not get configmaps "istio-ca-root-cert" in namespace other: ` +
+      `grant it a Role in namespace other with {apiGroups: [""], resources: ["configmaps"], resourceNames: ["istio-ca-root-cert"], verbs: ["get"]} and a RoleBinding to ${SA}`,
   });
-  await t.throwsAsync(kube.requestToken({ namespace: 'default', serviceAccount: 'vm' }), { message: /may not create serviceaccounts\/token "vm" in namespace default: grant it a Role in namespace default with \{apiGroups: \[""\], resources: \["serviceaccounts\/token"\], resourceNames: \["vm"\], verbs: \["create"\]\}/ });
-  k.rbac.set(SA, MESH_RULES.filter((r) => !r.resources.includes('servicecidrs')));
-  await t.throwsAsync(kube.serviceCidrs(), { message: /may not list servicecidrs\.networking\.k8s\.io at the cluster scope: grant it a ClusterRole with \{apiGroups: \["networking\.k8s\.io"\], resources: \["servicecidrs"\], verbs: \["list"\]\} and a ClusterRoleBinding.*may not create services in namespace default.*set the service CIDR in the runlist/ });
+  await t.throwsAsync(kube.requestToken({ namespace: 'default', serviceAccount: 'vm' }), {
+    message:
+      /may not create serviceaccounts\/token "vm" in namespace default: grant it a Role in namespace default with \{apiGroups: \[""\], resources: \["serviceaccounts\/token"\], resourceNames: \["vm"\], verbs: \["create"\]\}/,
+  });
+  k.rbac.set(
+    SA,
+    MESH_RULES.filter((r) => !r.resources.includes('servicecidrs')),
+  );
+  await t.throwsAsync(kube.serviceCidrs(), {
+    message:
+      /may not list servicecidrs\.networking\.k8s\.io at the cluster scope: grant it a ClusterRole with \{apiGroups: \["networking\.k8s\.io"\], resources: \["servicecidrs"\], verbs: \["list"\]\} and a ClusterRoleBinding.*may not create services in namespace default.*set the service CIDR in the runlist/,
+  });
   t.is(callsMatching(k.calls, { action: 'get configmaps' })[0]?.status, 403, 'one attempt: a 403 is not retried');
   t.is(callsMatching(k.calls, { action: 'get configmaps' }).length, 1);
 });
@@ -88,7 +124,10 @@ test('service CIDR fallbacks: the dry-run probe names the range, else the attrib
   t.is(probed.source, 'dry-run-probe');
   t.deepEqual(probed.notes, ['the ServiceCIDR API is not served (a cluster older than v1.33)']);
   t.is(old.objects.list('services', 'vm-ns').length, 0, 'dry-run: nothing stored');
-  t.deepEqual(callsMatching(old.calls, { action: 'create services' }).map((c) => c.query['dryRun']), ['All']);
+  t.deepEqual(
+    callsMatching(old.calls, { action: 'create services' }).map((c) => c.query['dryRun']),
+    ['All'],
+  );
 
   const locked = await cluster(t, { serviceCIDRApi: false });
   const fallback = await client(locked).serviceCidrs({ probeNamespace: 'vm-ns', fallback: ['10.100.0.0/16'] });
@@ -107,8 +146,13 @@ test('TokenRequest: audience istio-ca, at least 600 s, the expiry the issuer gra
   t.true(granted > 1790_000 && granted < 1801_000, `the response's expiry (${granted} ms), not the 7200 s asked`);
   t.is(secrets.redact(minted.token), '(sensitive)');
   t.deepEqual(k.tokens.lookup(minted.token)?.audiences, ['istio-ca']);
-  await t.throwsAsync(kube.requestToken({ namespace: 'vm-ns', serviceAccount: 'vm', expirationSeconds: 300 }), { instanceOf: RangeError, message: /at least 600 seconds/ });
-  await t.throwsAsync(kube.requestToken({ namespace: 'vm-ns', serviceAccount: 'ghost' }), { message: /requesting a token for ServiceAccount vm-ns\/ghost: not found \(serviceaccounts "ghost" not found\)/ });
+  await t.throwsAsync(kube.requestToken({ namespace: 'vm-ns', serviceAccount: 'vm', expirationSeconds: 300 }), {
+    instanceOf: RangeError,
+    message: /at least 600 seconds/,
+  });
+  await t.throwsAsync(kube.requestToken({ namespace: 'vm-ns', serviceAccount: 'ghost' }), {
+    message: /requesting a token for ServiceAccount vm-ns\/ghost: not found \(serviceaccounts "ghost" not found\)/,
+  });
 });
 
 test('WorkloadEntry: created, then unchanged, then replaced when the spec differs', async (t) => {
@@ -125,7 +169,12 @@ test('configured from what Vault returned: the token minted by the Kubernetes se
   const k = await cluster(t);
   const vault = await startVault({
     tls: true,
-    policies: { mesh: [{ path: 'secret/data/meshvm/*', capabilities: ['read'] }, { path: 'kubernetes/creds/mesh', capabilities: ['update'] }] },
+    policies: {
+      mesh: [
+        { path: 'secret/data/meshvm/*', capabilities: ['read'] },
+        { path: 'kubernetes/creds/mesh', capabilities: ['update'] },
+      ],
+    },
     kubernetes: {
       roles: { mesh: { serviceAccountName: 'vm-bootstrap', allowedKubernetesNamespaces: ['vm-ns'] } },
       mint: (r) => k.tokens.mint({ namespace: r.kubernetesNamespace, serviceAccount: r.serviceAccountName, expirationSeconds: r.ttlSeconds }),
@@ -134,8 +183,10 @@ test('configured from what Vault returned: the token minted by the Kubernetes se
   t.teardown(() => vault.stop());
   vault.putSecret('secret', 'meshvm/cluster-a', { server: k.url, 'ca.crt': k.caPem });
   const token = vault.issueToken({ policies: ['mesh'] });
-  const access = await new VaultClient({ address: vault.url, caFile: '/ca.pem', auth: { method: 'token' } }, { env: { VAULT_TOKEN: token }, readFile: async () => vault.caPem })
-    .kubernetesAccess({ kv: { path: 'meshvm/cluster-a' }, creds: { role: 'mesh', namespace: 'vm-ns' } });
+  const access = await new VaultClient(
+    { address: vault.url, caFile: '/ca.pem', auth: { method: 'token' } },
+    { env: { VAULT_TOKEN: token }, readFile: async () => vault.caPem },
+  ).kubernetesAccess({ kv: { path: 'meshvm/cluster-a' }, creds: { role: 'mesh', namespace: 'vm-ns' } });
   const kube = new KubernetesClient({ ...access, retry: FAST });
   t.is(await kube.clusterDns(), '10.96.0.10');
   t.is(k.tokens.lookup(access.token)?.user, SA);

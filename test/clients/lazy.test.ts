@@ -28,16 +28,25 @@ test('the CLI, the built-in recipes and a Route53Records declaration load no cli
     await import('./clients/vault-config.ts');
   `);
   t.true(loaded.includes('resources/route53-record.ts'), 'the hook sees the modules');
-  t.deepEqual(loaded.filter((url) => HEAVY.test(url) && url !== 'clients/vault-config.ts'), [], 'nothing heavy, no client module (the Vault config schema is zod only)');
+  t.deepEqual(
+    loaded.filter((url) => HEAVY.test(url) && url !== 'clients/vault-config.ts'),
+    [],
+    'nothing heavy, no client module (the Vault config schema is zod only)',
+  );
 });
 
 test('using a client loads its library then, and only its own', async (t) => {
-  const vault = await modulesLoaded(`const { VaultClient } = await import('./clients/vault.ts'); new VaultClient({ address: 'https://vault.example:8200', auth: { method: 'token' } });`);
+  const vault = await modulesLoaded(
+    `const { VaultClient } = await import('./clients/vault.ts'); new VaultClient({ address: 'https://vault.example:8200', auth: { method: 'token' } });`,
+  );
   t.true(vault.some((url) => url.includes('node_modules/node-vault/')));
   t.false(vault.some((url) => url.includes('@kubernetes/client-node')));
   const kube = await modulesLoaded(`await import('./clients/kubernetes.ts');`);
   t.true(kube.some((url) => url.includes('node_modules/@kubernetes/client-node/')));
   t.false(kube.some((url) => /node-vault|@aws-sdk/.test(url)));
   const dns = await modulesLoaded(`await import('./clients/dns-check.ts');`);
-  t.false(dns.some((url) => /node_modules/.test(url)), 'the DNS check (asked before any Route53 call) loads no SDK');
+  t.false(
+    dns.some((url) => /node_modules/.test(url)),
+    'the DNS check (asked before any Route53 call) loads no SDK',
+  );
 });

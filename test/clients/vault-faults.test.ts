@@ -12,16 +12,27 @@ const FILES: Record<string, string> = { '/etc/meshvm/role-id': 'role-id-1', '/et
 
 async function setup(t: ExecutionContext): Promise<{ v: VaultStandIn; approle: (extra?: Partial<VaultConfigInput>) => VaultClient }> {
   const v = await startVault({
-    policies: { mesh: [{ path: 'secret/data/meshvm/*', capabilities: ['read'] }, { path: 'kubernetes/creds/mesh', capabilities: ['update'] }] },
+    policies: {
+      mesh: [
+        { path: 'secret/data/meshvm/*', capabilities: ['read'] },
+        { path: 'kubernetes/creds/mesh', capabilities: ['update'] },
+      ],
+    },
     appRoles: { meshvm: { roleId: 'role-id-1', secretId: 'secret-id-1', policies: ['mesh'] } },
     kubernetes: { roles: { mesh: { serviceAccountName: 'vm-bootstrap', allowedKubernetesNamespaces: ['vm-ns'] } } },
   });
   t.teardown(() => v.stop());
   v.putSecret('secret', 'meshvm/cluster-a', CLUSTER);
-  const approle = (extra: Partial<VaultConfigInput> = {}) => new VaultClient({
-    address: v.url, retry: { attempts: 4, baseMs: 5, maxMs: 20 },
-    auth: { method: 'approle', roleIdFile: '/etc/meshvm/role-id', secretIdFile: '/etc/meshvm/secret-id' }, ...extra,
-  }, { readFile: async (file) => FILES[file] });
+  const approle = (extra: Partial<VaultConfigInput> = {}) =>
+    new VaultClient(
+      {
+        address: v.url,
+        retry: { attempts: 4, baseMs: 5, maxMs: 20 },
+        auth: { method: 'approle', roleIdFile: '/etc/meshvm/role-id', secretIdFile: '/etc/meshvm/secret-id' },
+        ...extra,
+      },
+      { readFile: async (file) => FILES[file] },
+    );
   return { v, approle };
 }
 
@@ -65,7 +76,10 @@ test('5xx without end: bounded attempts, the last error, no partial access (KV r
   v.faults.inject({ kind: 'status', status: 500, path: '/v1/kubernetes/creds/mesh', times: Infinity });
   const vault = approle();
   const error = await t.throwsAsync(vault.kubernetesAccess({ kv: { path: 'meshvm/cluster-a' }, creds: { role: 'mesh', namespace: 'vm-ns' } }));
-  t.regex(error.message, /^minting a Kubernetes token from kubernetes\/creds\/mesh: Vault at http:\/\/127\.0\.0\.1:\d+ answered POST kubernetes\/creds\/mesh with HTTP 500: internal error \(injected\) \(after 4 attempts\)$/);
+  t.regex(
+    error.message,
+    /^minting a Kubernetes token from kubernetes\/creds\/mesh: Vault at http:\/\/127\.0\.0\.1:\d+ answered POST kubernetes\/creds\/mesh with HTTP 500: internal error \(injected\) \(after 4 attempts\)$/,
+  );
   t.deepEqual(statuses(v, '/v1/kubernetes/creds/mesh'), [500, 500, 500, 500]);
   t.is(v.state.leases.size, 0);
 });
@@ -77,7 +91,9 @@ test('a sealed Vault: retried while it unseals, else an error that says to unsea
   t.deepEqual(statuses(v, KV), [503, 503, 200]);
 
   v.state.sealed = true;
-  await t.throwsAsync(approle().login(), { message: /^Vault approle login at auth\/approle: Vault at http:\/\/127\.0\.0\.1:\d+ is sealed: unseal it \(vault operator unseal\).*\(after 4 attempts\)$/ });
+  await t.throwsAsync(approle().login(), {
+    message: /^Vault approle login at auth\/approle: Vault at http:\/\/127\.0\.0\.1:\d+ is sealed: unseal it \(vault operator unseal\).*\(after 4 attempts\)$/,
+  });
   t.deepEqual(statuses(v, '/v1/auth/approle/login').slice(-4), [503, 503, 503, 503]);
 });
 
@@ -96,7 +112,9 @@ test('an operator token that expired: a clear error, no retry', async (t) => {
   const token = v.issueToken({ policies: ['mesh'] });
   v.expireToken(token);
   const vault = new VaultClient({ address: v.url, auth: { method: 'token' } }, { env: { VAULT_TOKEN: token } });
-  await t.throwsAsync(vault.readKv('meshvm/cluster-a'), { message: /Vault at http:\/\/127\.0\.0\.1:\d+ refused the token as invalid or expired \(403 permission denied; invalid token\): give meshvm a fresh token/ });
+  await t.throwsAsync(vault.readKv('meshvm/cluster-a'), {
+    message: /Vault at http:\/\/127\.0\.0\.1:\d+ refused the token as invalid or expired \(403 permission denied; invalid token\): give meshvm a fresh token/,
+  });
   t.deepEqual(statuses(v, KV), [403]);
 });
 
@@ -121,7 +139,10 @@ test('TLS without the right CA: refused at once with the reason, not retried', a
   t.teardown(() => v.stop());
   const token = v.issueToken({ policies: ['root'] });
   const vault = new VaultClient({ address: v.url, auth: { method: 'token' }, retry: { attempts: 4, baseMs: 5, maxMs: 20 } }, { env: { VAULT_TOKEN: token } });
-  const error = await t.throwsAsync(vault.readKv('meshvm/cluster-a'), { message: /^reading the KV v2 secret secret\/data\/meshvm\/cluster-a: Vault at https:\/\/127\.0\.0\.1:\d+: the server's TLS certificate was refused \(\w+.*\(caFile\)$/ });
+  const error = await t.throwsAsync(vault.readKv('meshvm/cluster-a'), {
+    message:
+      /^reading the KV v2 secret secret\/data\/meshvm\/cluster-a: Vault at https:\/\/127\.0\.0\.1:\d+: the server's TLS certificate was refused \(\w+.*\(caFile\)$/,
+  });
   t.notRegex(error.message, /attempts/);
   t.is(v.calls.length, 0);
 });

@@ -53,8 +53,10 @@ serial('size, start-up and no-op converge time of dist/meshvm (and of the bundle
   const exeBytes = (await fs.stat(exe)).size;
   const bundleBytes = (await treeBytes(DIST)) - exeBytes;
   const nodeBytes = (await fs.stat(process.execPath)).size;
-  t.log(`dist/meshvm: ${(exeBytes / 2 ** 20).toFixed(1)} MiB (Node ${process.version} ${(nodeBytes / 2 ** 20).toFixed(1)} MiB + meshvm ${((exeBytes - nodeBytes) / 2 ** 10).toFixed(0)} KiB); ` +
-    `bundle (dist/meshvm.mjs, meshvm-core.mjs and chunks): ${(bundleBytes / 2 ** 10).toFixed(0)} KiB`);
+  t.log(
+    `dist/meshvm: ${(exeBytes / 2 ** 20).toFixed(1)} MiB (Node ${process.version} ${(nodeBytes / 2 ** 20).toFixed(1)} MiB + meshvm ${((exeBytes - nodeBytes) / 2 ** 10).toFixed(0)} KiB); ` +
+      `bundle (dist/meshvm.mjs, meshvm-core.mjs and chunks): ${(bundleBytes / 2 ** 10).toFixed(0)} KiB`,
+  );
   t.true(exeBytes > nodeBytes, 'the executable is Node.js with meshvm injected');
 
   // start-up: the first run fills the code cache, the next ones are what a timer pays
@@ -62,8 +64,10 @@ serial('size, start-up and no-op converge time of dist/meshvm (and of the bundle
   const version = await timed([exe, '--version']);
   const help = await timed([exe, 'runlist', 'istio-vm']);
   const bundleVersion = await timed([process.execPath, BUNDLE, '--version']);
-  t.log(`start-up (median of ${RUNS}): dist/meshvm --version ${version.median} ms (min ${version.min}, max ${version.max}); ` +
-    `dist/meshvm runlist istio-vm ${help.median} ms; node dist/meshvm.mjs --version ${bundleVersion.median} ms`);
+  t.log(
+    `start-up (median of ${RUNS}): dist/meshvm --version ${version.median} ms (min ${version.min}, max ${version.max}); ` +
+      `dist/meshvm runlist istio-vm ${help.median} ms; node dist/meshvm.mjs --version ${bundleVersion.median} ms`,
+  );
 
   // the demo runlist on a scratch root: first converge, then no-ops
   const root = path.join(dir, 'root');
@@ -74,11 +78,16 @@ serial('size, start-up and no-op converge time of dist/meshvm (and of the bundle
   const firstReport = JSON.parse(String(first.stdout)) as { summary: { total: number; changed: number } };
   t.true(firstReport.summary.changed > 0);
   const noop = await timed([exe, 'converge', demo, '--root', root]);
-  const again = JSON.parse(String((await execa(exe, ['converge', demo, '--root', root, '--json'])).stdout)) as { outcome: string; summary: { changed: number } };
+  const again = JSON.parse(String((await execa(exe, ['converge', demo, '--root', root, '--json'])).stdout)) as {
+    outcome: string;
+    summary: { changed: number };
+  };
   t.is(again.outcome, 'unchanged');
   t.is(again.summary.changed, 0);
   const bundleNoop = await timed([process.execPath, BUNDLE, 'converge', demo, '--root', root]);
-  t.log(`no-op converge of the demo runlist (${firstReport.summary.total} resources, median of ${RUNS}): dist/meshvm ${noop.median} ms (min ${noop.min}, max ${noop.max}); bundle ${bundleNoop.median} ms`);
+  t.log(
+    `no-op converge of the demo runlist (${firstReport.summary.total} resources, median of ${RUNS}): dist/meshvm ${noop.median} ms (min ${noop.min}, max ${noop.max}); bundle ${bundleNoop.median} ms`,
+  );
   t.true(noop.median < 2000, 'a no-op converge is fast');
 });
 
@@ -93,15 +102,18 @@ serial('it runs on a Debian 12 guest that has no Node.js', async (t) => {
     t.is(await run(guest, ['meshvm', '--version']), JSON.parse(await fs.readFile(path.join(PROJECT, 'package.json'), 'utf8')).version);
     t.regex(await run(guest, ['meshvm', 'runlist']), /^istio-vm$/m);
     // a recipe module of the user's, in TypeScript, importing 'meshvm': answered by the executable itself
-    await guest.writeFile('/srv/site/motd.ts', [
-      "import { defineRecipe, File, z } from 'meshvm';",
-      "export default defineRecipe({",
-      "  name: 'motd',",
-      "  attributes: z.strictObject({ text: z.string() }),",
-      "  declare: ({ text }: { text: string }) => [File({ path: '/etc/motd', content: `${text}\\n`, mode: 0o644, owner: 'root' })],",
-      '});',
-      '',
-    ].join('\n'));
+    await guest.writeFile(
+      '/srv/site/motd.ts',
+      [
+        "import { defineRecipe, File, z } from 'meshvm';",
+        'export default defineRecipe({',
+        "  name: 'motd',",
+        '  attributes: z.strictObject({ text: z.string() }),',
+        "  declare: ({ text }: { text: string }) => [File({ path: '/etc/motd', content: `${text}\\n`, mode: 0o644, owner: 'root' })],",
+        '});',
+        '',
+      ].join('\n'),
+    );
     await guest.writeFile('/srv/site/site.yaml', 'name: site\nrecipes:\n  - recipe: ./motd.ts\n    attributes: { text: joined to the mesh by meshvm }\n');
     const first = await guest.exec(['meshvm', 'converge', '/srv/site/site.yaml', '--json'], { timeoutMs: 60_000 });
     t.is(first.exitCode, 0, first.stderr);

@@ -1,7 +1,21 @@
 // End to end on a booted Debian 12 (systemd as PID 1): the example user-data installs meshvm from the artifact store and
 // converges istio-vm at boot; then the timer repairs drift after a simulated reboot; then two converges meet at the lock.
 import test from 'ava';
-import { bootDiagnostics, changedRefs, cloudInitStatus, e2eGate, ensureArtifact, bootWithExample, lastRun, LAB, run, sidecarStarts, WORKLOAD, type MeshGuest, type RunReport } from './lab.ts';
+import {
+  bootDiagnostics,
+  changedRefs,
+  cloudInitStatus,
+  e2eGate,
+  ensureArtifact,
+  bootWithExample,
+  lastRun,
+  LAB,
+  run,
+  sidecarStarts,
+  WORKLOAD,
+  type MeshGuest,
+  type RunReport,
+} from './lab.ts';
 
 const ok = await e2eGate(test, 'cloud-init at boot, the timer, two converges');
 const serial = ok ? test.serial : test.serial.skip;
@@ -24,7 +38,8 @@ if (ok) {
 }
 
 const stat = async (m: MeshGuest, file: string) => run(m.guest, ['stat', '-c', '%U:%G %a %F', file]);
-const jwtClaims = (token: string) => JSON.parse(Buffer.from(token.trim().split('.')[1] ?? '', 'base64url').toString()) as { sub: string; aud: string[] | string; exp: number };
+const jwtClaims = (token: string) =>
+  JSON.parse(Buffer.from(token.trim().split('.')[1] ?? '', 'base64url').toString()) as { sub: string; aud: string[] | string; exp: number };
 
 serial('cloud-init at boot: meshvm from the artifact store converges istio-vm; a second converge changes nothing; verify passes', async (t) => {
   const m = mg!;
@@ -34,14 +49,19 @@ serial('cloud-init at boot: meshvm from the artifact store converges istio-vm; a
   t.is(report!.outcome, 'changed', JSON.stringify(report!.resources.filter((r) => r.status === 'failed')));
   t.is(report!.summary.failed, 0);
   const convergedMs = Date.parse(report!.finishedAt) - m.launchedAt;
-  t.log(`boot (systemd up) ${boot!.bootMs} ms; far side listening ${m.labReadyMs} ms; boot-to-converged ${convergedMs} ms ` +
-    `(the converge itself ${report!.summary.seconds} s, ${report!.summary.changed} of ${report!.summary.total} resources changed); cloud-init done ${boot!.cloudInitDoneMs} ms`);
+  t.log(
+    `boot (systemd up) ${boot!.bootMs} ms; far side listening ${m.labReadyMs} ms; boot-to-converged ${convergedMs} ms ` +
+      `(the converge itself ${report!.summary.seconds} s, ${report!.summary.changed} of ${report!.summary.total} resources changed); cloud-init done ${boot!.cloudInitDoneMs} ms`,
+  );
 
   // meshvm came from the artifact store, and the VM has no Node.js of its own
   t.not((await g.exec(['sh', '-c', 'command -v node || command -v nodejs'])).exitCode, 0, 'no Node.js on the VM');
   t.is((await run(g, ['sha256sum', '/usr/local/bin/meshvm'])).split(' ')[0], m.executableSha256);
   const stats = await m.lab.stats();
-  t.deepEqual(stats.artifactRequests, [{ path: '/meshvm', status: 200 }, { path: '/istio-sidecar.deb', status: 200 }]);
+  t.deepEqual(stats.artifactRequests, [
+    { path: '/meshvm', status: 200 },
+    { path: '/istio-sidecar.deb', status: 200 },
+  ]);
   t.is(stats.tokenRequests, 1, 'one TokenRequest for the istio-token');
 
   // the example's timer units are byte for byte the recipe's: the converge left them alone
@@ -64,7 +84,11 @@ serial('cloud-init at boot: meshvm from the artifact store converges istio-vm; a
   }
   t.regex(await run(g, ['cat', '/etc/resolv.conf']), /^nameserver 127\.0\.0\.1$/m);
   t.regex(await run(g, ['getent', 'ahostsv4', 'kubernetes.default.svc.cluster.local']), new RegExp(`^${LAB.kubernetesIp.replaceAll('.', '\\.')}\\s`));
-  t.regex(await run(g, ['getent', 'ahostsv4', 'example.org']), new RegExp(`^${LAB.exampleOrgIp.replaceAll('.', '\\.')}\\s`), 'dnsmasq forwards the rest to the nameserver the VM had');
+  t.regex(
+    await run(g, ['getent', 'ahostsv4', 'example.org']),
+    new RegExp(`^${LAB.exampleOrgIp.replaceAll('.', '\\.')}\\s`),
+    'dnsmasq forwards the rest to the nameserver the VM had',
+  );
   t.regex(await run(g, ['getent', 'hosts', 'istiod.istio-system.svc']), new RegExp(`^${LAB.eastwest.replaceAll('.', '\\.')}\\s`));
 
   // certs and token: present, owned by istio-proxy, the token readable by it alone
@@ -99,57 +123,78 @@ serial('cloud-init at boot: meshvm from the artifact store converges istio-vm; a
   const checks = JSON.parse(verify.stdout) as { ok: boolean; checks: { check: string; ok: boolean; detail: string; skipped?: boolean }[] };
   t.is(verify.exitCode, 0, verify.stdout + verify.stderr);
   t.true(checks.ok);
-  t.false(checks.checks.some((c) => c.skipped), 'nothing skipped on a booted machine');
+  t.false(
+    checks.checks.some((c) => c.skipped),
+    'nothing skipped on a booted machine',
+  );
   t.deepEqual([...new Set(checks.checks.map((c) => c.check))], ['dns', 'control plane', 'certs', 'services', 'interception']);
   t.log(checks.checks.map((c) => `${c.ok ? 'ok' : 'FAILED'} ${c.check}: ${c.detail}`).join('\n'));
 });
 
-serial('the timer: after a simulated reboot, a hand edit and a deleted interception rule, one run repairs all of it and restarts the sidecar once', async (t) => {
-  const m = mg!;
-  const g = m.guest;
-  const before = await sidecarStarts(g);
-  const tokenBefore = await run(g, ['cat', '/var/run/secrets/tokens/istio-token']);
-  const clusterEnv = await run(g, ['cat', '/var/lib/istio/envoy/cluster.env']);
-  const rule = `-A ISTIO_INBOUND -p tcp -m tcp --dport ${WORKLOAD.port} -j ISTIO_IN_REDIRECT`;
+serial(
+  'the timer: after a simulated reboot, a hand edit and a deleted interception rule, one run repairs all of it and restarts the sidecar once',
+  async (t) => {
+    const m = mg!;
+    const g = m.guest;
+    const before = await sidecarStarts(g);
+    const tokenBefore = await run(g, ['cat', '/var/run/secrets/tokens/istio-token']);
+    const clusterEnv = await run(g, ['cat', '/var/lib/istio/envoy/cluster.env']);
+    const rule = `-A ISTIO_INBOUND -p tcp -m tcp --dport ${WORKLOAD.port} -j ISTIO_IN_REDIRECT`;
 
-  await run(g, ['rm', '-rf', '/var/run/secrets']); // /var/run is a tmpfs: a reboot empties it
-  await run(g, ['sed', '-i', `s/^ISTIO_INBOUND_PORTS=.*/ISTIO_INBOUND_PORTS=${WORKLOAD.port},9090/`, '/var/lib/istio/envoy/cluster.env']);
-  await run(g, ['iptables', '-t', 'nat', '-D', ...rule.slice(3).split(' ')]);
-  t.false((await run(g, ['iptables-save', '-t', 'nat'])).split('\n').includes(rule));
-  t.is(await sidecarStarts(g), before, 'nothing restarted the sidecar meanwhile');
+    await run(g, ['rm', '-rf', '/var/run/secrets']); // /var/run is a tmpfs: a reboot empties it
+    await run(g, ['sed', '-i', `s/^ISTIO_INBOUND_PORTS=.*/ISTIO_INBOUND_PORTS=${WORKLOAD.port},9090/`, '/var/lib/istio/envoy/cluster.env']);
+    await run(g, ['iptables', '-t', 'nat', '-D', ...rule.slice(3).split(' ')]);
+    t.false((await run(g, ['iptables-save', '-t', 'nat'])).split('\n').includes(rule));
+    t.is(await sidecarStarts(g), before, 'nothing restarted the sidecar meanwhile');
 
-  // what meshvm.timer triggers
-  const started = Date.now();
-  const timerRun = await g.exec(['systemctl', 'start', 'meshvm.service'], { timeoutMs: 180_000 });
-  t.is(timerRun.exitCode, 0, `${timerRun.stderr}\n${(await g.exec(['journalctl', '-u', 'meshvm.service', '--no-pager', '-n', '60'])).stdout}`);
-  t.log(`the timer's run took ${Date.now() - started} ms; in the journal:\n${(await run(g, ['journalctl', '-u', 'meshvm.service', '-o', 'cat', '--no-pager'])).split('\n').filter((l) => !/^\s+[-+@ ]/.test(l)).join('\n')}`);
-  const report = (await lastRun(g))!;
-  t.is(report.outcome, 'changed');
-  t.deepEqual(changedRefs(report).sort(), [
-    'directory[/var/run/secrets/tokens]',
-    'directory[/var/run/secrets]',
-    'execute[istio interception rules]',
-    'file[/var/lib/istio/envoy/cluster.env]',
-    'istio_token[/var/run/secrets/tokens/istio-token]',
-  ]);
-  t.deepEqual(report.notifications.map((n) => `${n.ref} ${n.status}`), ['service[istio.service] refreshed']);
-  t.deepEqual(report.notifications[0]!.because.sort(), ['execute[istio interception rules]', 'file[/var/lib/istio/envoy/cluster.env]', 'istio_token[/var/run/secrets/tokens/istio-token]']);
+    // what meshvm.timer triggers
+    const started = Date.now();
+    const timerRun = await g.exec(['systemctl', 'start', 'meshvm.service'], { timeoutMs: 180_000 });
+    t.is(timerRun.exitCode, 0, `${timerRun.stderr}\n${(await g.exec(['journalctl', '-u', 'meshvm.service', '--no-pager', '-n', '60'])).stdout}`);
+    t.log(
+      `the timer's run took ${Date.now() - started} ms; in the journal:\n${(await run(g, ['journalctl', '-u', 'meshvm.service', '-o', 'cat', '--no-pager']))
+        .split('\n')
+        .filter((l) => !/^\s+[-+@ ]/.test(l))
+        .join('\n')}`,
+    );
+    const report = (await lastRun(g))!;
+    t.is(report.outcome, 'changed');
+    t.deepEqual(changedRefs(report).sort(), [
+      'directory[/var/run/secrets/tokens]',
+      'directory[/var/run/secrets]',
+      'execute[istio interception rules]',
+      'file[/var/lib/istio/envoy/cluster.env]',
+      'istio_token[/var/run/secrets/tokens/istio-token]',
+    ]);
+    t.deepEqual(
+      report.notifications.map((n) => `${n.ref} ${n.status}`),
+      ['service[istio.service] refreshed'],
+    );
+    t.deepEqual(report.notifications[0]!.because.sort(), [
+      'execute[istio interception rules]',
+      'file[/var/lib/istio/envoy/cluster.env]',
+      'istio_token[/var/run/secrets/tokens/istio-token]',
+    ]);
 
-  t.is(await sidecarStarts(g), before + 1, 'exactly one restart of the sidecar');
-  t.is(await run(g, ['cat', '/var/lib/istio/envoy/cluster.env']), clusterEnv, 'the hand edit is undone');
-  const nat = (await run(g, ['iptables-save', '-t', 'nat'])).split('\n');
-  t.true(nat.includes(rule), 'the deleted rule is back (the restarted sidecar installed its rules again)');
-  t.false(nat.some((l) => l.includes('--dport 9090')), 'and the hand-edited port is not intercepted');
-  t.is(await stat(m, '/var/run/secrets/tokens/istio-token'), 'istio-proxy:istio-proxy 600 regular file');
-  t.not(await run(g, ['cat', '/var/run/secrets/tokens/istio-token']), tokenBefore, 'a token minted again');
-  t.is((await g.exec(['systemctl', 'is-active', 'istio.service'])).stdout, 'active');
+    t.is(await sidecarStarts(g), before + 1, 'exactly one restart of the sidecar');
+    t.is(await run(g, ['cat', '/var/lib/istio/envoy/cluster.env']), clusterEnv, 'the hand edit is undone');
+    const nat = (await run(g, ['iptables-save', '-t', 'nat'])).split('\n');
+    t.true(nat.includes(rule), 'the deleted rule is back (the restarted sidecar installed its rules again)');
+    t.false(
+      nat.some((l) => l.includes('--dport 9090')),
+      'and the hand-edited port is not intercepted',
+    );
+    t.is(await stat(m, '/var/run/secrets/tokens/istio-token'), 'istio-proxy:istio-proxy 600 regular file');
+    t.not(await run(g, ['cat', '/var/run/secrets/tokens/istio-token']), tokenBefore, 'a token minted again');
+    t.is((await g.exec(['systemctl', 'is-active', 'istio.service'])).stdout, 'active');
 
-  // and the next run has nothing to do
-  const next = await g.exec(['systemctl', 'start', 'meshvm.service'], { timeoutMs: 180_000 });
-  t.is(next.exitCode, 0);
-  t.is((await lastRun(g))!.outcome, 'unchanged');
-  t.is(await sidecarStarts(g), before + 1);
-});
+    // and the next run has nothing to do
+    const next = await g.exec(['systemctl', 'start', 'meshvm.service'], { timeoutMs: 180_000 });
+    t.is(next.exitCode, 0);
+    t.is((await lastRun(g))!.outcome, 'unchanged');
+    t.is(await sidecarStarts(g), before + 1);
+  },
+);
 
 serial('two converges started together: one waits for the lock, then finds the work done (one token, one restart)', async (t) => {
   const m = mg!;
@@ -157,13 +202,22 @@ serial('two converges started together: one waits for the lock, then finds the w
   const before = await sidecarStarts(g);
   const minted = (await m.lab.stats()).tokenRequests;
   await run(g, ['rm', '-rf', '/var/run/secrets']);
-  const both = await g.exec(['sh', '-c', [
-    'meshvm converge /etc/meshvm/runlist.yaml --json >/tmp/a.json 2>/tmp/a.err & a=$!',
-    'meshvm converge /etc/meshvm/runlist.yaml --json >/tmp/b.json 2>/tmp/b.err & b=$!',
-    'wait $a; ra=$?; wait $b; rb=$?; echo $ra $rb',
-  ].join('\n')], { timeoutMs: 180_000 });
+  const both = await g.exec(
+    [
+      'sh',
+      '-c',
+      [
+        'meshvm converge /etc/meshvm/runlist.yaml --json >/tmp/a.json 2>/tmp/a.err & a=$!',
+        'meshvm converge /etc/meshvm/runlist.yaml --json >/tmp/b.json 2>/tmp/b.err & b=$!',
+        'wait $a; ra=$?; wait $b; rb=$?; echo $ra $rb',
+      ].join('\n'),
+    ],
+    { timeoutMs: 180_000 },
+  );
   t.is(both.stdout, '0 0', `${await g.readFile('/tmp/a.err')}\n${await g.readFile('/tmp/b.err')}`);
-  const reports = await Promise.all(['a', 'b'].map(async (x) => ({ report: JSON.parse((await g.readFile(`/tmp/${x}.json`))!) as RunReport, err: (await g.readFile(`/tmp/${x}.err`))! })));
+  const reports = await Promise.all(
+    ['a', 'b'].map(async (x) => ({ report: JSON.parse((await g.readFile(`/tmp/${x}.json`))!) as RunReport, err: (await g.readFile(`/tmp/${x}.err`))! })),
+  );
   const waited = reports.filter((r) => /waiting up to 600 s for the run lock held by pid \d+/.test(r.err));
   t.is(waited.length, 1, 'exactly one of them waited for the other');
   const [first, second] = waited[0] === reports[0] ? [reports[1]!, reports[0]!] : [reports[0]!, reports[1]!];

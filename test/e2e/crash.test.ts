@@ -36,7 +36,8 @@ if (ok) {
 
 const files = layout(SHAPE);
 const args = (root: string, version: number, extra: string[] = []) => ['converge', runlist, '--root', root, '--set', `many-files.version=${version}`, ...extra];
-const converge = (root: string, version: number, extra: string[] = []) => execa(exe, args(root, version, extra), { reject: false, stdin: 'ignore', timeout: 120_000, env: { NO_COLOR: '1' } });
+const converge = (root: string, version: number, extra: string[] = []) =>
+  execa(exe, args(root, version, extra), { reject: false, stdin: 'ignore', timeout: 120_000, env: { NO_COLOR: '1' } });
 
 /** For each declared file: which version it holds whole, or why it is not whole. */
 async function versions(root: string, allowed: readonly number[]): Promise<{ held: Map<number, number>; torn: string[] }> {
@@ -46,7 +47,8 @@ async function versions(root: string, allowed: readonly number[]): Promise<{ hel
     const full = path.join(root, f.path);
     const [content, st] = await Promise.all([fs.readFile(full, 'latin1').catch(() => undefined), fs.stat(full).catch(() => undefined)]);
     const v = allowed.find((version) => content === body(version, f.path, f.bytes));
-    if (v === undefined) torn.push(`${f.path}: ${content === undefined ? 'missing' : `${content.length} bytes, starting ${JSON.stringify(content.slice(0, 40))}`}`);
+    if (v === undefined)
+      torn.push(`${f.path}: ${content === undefined ? 'missing' : `${content.length} bytes, starting ${JSON.stringify(content.slice(0, 40))}`}`);
     else if ((st!.mode & 0o777) !== 0o640) torn.push(`${f.path}: mode ${(st!.mode & 0o777).toString(8)}`);
     else held.set(v, (held.get(v) ?? 0) + 1);
   }
@@ -107,13 +109,22 @@ serial(`SIGKILL at random points (${TRIALS} trials): never a torn file, and the 
     const next = previous + 1;
     // unshare: meshvm is PID 1 of its own PID namespace, so the flock holder it leaves is killed and reaped with it
     // (the host's PID 1 does not reap orphans); --kill-child hands our SIGKILL to meshvm at once
-    const run = execa('unshare', ['--pid', '--fork', '--kill-child', '--', exe, ...args(root, next)], { reject: false, stdin: 'ignore', stdout: 'ignore', stderr: 'ignore' });
+    const run = execa('unshare', ['--pid', '--fork', '--kill-child', '--', exe, ...args(root, next)], {
+      reject: false,
+      stdin: 'ignore',
+      stdout: 'ignore',
+      stderr: 'ignore',
+    });
     await new Promise((resolve) => setTimeout(resolve, full * (0.1 + Math.random())));
     const killed = run.kill('SIGKILL');
     const result = await run;
     if (!killed || result.exitCode === 0) outcomes.exitedFirst++;
     const { held, torn } = await versions(root, [previous, next]);
-    problems.push(...torn.map((x) => `trial ${trial}: ${x}`), ...(await tornBackups(root)).map((x) => `trial ${trial}: backup ${x}`), ...(await stateProblems(root)).map((x) => `trial ${trial}: ${x}`));
+    problems.push(
+      ...torn.map((x) => `trial ${trial}: ${x}`),
+      ...(await tornBackups(root)).map((x) => `trial ${trial}: backup ${x}`),
+      ...(await stateProblems(root)).map((x) => `trial ${trial}: ${x}`),
+    );
     const fresh = held.get(next) ?? 0;
     if (fresh === 0) outcomes.beforeAnyWrite++;
     else if (fresh === files.length) outcomes.allWritten++;
@@ -135,9 +146,11 @@ serial(`SIGKILL at random points (${TRIALS} trials): never a torn file, and the 
     if (problems.length > 20) break;
   }
   t.deepEqual(problems, []);
-  t.log(`${TRIALS} trials, full run ${full} ms (kills uniformly between ${Math.round(full * 0.1)} and ${Math.round(full * 1.1)} ms): ` +
-    `killed before any file was written ${outcomes.beforeAnyWrite}, midway (old and new files side by side) ${outcomes.midway}, ` +
-    `after every file was written ${outcomes.allWritten}, exited before the kill ${outcomes.exitedFirst}; a temp file left behind in ${outcomes.leftoverTemps} (replaced by the next run)`);
+  t.log(
+    `${TRIALS} trials, full run ${full} ms (kills uniformly between ${Math.round(full * 0.1)} and ${Math.round(full * 1.1)} ms): ` +
+      `killed before any file was written ${outcomes.beforeAnyWrite}, midway (old and new files side by side) ${outcomes.midway}, ` +
+      `after every file was written ${outcomes.allWritten}, exited before the kill ${outcomes.exitedFirst}; a temp file left behind in ${outcomes.leftoverTemps} (replaced by the next run)`,
+  );
   t.true(outcomes.midway >= TRIALS / 5, `enough kills land mid-way: ${outcomes.midway}`);
 });
 
@@ -151,6 +164,10 @@ serial('two converges started together: one waits for the other, and finds nothi
   const waited = [a, b].filter((r) => /waiting up to 600 s for the run lock held by pid \d+ since \S+ \(meshvm converge /.test(String(r.stderr)));
   t.is(waited.length, 1, 'exactly one waited');
   const reports = [a, b].map((r) => JSON.parse(String(r.stdout)) as { summary: { changed: number } });
-  t.deepEqual(reports.map((r) => r.summary.changed).sort((x, y) => x - y), [0, files.length], 'one did the work, the other found it done');
+  t.deepEqual(
+    reports.map((r) => r.summary.changed).sort((x, y) => x - y),
+    [0, files.length],
+    'one did the work, the other found it done',
+  );
   t.deepEqual((await versions(root, [2])).torn, []);
 });

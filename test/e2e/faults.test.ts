@@ -38,7 +38,11 @@ serial('Vault unreachable at boot: retries with backoff, fails cleanly, leaves n
   const ci = await cloudInitStatus(g);
   t.is(ci.status, 'error', `cloud-init reports the failed runcmd: ${ci.text}`);
   const output = (await g.readFile('/var/log/cloud-init-output.log')) ?? '';
-  t.regex(output, /meshvm: .*recipes\[1\] \(recipe dns\): Vault approle login at auth\/approle: cannot reach Vault at http:\/\/127\.0\.0\.1:8200: connection error ECONNREFUSED;.* \(after 5 attempts\)/, await bootDiagnostics(g));
+  t.regex(
+    output,
+    /meshvm: .*recipes\[1\] \(recipe dns\): Vault approle login at auth\/approle: cannot reach Vault at http:\/\/127\.0\.0\.1:8200: connection error ECONNREFUSED;.* \(after 5 attempts\)/,
+    await bootDiagnostics(g),
+  );
   t.is(await vaultSyns(g), 5, 'five connection attempts to Vault');
 
   // nothing half done: the plan failed before anything was applied
@@ -46,12 +50,38 @@ serial('Vault unreachable at boot: retries with backoff, fails cleanly, leaves n
   t.is(await g.readFile('/var/lib/meshvm/pending.json'), undefined);
   t.not((await g.exec(['getent', 'passwd', 'istio-proxy'])).exitCode, 0, 'no istio-proxy account (the first recipe)');
   t.not((await g.exec(['dpkg-query', '-W', 'istio-sidecar'])).exitCode, 0, 'no sidecar package');
-  for (const p of ['/etc/dnsmasq.d/kubedns', '/etc/dnsmasq.d/meshvm.conf', '/etc/meshvm/upstream-resolv.conf', '/var/lib/istio', '/var/run/secrets', '/etc/certs', '/var/cache/meshvm']) {
+  for (const p of [
+    '/etc/dnsmasq.d/kubedns',
+    '/etc/dnsmasq.d/meshvm.conf',
+    '/etc/meshvm/upstream-resolv.conf',
+    '/var/lib/istio',
+    '/var/run/secrets',
+    '/etc/certs',
+    '/var/cache/meshvm',
+  ]) {
     t.not((await g.exec(['test', '-e', p])).exitCode, 0, `${p} does not exist`);
   }
   t.is(await run(g, ['cat', '/etc/resolv.conf']), `nameserver ${LAB.upstreamDns}`, 'the resolver untouched');
   t.is(await run(g, ['find', '/', '-xdev', '-name', '.*.meshvm-new']), '', 'no temp file anywhere');
-  const touched = await run(g, ['find', '/etc', '/var/lib', '/var/cache', '/usr/local', '-xdev', '-newer', '/etc/meshvm/runlist.yaml', '-not', '-path', '/var/lib/cloud/*', '-not', '-path', '/var/lib/systemd/*', '-not', '-path', '/etc/systemd/system/timers.target.wants*']);
+  const touched = await run(g, [
+    'find',
+    '/etc',
+    '/var/lib',
+    '/var/cache',
+    '/usr/local',
+    '-xdev',
+    '-newer',
+    '/etc/meshvm/runlist.yaml',
+    '-not',
+    '-path',
+    '/var/lib/cloud/*',
+    '-not',
+    '-path',
+    '/var/lib/systemd/*',
+    '-not',
+    '-path',
+    '/etc/systemd/system/timers.target.wants*',
+  ]);
   t.is(touched, '', 'nothing written after the runlist, besides enabling the timer');
   // what the example set up before converging: the timer that will retry
   t.is((await g.exec(['systemctl', 'is-active', 'meshvm.timer'])).stdout, 'active');

@@ -46,7 +46,12 @@ const kube = await startKubernetes({
   rbac: { [VM_SA]: MESH_RULES },
   serviceAccounts: ['vm-ns/vm-sa', 'vm-ns/meshvm-bootstrap'],
 });
-kube.objects.setService('istio-system', 'istio-eastwestgateway', { type: 'LoadBalancer', ports: [{ port: 15012 }] }, { loadBalancer: { ingress: [{ ip: EASTWEST }] } });
+kube.objects.setService(
+  'istio-system',
+  'istio-eastwestgateway',
+  { type: 'LoadBalancer', ports: [{ port: 15012 }] },
+  { loadBalancer: { ingress: [{ ip: EASTWEST }] } },
+);
 kube.objects.setService('kube-system', 'kube-dns', { type: 'ClusterIP', clusterIP: '10.150.0.7' });
 const pki = await testPki({ fresh: true });
 kube.objects.setConfigMap('vm-ns', 'istio-ca-root-cert', { 'root-cert.pem': pki.caPem });
@@ -59,10 +64,20 @@ let kubeAccess = { server: kube.url, caPem: kube.caPem };
 if (config.public) {
   const upstream = kube;
   const proxy = createHttpsServer({ cert: config.public.pki.certPem, key: config.public.pki.keyPem }, (req, res) => {
-    const up = httpsRequest({ host: '127.0.0.1', port: upstream.port, method: req.method, path: req.url, headers: { ...req.headers, host: `127.0.0.1:${upstream.port}` }, ca: upstream.caPem }, (answer) => {
-      res.writeHead(answer.statusCode ?? 502, answer.headers);
-      answer.pipe(res);
-    });
+    const up = httpsRequest(
+      {
+        host: '127.0.0.1',
+        port: upstream.port,
+        method: req.method,
+        path: req.url,
+        headers: { ...req.headers, host: `127.0.0.1:${upstream.port}` },
+        ca: upstream.caPem,
+      },
+      (answer) => {
+        res.writeHead(answer.statusCode ?? 502, answer.headers);
+        answer.pipe(res);
+      },
+    );
     up.on('error', () => res.destroy());
     req.pipe(up);
   });

@@ -90,7 +90,11 @@ export async function ensureArtifact(log: (line: string) => void = () => {}): Pr
     const started = Date.now();
     const script = `import { artifactStale } from ${JSON.stringify(path.join(import.meta.dirname, 'lab.ts'))};
       if (await artifactStale()) { const { execa } = await import('execa'); await execa(process.execPath, ['scripts/build.ts'], { cwd: ${JSON.stringify(PROJECT)}, stdio: 'inherit' }); }`;
-    const r = await execa('flock', [path.join(os.tmpdir(), 'meshvm-e2e-build.lock'), process.execPath, '--input-type=module', '-e', script], { reject: false, all: true, timeout: 600_000 });
+    const r = await execa('flock', [path.join(os.tmpdir(), 'meshvm-e2e-build.lock'), process.execPath, '--input-type=module', '-e', script], {
+      reject: false,
+      all: true,
+      timeout: 600_000,
+    });
     if (r.exitCode !== 0) throw new Error(`building the artifact failed:\n${r.all}`);
     log(`artifact built (or waited for) in ${Date.now() - started} ms`);
   }
@@ -98,7 +102,9 @@ export async function ensureArtifact(log: (line: string) => void = () => {}): Pr
 }
 
 export async function sha256File(file: string): Promise<string> {
-  return createHash('sha256').update(await fs.readFile(file)).digest('hex');
+  return createHash('sha256')
+    .update(await fs.readFile(file))
+    .digest('hex');
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -109,7 +115,12 @@ export async function buildSidecarDeb(outDir: string): Promise<{ file: string; s
   const tree = await fs.mkdtemp(path.join(os.tmpdir(), 'meshvm-deb-'));
   try {
     await fs.cp(SIDECAR_TREE, tree, { recursive: true });
-    for (const [file, mode] of [['DEBIAN/postinst', 0o755], ['usr/local/bin/istio-start.sh', 0o755], ['DEBIAN/control', 0o644], ['lib/systemd/system/istio.service', 0o644]] as const) {
+    for (const [file, mode] of [
+      ['DEBIAN/postinst', 0o755],
+      ['usr/local/bin/istio-start.sh', 0o755],
+      ['DEBIAN/control', 0o644],
+      ['lib/systemd/system/istio.service', 0o644],
+    ] as const) {
       await fs.chmod(path.join(tree, file), mode);
     }
     await execa('find', [tree, '-type', 'd', '-exec', 'chmod', '0755', '{}', '+']);
@@ -144,16 +155,22 @@ export async function renderUserData(values: Record<string, string>): Promise<st
  * artifact store's private CA is trusted (cloud-init's ca_certs, as the example's header says).
  */
 export function cloudAround(artifactCaPem: string, vm?: { powerOff: boolean }): string {
-  const pem = artifactCaPem.trim().split('\n').map((l) => `      ${l}`).join('\n');
+  const pem = artifactCaPem
+    .trim()
+    .split('\n')
+    .map((l) => `      ${l}`)
+    .join('\n');
   const network = vm
-    ? [ // a full VM on qemu's user network: the address its DHCP server would give (cloud-init's network config is off)
-      '    dev=$(ls /sys/class/net | grep -v "^lo$" | head -n 1)',
-      '    ip link set "$dev" up && ip addr add 10.0.2.15/24 dev "$dev" && ip route add default via 10.0.2.2',
-    ]
-    : [ // a container: wait until the far side listens in the guest's namespace
-      '    i=0',
-      '    while [ ! -e /mnt/meshvm-lab/ready ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done',
-    ];
+    ? [
+        // a full VM on qemu's user network: the address its DHCP server would give (cloud-init's network config is off)
+        '    dev=$(ls /sys/class/net | grep -v "^lo$" | head -n 1)',
+        '    ip link set "$dev" up && ip addr add 10.0.2.15/24 dev "$dev" && ip route add default via 10.0.2.2',
+      ]
+    : [
+        // a container: wait until the far side listens in the guest's namespace
+        '    i=0',
+        '    while [ ! -e /mnt/meshvm-lab/ready ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done',
+      ];
   return [
     '',
     "# --- added by meshvm's end-to-end test, not part of the example: the cloud around the VM ---",
@@ -187,10 +204,19 @@ export interface Lab {
  * the guest reaches on its loopback: istiod's port, the cluster DNS and the upstream DNS. A full VM (`vm`) reaches the
  * servers through qemu's guestfwd at vm.public.address instead.
  */
-export async function startLab(where: { netns: string }, opts: { artifactDir: string; artifactPki: TestPki; vaultDown?: boolean; vm?: { public: NonNullable<LabConfig['public']> } }): Promise<Lab> {
+export async function startLab(
+  where: { netns: string },
+  opts: { artifactDir: string; artifactPki: TestPki; vaultDown?: boolean; vm?: { public: NonNullable<LabConfig['public']> } },
+): Promise<Lab> {
   const daemons: ResultPromise[] = [];
   const start = (argv: string[], stdio: 'pipe' | 'ignore' = 'ignore') => {
-    const child = execa('ip', ['netns', 'exec', where.netns, ...argv], { reject: false, stdin: stdio === 'pipe' ? 'pipe' : 'ignore', stdout: stdio === 'pipe' ? 'pipe' : 'ignore', stderr: 'pipe', cleanup: true });
+    const child = execa('ip', ['netns', 'exec', where.netns, ...argv], {
+      reject: false,
+      stdin: stdio === 'pipe' ? 'pipe' : 'ignore',
+      stdout: stdio === 'pipe' ? 'pipe' : 'ignore',
+      stderr: 'pipe',
+      cleanup: true,
+    });
     daemons.push(child);
     return child;
   };
@@ -199,8 +225,18 @@ export async function startLab(where: { netns: string }, opts: { artifactDir: st
       await execa('ip', ['-n', where.netns, 'addr', 'add', `${ip}/32`, 'dev', 'lo']);
     }
     const dnsmasq = (address: string, answers: Record<string, string>) =>
-      start(['dnsmasq', '--keep-in-foreground', '--no-resolv', '--no-hosts', '--bind-interfaces', `--listen-address=${address}`, '--port=53',
-        '--conf-file=/dev/null', '--pid-file=', ...Object.entries(answers).map(([name, ip]) => `--address=/${name}/${ip}`)]);
+      start([
+        'dnsmasq',
+        '--keep-in-foreground',
+        '--no-resolv',
+        '--no-hosts',
+        '--bind-interfaces',
+        `--listen-address=${address}`,
+        '--port=53',
+        '--conf-file=/dev/null',
+        '--pid-file=',
+        ...Object.entries(answers).map(([name, ip]) => `--address=/${name}/${ip}`),
+      ]);
     dnsmasq(LAB.clusterDns, { 'kubernetes.default.svc.cluster.local': LAB.kubernetesIp });
     dnsmasq(LAB.upstreamDns, { 'example.org': LAB.exampleOrgIp });
   }
@@ -238,10 +274,25 @@ export async function startLab(where: { netns: string }, opts: { artifactDir: st
   exited.catch(() => {});
   let ready: LabReady;
   try {
-    ready = await Promise.race([readyPromise, exited, new Promise<never>((_, reject) => setTimeout(() => reject(new Error('the lab server did not start within 30 s')), 30_000).unref())]);
+    ready = await Promise.race([
+      readyPromise,
+      exited,
+      new Promise<never>((_, reject) => setTimeout(() => reject(new Error('the lab server did not start within 30 s')), 30_000).unref()),
+    ]);
     // the DNS servers answer before anything asks them
-    for (const [server, name, ip] of opts.vm ? [] : [[LAB.clusterDns, 'kubernetes.default.svc.cluster.local', LAB.kubernetesIp], [LAB.upstreamDns, 'example.org', LAB.exampleOrgIp]] as const) {
-      await waitUntil(async () => (await execa('ip', ['netns', 'exec', where.netns, 'dig', '+short', '+time=1', '+tries=1', `@${server}`, name], { reject: false })).stdout.trim() === ip, 10_000, `dnsmasq on ${server}`);
+    for (const [server, name, ip] of opts.vm
+      ? []
+      : ([
+          [LAB.clusterDns, 'kubernetes.default.svc.cluster.local', LAB.kubernetesIp],
+          [LAB.upstreamDns, 'example.org', LAB.exampleOrgIp],
+        ] as const)) {
+      await waitUntil(
+        async () =>
+          (await execa('ip', ['netns', 'exec', where.netns, 'dig', '+short', '+time=1', '+tries=1', `@${server}`, name], { reject: false })).stdout.trim() ===
+          ip,
+        10_000,
+        `dnsmasq on ${server}`,
+      );
     }
   } catch (error) {
     await stop();
@@ -293,7 +344,10 @@ export interface MeshGuest {
 }
 
 /** Everything a guest needs from the host, made once per test file: the artifacts served, the CA, the .deb. */
-export async function prepareArtifacts(workDir: string, pki?: TestPki): Promise<{ artifactDir: string; pki: TestPki; deb: { file: string; sha256: string }; executableSha256: string }> {
+export async function prepareArtifacts(
+  workDir: string,
+  pki?: TestPki,
+): Promise<{ artifactDir: string; pki: TestPki; deb: { file: string; sha256: string }; executableSha256: string }> {
   const artifactDir = path.join(workDir, 'artifacts');
   await fs.mkdir(artifactDir, { recursive: true });
   await fs.copyFile(EXECUTABLE, path.join(artifactDir, 'meshvm'));
@@ -323,14 +377,20 @@ export function labValues(a: { executableSha256: string; deb: { sha256: string }
  * Boots a guest whose NoCloud seed is the example's user-data (rendered, plus the cloud around it), starts its far
  * side, and returns once systemd is up (cloud-init may still be running: see waitForCloudInit / cloudInitStatus).
  */
-export async function bootWithExample(opts: { vaultDown?: boolean; log?: (line: string) => void; beforeReady?: (guest: Guest) => Promise<void> } = {}): Promise<MeshGuest> {
+export async function bootWithExample(
+  opts: { vaultDown?: boolean; log?: (line: string) => void; beforeReady?: (guest: Guest) => Promise<void> } = {},
+): Promise<MeshGuest> {
   const workDir = await fs.mkdtemp(path.join(os.tmpdir(), 'meshvm-e2e-'));
   const labDir = path.join(workDir, 'lab');
   await fs.mkdir(labDir);
   const prepared = await prepareArtifacts(workDir);
   const userData = (await renderUserData(labValues(prepared))) + cloudAround(prepared.pki.caPem);
   await ensureRootfs({ ...IMAGE, ...(opts.log && { log: opts.log }) });
-  const { guest, launchedAt, owned, stop } = await bootLabGuest(workDir, { rootfs: IMAGE, seed: { userData }, binds: [{ host: labDir, guest: '/mnt/meshvm-lab' }] });
+  const { guest, launchedAt, owned, stop } = await bootLabGuest(workDir, {
+    rootfs: IMAGE,
+    seed: { userData },
+    binds: [{ host: labDir, guest: '/mnt/meshvm-lab' }],
+  });
   let lab: Lab;
   try {
     lab = owned.lab = await startLab(guest, { artifactDir: prepared.artifactDir, artifactPki: prepared.pki, ...(opts.vaultDown && { vaultDown: true }) });
@@ -340,7 +400,17 @@ export async function bootWithExample(opts: { vaultDown?: boolean; log?: (line: 
     await stop();
     throw error;
   }
-  return { guest, lab, launchedAt, labReadyMs: Date.now() - launchedAt, userData, deb: prepared.deb, executableSha256: prepared.executableSha256, workDir, stop };
+  return {
+    guest,
+    lab,
+    launchedAt,
+    labReadyMs: Date.now() - launchedAt,
+    userData,
+    deb: prepared.deb,
+    executableSha256: prepared.executableSha256,
+    workDir,
+    stop,
+  };
 }
 
 /** Boots a lab guest that owns its work dir: `stop` stops the guest, then the lab once `owned.lab` is set, then removes the dir. */
@@ -406,7 +476,10 @@ export async function bootBaked(opts: { log?: (line: string) => void } = {}): Pr
   const workDir = await fs.mkdtemp(path.join(os.tmpdir(), 'meshvm-e2e-'));
   const prepared = await prepareArtifacts(workDir);
   await ensureRootfs({ ...IMAGE, ...(opts.log && { log: opts.log }) });
-  const { guest, launchedAt, owned, stop } = await bootLabGuest(workDir, { rootfs: IMAGE, binds: [{ host: path.join(prepared.artifactDir, 'meshvm'), guest: '/usr/local/bin/meshvm' }] });
+  const { guest, launchedAt, owned, stop } = await bootLabGuest(workDir, {
+    rootfs: IMAGE,
+    binds: [{ host: path.join(prepared.artifactDir, 'meshvm'), guest: '/usr/local/bin/meshvm' }],
+  });
   try {
     const lab = await startLab(guest, { artifactDir: prepared.artifactDir, artifactPki: prepared.pki });
     owned.lab = lab;
@@ -445,12 +518,47 @@ export async function makePki(ips: readonly string[]): Promise<TestPki> {
   const p = (name: string) => path.join(dir, name);
   try {
     const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
-    await execa('openssl', ['req', '-x509', ...ec, '-keyout', p('ca.key'), '-out', p('ca.pem'), '-days', '2', '-subj', '/CN=meshvm e2e artifact store CA',
-      '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign']);
+    await execa('openssl', [
+      'req',
+      '-x509',
+      ...ec,
+      '-keyout',
+      p('ca.key'),
+      '-out',
+      p('ca.pem'),
+      '-days',
+      '2',
+      '-subj',
+      '/CN=meshvm e2e artifact store CA',
+      '-addext',
+      'basicConstraints=critical,CA:TRUE',
+      '-addext',
+      'keyUsage=critical,keyCertSign,cRLSign',
+    ]);
     await execa('openssl', ['req', '-new', ...ec, '-keyout', p('server.key'), '-out', p('server.csr'), '-subj', `/CN=${ips[0] ?? '127.0.0.1'}`]);
     const sans = [...new Set([...ips, '127.0.0.1'])].map((ip) => `IP:${ip}`).join(',');
-    await fs.writeFile(p('ext.cnf'), `subjectAltName=${sans},DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n`);
-    await execa('openssl', ['x509', '-req', '-in', p('server.csr'), '-CA', p('ca.pem'), '-CAkey', p('ca.key'), '-CAcreateserial', '-days', '2', '-sha256', '-extfile', p('ext.cnf'), '-out', p('server.pem')]);
+    await fs.writeFile(
+      p('ext.cnf'),
+      `subjectAltName=${sans},DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n`,
+    );
+    await execa('openssl', [
+      'x509',
+      '-req',
+      '-in',
+      p('server.csr'),
+      '-CA',
+      p('ca.pem'),
+      '-CAkey',
+      p('ca.key'),
+      '-CAcreateserial',
+      '-days',
+      '2',
+      '-sha256',
+      '-extfile',
+      p('ext.cnf'),
+      '-out',
+      p('server.pem'),
+    ]);
     const [caPem, certPem, keyPem] = await Promise.all(['ca.pem', 'server.pem', 'server.key'].map((f) => fs.readFile(p(f), 'utf8')));
     return { caPem: caPem!, certPem: certPem!, keyPem: keyPem! };
   } finally {

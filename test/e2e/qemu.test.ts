@@ -20,7 +20,13 @@ let reason: string | undefined;
 if (canBoot) {
   if (process.env.MESHVM_TEST_QEMU !== '1') reason = 'set MESHVM_TEST_QEMU=1 to boot a full VM under qemu (about 3 to 5 minutes under TCG)';
   else {
-    for (const [tool, pkg] of [['qemu-system-x86_64', 'qemu-system-x86'], ['qemu-img', 'qemu-utils'], ['cloud-localds', 'cloud-image-utils'], ['socat', 'socat'], ['debugfs', 'e2fsprogs']] as const) {
+    for (const [tool, pkg] of [
+      ['qemu-system-x86_64', 'qemu-system-x86'],
+      ['qemu-img', 'qemu-utils'],
+      ['cloud-localds', 'cloud-image-utils'],
+      ['socat', 'socat'],
+      ['debugfs', 'e2fsprogs'],
+    ] as const) {
       if ((await execa('sh', ['-c', `command -v ${tool}`], { reject: false })).exitCode !== 0) reason = `${tool} is missing (apt-get install ${pkg})`;
     }
   }
@@ -44,7 +50,13 @@ function accel(): string {
 /** The image's root filesystem as an ext4 disk, cached beside it (built once: mkfs.ext4 -d). */
 async function vmDisk(rootfs: string, log: (line: string) => void): Promise<string> {
   const disk = path.join(testCacheDir(), `vm-${path.basename(rootfs)}.raw`);
-  if (await fs.stat(disk).then(() => true, () => false)) return disk;
+  if (
+    await fs.stat(disk).then(
+      () => true,
+      () => false,
+    )
+  )
+    return disk;
   const temp = `${disk}.${process.pid}`;
   const started = Date.now();
   await execa('truncate', ['-s', '3G', temp]);
@@ -84,15 +96,48 @@ vmTest('a full VM: the example user-data converges istio-vm at boot (boot-to-con
     const consoleLog = path.join(workDir, 'console.log');
     const launchedAt = Date.now();
     // unshare: qemu and the socat it starts per connection die and are reaped together (this host's PID 1 reaps nothing)
-    qemu = execa('ip', ['netns', 'exec', netns, 'unshare', '--pid', '--fork', '--kill-child', '--',
-      'qemu-system-x86_64', '-accel', accel(), '-cpu', 'qemu64', '-smp', '2', '-m', '1024', '-display', 'none', '-no-reboot',
-      '-kernel', kernel, '-initrd', initrd, '-append', 'console=ttyS0 root=/dev/vda rw',
-      '-drive', `file=${overlay},if=virtio,format=qcow2`,
-      '-drive', `file=${path.join(workDir, 'seed.iso')},if=virtio,format=raw,readonly=on`,
-      '-netdev', `user,id=n0,restrict=on,${[LAB.vaultPort, LAB.artifactPort, KUBE_PORT].map(forward).join(',')}`,
-      '-device', 'virtio-net-pci,netdev=n0',
-      '-serial', `file:${consoleLog}`,
-    ], { reject: false, stdin: 'ignore', all: true, timeout: 25 * 60_000 });
+    qemu = execa(
+      'ip',
+      [
+        'netns',
+        'exec',
+        netns,
+        'unshare',
+        '--pid',
+        '--fork',
+        '--kill-child',
+        '--',
+        'qemu-system-x86_64',
+        '-accel',
+        accel(),
+        '-cpu',
+        'qemu64',
+        '-smp',
+        '2',
+        '-m',
+        '1024',
+        '-display',
+        'none',
+        '-no-reboot',
+        '-kernel',
+        kernel,
+        '-initrd',
+        initrd,
+        '-append',
+        'console=ttyS0 root=/dev/vda rw',
+        '-drive',
+        `file=${overlay},if=virtio,format=qcow2`,
+        '-drive',
+        `file=${path.join(workDir, 'seed.iso')},if=virtio,format=raw,readonly=on`,
+        '-netdev',
+        `user,id=n0,restrict=on,${[LAB.vaultPort, LAB.artifactPort, KUBE_PORT].map(forward).join(',')}`,
+        '-device',
+        'virtio-net-pci,netdev=n0',
+        '-serial',
+        `file:${consoleLog}`,
+      ],
+      { reject: false, stdin: 'ignore', all: true, timeout: 25 * 60_000 },
+    );
     const exited = await qemu;
     const ranMs = Date.now() - launchedAt;
     const consoleText = await fs.readFile(consoleLog, 'utf8').catch(() => '');
@@ -107,11 +152,16 @@ vmTest('a full VM: the example user-data converges istio-vm at boot (boot-to-con
     t.is(report.outcome, 'changed', `cloud-init-output.log:\n${output.split('\n').slice(-40).join('\n')}`);
     t.is(report.summary?.failed, 0);
     const stats = await lab.stats();
-    t.deepEqual(stats.artifactRequests.map((r) => `${r.path} ${r.status}`), ['/meshvm 200', '/istio-sidecar.deb 200']);
+    t.deepEqual(
+      stats.artifactRequests.map((r) => `${r.path} ${r.status}`),
+      ['/meshvm 200', '/istio-sidecar.deb 200'],
+    );
     const upAt = (label: string) => new RegExp(`Cloud-init v\\. \\S+ ${label}.* Up ([\\d.]+) seconds`).exec(output)?.[1];
-    t.log(`qemu (${accel()}): boot-to-converged ${Date.parse(report.finishedAt!) - launchedAt} ms (the converge itself ${report.summary?.seconds} s, ` +
-      `${report.summary?.changed} of ${report.summary?.total} resources changed); cloud-init's final stage began at ${upAt("running 'modules:final'")} s of uptime; ` +
-      `boot, converge and poweroff ${ranMs} ms`);
+    t.log(
+      `qemu (${accel()}): boot-to-converged ${Date.parse(report.finishedAt!) - launchedAt} ms (the converge itself ${report.summary?.seconds} s, ` +
+        `${report.summary?.changed} of ${report.summary?.total} resources changed); cloud-init's final stage began at ${upAt("running 'modules:final'")} s of uptime; ` +
+        `boot, converge and poweroff ${ranMs} ms`,
+    );
   } finally {
     qemu?.kill('SIGKILL'); // nothing when it has exited
     await qemu?.catch(() => {});

@@ -8,7 +8,13 @@ import { execa } from 'execa';
 import { bootBaked, e2eGate, ensureArtifact, labNodeYaml, lastRun, PROJECT, run, sidecarStarts, type MeshGuest } from './lab.ts';
 
 const canBoot = await e2eGate(test, 'Terraform remote-exec');
-const terraform = canBoot ? await execa('terraform', ['version'], { reject: false, env: { TF_CLI_CONFIG_FILE: '/dev/null', CHECKPOINT_DISABLE: '1' } }).catch((error: Error) => ({ exitCode: -1, stdout: '', stderr: error.message })) : undefined;
+const terraform = canBoot
+  ? await execa('terraform', ['version'], { reject: false, env: { TF_CLI_CONFIG_FILE: '/dev/null', CHECKPOINT_DISABLE: '1' } }).catch((error: Error) => ({
+      exitCode: -1,
+      stdout: '',
+      stderr: error.message,
+    }))
+  : undefined;
 const hasTerraform = terraform !== undefined && terraform.exitCode === 0;
 if (canBoot && !hasTerraform) {
   const reason = `terraform is not on PATH (${terraform?.stderr.trim().split('\n')[0] || 'not found'}); these machines have it from no package`;
@@ -56,7 +62,16 @@ function tf(args: string[]) {
   });
 }
 
-const vars = (nodeYaml: string) => ['-var', 'host=127.0.0.1', '-var', 'port=22', '-var', `private_key_file=${path.join(dir!, 'id_ed25519')}`, '-var', `node_yaml=${nodeYaml}`];
+const vars = (nodeYaml: string) => [
+  '-var',
+  'host=127.0.0.1',
+  '-var',
+  'port=22',
+  '-var',
+  `private_key_file=${path.join(dir!, 'id_ed25519')}`,
+  '-var',
+  `node_yaml=${nodeYaml}`,
+];
 
 serial('terraform apply converges the booted guest over ssh; a failing converge fails the apply', async (t) => {
   const m = mg!;

@@ -8,7 +8,7 @@ import { DOCS_CLUSTER_ENV, DOCS_KUBEDNS, DOCS_SIDECAR_ENV } from '../helpers/doc
 
 const DEMO = path.join(PROJECT, 'runlists/demo.yaml');
 
-test('the demo converges the files of Istio\'s mesh-expansion docs, then changes nothing', async (t) => {
+test("the demo converges the files of Istio's mesh-expansion docs, then changes nothing", async (t) => {
   const root = await scratchRoot(t);
   const first = await meshvm(['converge', DEMO, '--root', root, '--json']);
   t.is(first.exitCode, 0, first.stderr);
@@ -46,7 +46,10 @@ test('plan changes nothing, byte for byte, and --detailed-exitcode says whether 
   const drifted = await snapshot(root);
   const plan2 = await meshvm(['plan', DEMO, '--root', root, '--detailed-exitcode']);
   t.is(plan2.exitCode, 2);
-  t.regex(plan2.stdout, /file\[\/var\/lib\/istio\/envoy\/sidecar.env\] would change\n {4}update content\n {6}@@ -1 \+1 @@\n {6}-edited by hand\n {6}\+ISTIO_INBOUND_PORTS=27017,3306,8080/);
+  t.regex(
+    plan2.stdout,
+    /file\[\/var\/lib\/istio\/envoy\/sidecar.env\] would change\n {4}update content\n {6}@@ -1 \+1 @@\n {6}-edited by hand\n {6}\+ISTIO_INBOUND_PORTS=27017,3306,8080/,
+  );
   t.deepEqual(await snapshot(root), drifted);
 
   t.is((await meshvm(['converge', DEMO, '--root', root])).exitCode, 0);
@@ -71,7 +74,11 @@ test('attribute precedence: recipe defaults < runlist < node file < --set', asyn
   const root = await scratchRoot(t);
   const dir = await scratchRoot(t, 'meshvm-runlists-');
   const runlist = (shared: string, own: string) =>
-    writeRunlist(dir, 'p.yaml', `name: p\n${shared}recipes:\n  - recipe: istio-proxy-user\n  - recipe: cluster-env\n    attributes:\n      serviceCidr: 10.0.0.0/16\n${own}`);
+    writeRunlist(
+      dir,
+      'p.yaml',
+      `name: p\n${shared}recipes:\n  - recipe: istio-proxy-user\n  - recipe: cluster-env\n    attributes:\n      serviceCidr: 10.0.0.0/16\n${own}`,
+    );
   const namespace = async (args: string[]) => {
     const result = await meshvm(['converge', ...args, '--root', root]);
     t.is(result.exitCode, 0, result.stderr);
@@ -80,7 +87,11 @@ test('attribute precedence: recipe defaults < runlist < node file < --set', asyn
   };
   t.is(await namespace([await runlist('', '')]), 'istio-system', 'the recipe default');
   t.is(await namespace([await runlist('attributes:\n  systemNamespace: shared\n', '')]), 'shared', 'the runlist, shared');
-  t.is(await namespace([await runlist('attributes:\n  systemNamespace: shared\n', '      systemNamespace: entry\n')]), 'entry', 'the runlist entry over the shared block');
+  t.is(
+    await namespace([await runlist('attributes:\n  systemNamespace: shared\n', '      systemNamespace: entry\n')]),
+    'entry',
+    'the runlist entry over the shared block',
+  );
   const file = await runlist('attributes:\n  systemNamespace: shared\n', '      systemNamespace: entry\n');
   await fs.mkdir(path.join(root, 'etc/meshvm'), { recursive: true });
   await fs.writeFile(path.join(root, 'etc/meshvm/node.yaml'), 'attributes:\n  cluster-env:\n    systemNamespace: node\n');
@@ -95,14 +106,17 @@ test('attribute precedence: recipe defaults < runlist < node file < --set', asyn
 test('a recipe module outside the package imports meshvm and runs', async (t) => {
   const root = await scratchRoot(t);
   const dir = await scratchRoot(t, 'meshvm-user-recipes-');
-  await fs.writeFile(path.join(dir, 'motd.ts'), [
-    "import { defineRecipe, File, Directory, z } from 'meshvm';",
-    'export default defineRecipe({',
-    "  name: 'motd',",
-    '  attributes: z.strictObject({ text: z.string() }),',
-    "  declare: ({ text }: { text: string }) => [Directory({ path: '/etc' }), File({ path: '/etc/motd', content: text + '\\n', mode: 0o644 })],",
-    '});',
-  ].join('\n'));
+  await fs.writeFile(
+    path.join(dir, 'motd.ts'),
+    [
+      "import { defineRecipe, File, Directory, z } from 'meshvm';",
+      'export default defineRecipe({',
+      "  name: 'motd',",
+      '  attributes: z.strictObject({ text: z.string() }),',
+      "  declare: ({ text }: { text: string }) => [Directory({ path: '/etc' }), File({ path: '/etc/motd', content: text + '\\n', mode: 0o644 })],",
+      '});',
+    ].join('\n'),
+  );
   const file = await writeRunlist(dir, 'site.yaml', 'name: site\nrecipes:\n  - recipe: ./motd.ts\n    attributes: { text: welcome }\n');
   const result = await meshvm(['converge', file, '--root', root], { cwd: dir });
   t.is(result.exitCode, 0, result.stderr);
@@ -112,7 +126,8 @@ test('a recipe module outside the package imports meshvm and runs', async (t) =>
 test('the same ref twice runs once when equal, and fails naming both declarations when not', async (t) => {
   const root = await scratchRoot(t);
   const dir = await scratchRoot(t, 'meshvm-runlists-');
-  const entry = (content: string) => `  - recipe: files\n    attributes:\n      directories: [{ path: /etc }]\n      files: [{ path: /etc/x, content: "${content}" }]\n`;
+  const entry = (content: string) =>
+    `  - recipe: files\n    attributes:\n      directories: [{ path: /etc }]\n      files: [{ path: /etc/x, content: "${content}" }]\n`;
   const same = await writeRunlist(dir, 'same.yaml', `name: same\nrecipes:\n${entry('a')}${entry('a')}`);
   const ok = await meshvm(['converge', same, '--root', root, '--json']);
   t.is(ok.exitCode, 0, ok.stderr);
@@ -120,7 +135,10 @@ test('the same ref twice runs once when equal, and fails naming both declaration
   const differ = await writeRunlist(dir, 'differ.yaml', `name: differ\nrecipes:\n${entry('a')}${entry('b')}`);
   const bad = await meshvm(['converge', differ, '--root', root]);
   t.is(bad.exitCode, 1);
-  t.regex(bad.stderr, /file\[\/etc\/x\]: declared twice with different specs: at recipes\/files\.ts:\d+ \(.*differ\.yaml:3 recipes\[0\]\) and at recipes\/files\.ts:\d+ \(.*differ\.yaml:7 recipes\[1\]\)/);
+  t.regex(
+    bad.stderr,
+    /file\[\/etc\/x\]: declared twice with different specs: at recipes\/files\.ts:\d+ \(.*differ\.yaml:3 recipes\[0\]\) and at recipes\/files\.ts:\d+ \(.*differ\.yaml:7 recipes\[1\]\)/,
+  );
 });
 
 test('--help and --version', async (t) => {

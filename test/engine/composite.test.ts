@@ -30,7 +30,11 @@ test('a part of a composite declared differently elsewhere: the plan fails namin
   for (const command of ['plan', 'converge']) {
     const result = await meshvm([command, file, '--root', root]);
     t.is(result.exitCode, 1, command);
-    t.regex(result.stderr, /file\[\/etc\/systemd\/system\/meshvm\.service\]: declared twice with different specs: at recipes\/files\.ts:\d+ and, as a part of systemd_unit\[\/etc\/systemd\/system\/meshvm\.service\], at recipes\/converge-timer\.ts:\d+/, command);
+    t.regex(
+      result.stderr,
+      /file\[\/etc\/systemd\/system\/meshvm\.service\]: declared twice with different specs: at recipes\/files\.ts:\d+ and, as a part of systemd_unit\[\/etc\/systemd\/system\/meshvm\.service\], at recipes\/converge-timer\.ts:\d+/,
+      command,
+    );
   }
   t.deepEqual(await snapshot(root), before, 'nothing written, not even the report');
 });
@@ -43,20 +47,35 @@ test('checkComposites and the runner agree: the same part declared equally is fi
   await t.notThrowsAsync(checkComposites([same, unit], localHost({ root })));
   const other = File({ path: '/etc/systemd/system/demo.service', content: 'something else\n' });
   const error = await t.throwsAsync(checkComposites([other, unit], localHost({ root })), { instanceOf: InputError });
-  t.regex(error!.message, /declared twice with different specs: at test\/engine\/composite\.test\.ts:\d+ and, as a part of systemd_unit\[\/etc\/systemd\/system\/demo\.service\], at test\/engine\/composite\.test\.ts:\d+/);
+  t.regex(
+    error!.message,
+    /declared twice with different specs: at test\/engine\/composite\.test\.ts:\d+ and, as a part of systemd_unit\[\/etc\/systemd\/system\/demo\.service\], at test\/engine\/composite\.test\.ts:\d+/,
+  );
   // the runner checks again when it expands the composite (the machine may have changed since the plan)
   const result = await converge(localHost({ root }), [other, unit]);
-  t.deepEqual(result.resources.map((r) => r.status), ['changed', 'failed']);
+  t.deepEqual(
+    result.resources.map((r) => r.status),
+    ['changed', 'failed'],
+  );
   t.regex(result.resources[1]!.error!, /declared twice with different specs/);
 });
 
 test('a kind that needs the running system under an offline root: exit 1 naming the resource, nothing written', async (t) => {
   const root = await scratchRoot(t);
   const dir = await scratchRoot(t, 'meshvm-runlists-');
-  const file = await writeRunlist(dir, 'pkg.yaml', ['name: pkg', 'recipes:', '  - recipe: dns', '    attributes:', '      clusterDns: 10.0.0.10', '      controlPlane: []', '      resolver: none', ''].join('\n'));
+  const file = await writeRunlist(
+    dir,
+    'pkg.yaml',
+    ['name: pkg', 'recipes:', '  - recipe: dns', '    attributes:', '      clusterDns: 10.0.0.10', '      controlPlane: []', '      resolver: none', ''].join(
+      '\n',
+    ),
+  );
   const before = await snapshot(root);
   const result = await meshvm(['converge', file, '--root', root]);
   t.is(result.exitCode, 1);
-  t.regex(result.stderr, /package\[dnsmasq\] \(declared at recipes\/dns\.ts:\d+\): needs the running system \(apt and dpkg install packages on the machine itself\), and --root \S+ is an offline root; nothing was changed/);
+  t.regex(
+    result.stderr,
+    /package\[dnsmasq\] \(declared at recipes\/dns\.ts:\d+\): needs the running system \(apt and dpkg install packages on the machine itself\), and --root \S+ is an offline root; nothing was changed/,
+  );
   t.deepEqual(await snapshot(root), before);
 });

@@ -45,7 +45,12 @@ test('in: root with a cwd starts there, inside the root, and cd / stays in the r
 test('in: root keeps LC_ALL=C and the env given, and sets the standard PATH', async (t) => {
   const root = await minimalRoot(t, BASIC);
   const out = await localHost({ root }).query(['env'], { in: 'root', env: { GREETING: 'hello' } });
-  const env = new Map(out.stdout.trim().split('\n').map((line) => [line.slice(0, line.indexOf('=')), line.slice(line.indexOf('=') + 1)]));
+  const env = new Map(
+    out.stdout
+      .trim()
+      .split('\n')
+      .map((line) => [line.slice(0, line.indexOf('=')), line.slice(line.indexOf('=') + 1)]),
+  );
   t.is(env.get('PATH'), ROOT_PATH);
   t.is(env.get('LC_ALL'), 'C');
   t.is(env.get('GREETING'), 'hello');
@@ -135,7 +140,9 @@ test('query in: root returns a non-zero exit; run throws it', async (t) => {
   const out = await host.query(['sh', '-c', 'echo oops >&2; exit 3'], { in: 'root' });
   t.is(out.exitCode, 3);
   t.is(out.stderr, 'oops\n');
-  await t.throwsAsync(host.run(['sh', '-c', 'echo oops >&2; exit 3'], { in: 'root' }), { message: /^`unshare --root=.* -- sh -c echo oops >&2; exit 3` exited 3:\n {2}oops$/ });
+  await t.throwsAsync(host.run(['sh', '-c', 'echo oops >&2; exit 3'], { in: 'root' }), {
+    message: /^`unshare --root=.* -- sh -c echo oops >&2; exit 3` exited 3:\n {2}oops$/,
+  });
 });
 
 test('with a netns the confined command runs in both: inside the root and in the namespace', async (t) => {
@@ -172,7 +179,9 @@ test('with a netns the confined command runs in both: inside the root and in the
   const control = await localHost({ root }).query(['bash', '-c', script], { in: 'root' });
   t.is(control.exitCode, 0, control.stderr);
   let timer: NodeJS.Timeout | undefined;
-  await Promise.race([reached, new Promise((_, reject) => (timer = setTimeout(() => reject(new Error('no connection within 10 s')), 10_000)))]).finally(() => clearTimeout(timer));
+  await Promise.race([reached, new Promise((_, reject) => (timer = setTimeout(() => reject(new Error('no connection within 10 s')), 10_000)))]).finally(() =>
+    clearTimeout(timer),
+  );
   t.is(connections, 1, 'only the command outside the namespace connected');
   t.true(await exists(path.join(root, canary)));
   t.false(await exists(canary));

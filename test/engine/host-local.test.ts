@@ -20,7 +20,7 @@ test('reads follow links inside the root: absolute, relative, and relative ones 
   t.is(await host.readFile('/etc/missing'), undefined);
 });
 
-test('a link to this machine\'s file is read inside the root (absent there), never from the machine', async (t) => {
+test("a link to this machine's file is read inside the root (absent there), never from the machine", async (t) => {
   const root = await scratchRoot(t);
   await seed(root, { 'etc/placeholder': '' });
   t.truthy(await fs.readFile('/usr/lib/os-release', 'utf8'), 'this machine has the file the link names');
@@ -29,7 +29,7 @@ test('a link to this machine\'s file is read inside the root (absent there), nev
   const host = localHost({ root });
   t.is(await host.readFile('/etc/os-release'), undefined);
   t.is(await host.readFile('/etc/passwd'), undefined);
-  t.deepEqual([...(await host.accounts()).users.keys()], ['root'], 'the machine\'s accounts are not the root\'s');
+  t.deepEqual([...(await host.accounts()).users.keys()], ['root'], "the machine's accounts are not the root's");
   // a link to its own path is a loop inside the root, as a chroot sees it
   await fs.symlink('/etc/hostname', path.join(root, 'etc/hostname'));
   await t.throwsAsync(host.readFile('/etc/hostname'), { message: /too many levels of symbolic links/ });
@@ -74,7 +74,10 @@ test('a write keeps the replaced file as a backup, the last few only, and forget
   const backups = (await fs.readdir(path.join(root, BACKUP_DIR))).sort();
   t.is(backups.length, BACKUPS_KEPT);
   const kept = await Promise.all(backups.map((b) => fs.readFile(path.join(root, BACKUP_DIR, b), 'utf8')));
-  t.deepEqual(kept, [2, 3, 4, 5, 6].map((i) => `v${i}\n`));
+  t.deepEqual(
+    kept,
+    [2, 3, 4, 5, 6].map((i) => `v${i}\n`),
+  );
   t.is(((await fs.stat(path.join(root, 'etc/app.conf'))).mode & 0o777).toString(8), '644');
   t.deepEqual((await fs.readdir(path.join(root, 'etc'))).sort(), ['app.conf'], 'no staged file left');
 });

@@ -44,7 +44,10 @@ const site = defineRecipe({
   ],
 });
 
-const builtins = new Map<string, Recipe>([[motd.name, motd as unknown as Recipe], [site.name, site as unknown as Recipe]]);
+const builtins = new Map<string, Recipe>([
+  [motd.name, motd as unknown as Recipe],
+  [site.name, site as unknown as Recipe],
+]);
 
 /** Loads a runlist of the recipes above from YAML and plans it against a scratch root, as `meshvm plan` does. */
 async function plan(t: ExecutionContext, yaml: string, services = new Map<string, unknown>()) {
@@ -67,17 +70,20 @@ function declaredOf(plan: Declared[] | { declared: Declared[] }): Declared[] {
   return Array.isArray(plan) ? plan : plan.declared;
 }
 
-test.serial('a recipe that includes another gets its declarations, with the included schema\'s defaults, and they converge', async (t) => {
+test.serial("a recipe that includes another gets its declarations, with the included schema's defaults, and they converge", async (t) => {
   const { root, declared } = await plan(t, 'name: site\nrecipes:\n  - recipe: site\n    attributes: { name: vm-1 }\n');
   const planned = await declared();
-  t.deepEqual(planned.map((d) => d.ref), ['directory[/etc]', 'file[/etc/motd]', 'file[/etc/hostname]']);
+  t.deepEqual(
+    planned.map((d) => d.ref),
+    ['directory[/etc]', 'file[/etc/motd]', 'file[/etc/hostname]'],
+  );
   t.like(planned[1]!.spec, { path: '/etc/motd', content: 'welcome to vm-1\n', mode: 0o644 });
-  t.regex(planned[1]!.declaredAt ?? '', /^test\/engine\/include\.test\.ts:\d+$/, 'declared at the included recipe\'s line');
+  t.regex(planned[1]!.declaredAt ?? '', /^test\/engine\/include\.test\.ts:\d+$/, "declared at the included recipe's line");
   t.not(planned[1]!.declaredAt, planned[2]!.declaredAt);
   await convergesOnce(t, root, () => planned);
 });
 
-test.serial('the included recipe gets the caller\'s context: its mode, its runlist and the same per-run services', async (t) => {
+test.serial("the included recipe gets the caller's context: its mode, its runlist and the same per-run services", async (t) => {
   seen.contexts = [];
   const services = new Map<string, unknown>([['client', { id: 'shared' }]]);
   const { declared } = await plan(t, 'name: site\nrecipes:\n  - recipe: site\n    attributes: { name: vm-1 }\n', services);
@@ -86,7 +92,10 @@ test.serial('the included recipe gets the caller\'s context: its mode, its runli
   const ctx = seen.contexts[0]!;
   t.is(ctx.mode, 'plan');
   t.like(ctx.runlist, { name: 'site', recipes: ['site'] });
-  t.is(ctx.service<unknown>('client', () => ({ id: 'new' })), services.get('client'));
+  t.is(
+    ctx.service<unknown>('client', () => ({ id: 'new' })),
+    services.get('client'),
+  );
 });
 
 test.serial('bad attributes for the included recipe are an InputError naming it and the attribute path; it declares nothing', async (t) => {
@@ -104,20 +113,33 @@ test.serial('bad attributes for the included recipe are an InputError naming it 
 test.serial('include checks the attributes it is given directly, as their type says', async (t) => {
   const { runlist, context } = await plan(t, 'name: site\nrecipes:\n  - recipe: motd\n    attributes: { text: hi }\n');
   const ctx: RecipeContext = { ...context, runlist: { name: runlist.name, file: runlist.file, dir: runlist.dir, recipes: ['motd'] } };
-  t.deepEqual((await include(motd, { text: 'hi' }, ctx)).map((d) => d.ref), ['directory[/etc]', 'file[/etc/motd]'], 'defaults fill what is left out');
+  t.deepEqual(
+    (await include(motd, { text: 'hi' }, ctx)).map((d) => d.ref),
+    ['directory[/etc]', 'file[/etc/motd]'],
+    'defaults fill what is left out',
+  );
   // @ts-expect-error text is a string: the attributes of include are typed by the included recipe's schema
   const wrong = include(motd, { text: 42 }, ctx);
   await t.throwsAsync(wrong, { instanceOf: InputError, message: 'recipe motd: attributes.text: Invalid input: expected string, received number' });
-  await t.throwsAsync(include(motd, { text: 'hi', file: { path: 'etc/motd' } }, ctx), { instanceOf: InputError, message: 'recipe motd: attributes.file.path: path must be absolute (got "etc/motd")' });
+  await t.throwsAsync(include(motd, { text: 'hi', file: { path: 'etc/motd' } }, ctx), {
+    instanceOf: InputError,
+    message: 'recipe motd: attributes.file.path: path must be absolute (got "etc/motd")',
+  });
 });
 
-test.serial('what an included recipe declares meets the runlist\'s other declarations: equal once, different named at both lines', async (t) => {
-  const both = (name: string) => `name: site\nrecipes:\n  - recipe: motd\n    attributes: { text: welcome to vm-1 }\n  - recipe: site\n    attributes: { name: ${name} }\n`;
+test.serial("what an included recipe declares meets the runlist's other declarations: equal once, different named at both lines", async (t) => {
+  const both = (name: string) =>
+    `name: site\nrecipes:\n  - recipe: motd\n    attributes: { text: welcome to vm-1 }\n  - recipe: site\n    attributes: { name: ${name} }\n`;
   const same = await (await plan(t, both('vm-1'))).declared();
-  t.deepEqual(same.map((d) => d.ref), ['directory[/etc]', 'file[/etc/motd]', 'file[/etc/hostname]'], 'motd declared by the runlist and by site: once');
+  t.deepEqual(
+    same.map((d) => d.ref),
+    ['directory[/etc]', 'file[/etc/motd]', 'file[/etc/hostname]'],
+    'motd declared by the runlist and by site: once',
+  );
 
   await t.throwsAsync((await plan(t, both('vm-2'))).declared(), {
     instanceOf: InputError,
-    message: /^file\[\/etc\/motd\]: declared twice with different specs: at test\/engine\/include\.test\.ts:\d+ \(.*site\.yaml:3 recipes\[0\]\) and at test\/engine\/include\.test\.ts:\d+ \(.*site\.yaml:5 recipes\[1\]\)/,
+    message:
+      /^file\[\/etc\/motd\]: declared twice with different specs: at test\/engine\/include\.test\.ts:\d+ \(.*site\.yaml:3 recipes\[0\]\) and at test\/engine\/include\.test\.ts:\d+ \(.*site\.yaml:5 recipes\[1\]\)/,
   });
 });

@@ -13,7 +13,11 @@ async function setup(t: Parameters<typeof scratchRoot>[0]) {
   const runlist = (attributes: Record<string, unknown>) =>
     writeRunlist(dir, 'notify.yaml', `name: notify\nrecipes:\n  - recipe: ${MODULE}\n    attributes: ${JSON.stringify(attributes)}\n`);
   const restarts = async () => (await fs.readFile(path.join(root, 'srv/service.restarts'), 'utf8').catch(() => '')).split('\n').filter(Boolean).length;
-  const pending = () => fs.readFile(path.join(root, 'var/lib/meshvm/pending.json'), 'utf8').then((s) => JSON.parse(s), () => undefined);
+  const pending = () =>
+    fs.readFile(path.join(root, 'var/lib/meshvm/pending.json'), 'utf8').then(
+      (s) => JSON.parse(s),
+      () => undefined,
+    );
   return { root, runlist, restarts, pending };
 }
 
@@ -23,7 +27,10 @@ test('a service started in this run is not restarted; two changed files notifyin
   const first = await meshvm(['converge', file, '--root', root, '--json']);
   t.is(first.exitCode, 0, first.stderr);
   const report = JSON.parse(first.stdout);
-  t.deepEqual(report.notifications.map((n: { status: string }) => n.status), ['not-needed']);
+  t.deepEqual(
+    report.notifications.map((n: { status: string }) => n.status),
+    ['not-needed'],
+  );
   t.is(await restarts(), 0);
 
   const again = await meshvm(['converge', await runlist({ content: 'v2\n' }), '--root', root, '--json']);

@@ -33,8 +33,15 @@ test('two runs started together serialize: one waits for the other', async (t) =
   const lines = (await logOf(root)).trim().split('\n');
   t.is(lines.length, 8);
   const pids = lines.map((l) => l.split(' ')[2]);
-  t.deepEqual(pids.slice(0, 4).every((p) => p === pids[0]), true, `one run's four lines first:\n${lines.join('\n')}`);
-  t.deepEqual(pids.slice(4).every((p) => p === pids[4]), true);
+  t.deepEqual(
+    pids.slice(0, 4).every((p) => p === pids[0]),
+    true,
+    `one run's four lines first:\n${lines.join('\n')}`,
+  );
+  t.deepEqual(
+    pids.slice(4).every((p) => p === pids[4]),
+    true,
+  );
   t.not(pids[0], pids[4]);
   t.regex(String(a.stdout) + String(b.stdout), /waiting up to 600 s for the run lock held by pid \d+ since .* \(meshvm converge /);
 });
@@ -46,7 +53,10 @@ test('a second run gives up after --lock-wait, naming the holder', async (t) => 
   await waitFor(async () => (await logOf(root)).includes('start'));
   const second = await meshvm(['converge', file, '--root', root, '--lock-wait', '0.3']);
   t.is(second.exitCode, 1);
-  t.regex(second.stderr, new RegExp(`another meshvm run holds the lock .*meshvm\\.lock: pid ${first.pid}, started \\S+ \\(meshvm converge .*slow\\.yaml\\); waited 0\\.3 s`));
+  t.regex(
+    second.stderr,
+    new RegExp(`another meshvm run holds the lock .*meshvm\\.lock: pid ${first.pid}, started \\S+ \\(meshvm converge .*slow\\.yaml\\); waited 0\\.3 s`),
+  );
   t.is((await first).exitCode, 0);
 });
 
@@ -61,7 +71,10 @@ test('SIGTERM: the resource in flight completes, the rest are skipped, the lock 
   const report = JSON.parse(String(result.stdout));
   t.is(report.outcome, 'interrupted');
   t.true(report.interrupted);
-  t.deepEqual(report.resources.map((r: { status: string }) => r.status), ['changed', 'skipped', 'skipped']);
+  t.deepEqual(
+    report.resources.map((r: { status: string }) => r.status),
+    ['changed', 'skipped', 'skipped'],
+  );
   t.is((await logOf(root)).trim(), `start step-1 ${run.pid}\nend step-1 ${run.pid}`);
   t.is(JSON.parse(await fs.readFile(path.join(root, 'var/lib/meshvm/last-run.json'), 'utf8')).outcome, 'interrupted');
   const next = await meshvm(['converge', await slowRunlist(t, { steps: 1, ms: 0 }), '--root', root, '--lock-wait', '0']);
@@ -99,7 +112,11 @@ test('a secret never reaches stdout, stderr or the report, even in a diff or a f
   const canary = 'CANARY-9f8e7d6c5b4a-token';
   let n = 0;
   const runlist = (content: string, verify = '') =>
-    writeRunlist(dir, `s${++n}.yaml`, `name: s\nrecipes:\n  - recipe: files\n    attributes:\n      directories: [{ path: /etc }]\n      files: [{ path: /etc/token, content: "${content}", sensitive: true, mode: 0o600${verify} }]\n`);
+    writeRunlist(
+      dir,
+      `s${++n}.yaml`,
+      `name: s\nrecipes:\n  - recipe: files\n    attributes:\n      directories: [{ path: /etc }]\n      files: [{ path: /etc/token, content: "${content}", sensitive: true, mode: 0o600${verify} }]\n`,
+    );
   const outputs: string[] = [];
   for (const [args, file] of [
     [['converge', '--json', '--verbose'], await runlist(`${canary}-1\\n`)],

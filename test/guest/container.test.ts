@@ -78,7 +78,7 @@ guestTest('a booted guest runs systemd, and dnsmasq enabled there answers dig on
   await guest.stop(); // idempotent
 });
 
-guestTest('apt installs a package from the image\'s local repository', async (t) => {
+guestTest("apt installs a package from the image's local repository", async (t) => {
   const guest = await boot();
   await guest.waitForBoot();
   t.is((await guest.exec(['dpkg-query', '-W', '-f=${Status}', 'hello'])).exitCode, 1);
@@ -92,7 +92,7 @@ guestTest('apt installs a package from the image\'s local repository', async (t)
   await guest.stop();
 });
 
-guestTest('a stand-in started in the guest\'s namespace is reachable from the guest on 127.0.0.1', async (t) => {
+guestTest("a stand-in started in the guest's namespace is reachable from the guest on 127.0.0.1", async (t) => {
   const guest = await boot({ node: true });
   await guest.waitForBoot();
   const script = `require('node:http').createServer((req, res) => res.end('stand-in ' + req.url))
@@ -115,7 +115,7 @@ guestTest('a stand-in started in the guest\'s namespace is reachable from the gu
   await guest.stop();
 });
 
-guestTest('cloud-init runs the NoCloud seed\'s runcmd at boot', async (t) => {
+guestTest("cloud-init runs the NoCloud seed's runcmd at boot", async (t) => {
   const results = await mkdtemp(path.join(tmpdir(), 'meshvm-results-'));
   try {
     const guest = await boot({

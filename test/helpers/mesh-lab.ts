@@ -45,10 +45,30 @@ export async function startMeshLab(t: ExecutionContext, root: string, options: L
   });
   t.teardown(() => kube.stop());
   const lb = (ip: string, host: string) => ({ loadBalancer: { ingress: [options.hostnames ? { hostname: host } : { ip }] } });
-  kube.objects.setService('istio-system', 'istio-pilot-ilb', { type: 'LoadBalancer', ports: [{ port: 15011 }] }, lb('10.150.0.6', 'pilot-1234.elb.us-east-1.amazonaws.com'));
-  kube.objects.setService('istio-system', 'mixer-ilb', { type: 'LoadBalancer', ports: [{ port: 9091 }] }, lb('10.150.0.8', 'mixer-1234.elb.us-east-1.amazonaws.com'));
-  kube.objects.setService('istio-system', 'citadel-ilb', { type: 'LoadBalancer', ports: [{ port: 8060 }] }, lb('10.150.0.9', 'citadel-1234.elb.us-east-1.amazonaws.com'));
-  kube.objects.setService('istio-system', 'istio-eastwestgateway', { type: 'LoadBalancer', ports: [{ port: 15012 }] }, lb('10.150.0.6', 'eastwest-1234.elb.us-east-1.amazonaws.com'));
+  kube.objects.setService(
+    'istio-system',
+    'istio-pilot-ilb',
+    { type: 'LoadBalancer', ports: [{ port: 15011 }] },
+    lb('10.150.0.6', 'pilot-1234.elb.us-east-1.amazonaws.com'),
+  );
+  kube.objects.setService(
+    'istio-system',
+    'mixer-ilb',
+    { type: 'LoadBalancer', ports: [{ port: 9091 }] },
+    lb('10.150.0.8', 'mixer-1234.elb.us-east-1.amazonaws.com'),
+  );
+  kube.objects.setService(
+    'istio-system',
+    'citadel-ilb',
+    { type: 'LoadBalancer', ports: [{ port: 8060 }] },
+    lb('10.150.0.9', 'citadel-1234.elb.us-east-1.amazonaws.com'),
+  );
+  kube.objects.setService(
+    'istio-system',
+    'istio-eastwestgateway',
+    { type: 'LoadBalancer', ports: [{ port: 15012 }] },
+    lb('10.150.0.6', 'eastwest-1234.elb.us-east-1.amazonaws.com'),
+  );
   kube.objects.setService('kube-system', 'kube-dns', { type: 'ClusterIP', clusterIP: '10.150.0.7' });
   const pki = await testPki({ fresh: true });
   const chainPem = pki.certPem;

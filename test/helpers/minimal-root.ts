@@ -7,7 +7,11 @@ import { execa } from 'execa';
 import { scratchRoot } from './scratch.ts';
 
 export const random = () => randomBytes(6).toString('hex');
-export const exists = (p: string) => fs.lstat(p).then(() => true, () => false);
+export const exists = (p: string) =>
+  fs.lstat(p).then(
+    () => true,
+    () => false,
+  );
 
 /** A path on this machine that must not appear: checked absent first, removed afterwards whatever happened. */
 export async function canaryOutside(t: ExecutionContext, dir = '/tmp'): Promise<string> {

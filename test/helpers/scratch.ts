@@ -39,7 +39,11 @@ export const changedRefs = (result: RunResult) => result.resources.filter((r) =>
  */
 export async function convergesOnce(t: ExecutionContext, where: string | (() => Host), declare: () => Declared[]): Promise<RunResult> {
   const host = typeof where === 'string' ? () => localHost({ root: where }) : where;
-  const errors = (result: RunResult) => result.resources.map((r) => r.error).filter(Boolean).join('\n');
+  const errors = (result: RunResult) =>
+    result.resources
+      .map((r) => r.error)
+      .filter(Boolean)
+      .join('\n');
   const first = await converge(host(), declare());
   t.false(first.failed, errors(first));
   t.true(changedRefs(first).length > 0, 'the first converge changes something');
@@ -71,7 +75,12 @@ export async function snapshot(root: string): Promise<Snapshot> {
         continue;
       }
       let what = `${(st.mode & 0o7777).toString(8)} ${st.uid}:${st.gid}`;
-      if (entry.isFile()) what += ' ' + createHash('sha256').update(await fs.readFile(full)).digest('hex');
+      if (entry.isFile())
+        what +=
+          ' ' +
+          createHash('sha256')
+            .update(await fs.readFile(full))
+            .digest('hex');
       if (entry.isSymbolicLink()) what += ' -> ' + (await fs.readlink(full));
       out[rel + (entry.isDirectory() ? '/' : '')] = what;
       if (entry.isDirectory()) await walk(full);
@@ -89,7 +98,12 @@ export interface CliResult {
 
 /** Runs the real meshvm command (with this Node) and returns what it printed. */
 export async function meshvm(args: readonly string[], options: { cwd?: string; env?: Record<string, string> } = {}): Promise<CliResult> {
-  const result = await execa(process.execPath, [BIN, ...args], { cwd: options.cwd ?? PROJECT, env: { NO_COLOR: '1', ...options.env }, reject: false, timeout: 120_000 });
+  const result = await execa(process.execPath, [BIN, ...args], {
+    cwd: options.cwd ?? PROJECT,
+    env: { NO_COLOR: '1', ...options.env },
+    reject: false,
+    timeout: 120_000,
+  });
   return { stdout: String(result.stdout), stderr: String(result.stderr), exitCode: result.exitCode ?? -1 };
 }
 

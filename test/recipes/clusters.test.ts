@@ -29,7 +29,12 @@ async function startCluster(t: Context, root: string, name: string, shape: Clust
     serviceAccounts: ['vm-ns/vm-sa', 'vm-ns/meshvm-bootstrap'],
   });
   t.teardown(() => kube.stop());
-  kube.objects.setService('istio-system', 'istio-eastwestgateway', { type: 'LoadBalancer', ports: [{ port: 15012 }] }, { loadBalancer: { ingress: [{ ip: shape.eastwest }] } });
+  kube.objects.setService(
+    'istio-system',
+    'istio-eastwestgateway',
+    { type: 'LoadBalancer', ports: [{ port: 15012 }] },
+    { loadBalancer: { ingress: [{ ip: shape.eastwest }] } },
+  );
   kube.objects.setService('kube-system', 'kube-dns', { type: 'ClusterIP', clusterIP: shape.kubeDns });
   const pki = await testPki({ fresh: true });
   kube.objects.setConfigMap('vm-ns', 'istio-ca-root-cert', { 'root-cert.pem': pki.caPem });
@@ -44,7 +49,13 @@ async function startCluster(t: Context, root: string, name: string, shape: Clust
 const workload = { name: 'reviews-vm', namespace: 'vm-ns', serviceAccount: 'vm-sa', ports: [9080] };
 /** The same value with every object's keys in reverse order: equal configuration, different text. */
 const reversedKeys = (value: unknown): unknown =>
-  value && typeof value === 'object' && !Array.isArray(value) ? Object.fromEntries(Object.entries(value).reverse().map(([k, v]) => [k, reversedKeys(v)])) : value;
+  value && typeof value === 'object' && !Array.isArray(value)
+    ? Object.fromEntries(
+        Object.entries(value)
+          .reverse()
+          .map(([k, v]) => [k, reversedKeys(v)]),
+      )
+    : value;
 const count = (calls: readonly Call[], action: string) => calls.filter((c) => c.action === action).length;
 /** The stand-in's calls as "METHOD path status" lines, for messages. */
 const log = (calls: readonly Call[]) => calls.map((c) => `${c.method} ${c.path} ${c.status}`).join('\n');
@@ -57,15 +68,19 @@ test('a runlist with two different cluster attributes does what the README says:
   const dir = await scratchRoot(t, 'meshvm-runlist-');
   // cluster A for every recipe (shared attributes); dns alone is given cluster B in its own entry, which overrides it.
   // certs comes first: with one connection per run, dns would have been answered by A.
-  const file = await writeRunlist(dir, 'two-clusters.yaml', JSON.stringify({
-    name: 'two-clusters',
-    attributes: { flow: 'istiod', workload, cluster: a.cluster },
-    recipes: [
-      { recipe: 'istio-proxy-user' },
-      { recipe: 'certs' },
-      { recipe: 'dns', attributes: { dnsmasq: { manage: false }, resolver: 'none', cluster: b.cluster } },
-    ],
-  }));
+  const file = await writeRunlist(
+    dir,
+    'two-clusters.yaml',
+    JSON.stringify({
+      name: 'two-clusters',
+      attributes: { flow: 'istiod', workload, cluster: a.cluster },
+      recipes: [
+        { recipe: 'istio-proxy-user' },
+        { recipe: 'certs' },
+        { recipe: 'dns', attributes: { dnsmasq: { manage: false }, resolver: 'none', cluster: b.cluster } },
+      ],
+    }),
+  );
   const result = await meshvm(['converge', file, '--root', root, '--json']);
   t.is(result.exitCode, 0, result.stderr);
   const read = (p: string) => fs.readFile(path.join(root, p), 'utf8');
@@ -84,8 +99,14 @@ test('a runlist with two different cluster attributes does what the README says:
   // each API server saw its own recipe's requests, once each, and none of the other's
   const onA = a.kube.calls;
   const onB = b.kube.calls;
-  t.true(onA.every((c) => c.status !== undefined && c.status < 400), log(onA));
-  t.true(onB.every((c) => c.status !== undefined && c.status < 400), log(onB));
+  t.true(
+    onA.every((c) => c.status !== undefined && c.status < 400),
+    log(onA),
+  );
+  t.true(
+    onB.every((c) => c.status !== undefined && c.status < 400),
+    log(onB),
+  );
   t.is(count(onA, 'get configmaps'), 1, log(onA));
   t.is(count(onA, 'list services'), 1, `A: the east-west gateway for /etc/hosts\n${log(onA)}`);
   t.is(count(onA, 'create serviceaccounts/token'), 1, log(onA));
@@ -111,23 +132,35 @@ test('two recipes with the same cluster attribute share one connection: one Vaul
   const lab = await startMeshLab(t, root);
   const sameConfigReordered = reversedKeys(lab.cluster) as Record<string, unknown>;
   t.notDeepEqual(Object.keys(sameConfigReordered), Object.keys(lab.cluster));
-  const file = await writeRunlist(lab.dir, 'one-cluster.yaml', JSON.stringify({
-    name: 'one-cluster',
-    attributes: { flow: 'istiod', workload },
-    recipes: [
-      { recipe: 'istio-proxy-user' },
-      // the same configuration written twice, in each recipe's own entry (every object's keys in another order in the second)
-      { recipe: 'certs', attributes: { cluster: lab.cluster } },
-      { recipe: 'dns', attributes: { dnsmasq: { manage: false }, resolver: 'none', cluster: sameConfigReordered } },
-    ],
-  }));
+  const file = await writeRunlist(
+    lab.dir,
+    'one-cluster.yaml',
+    JSON.stringify({
+      name: 'one-cluster',
+      attributes: { flow: 'istiod', workload },
+      recipes: [
+        { recipe: 'istio-proxy-user' },
+        // the same configuration written twice, in each recipe's own entry (every object's keys in another order in the second)
+        { recipe: 'certs', attributes: { cluster: lab.cluster } },
+        { recipe: 'dns', attributes: { dnsmasq: { manage: false }, resolver: 'none', cluster: sameConfigReordered } },
+      ],
+    }),
+  );
   const result = await meshvm(['converge', file, '--root', root, '--json']);
   t.is(result.exitCode, 0, result.stderr);
   const report = JSON.parse(result.stdout) as { apiCalls: Record<string, number> };
 
   const vault = lab.vault.calls.map((c) => `${c.method} ${c.path}`);
-  t.deepEqual(vault.filter((c) => c.includes('/login')), ['POST /v1/auth/approle/login'], 'one login for both recipes');
-  t.deepEqual(vault.filter((c) => c.includes('/secret/')), ['GET /v1/secret/data/meshvm/cluster-a'], 'one read of the cluster access');
+  t.deepEqual(
+    vault.filter((c) => c.includes('/login')),
+    ['POST /v1/auth/approle/login'],
+    'one login for both recipes',
+  );
+  t.deepEqual(
+    vault.filter((c) => c.includes('/secret/')),
+    ['GET /v1/secret/data/meshvm/cluster-a'],
+    'one read of the cluster access',
+  );
   t.is(report.apiCalls.vault, 3, `login, one KV read, the revoke:\n${vault.join('\n')}`);
 
   // certs (istiod's address for /etc/hosts) and dns (the control plane for kubedns) both want the east-west gateway: asked once

@@ -9,25 +9,39 @@ import { meshvm, PROJECT, scratchRoot, snapshot, writeRunlist } from '../helpers
 import { startRoute53 } from '../stand-ins/index.ts';
 import { DOCS_CLUSTER_ENV, DOCS_KUBEDNS, DOCS_SIDECAR_ENV } from '../helpers/docs.ts';
 
-
-const classicRunlist = (lab: MeshLab, extra: string[] = []) => JSON.stringify({
-  name: 'classic-lab',
-  attributes: { flow: 'classic', namespace: 'vm-ns', serviceAccount: 'vm-sa', cluster: lab.cluster },
-  recipes: [
-    { recipe: 'istio-proxy-user' },
-    { recipe: 'dns', attributes: { controlPlaneServices: { 'istio-mixer': 'mixer-ilb', 'istio-pilot': 'istio-pilot-ilb', 'istio-ca': 'citadel-ilb' }, dnsmasq: { manage: false }, resolver: 'none' } },
-    { recipe: 'cluster-env' },
-    { recipe: 'sidecar', attributes: { package: { from: 'none' }, inboundPorts: [27017, 3306, 8080] } },
-    { recipe: 'certs' },
-    ...extra.map((recipe) => ({ recipe })),
-  ],
-}, null, 2);
+const classicRunlist = (lab: MeshLab, extra: string[] = []) =>
+  JSON.stringify(
+    {
+      name: 'classic-lab',
+      attributes: { flow: 'classic', namespace: 'vm-ns', serviceAccount: 'vm-sa', cluster: lab.cluster },
+      recipes: [
+        { recipe: 'istio-proxy-user' },
+        {
+          recipe: 'dns',
+          attributes: {
+            controlPlaneServices: { 'istio-mixer': 'mixer-ilb', 'istio-pilot': 'istio-pilot-ilb', 'istio-ca': 'citadel-ilb' },
+            dnsmasq: { manage: false },
+            resolver: 'none',
+          },
+        },
+        { recipe: 'cluster-env' },
+        { recipe: 'sidecar', attributes: { package: { from: 'none' }, inboundPorts: [27017, 3306, 8080] } },
+        { recipe: 'certs' },
+        ...extra.map((recipe) => ({ recipe })),
+      ],
+    },
+    null,
+    2,
+  );
 
 /** The units the istio-sidecar package installs, so that systemctl --root can enable them in a scratch root. */
 async function fakeSidecarUnits(root: string) {
   await fs.mkdir(path.join(root, 'lib/systemd/system'), { recursive: true });
   for (const unit of ['istio', 'istio-auth-node-agent']) {
-    await fs.writeFile(path.join(root, `lib/systemd/system/${unit}.service`), `[Service]\nExecStart=/usr/local/bin/${unit}-start.sh\n[Install]\nWantedBy=multi-user.target\n`);
+    await fs.writeFile(
+      path.join(root, `lib/systemd/system/${unit}.service`),
+      `[Service]\nExecStart=/usr/local/bin/${unit}-start.sh\n[Install]\nWantedBy=multi-user.target\n`,
+    );
   }
 }
 
@@ -37,7 +51,10 @@ test('every runlist in runlists/ validates, with its example node file where it 
   t.true(files.length >= 4);
   for (const file of files) {
     const node = path.join(PROJECT, 'examples/nodes', file);
-    const hasNode = await fs.stat(node).then(() => true, () => false);
+    const hasNode = await fs.stat(node).then(
+      () => true,
+      () => false,
+    );
     const runlist = await loadRunlist(path.join(dir, file), builtins, hasNode ? { nodeFile: { path: node, required: true } } : {});
     t.true(runlist.entries.length > 0, file);
   }
@@ -89,15 +106,18 @@ test('istiod flow: a root certificate rotated in the cluster gives exactly one c
   t.is(first.exitCode, 0, first.stderr);
   const read = (p: string) => fs.readFile(path.join(root, p), 'utf8');
   t.is(await read('etc/dnsmasq.d/kubedns'), 'server=/svc.cluster.local/10.150.0.7\naddress=/istiod/10.150.0.6\naddress=/istiod.istio-system/10.150.0.6\n');
-  t.is(await read('var/lib/istio/envoy/cluster.env'), [
-    'ISTIO_INBOUND_PORTS=9080',
-    'ISTIO_LOCAL_EXCLUDE_PORTS=22,15090,15021,15020',
-    'ISTIO_NAMESPACE=vm-ns',
-    'ISTIO_SERVICE=reviews-vm.vm-ns',
-    "ISTIO_SERVICE_CIDR='*'",
-    'SERVICE_ACCOUNT=vm-sa',
-    '',
-  ].join('\n'));
+  t.is(
+    await read('var/lib/istio/envoy/cluster.env'),
+    [
+      'ISTIO_INBOUND_PORTS=9080',
+      'ISTIO_LOCAL_EXCLUDE_PORTS=22,15090,15021,15020',
+      'ISTIO_NAMESPACE=vm-ns',
+      'ISTIO_SERVICE=reviews-vm.vm-ns',
+      "ISTIO_SERVICE_CIDR='*'",
+      'SERVICE_ACCOUNT=vm-sa',
+      '',
+    ].join('\n'),
+  );
   t.regex(await read('etc/istio/config/mesh'), /^defaultConfig:\n {2}discoveryAddress: istiod\.istio-system\.svc:15012\n {2}proxyMetadata:\n/);
   t.regex(await read('etc/hosts'), /^10\.150\.0\.6 istiod\.istio-system\.svc$/m);
   const token = await fs.stat(path.join(root, 'var/run/secrets/tokens/istio-token'));
@@ -110,14 +130,22 @@ test('istiod flow: a root certificate rotated in the cluster gives exactly one c
   const rotated = await (await import('../stand-ins/index.ts')).testPki({ fresh: true });
   lab.kube.objects.setConfigMap('vm-ns', 'istio-ca-root-cert', { 'root-cert.pem': rotated.caPem });
   const after = JSON.parse((await meshvm(['converge', file, '--root', root, '--json'])).stdout);
-  t.deepEqual(after.resources.filter((r: { status: string }) => r.status === 'changed').map((r: { ref: string }) => r.ref), ['file[/etc/certs/root-cert.pem]']);
-  t.deepEqual(after.notifications.map((n: { ref: string; status: string }) => `${n.ref} ${n.status}`), ['service[istio.service] refreshed']);
+  t.deepEqual(
+    after.resources.filter((r: { status: string }) => r.status === 'changed').map((r: { ref: string }) => r.ref),
+    ['file[/etc/certs/root-cert.pem]'],
+  );
+  t.deepEqual(
+    after.notifications.map((n: { ref: string; status: string }) => `${n.ref} ${n.status}`),
+    ['service[istio.service] refreshed'],
+  );
   t.is(await read('etc/certs/root-cert.pem'), rotated.caPem);
 
   // after a reboot /var/run is empty: the token is minted again
   await fs.rm(path.join(root, 'var/run/secrets'), { recursive: true });
   const rebooted = JSON.parse((await meshvm(['converge', file, '--root', root, '--json'])).stdout);
-  t.true(rebooted.resources.some((r: { ref: string; status: string }) => r.ref === 'istio_token[/var/run/secrets/tokens/istio-token]' && r.status === 'changed'));
+  t.true(
+    rebooted.resources.some((r: { ref: string; status: string }) => r.ref === 'istio_token[/var/run/secrets/tokens/istio-token]' && r.status === 'changed'),
+  );
   t.false(JSON.stringify(rebooted).includes(await read('var/run/secrets/tokens/istio-token').then((s) => s.trim())), 'the token is not in the report');
 });
 
@@ -130,7 +158,10 @@ test('a token without permission gives the named-permission error and nothing is
   t.is(result.exitCode, 1);
   t.regex(result.stderr, /may not get secrets "istio\.vm-sa" in namespace vm-ns/);
   t.deepEqual(await snapshot(root), before);
-  t.true(lab.vault.calls.some((c) => c.path === '/v1/auth/token/revoke-self' && c.status === 204), 'the failed run still revoked its Vault token');
+  t.true(
+    lab.vault.calls.some((c) => c.path === '/v1/auth/token/revoke-self' && c.status === 204),
+    'the failed run still revoked its Vault token',
+  );
 });
 
 test('AWS: load-balancer hostnames, not IPs, still give a working configuration (Route53 CNAMEs, the zone searched)', async (t) => {
@@ -142,7 +173,13 @@ test('AWS: load-balancer hostnames, not IPs, still give a working configuration 
   await fs.writeFile(path.join(root, 'etc/resolv.conf'), 'nameserver 10.0.0.2\n');
   const runlist = JSON.stringify({
     name: 'aws-lab',
-    attributes: { flow: 'istiod', workload: { name: 'reviews-vm', namespace: 'vm-ns', serviceAccount: 'vm-sa' }, cluster: lab.cluster, zone, search: [zone.name] },
+    attributes: {
+      flow: 'istiod',
+      workload: { name: 'reviews-vm', namespace: 'vm-ns', serviceAccount: 'vm-sa' },
+      cluster: lab.cluster,
+      zone,
+      search: [zone.name],
+    },
     recipes: [
       { recipe: 'istio-proxy-user' },
       { recipe: 'aws', attributes: { endpoint: route53.endpoint, dnsServers: ['127.0.0.1:9'] } },
@@ -154,7 +191,11 @@ test('AWS: load-balancer hostnames, not IPs, still give a working configuration 
   const env = { AWS_ACCESS_KEY_ID: 'AKIDMESHVMLAB', AWS_SECRET_ACCESS_KEY: 'lab-secret-key', AWS_REGION: 'us-east-1' };
   const first = await meshvm(['converge', file, '--root', root, '--json'], { env });
   t.is(first.exitCode, 0, first.stderr);
-  const records = route53.records(zone.id).filter((r) => r.type === 'CNAME').map((r) => `${r.name} ${r.values?.join(',')}`).sort();
+  const records = route53
+    .records(zone.id)
+    .filter((r) => r.type === 'CNAME')
+    .map((r) => `${r.name} ${r.values?.join(',')}`)
+    .sort();
   t.deepEqual(records, [
     'istiod.istio-system.mesh.internal.example.com. eastwest-1234.elb.us-east-1.amazonaws.com',
     'istiod.mesh.internal.example.com. eastwest-1234.elb.us-east-1.amazonaws.com',
@@ -172,9 +213,27 @@ test('bad input: a node file against the schema, a port out of range, a service 
   const base = JSON.parse(classicRunlist(lab));
   const cases: [string, (r: typeof base) => void, RegExp, string?][] = [
     ['node file', () => {}, /node\.yaml:2: attributes\.flow: Invalid option: expected one of "classic"\|"istiod"/, 'attributes:\n  flow: istio-classic\n'],
-    ['port', (r) => { r.recipes[3].attributes.inboundPorts = [8080, 65536]; }, /classic\.yaml:\d+: recipes\[3\]\.attributes\.inboundPorts\[1\]: port must be between 1 and 65535/],
-    ['service account', (r) => { r.attributes.serviceAccount = 'VM_SA'; }, /classic\.yaml:\d+: attributes\.serviceAccount: expected a Kubernetes service account name/],
-    ['vault path', (r) => { r.attributes.cluster.access.kv.path = 'meshvm/nope'; }, /no KV v2 secret at secret\/data\/meshvm\/nope/],
+    [
+      'port',
+      (r) => {
+        r.recipes[3].attributes.inboundPorts = [8080, 65536];
+      },
+      /classic\.yaml:\d+: recipes\[3\]\.attributes\.inboundPorts\[1\]: port must be between 1 and 65535/,
+    ],
+    [
+      'service account',
+      (r) => {
+        r.attributes.serviceAccount = 'VM_SA';
+      },
+      /classic\.yaml:\d+: attributes\.serviceAccount: expected a Kubernetes service account name/,
+    ],
+    [
+      'vault path',
+      (r) => {
+        r.attributes.cluster.access.kv.path = 'meshvm/nope';
+      },
+      /no KV v2 secret at secret\/data\/meshvm\/nope/,
+    ],
   ];
   for (const [what, change, expect, node] of cases) {
     const runlist = structuredClone(base);

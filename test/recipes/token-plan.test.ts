@@ -47,7 +47,7 @@ function tokenEntry(t: import('ava').ExecutionContext, resources: ResourceReport
   return entries[0]!;
 }
 
-test('the plan of an istiod VM shows the token as a planned action without minting (the Kubernetes stand-in\'s request log has no TokenRequest)', async (t) => {
+test("the plan of an istiod VM shows the token as a planned action without minting (the Kubernetes stand-in's request log has no TokenRequest)", async (t) => {
   const root = await scratchRoot(t);
   const lab = await startMeshLab(t, root);
   const file = await writeRunlist(lab.dir, 'istiod.yaml', istiodRunlist(lab));
@@ -61,7 +61,10 @@ test('the plan of an istiod VM shows the token as a planned action without minti
   t.is(planned.actions?.length, 1, JSON.stringify(planned));
   t.regex(planned.actions?.[0] ?? '', MINT_LINE);
   t.deepEqual(planned.changes, ['no token yet', planned.actions![0]!]);
-  t.true(lab.kube.calls.some((c) => c.action === 'get configmaps' && c.status === 200), 'plan did read the cluster (the root certificate): the stand-in was reached');
+  t.true(
+    lab.kube.calls.some((c) => c.action === 'get configmaps' && c.status === 200),
+    'plan did read the cluster (the root certificate): the stand-in was reached',
+  );
   t.deepEqual(tokenRequests(lab), [], 'plan sent no TokenRequest');
   t.deepEqual(await snapshot(root), fresh, 'plan wrote nothing under the root');
 
@@ -90,7 +93,11 @@ test('the plan of an istiod VM shows the token as a planned action without minti
   t.is(stat.uid, Number(uid));
   t.is(stat.gid, Number(gid));
   const lastRun = await fs.readFile(path.join(root, 'var/lib/meshvm/last-run.json'), 'utf8');
-  for (const [where, text] of [['stdout', first.stdout], ['stderr', first.stderr], ['last-run.json', lastRun]] as const) {
+  for (const [where, text] of [
+    ['stdout', first.stdout],
+    ['stderr', first.stderr],
+    ['last-run.json', lastRun],
+  ] as const) {
     t.false(text.includes(token), `the token is not in ${where}`);
     t.false(text.includes(payload!), `no part of the token is in ${where}`);
   }

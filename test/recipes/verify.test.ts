@@ -42,18 +42,27 @@ async function namespace(t: Context) {
   };
   /** Waits until every "proto address:port" listens in the namespace (ss), not a fixed time. */
   const listening = async (sockets: string[]) => {
-    await until(async () => {
-      const { stdout } = await execa('ip', ['netns', 'exec', ns, 'ss', '-Hlntu']);
-      const have = stdout.split('\n').map((line) => line.trim().split(/\s+/)).map((f) => `${f[0]} ${f[4]}`);
-      return sockets.every((s) => have.includes(s));
-    }, { what: `${sockets.join(', ')} to listen in ${ns}`, timeoutMs: 10_000, intervalMs: 50 });
+    await until(
+      async () => {
+        const { stdout } = await execa('ip', ['netns', 'exec', ns, 'ss', '-Hlntu']);
+        const have = stdout
+          .split('\n')
+          .map((line) => line.trim().split(/\s+/))
+          .map((f) => `${f[0]} ${f[4]}`);
+        return sockets.every((s) => have.includes(s));
+      },
+      { what: `${sockets.join(', ')} to listen in ${ns}`, timeoutMs: 10_000, intervalMs: 50 },
+    );
   };
   return { ns, start, listening };
 }
 
 /** `meshvm verify --resolver 127.0.0.1 --json` inside the namespace; its exit code agrees with its report. */
 async function verifyIn(t: Context, ns: string, file: string, root: string): Promise<Check[]> {
-  const result = await execa('ip', ['netns', 'exec', ns, process.execPath, BIN, 'verify', file, '--root', root, '--resolver', '127.0.0.1', '--json'], { reject: false, timeout: 60_000 });
+  const result = await execa('ip', ['netns', 'exec', ns, process.execPath, BIN, 'verify', file, '--root', root, '--resolver', '127.0.0.1', '--json'], {
+    reject: false,
+    timeout: 60_000,
+  });
   const report = JSON.parse(String(result.stdout)) as { ok: boolean; failed: number; checks: Check[] };
   t.is(result.exitCode, report.ok ? 0 : 1, String(result.stderr));
   t.is(report.failed, report.checks.filter((c) => !c.ok).length);
@@ -61,15 +70,31 @@ async function verifyIn(t: Context, ns: string, file: string, root: string): Pro
 }
 
 const demoCert = (name: string) => path.join(PROJECT, 'examples/demo-certs', name);
-const runlist = (dns: Record<string, unknown> = {}) => JSON.stringify({
-  name: 'verify-lab',
-  attributes: { flow: 'classic' },
-  recipes: [
-    { recipe: 'istio-proxy-user' },
-    { recipe: 'dns', attributes: { clusterDns: '127.0.0.2', controlPlane: [{ name: 'istio-pilot', address: '127.0.0.3' }, { name: 'istio-ca', address: '127.0.0.5' }], dnsmasq: { manage: false }, resolver: 'none', ...dns } },
-    { recipe: 'certs', attributes: { source: { from: 'files', rootCert: demoCert('root-cert.pem'), certChain: demoCert('cert-chain.pem'), key: demoCert('key.pem') } } },
-  ],
-});
+const runlist = (dns: Record<string, unknown> = {}) =>
+  JSON.stringify({
+    name: 'verify-lab',
+    attributes: { flow: 'classic' },
+    recipes: [
+      { recipe: 'istio-proxy-user' },
+      {
+        recipe: 'dns',
+        attributes: {
+          clusterDns: '127.0.0.2',
+          controlPlane: [
+            { name: 'istio-pilot', address: '127.0.0.3' },
+            { name: 'istio-ca', address: '127.0.0.5' },
+          ],
+          dnsmasq: { manage: false },
+          resolver: 'none',
+          ...dns,
+        },
+      },
+      {
+        recipe: 'certs',
+        attributes: { source: { from: 'files', rootCert: demoCert('root-cert.pem'), certChain: demoCert('cert-chain.pem'), key: demoCert('key.pem') } },
+      },
+    ],
+  });
 
 /** A converged root in a namespace with the cluster DNS (127.0.0.2), dnsmasq on 127.0.0.1 reading the directory of dns.configFile, pilot on 127.0.0.3:15011. */
 async function lab(t: Context, dns: Record<string, unknown> = {}) {
@@ -83,7 +108,17 @@ async function lab(t: Context, dns: Record<string, unknown> = {}) {
   await fs.mkdir(clusterDns);
   await fs.writeFile(path.join(clusterDns, 'svc'), 'address=/kubernetes.default.svc.cluster.local/10.96.0.1\n');
   const dnsmasq = (address: string, confDir: string) =>
-    start(['dnsmasq', '--keep-in-foreground', '--no-resolv', '--no-hosts', '--bind-interfaces', `--listen-address=${address}`, '--port=53', `--conf-dir=${confDir}`, '--pid-file=']);
+    start([
+      'dnsmasq',
+      '--keep-in-foreground',
+      '--no-resolv',
+      '--no-hosts',
+      '--bind-interfaces',
+      `--listen-address=${address}`,
+      '--port=53',
+      `--conf-dir=${confDir}`,
+      '--pid-file=',
+    ]);
   dnsmasq('127.0.0.2', clusterDns);
   const configFile = String(dns.configFile ?? '/etc/dnsmasq.d/kubedns');
   const local = dnsmasq('127.0.0.1', path.join(root, path.dirname(configFile)));
@@ -99,7 +134,10 @@ test('verify: every check passes on a converged VM, and a closed control-plane p
   const { root, pilot, verify } = await lab(t);
   const good = await verify();
   t.deepEqual(failedLines(good), []);
-  t.deepEqual(good.map((c) => c.check), ['dns', 'dns', 'dns', 'dns', 'dns', 'control plane', 'certs', 'certs', 'certs']);
+  t.deepEqual(
+    good.map((c) => c.check),
+    ['dns', 'dns', 'dns', 'dns', 'dns', 'control plane', 'certs', 'certs', 'certs'],
+  );
   t.regex(good[0]!.detail, /istio-pilot resolves to 127\.0\.0\.3/);
   t.regex(good[4]!.detail, /kubernetes\.default\.svc\.cluster\.local \(a cluster name\) resolves to 10\.96\.0\.1/);
   t.is(good[5]!.detail, 'istio-pilot.istio-system:15011 (127.0.0.3) accepts a connection');
@@ -120,7 +158,10 @@ test('verify: a dns.configFile outside /etc/dnsmasq.d keeps its DNS checks; a na
   const { local, verify } = await lab(t, { configFile: '/etc/mesh-dns/kubedns' });
   const good = await verify();
   t.deepEqual(failedLines(good), []);
-  t.deepEqual(good.map((c) => c.check), ['dns', 'dns', 'dns', 'dns', 'dns', 'control plane', 'certs', 'certs', 'certs']);
+  t.deepEqual(
+    good.map((c) => c.check),
+    ['dns', 'dns', 'dns', 'dns', 'dns', 'control plane', 'certs', 'certs', 'certs'],
+  );
   t.deepEqual(lines(good).slice(0, 4), [
     'dns: istio-pilot resolves to 127.0.0.3',
     'dns: istio-ca resolves to 127.0.0.5',
@@ -133,7 +174,10 @@ test('verify: a dns.configFile outside /etc/dnsmasq.d keeps its DNS checks; a na
   await local;
   const bad = await verify();
   const failed = bad.filter((c) => !c.ok);
-  t.deepEqual(failed.map((c) => c.check), ['dns', 'dns', 'dns', 'dns', 'dns', 'control plane']);
+  t.deepEqual(
+    failed.map((c) => c.check),
+    ['dns', 'dns', 'dns', 'dns', 'dns', 'control plane'],
+  );
   t.regex(failed[0]!.detail, /^istio-pilot resolves to an error \(ECONNREFUSED\), not 127\.0\.0\.3$/);
   for (const c of failed.filter((c) => c.check === 'dns').slice(0, 4)) t.regex(c.fix!, /dnsmasq running with \/etc\/mesh-dns\/kubedns/);
   const controlPlane = failed.at(-1)!;
@@ -144,7 +188,10 @@ test('verify: a dns.configFile outside /etc/dnsmasq.d keeps its DNS checks; a na
 
 test('parseKubedns reads the answered names and the forwarded domain', (t) => {
   t.deepEqual(parseKubedns('server=/svc.cluster.local/10.0.0.10\naddress=/istiod/10.0.0.5\naddress=/istiod.istio-system/10.0.0.5\n'), {
-    answers: [{ name: 'istiod', ip: '10.0.0.5' }, { name: 'istiod.istio-system', ip: '10.0.0.5' }],
+    answers: [
+      { name: 'istiod', ip: '10.0.0.5' },
+      { name: 'istiod.istio-system', ip: '10.0.0.5' },
+    ],
     forward: { domain: 'svc.cluster.local', server: '10.0.0.10' },
   });
   t.deepEqual(parseKubedns(''), { answers: [], forward: undefined });
@@ -153,11 +200,22 @@ test('parseKubedns reads the answered names and the forwarded domain', (t) => {
 // -- certs: the istio-token judged by its own declaration (kind istio_token), never against planned content
 
 const TOKEN = '/var/run/secrets/tokens/istio-token';
-const jwt = (claims: Record<string, unknown>) => ['{"alg":"RS256"}', JSON.stringify(claims), 'signature'].map((p) => Buffer.from(p).toString('base64url')).join('.');
+const jwt = (claims: Record<string, unknown>) =>
+  ['{"alg":"RS256"}', JSON.stringify(claims), 'signature'].map((p) => Buffer.from(p).toString('base64url')).join('.');
 const inHours = (hours: number) => Math.floor(Date.now() / 1000 + hours * 3600);
 /** The certs recipe's istio_token declaration (its minter is never called by a check). */
 const declaredToken = (spec: Partial<DeclaredToken> = {}) =>
-  IstioToken({ path: TOKEN, owner: 'root', group: 'root', mode: 0o600, renewBeforeSeconds: 6 * 3600, namespace: 'vm', serviceAccount: 'default', ...spec, mint: () => Promise.reject(new Error('a check minted a token')) });
+  IstioToken({
+    path: TOKEN,
+    owner: 'root',
+    group: 'root',
+    mode: 0o600,
+    renewBeforeSeconds: 6 * 3600,
+    namespace: 'vm',
+    serviceAccount: 'default',
+    ...spec,
+    mint: () => Promise.reject(new Error('a check minted a token')),
+  });
 const certsEntry = (declared: Declared[]) => ({ recipe: certs as unknown as Recipe, attributes: { dir: '/etc/certs' }, declared });
 
 async function tokenChecks(t: Context, content: string | undefined, spec: Partial<DeclaredToken> = {}): Promise<string[]> {
@@ -175,10 +233,14 @@ test('certs: the istio-token (its istio_token declaration) is valid for its serv
   const sub = 'system:serviceaccount:vm:default';
   t.deepEqual(await tokenChecks(t, ok + '\n'), [`certs: ${TOKEN} is in place and valid`]);
   const due = inHours(2);
-  t.deepEqual(await tokenChecks(t, jwt({ sub, aud: 'istio-ca', exp: due })), [`certs: ${TOKEN} is due for renewal (expires ${new Date(due * 1000).toISOString()})`]);
+  t.deepEqual(await tokenChecks(t, jwt({ sub, aud: 'istio-ca', exp: due })), [
+    `certs: ${TOKEN} is due for renewal (expires ${new Date(due * 1000).toISOString()})`,
+  ]);
   const expired = inHours(-1);
   t.deepEqual(await tokenChecks(t, jwt({ sub, aud: 'istio-ca', exp: expired })), [`certs: ${TOKEN} expired ${new Date(expired * 1000).toISOString()}`]);
-  t.deepEqual(await tokenChecks(t, jwt({ sub: 'system:serviceaccount:vm:other', aud: 'istio-ca', exp: inHours(12) })), [`certs: ${TOKEN} is for system:serviceaccount:vm:other, not system:serviceaccount:vm:default`]);
+  t.deepEqual(await tokenChecks(t, jwt({ sub: 'system:serviceaccount:vm:other', aud: 'istio-ca', exp: inHours(12) })), [
+    `certs: ${TOKEN} is for system:serviceaccount:vm:other, not system:serviceaccount:vm:default`,
+  ]);
   t.deepEqual(await tokenChecks(t, jwt({ sub, aud: ['kubernetes'], exp: inHours(12) })), [`certs: ${TOKEN} is for the audiences kubernetes, not istio-ca`]);
   t.deepEqual(await tokenChecks(t, '(a new token)\n'), [`certs: ${TOKEN} is not a token`]);
   t.deepEqual(await tokenChecks(t, undefined), [`certs: ${TOKEN} is missing`]);
@@ -192,13 +254,15 @@ test('certs: only the .pem files this recipe declared under its dir are checked,
   const rootCert = await fs.readFile(demoCert('root-cert.pem'), 'utf8');
   const chain = await fs.readFile(demoCert('cert-chain.pem'), 'utf8');
   // a chain "signed" by a certificate that did not sign it: the root checked against itself passes, the chain against the chain fails
-  await seed(root, { '/srv/certs/root-cert.pem': chain, '/srv/certs/cert-chain.pem': chain, '/etc/certs/other.pem': 'not checked', '/srv/certs/notes.txt': 'x' });
+  await seed(root, {
+    '/srv/certs/root-cert.pem': chain,
+    '/srv/certs/cert-chain.pem': chain,
+    '/etc/certs/other.pem': 'not checked',
+    '/srv/certs/notes.txt': 'x',
+  });
   const declared = ['/srv/certs/root-cert.pem', '/srv/certs/cert-chain.pem', '/etc/certs/other.pem', '/srv/certs/notes.txt'].map((p) => File({ path: p }));
   const checks = await runChecks([{ ...certsEntry(declared), attributes: { dir: '/srv/certs/' } }], localHost({ root }));
-  t.deepEqual(lines(checks), [
-    'certs: /srv/certs/root-cert.pem is in place and valid',
-    'certs: /srv/certs/cert-chain.pem is not signed by root-cert.pem',
-  ]);
+  t.deepEqual(lines(checks), ['certs: /srv/certs/root-cert.pem is in place and valid', 'certs: /srv/certs/cert-chain.pem is not signed by root-cert.pem']);
   await seed(root, { '/srv/certs/root-cert.pem': rootCert });
   t.deepEqual(failedLines(await runChecks([{ ...certsEntry(declared), attributes: { dir: '/srv/certs' } }], localHost({ root }))), []);
 });
@@ -236,7 +300,10 @@ test('services: systemctl is-active on the live system; interception: the nat ch
     },
   };
   const missing = await runChecks([await servicesEntry('classic')], host);
-  t.deepEqual(asked, [['systemctl', 'is-active', 'istio.service'], ['systemctl', 'is-active', 'istio-auth-node-agent.service']]);
+  t.deepEqual(asked, [
+    ['systemctl', 'is-active', 'istio.service'],
+    ['systemctl', 'is-active', 'istio-auth-node-agent.service'],
+  ]);
   t.deepEqual(lines(missing), [
     'services: istio.service is active',
     'services: istio-auth-node-agent.service is failed',
@@ -262,14 +329,29 @@ test('interception: nothing to check when the recipe declared no istio service',
 test('runChecks: entries in runlist order, recipes without checks contribute nothing, a check that throws is one failed line', async (t) => {
   const host = localHost({ root: await scratchRoot(t) });
   const seen: CheckContext[] = [];
-  const recipe = (name: string, checks?: Recipe['checks']) => ({ kind: 'recipe', name, description: '', attributes: {} as Recipe['attributes'], declare: () => [], ...(checks ? { checks } : {}) }) as Recipe;
+  const recipe = (name: string, checks?: Recipe['checks']) =>
+    ({ kind: 'recipe', name, description: '', attributes: {} as Recipe['attributes'], declare: () => [], ...(checks ? { checks } : {}) }) as Recipe;
   const declared = [File({ path: '/etc/x' })];
-  const checks = await runChecks([
-    { recipe: recipe('first', async (a, ctx) => (seen.push(ctx), [{ check: 'first', ok: true, detail: `n=${String(a.n)}` }])), attributes: { n: 1 }, declared },
-    { recipe: recipe('quiet'), attributes: {}, declared: [] },
-    { recipe: recipe('broken', async () => { throw new Error('boom'); }), attributes: {}, declared: [] },
-    { recipe: recipe('last', async (_a, ctx) => (seen.push(ctx), [{ check: 'last', ok: false, detail: 'no', fix: 'yes' }])), attributes: {}, declared: [] },
-  ], host, { resolver: '127.0.0.9:5353' });
+  const checks = await runChecks(
+    [
+      {
+        recipe: recipe('first', async (a, ctx) => (seen.push(ctx), [{ check: 'first', ok: true, detail: `n=${String(a.n)}` }])),
+        attributes: { n: 1 },
+        declared,
+      },
+      { recipe: recipe('quiet'), attributes: {}, declared: [] },
+      {
+        recipe: recipe('broken', async () => {
+          throw new Error('boom');
+        }),
+        attributes: {},
+        declared: [],
+      },
+      { recipe: recipe('last', async (_a, ctx) => (seen.push(ctx), [{ check: 'last', ok: false, detail: 'no', fix: 'yes' }])), attributes: {}, declared: [] },
+    ],
+    host,
+    { resolver: '127.0.0.9:5353' },
+  );
   t.deepEqual(lines(checks), ['first: n=1', 'broken: the checks of recipe broken stopped: boom', 'last: no']);
   t.false(checks[1]!.ok);
   t.deepEqual(seen[0]!.recipes, ['first', 'quiet', 'broken', 'last']);

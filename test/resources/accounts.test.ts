@@ -35,7 +35,10 @@ test("files owned by a user created in the same run get the root's uid, not the 
   await fs.mkdir(path.join(root, 'etc/certs'), { recursive: true });
   await fs.writeFile(path.join(root, 'etc/passwd'), 'root:x:0:0::/root:/bin/sh\nother:x:999:999::/:/bin/false\n');
   await fs.writeFile(path.join(root, 'etc/group'), 'root:x:0:\nother:x:999:\n');
-  await converge(localHost({ root }), [User({ name: 'istio-proxy' }), File({ path: '/etc/certs/a.pem', content: 'x', owner: 'istio-proxy', group: 'istio-proxy' })]);
+  await converge(localHost({ root }), [
+    User({ name: 'istio-proxy' }),
+    File({ path: '/etc/certs/a.pem', content: 'x', owner: 'istio-proxy', group: 'istio-proxy' }),
+  ]);
   const [, uid, gid] = /^istio-proxy:x:(\d+):(\d+)/m.exec(await fs.readFile(path.join(root, 'etc/passwd'), 'utf8'))!;
   const st = await fs.stat(path.join(root, 'etc/certs/a.pem'));
   t.is(st.uid, Number(uid));

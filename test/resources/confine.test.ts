@@ -14,19 +14,27 @@ test('Execute under --root: the command and its guards run inside the root; the 
   const root = await minimalRoot(t, TOOLS);
   const canary = await canaryOutside(t);
   const guardCanary = await canaryOutside(t);
-  const declare = () => [
-    Execute({ name: 'touch canary', command: ['touch', canary], notIf: ['sh', '-c', `touch ${guardCanary}; test -e ${canary}`] }),
-  ];
+  const declare = () => [Execute({ name: 'touch canary', command: ['touch', canary], notIf: ['sh', '-c', `touch ${guardCanary}; test -e ${canary}`] })];
   const plan = await converge(localHost({ root }), declare(), 'plan');
-  t.deepEqual(plan.resources.map((r) => r.status), ['would-change']);
-  t.true(await exists(path.join(root, guardCanary)), 'the guard ran, inside the root (guards run in plan too: they must change nothing, this one shows where it ran)');
+  t.deepEqual(
+    plan.resources.map((r) => r.status),
+    ['would-change'],
+  );
+  t.true(
+    await exists(path.join(root, guardCanary)),
+    'the guard ran, inside the root (guards run in plan too: they must change nothing, this one shows where it ran)',
+  );
   t.false(await exists(guardCanary), 'the guard did not touch this machine');
   const first = await converge(localHost({ root }), declare());
   t.false(first.failed, first.resources[0]?.error);
   t.true(await exists(path.join(root, canary)), 'the command wrote inside the root');
   t.false(await exists(canary), 'the command did not write on this machine');
   const second = await converge(localHost({ root }), declare());
-  t.deepEqual(second.resources.map((r) => r.status), ['unchanged'], 'the guard sees the file inside the root: nothing to do');
+  t.deepEqual(
+    second.resources.map((r) => r.status),
+    ['unchanged'],
+    'the guard sees the file inside the root: nothing to do',
+  );
 });
 
 test('Execute under --root whose program the root lacks is refused, naming the resource, and nothing runs', async (t) => {
@@ -35,7 +43,10 @@ test('Execute under --root whose program the root lacks is refused, naming the r
   const before = await snapshot(root);
   const result = await converge(localHost({ root }), [Execute({ name: 'make canary', command: ['touch', canary], creates: '/opt/done' })]);
   t.true(result.failed);
-  t.regex(result.resources[0]!.error!, /^execute\[make canary\]: apply failed: `touch \S+` could not be run: the command `touch \S+` runs inside the root \S+ \(confined, as the machine being built would run it\), but the root has no touch .*set onHost: true in the spec to run it on this machine instead/);
+  t.regex(
+    result.resources[0]!.error!,
+    /^execute\[make canary\]: apply failed: `touch \S+` could not be run: the command `touch \S+` runs inside the root \S+ \(confined, as the machine being built would run it\), but the root has no touch .*set onHost: true in the spec to run it on this machine instead/,
+  );
   t.false(await exists(canary));
   t.deepEqual(await snapshot(root), before);
 });
@@ -71,6 +82,9 @@ test("File's verify command whose program the root lacks: refused, saying verify
   await fs.writeFile(path.join(root, 'etc/app.conf'), 'old\n');
   const result = await converge(localHost({ root }), [File({ path: '/etc/app.conf', content: 'new\n', verify: ['grep', '-q', 'new', '%{path}'] })]);
   t.true(result.failed);
-  t.regex(result.resources[0]!.error!, /verify command `grep -q new %\{path\}` was not run: it runs inside the root \S+, but the root has no grep .*set verifyOnHost: true to run it on this machine; the live \/etc\/app\.conf was left untouched/);
+  t.regex(
+    result.resources[0]!.error!,
+    /verify command `grep -q new %\{path\}` was not run: it runs inside the root \S+, but the root has no grep .*set verifyOnHost: true to run it on this machine; the live \/etc\/app\.conf was left untouched/,
+  );
   t.is(await fs.readFile(path.join(root, 'etc/app.conf'), 'utf8'), 'old\n');
 });

@@ -18,7 +18,9 @@ const CLUSTER_DNS_PORT = 5355;
 /** Starts dnsmasq in the foreground; killed and waited for when the test ends (PID 1 here reaps nothing). */
 async function startDnsmasq(t: ExecutionContext, args: string[], probe: { address: string; port: number; name: string }): Promise<void> {
   const dir = await scratchRoot(t, 'meshvm-dnsmasq-');
-  const child = spawn('dnsmasq', ['--keep-in-foreground', '--no-hosts', `--pid-file=${dir}/pid`, '--log-facility=-', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn('dnsmasq', ['--keep-in-foreground', '--no-hosts', `--pid-file=${dir}/pid`, '--log-facility=-', ...args], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
   let log = '';
   child.stderr.on('data', (chunk) => (log += chunk));
   const exited = once(child, 'exit');
@@ -43,28 +45,67 @@ const base = { upstream: { from: 'none' as const } };
 
 test('rendering is a pure function of the spec: a table of cases', async (t) => {
   const spec = (input: object) => dnsmasqConfigSpec.parse(input);
-  const body = (input: object) => renderDnsmasqConfig(spec(input)).split('\n').filter((l) => l && !l.startsWith('#'));
+  const body = (input: object) =>
+    renderDnsmasqConfig(spec(input))
+      .split('\n')
+      .filter((l) => l && !l.startsWith('#'));
   const cases: { name: string; input: object; lines: string[] }[] = [
     { name: 'defaults: loopback, bound, nothing upstream', input: base, lines: ['listen-address=127.0.0.1', 'bind-interfaces', 'no-resolv'] },
-    { name: 'a port is written only when set', input: { ...base, port: 5354 }, lines: ['listen-address=127.0.0.1', 'port=5354', 'bind-interfaces', 'no-resolv'] },
-    { name: 'bindInterfaces off', input: { ...base, bindInterfaces: false, listenAddresses: ['127.0.0.1', '::1'] }, lines: ['listen-address=127.0.0.1', 'listen-address=::1', 'no-resolv'] },
+    {
+      name: 'a port is written only when set',
+      input: { ...base, port: 5354 },
+      lines: ['listen-address=127.0.0.1', 'port=5354', 'bind-interfaces', 'no-resolv'],
+    },
+    {
+      name: 'bindInterfaces off',
+      input: { ...base, bindInterfaces: false, listenAddresses: ['127.0.0.1', '::1'] },
+      lines: ['listen-address=127.0.0.1', 'listen-address=::1', 'no-resolv'],
+    },
     {
       name: 'explicit upstream servers, in the order given',
       input: { upstream: { from: 'servers', servers: [{ server: '10.0.0.2' }, { server: 'fd00::53', port: 5353 }] } },
       lines: ['listen-address=127.0.0.1', 'bind-interfaces', 'no-resolv', 'server=10.0.0.2', 'server=fd00::53#5353'],
     },
-    { name: 'a resolv-file (default /etc/resolv.conf)', input: { upstream: { from: 'resolv-file' } }, lines: ['listen-address=127.0.0.1', 'bind-interfaces', 'resolv-file=/etc/resolv.conf'] },
+    {
+      name: 'a resolv-file (default /etc/resolv.conf)',
+      input: { upstream: { from: 'resolv-file' } },
+      lines: ['listen-address=127.0.0.1', 'bind-interfaces', 'resolv-file=/etc/resolv.conf'],
+    },
     {
       name: 'forwards sorted by domain, with ports',
-      input: { ...base, forward: [{ domain: 'svc.cluster.local', server: '10.96.0.10', port: 10053 }, { domain: 'consul', server: '127.0.0.1', port: 8600 }] },
+      input: {
+        ...base,
+        forward: [
+          { domain: 'svc.cluster.local', server: '10.96.0.10', port: 10053 },
+          { domain: 'consul', server: '127.0.0.1', port: 8600 },
+        ],
+      },
       lines: ['listen-address=127.0.0.1', 'bind-interfaces', 'no-resolv', 'server=/consul/127.0.0.1#8600', 'server=/svc.cluster.local/10.96.0.10#10053'],
     },
     {
       name: 'addresses sorted by name, IPv4 and IPv6 for one name',
-      input: { ...base, addresses: [{ name: 'istiod.istio-system.svc', address: 'fd00::6' }, { name: 'istio-pilot', address: '10.150.0.6' }, { name: 'istiod.istio-system.svc', address: '10.150.0.6' }] },
-      lines: ['listen-address=127.0.0.1', 'bind-interfaces', 'no-resolv', 'address=/istio-pilot/10.150.0.6', 'address=/istiod.istio-system.svc/10.150.0.6', 'address=/istiod.istio-system.svc/fd00::6'],
+      input: {
+        ...base,
+        addresses: [
+          { name: 'istiod.istio-system.svc', address: 'fd00::6' },
+          { name: 'istio-pilot', address: '10.150.0.6' },
+          { name: 'istiod.istio-system.svc', address: '10.150.0.6' },
+        ],
+      },
+      lines: [
+        'listen-address=127.0.0.1',
+        'bind-interfaces',
+        'no-resolv',
+        'address=/istio-pilot/10.150.0.6',
+        'address=/istiod.istio-system.svc/10.150.0.6',
+        'address=/istiod.istio-system.svc/fd00::6',
+      ],
     },
-    { name: 'extra options last, as given', input: { ...base, extraOptions: ['log-queries', 'cache-size=1000'] }, lines: ['listen-address=127.0.0.1', 'bind-interfaces', 'no-resolv', 'log-queries', 'cache-size=1000'] },
+    {
+      name: 'extra options last, as given',
+      input: { ...base, extraOptions: ['log-queries', 'cache-size=1000'] },
+      lines: ['listen-address=127.0.0.1', 'bind-interfaces', 'no-resolv', 'log-queries', 'cache-size=1000'],
+    },
   ];
   for (const c of cases) t.deepEqual(body(c.input), c.lines, c.name);
 
@@ -74,7 +115,10 @@ test('rendering is a pure function of the spec: a table of cases', async (t) => 
     forward: [{ domain: 'svc.cluster.local', server: '10.63.240.10' }],
     addresses: ['istio-pilot', 'istio-policy', 'istio-telemetry', 'istio-citadel', 'istio-ca'].flatMap((name) => {
       const address = name === 'istio-pilot' ? '10.150.0.6' : name === 'istio-citadel' || name === 'istio-ca' ? '10.150.0.8' : '10.150.0.7';
-      return [{ name, address }, { name: `${name}.istio-system`, address }];
+      return [
+        { name, address },
+        { name: `${name}.istio-system`, address },
+      ];
     }),
   };
   const golden = await fs.readFile(path.join(FIXTURES, 'istio-1.0-kubedns.conf'), 'utf8');
@@ -119,11 +163,22 @@ test('a real dnsmasq started on the converged drop-in answers the declared names
   const listen = '127.83.1.1';
   const clusterDns = '127.83.1.2';
   // the fake cluster DNS: a second dnsmasq answering one svc.cluster.local name
-  await startDnsmasq(t, [`--listen-address=${clusterDns}`, `--port=${CLUSTER_DNS_PORT}`, '--bind-interfaces', '--no-resolv', '--conf-file=/dev/null', '--address=/kubernetes.default.svc.cluster.local/10.96.0.1'], {
-    address: clusterDns,
-    port: CLUSTER_DNS_PORT,
-    name: 'kubernetes.default.svc.cluster.local',
-  });
+  await startDnsmasq(
+    t,
+    [
+      `--listen-address=${clusterDns}`,
+      `--port=${CLUSTER_DNS_PORT}`,
+      '--bind-interfaces',
+      '--no-resolv',
+      '--conf-file=/dev/null',
+      '--address=/kubernetes.default.svc.cluster.local/10.96.0.1',
+    ],
+    {
+      address: clusterDns,
+      port: CLUSTER_DNS_PORT,
+      name: 'kubernetes.default.svc.cluster.local',
+    },
+  );
   await convergesOnce(t, root, () => [
     DnsmasqConfig({
       path: '/etc/dnsmasq.d/kubedns',
@@ -153,7 +208,10 @@ test('a config dnsmasq rejects never reaches the live file, and the error says w
   const result = await converge(localHost({ root }), [DnsmasqConfig({ path: '/etc/dnsmasq.d/kubedns', ...base, extraOptions: ['cache-size=lots'] })]);
   t.true(result.failed);
   const error = result.resources[0]!.error!;
-  t.regex(error, /dnsmasq_config\[\/etc\/dnsmasq\.d\/kubedns\] > file\[\/etc\/dnsmasq\.d\/kubedns\]: apply failed: verify command `dnsmasq --test --conf-file=%\{path\}` refused the new content \(exit 1\)/);
+  t.regex(
+    error,
+    /dnsmasq_config\[\/etc\/dnsmasq\.d\/kubedns\] > file\[\/etc\/dnsmasq\.d\/kubedns\]: apply failed: verify command `dnsmasq --test --conf-file=%\{path\}` refused the new content \(exit 1\)/,
+  );
   t.regex(error, /dnsmasq: error at line \d+ of the new \/etc\/dnsmasq\.d\/kubedns\n {2}line \d+: cache-size=lots/);
   t.regex(error, /the live \/etc\/dnsmasq\.d\/kubedns was left untouched/);
   t.notRegex(error, /meshvm-new/, 'the staged file name is not shown');
@@ -184,15 +242,26 @@ test('notifies a restart only when the file changed, and not when dnsmasq refuse
 
 test('dnsmasq never reads a resolv.conf that points back at itself', async (t) => {
   const root = await scratchRoot(t);
-  await seed(root, { '/etc/resolv.conf': '# from DHCP\nnameserver 127.0.0.1\nnameserver 10.0.0.2\n', '/run/systemd/resolve/resolv.conf': 'nameserver 10.0.0.2\n' });
+  await seed(root, {
+    '/etc/resolv.conf': '# from DHCP\nnameserver 127.0.0.1\nnameserver 10.0.0.2\n',
+    '/run/systemd/resolve/resolv.conf': 'nameserver 10.0.0.2\n',
+  });
   await fs.mkdir(path.join(root, 'etc/dnsmasq.d'));
   const looping = await converge(localHost({ root }), [DnsmasqConfig({ upstream: { from: 'resolv-file' } })], 'plan');
   t.true(looping.failed);
-  t.regex(looping.resources[0]!.error!, /read failed: dnsmasq would ask itself: \/etc\/resolv\.conf lists nameserver 127\.0\.0\.1, where this dnsmasq listens \(port 53\)\. Use upstream \{ from: 'servers'/);
+  t.regex(
+    looping.resources[0]!.error!,
+    /read failed: dnsmasq would ask itself: \/etc\/resolv\.conf lists nameserver 127\.0\.0\.1, where this dnsmasq listens \(port 53\)\. Use upstream \{ from: 'servers'/,
+  );
 
   t.false((await converge(localHost({ root }), [DnsmasqConfig({ upstream: { from: 'resolv-file' }, port: 5354 })], 'plan')).failed, 'another port: no loop');
-  t.false((await converge(localHost({ root }), [DnsmasqConfig({ upstream: { from: 'resolv-file', path: '/run/systemd/resolve/resolv.conf' } })], 'plan')).failed);
-  t.false((await converge(localHost({ root }), [DnsmasqConfig({ upstream: { from: 'resolv-file', path: '/run/missing.conf' } })], 'plan')).failed, 'no file yet, no loop');
+  t.false(
+    (await converge(localHost({ root }), [DnsmasqConfig({ upstream: { from: 'resolv-file', path: '/run/systemd/resolve/resolv.conf' } })], 'plan')).failed,
+  );
+  t.false(
+    (await converge(localHost({ root }), [DnsmasqConfig({ upstream: { from: 'resolv-file', path: '/run/missing.conf' } })], 'plan')).failed,
+    'no file yet, no loop',
+  );
 
   // a symlinked resolv.conf is followed inside the root, not out to this machine's files
   await fs.rm(path.join(root, 'etc/resolv.conf'));
@@ -208,23 +277,40 @@ test('bad specs are refused at declaration, naming the ref and the field', (t) =
   t.throws(bad({}), { message: new RegExp(ref.source + /: upstream: say where dnsmasq sends the names not declared here/.source) });
   t.throws(bad({ ...base, addresses: [{ name: 'istio-pilot', address: '10.150.0.300' }] }), { message: /addresses\[0\]\.address: expected an IP address/ });
   t.throws(bad({ ...base, addresses: [{ name: 'Istio_Pilot', address: '10.150.0.6' }] }), { message: /addresses\[0\]\.name: expected a DNS name/ });
-  t.throws(bad({ ...base, forward: [{ domain: 'svc.cluster.local', server: '10.0.0.10', port: 0 }] }), { message: /forward\[0\]\.port: port must be between 1 and 65535/ });
+  t.throws(bad({ ...base, forward: [{ domain: 'svc.cluster.local', server: '10.0.0.10', port: 0 }] }), {
+    message: /forward\[0\]\.port: port must be between 1 and 65535/,
+  });
   t.throws(bad({ ...base, port: 70000 }), { message: /port: port must be between 1 and 65535/ });
   t.throws(bad({ ...base, listenAddresses: ['127.0.0.1', '127.0.0.1'] }), { message: /listenAddresses\[1\]: 127\.0\.0\.1 is listed twice/ });
   t.throws(
-    bad({ ...base, forward: [{ domain: 'svc.cluster.local', server: '10.0.0.10' }, { domain: 'svc.cluster.local', server: '10.0.0.10' }] }),
+    bad({
+      ...base,
+      forward: [
+        { domain: 'svc.cluster.local', server: '10.0.0.10' },
+        { domain: 'svc.cluster.local', server: '10.0.0.10' },
+      ],
+    }),
     { message: /forward\[1\]: forwarding svc\.cluster\.local to 10\.0\.0\.10 is listed twice \(forward\[0\] and forward\[1\]\)/ },
   );
   t.throws(
-    bad({ ...base, addresses: [{ name: 'istio-pilot', address: '10.150.0.6' }, { name: 'istio-pilot', address: '10.150.0.7' }] }),
+    bad({
+      ...base,
+      addresses: [
+        { name: 'istio-pilot', address: '10.150.0.6' },
+        { name: 'istio-pilot', address: '10.150.0.7' },
+      ],
+    }),
     { message: /addresses\[1\]\.name: an IPv4 address for istio-pilot is listed twice \(addresses\[0\] and addresses\[1\]\)/ },
   );
-  t.throws(
-    bad({ ...base, forward: [{ domain: 'svc.cluster.local', server: '10.0.0.10' }], addresses: [{ name: 'svc.cluster.local', address: '10.0.0.1' }] }),
-    { message: /addresses\[0\]\.name: svc\.cluster\.local is both forwarded \(forward\[0\]\) and answered here/ },
-  );
-  t.throws(bad({ ...base, forward: [{ domain: 'cluster.local', server: '127.0.0.1' }] }), { message: /forward\[0\]\.server: 127\.0\.0\.1#53 is where this dnsmasq listens: it would forward to itself/ });
-  t.throws(bad({ upstream: { from: 'servers', servers: [{ server: '127.0.0.1', port: 5354 }] }, port: 5354 }), { message: /upstream\.servers\[0\]\.server: .*forward to itself/ });
+  t.throws(bad({ ...base, forward: [{ domain: 'svc.cluster.local', server: '10.0.0.10' }], addresses: [{ name: 'svc.cluster.local', address: '10.0.0.1' }] }), {
+    message: /addresses\[0\]\.name: svc\.cluster\.local is both forwarded \(forward\[0\]\) and answered here/,
+  });
+  t.throws(bad({ ...base, forward: [{ domain: 'cluster.local', server: '127.0.0.1' }] }), {
+    message: /forward\[0\]\.server: 127\.0\.0\.1#53 is where this dnsmasq listens: it would forward to itself/,
+  });
+  t.throws(bad({ upstream: { from: 'servers', servers: [{ server: '127.0.0.1', port: 5354 }] }, port: 5354 }), {
+    message: /upstream\.servers\[0\]\.server: .*forward to itself/,
+  });
   t.throws(bad({ upstream: { from: 'dhcp' } }), { message: /upstream\.from: expected from: 'none', 'servers' or 'resolv-file'/ });
   t.throws(bad({ ...base, extraOptions: ['address=/x/1.2.3.4'] }), { message: /extraOptions\[0\]: "address" is set through addresses, not extraOptions/ });
   t.throws(bad({ ...base, extraOptions: ['--log-queries'] }), { message: /extraOptions\[0\]: expected one dnsmasq option without "--"/ });

@@ -21,9 +21,16 @@ test('creates: runs while the path is missing, then never again; plan after that
   const marker = path.join(root, 'opt/envoy');
   await fs.mkdir(path.join(root, 'opt'));
   const first = await convergesOnce(t, root, () => [
-    Execute({ onHost: true, name: 'unpack envoy', command: ['sh', '-c', 'echo ran >> "$0"; touch "$1"', path.join(root, 'var/log/runs'), marker], creates: '/opt/envoy' }),
+    Execute({
+      onHost: true,
+      name: 'unpack envoy',
+      command: ['sh', '-c', 'echo ran >> "$0"; touch "$1"', path.join(root, 'var/log/runs'), marker],
+      creates: '/opt/envoy',
+    }),
   ]);
-  t.deepEqual(first.resources[0]!.changes, [`run \`sh -c 'echo ran >> "$0"; touch "$1"' ${path.join(root, 'var/log/runs')} ${marker}\` (/opt/envoy does not exist)`]);
+  t.deepEqual(first.resources[0]!.changes, [
+    `run \`sh -c 'echo ran >> "$0"; touch "$1"' ${path.join(root, 'var/log/runs')} ${marker}\` (/opt/envoy does not exist)`,
+  ]);
   t.is(await runs(), 1);
 });
 
@@ -65,7 +72,11 @@ test('plan runs the guards, says would-run and why, and changes nothing', async 
   const would = await converge(localHost({ root }), [Execute({ onHost: true, name: 'enable', command: count, onlyIf: ['test', '-d', root] })], 'plan');
   t.is(would.resources[0]!.status, 'would-change');
   t.regex(would.resources[0]!.changes[0]!, /^run `sh -c .*` \(onlyIf `test -d \S+` succeeded\)$/);
-  const wouldNot = await converge(localHost({ root }), [Execute({ onHost: true, name: 'enable', command: count, onlyIf: ['test', '-d', path.join(root, 'nope')] })], 'plan');
+  const wouldNot = await converge(
+    localHost({ root }),
+    [Execute({ onHost: true, name: 'enable', command: count, onlyIf: ['test', '-d', path.join(root, 'nope')] })],
+    'plan',
+  );
   t.is(wouldNot.resources[0]!.status, 'unchanged');
   t.is(await runs(), 0);
   t.deepEqual(await snapshot(root), before);
@@ -79,7 +90,10 @@ test('a notified command runs once per change, never on its own; plan only says 
     return [File({ path: '/etc/unit.conf', content }, { notifies: reload }), reload];
   };
   const plan = await converge(localHost({ root }), declare('v1\n'), 'plan');
-  t.deepEqual(plan.notifications.map((n) => n.status), ['would-refresh']);
+  t.deepEqual(
+    plan.notifications.map((n) => n.status),
+    ['would-refresh'],
+  );
   t.is(await runs(), 0);
 
   const first = await converge(localHost({ root }), declare('v1\n'));
@@ -101,7 +115,10 @@ test('a guarded command that ran in this run is not run again by a notification'
   const run = Execute({ onHost: true, name: 'setup', command: count, notIf: ['test', '-s', log] });
   const result = await converge(localHost({ root }), [File({ path: '/etc/setup.conf', content: 'x\n' }, { notifies: run }), run]);
   t.is(result.resources[1]!.status, 'changed');
-  t.deepEqual(result.notifications.map((n) => n.status), ['not-needed']);
+  t.deepEqual(
+    result.notifications.map((n) => n.status),
+    ['not-needed'],
+  );
   t.is(await runs(), 1);
 });
 
@@ -120,7 +137,16 @@ test('a failing command shows its exit code and the last lines of its output', a
 test('sensitive hides the command line in plan, errors and the ref', async (t) => {
   const root = await scratchRoot(t);
   const secret = 's3cr3t-t0ken-value';
-  const declare = () => [Execute({ onHost: true, name: 'login', command: ['sh', '-c', 'echo "denied" >&2; exit 1', secret], onlyIf: ['true'], env: { TOKEN: 'another-s3cret' }, sensitive: true })];
+  const declare = () => [
+    Execute({
+      onHost: true,
+      name: 'login',
+      command: ['sh', '-c', 'echo "denied" >&2; exit 1', secret],
+      onlyIf: ['true'],
+      env: { TOKEN: 'another-s3cret' },
+      sensitive: true,
+    }),
+  ];
   const plan = await converge(localHost({ root }), declare(), 'plan');
   t.deepEqual(plan.resources[0]!.changes, ['run `(sensitive command)` (onlyIf succeeded)']);
   const result = await converge(localHost({ root }), declare());
@@ -134,7 +160,14 @@ test('env and cwd reach the command and its guards; cwd is a path inside the roo
   const root = await scratchRoot(t);
   await fs.mkdir(path.join(root, 'work'));
   await convergesOnce(t, root, () => [
-    Execute({ onHost: true, name: 'greet', command: ['sh', '-c', 'pwd > out; echo "$GREETING" >> out'], cwd: '/work', env: { GREETING: 'hello' }, notIf: ['test', '-e', 'out'] }),
+    Execute({
+      onHost: true,
+      name: 'greet',
+      command: ['sh', '-c', 'pwd > out; echo "$GREETING" >> out'],
+      cwd: '/work',
+      env: { GREETING: 'hello' },
+      notIf: ['test', '-e', 'out'],
+    }),
   ]);
   t.is(await fs.readFile(path.join(root, 'work/out'), 'utf8'), `${await fs.realpath(path.join(root, 'work'))}\nhello\n`);
 });
@@ -160,14 +193,20 @@ test('a guard that cannot be run fails the read, naming it', async (t) => {
 });
 
 test('bad specs are refused at declaration, naming the ref and the field', (t) => {
-  t.throws(() => Execute({ command: ['apt-get', 'update'] }), { message: /execute\[apt-get update\].*: nothing says when it is needed, so it would run on every converge/ });
+  t.throws(() => Execute({ command: ['apt-get', 'update'] }), {
+    message: /execute\[apt-get update\].*: nothing says when it is needed, so it would run on every converge/,
+  });
   t.throws(() => Execute({ name: 'x', shell: true, onlyIf: ['true'] }), { message: /execute\[x\].*script: shell: true runs a script: give one/ });
   t.throws(() => Execute({ name: 'x', script: 'echo hi', onlyIf: ['true'] }), { message: /shell: a script runs only when the spec says shell: true/ });
   t.throws(() => Execute({ shell: true, script: 'echo hi', onlyIf: ['true'] }), { message: /name: a script needs a name/ });
-  t.throws(() => Execute({ command: ['true'], onlyWhenNotified: true, creates: '/x' }), { message: /onlyWhenNotified: a command run only when notified has no use for creates/ });
+  t.throws(() => Execute({ command: ['true'], onlyWhenNotified: true, creates: '/x' }), {
+    message: /onlyWhenNotified: a command run only when notified has no use for creates/,
+  });
   t.throws(() => Execute({ command: [], onlyIf: ['true'] }), { message: /command: expected a command: a list of words/ });
   t.throws(() => Execute({ command: ['true'], creates: 'opt/x' }), { message: /creates: path must be absolute/ });
-  t.throws(() => Execute({ command: ['true'], onlyIf: ['true'], env: { 'BAD-NAME': 'x' } }), { message: /env\.BAD-NAME: "BAD-NAME" is not an environment variable name/ });
+  t.throws(() => Execute({ command: ['true'], onlyIf: ['true'], env: { 'BAD-NAME': 'x' } }), {
+    message: /env\.BAD-NAME: "BAD-NAME" is not an environment variable name/,
+  });
   t.throws(() => Execute({ command: ['true'], onlyIf: ['true'], timeoutSeconds: 0 }), { message: /timeoutSeconds: timeoutSeconds must be more than 0/ });
   // @ts-expect-error a string command is a type error, and refused at run time too: commands are argv
   t.throws(() => Execute({ command: 'rm -rf /tmp/x', onlyIf: ['true'] }), { message: /command: / });

@@ -52,7 +52,9 @@ test('a verify command that refuses the staged file leaves the live file untouch
   const root = await scratchRoot(t);
   await seed(root, { '/etc/app.conf': 'good\n' });
   const before = await snapshot(root);
-  const result = await converge(localHost({ root }), [File({ path: '/etc/app.conf', content: 'bad\n', verify: ['grep', '-q', 'good', '%{path}'], verifyOnHost: true })]);
+  const result = await converge(localHost({ root }), [
+    File({ path: '/etc/app.conf', content: 'bad\n', verify: ['grep', '-q', 'good', '%{path}'], verifyOnHost: true }),
+  ]);
   t.true(result.failed);
   t.regex(result.resources[0]!.error!, /verify command `grep -q good %\{path\}` refused the new content \(exit 1\)/);
   t.regex(result.resources[0]!.error!, /the live \/etc\/app\.conf was left untouched/);
@@ -62,7 +64,9 @@ test('a verify command that refuses the staged file leaves the live file untouch
 test('a verify command that accepts lets the file through', async (t) => {
   const root = await scratchRoot(t);
   await seed(root, { '/etc/app.conf': 'good\n' });
-  const result = await converge(localHost({ root }), [File({ path: '/etc/app.conf', content: 'good too\n', verify: ['grep', '-q', 'good', '%{path}'], verifyOnHost: true })]);
+  const result = await converge(localHost({ root }), [
+    File({ path: '/etc/app.conf', content: 'good too\n', verify: ['grep', '-q', 'good', '%{path}'], verifyOnHost: true }),
+  ]);
   t.false(result.failed);
   t.is(await fs.readFile(path.join(root, 'etc/app.conf'), 'utf8'), 'good too\n');
 });
@@ -84,7 +88,12 @@ test('ensure absent removes the file, then has nothing to do', async (t) => {
   const root = await scratchRoot(t);
   await seed(root, { '/etc/old.conf': 'x\n' });
   await convergesOnce(t, root, () => [File({ path: '/etc/old.conf', ensure: 'absent' })]);
-  t.false(await fs.stat(path.join(root, 'etc/old.conf')).then(() => true, () => false));
+  t.false(
+    await fs.stat(path.join(root, 'etc/old.conf')).then(
+      () => true,
+      () => false,
+    ),
+  );
 });
 
 test('an owner that does not exist fails naming the owner, and writes nothing', async (t) => {

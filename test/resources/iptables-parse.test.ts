@@ -27,8 +27,21 @@ test('iptables-save output is read per table: chains with policies, rules in ord
   const tables = parseIptablesSave(fixture('nft-drifted.save'));
   t.deepEqual([...tables.keys()], ['filter', 'nat']);
   const nat = tables.get('nat')!;
-  t.deepEqual([...nat.chains], [['PREROUTING', 'ACCEPT'], ['INPUT', 'ACCEPT'], ['OUTPUT', 'ACCEPT'], ['POSTROUTING', 'ACCEPT'], ['DOCKER', '-'], ['MESHVM_INBOUND', '-']]);
-  t.deepEqual(nat.rules.map((r) => r.chain), ['PREROUTING', 'PREROUTING', 'PREROUTING', 'PREROUTING', 'OUTPUT', 'POSTROUTING', 'DOCKER', 'MESHVM_INBOUND', 'MESHVM_INBOUND', 'MESHVM_INBOUND']);
+  t.deepEqual(
+    [...nat.chains],
+    [
+      ['PREROUTING', 'ACCEPT'],
+      ['INPUT', 'ACCEPT'],
+      ['OUTPUT', 'ACCEPT'],
+      ['POSTROUTING', 'ACCEPT'],
+      ['DOCKER', '-'],
+      ['MESHVM_INBOUND', '-'],
+    ],
+  );
+  t.deepEqual(
+    nat.rules.map((r) => r.chain),
+    ['PREROUTING', 'PREROUTING', 'PREROUTING', 'PREROUTING', 'OUTPUT', 'POSTROUTING', 'DOCKER', 'MESHVM_INBOUND', 'MESHVM_INBOUND', 'MESHVM_INBOUND'],
+  );
   t.deepEqual(nat.rules[5]!.args, ['-s', '172.17.0.0/16', '!', '-o', 'docker0', '-j', 'MASQUERADE']);
   const filter = tables.get('filter')!;
   t.deepEqual(filter.rules[0]!.args, ['-p', 'tcp', '-m', 'tcp', '--dport', '22', '-m', 'comment', '--comment', 'ssh "admin" access', '-j', 'ACCEPT']);
@@ -42,14 +55,18 @@ test('nft and legacy print the same state the same way; counters (-c) are droppe
   t.deepEqual(parseIptablesSave(fixture('nft-drifted-nat-counters.save')).get('nat'), plain);
   t.deepEqual(parseIptablesSave(fixture('legacy-drifted-nat-counters.save')).get('nat'), plain);
   const counted = parseIptablesSave(fixture('nft-filter-counters.save')).get('filter')!;
-  t.deepEqual(counted.rules, [{ chain: 'INPUT', args: ['-i', 'lo', '-p', 'udp', '-m', 'udp', '--dport', '9', '-j', 'ACCEPT'], text: '-i lo -p udp -m udp --dport 9 -j ACCEPT' }]);
+  t.deepEqual(counted.rules, [
+    { chain: 'INPUT', args: ['-i', 'lo', '-p', 'udp', '-m', 'udp', '--dport', '9', '-j', 'ACCEPT'], text: '-i lo -p udp -m udp --dport 9 -j ACCEPT' },
+  ]);
 });
 
 test('ip6tables-save and an empty namespace parse too; a line that is not iptables-save is refused naming it', (t) => {
   const nat6 = parseIptablesSave(fixture('ip6-nft.save')).get('nat')!;
   t.is(findTag(nat6.rules[0]!.args), 'meshvm:0123456789ab');
   t.deepEqual(parseIptablesSave(fixture('empty-namespace.save')), new Map());
-  t.throws(() => parseIptablesSave('*nat\n-I PREROUTING 1 -j X\nCOMMIT\n'), { message: /iptables-save line 2: "-I PREROUTING 1 -j X" is not a chain or an appended rule/ });
+  t.throws(() => parseIptablesSave('*nat\n-I PREROUTING 1 -j X\nCOMMIT\n'), {
+    message: /iptables-save line 2: "-I PREROUTING 1 -j X" is not a chain or an appended rule/,
+  });
   t.throws(() => parseIptablesSave('-A X -j Y\n'), { message: /line 1: .* is outside a table/ });
 });
 
@@ -81,7 +98,12 @@ test('quoting an argument gives back the same argument, and leaves plain ones ba
   t.is(quoteArg(''), '""');
   t.is(quoteArg('a b'), '"a b"');
   t.is(quoteArg(String.raw`say "hi" \o/`), String.raw`"say \"hi\" \\o/"`);
-  for (const args of [['--comment', `it's "dropped" \\ `], ['--log-prefix', ' x\ty '], ['-m', 'string', '--string', '"GET /"'], ['--comment', '']]) {
+  for (const args of [
+    ['--comment', `it's "dropped" \\ `],
+    ['--log-prefix', ' x\ty '],
+    ['-m', 'string', '--string', '"GET /"'],
+    ['--comment', ''],
+  ]) {
     t.deepEqual(splitArgs(joinArgs(args)), args);
   }
 });
@@ -90,7 +112,9 @@ test('the tag is a hash of the rule as declared, the same for its string and arr
   const tag = ruleTag(splitArgs('-p tcp  --dport 8080 -j REDIRECT --to-ports 15001'));
   t.is(tag, ruleTag(['-p', 'tcp', '--dport', '8080', '-j', 'REDIRECT', '--to-ports', '15001']));
   t.regex(tag, /^meshvm:[0-9a-f]{12}$/);
-  const saved = parseIptablesSave(fixture('nft-converged.save')).get('nat')!.rules.filter((r) => r.chain === 'MESHVM_INBOUND');
+  const saved = parseIptablesSave(fixture('nft-converged.save'))
+    .get('nat')!
+    .rules.filter((r) => r.chain === 'MESHVM_INBOUND');
   t.is(findTag(saved[0]!.args), tag, 'the tag captured from the real tool');
   t.deepEqual(withoutTag(saved[0]!.args), ['-p', 'tcp', '-m', 'tcp', '--dport', '8080', '-j', 'REDIRECT', '--to-ports', '15001']);
   t.is(findTag(['-m', 'comment', '--comment', 'meshvm:short']), undefined);
@@ -144,8 +168,15 @@ test('restore input declares and refills only the owned chain, deletes jumps by 
     ].join('\n'),
   );
   t.is(lines.length, 6);
-  t.is(renderRestore({ table: 'filter', chain: 'X', jump: { chain: 'INPUT', position: 'last', args: ['-j', 'X'] } }).text, '*filter\n-A INPUT -j X\nCOMMIT\n', 'a jump alone leaves the chain as it is');
-  t.is(renderRestore({ table: 'raw', chain: 'X', deletes: [{ chain: 'OUTPUT', text: '-j X' }], removeChain: true }).text, '*raw\n:X - [0:0]\n-D OUTPUT -j X\n-X X\nCOMMIT\n');
+  t.is(
+    renderRestore({ table: 'filter', chain: 'X', jump: { chain: 'INPUT', position: 'last', args: ['-j', 'X'] } }).text,
+    '*filter\n-A INPUT -j X\nCOMMIT\n',
+    'a jump alone leaves the chain as it is',
+  );
+  t.is(
+    renderRestore({ table: 'raw', chain: 'X', deletes: [{ chain: 'OUTPUT', text: '-j X' }], removeChain: true }).text,
+    '*raw\n:X - [0:0]\n-D OUTPUT -j X\n-X X\nCOMMIT\n',
+  );
 });
 
 test('chain names are checked as iptables checks them', (t) => {
@@ -177,8 +208,17 @@ test('captured converged state has no changes, for both backends', (t) => {
 
 test('captured drift is seen: a rule meshvm did not add, a second jump, a foreign rule ahead of the jump', (t) => {
   const state = readChainState(inbound, parseIptablesSave(fixture('nft-drifted.save')).get('nat'))!;
-  t.deepEqual(state.rules.map((r) => r.tag === undefined), [false, false, true]);
-  t.deepEqual(state.jumps.map((j) => [j.chain, j.index, j.tag !== undefined]), [['PREROUTING', 2, true], ['PREROUTING', 4, false]]);
+  t.deepEqual(
+    state.rules.map((r) => r.tag === undefined),
+    [false, false, true],
+  );
+  t.deepEqual(
+    state.jumps.map((j) => [j.chain, j.index, j.tag !== undefined]),
+    [
+      ['PREROUTING', 2, true],
+      ['PREROUTING', 4, false],
+    ],
+  );
   const changes = iptablesType.changes(inbound, state);
   t.deepEqual(Object.keys(changes), ['rules', 'jump']);
   t.is(iptablesType.describe('rules', changes.rules!), 'update rules: 0 added, 1 removed\n  - -p tcp -m tcp --dport 9999 -j RETURN (not added by meshvm)');
@@ -189,12 +229,18 @@ test('captured drift is seen: a rule meshvm did not add, a second jump, a foreig
 });
 
 test('a jump behind a rule meshvm does not own is out of place for "first", in place for "last" only when nothing foreign follows', (t) => {
-  const nat = parseIptablesSave('*nat\n:PREROUTING ACCEPT [0:0]\n:X - [0:0]\n-A PREROUTING -p udp -j RETURN\n-A PREROUTING -m comment --comment "' + 'meshvm:000000000000' + '" -j X\nCOMMIT\n').get('nat');
+  const nat = parseIptablesSave(
+    '*nat\n:PREROUTING ACCEPT [0:0]\n:X - [0:0]\n-A PREROUTING -p udp -j RETURN\n-A PREROUTING -m comment --comment "' +
+      'meshvm:000000000000' +
+      '" -j X\nCOMMIT\n',
+  ).get('nat');
   const first = iptablesSpec.parse({ table: 'nat', chain: 'X', from: { chain: 'PREROUTING' } });
   t.is(readChainState(first, nat)!.jump, 'PREROUTING rule 2 of 2: -j X (behind rules meshvm does not own)', 'another tag, and behind a foreign rule');
   const last = iptablesSpec.parse({ table: 'nat', chain: 'X', from: { chain: 'PREROUTING', position: 'last' } });
   const tagged = ruleTag(['jump', 'PREROUTING', '-j', 'X']);
-  const natTagged = parseIptablesSave(`*nat\n:PREROUTING ACCEPT [0:0]\n:X - [0:0]\n-A PREROUTING -p udp -j RETURN\n-A PREROUTING -m comment --comment "${tagged}" -j X\nCOMMIT\n`).get('nat');
+  const natTagged = parseIptablesSave(
+    `*nat\n:PREROUTING ACCEPT [0:0]\n:X - [0:0]\n-A PREROUTING -p udp -j RETURN\n-A PREROUTING -m comment --comment "${tagged}" -j X\nCOMMIT\n`,
+  ).get('nat');
   t.is(readChainState(last, natTagged)!.jump, 'PREROUTING (last): -j X');
   t.is(readChainState(first, natTagged)!.jump, 'PREROUTING rule 2 of 2: -j X (behind rules meshvm does not own)');
 });

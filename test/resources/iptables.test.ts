@@ -41,12 +41,18 @@ function recording(host: Host) {
 }
 
 /** The lines of an iptables-save that are not about this chain (its declaration, its rules, jumps into it). */
-const outside = (lines: string[], chain: string) => lines.filter((l) => l !== `:${chain} - [0:0]` && !l.startsWith(`-A ${chain} `) && !l.endsWith(`-j ${chain}`));
+const outside = (lines: string[], chain: string) =>
+  lines.filter((l) => l !== `:${chain} - [0:0]` && !l.startsWith(`-A ${chain} `) && !l.endsWith(`-j ${chain}`));
 const ours = (lines: string[], chain: string) => lines.filter((l) => l.startsWith(`-A ${chain} `) || l.endsWith(`-j ${chain}`));
 
-const INBOUND_RULES = ['-p tcp --dport 8080 -j REDIRECT --to-ports 15001', ['-p', 'udp', '-d', '10.0.0.0/8', '--dport', '53', '-j', 'DNAT', '--to-destination', '127.0.0.1:15053']];
-const inbound = (rules: (string | string[])[] = INBOUND_RULES, from: { chain: string; position?: 'first' | 'last'; match?: string } = { chain: 'PREROUTING', match: '-p tcp' }) =>
-  Iptables({ table: 'nat', chain: 'MESHVM_INBOUND', rules, from });
+const INBOUND_RULES = [
+  '-p tcp --dport 8080 -j REDIRECT --to-ports 15001',
+  ['-p', 'udp', '-d', '10.0.0.0/8', '--dport', '53', '-j', 'DNAT', '--to-destination', '127.0.0.1:15053'],
+];
+const inbound = (
+  rules: (string | string[])[] = INBOUND_RULES,
+  from: { chain: string; position?: 'first' | 'last'; match?: string } = { chain: 'PREROUTING', match: '-p tcp' },
+) => Iptables({ table: 'nat', chain: 'MESHVM_INBOUND', rules, from });
 
 /** Docker-like rules and a chain of another tool, in nat and filter. */
 async function seedForeign(lab: Lab, tool = 'iptables-nft') {
@@ -122,14 +128,20 @@ test('the jump is repaired: deleted by hand, duplicated by hand, pushed behind a
   await ipt('-A', 'OUTPUT', '-j', 'MESHVM_INBOUND');
   result = await converge(l.host(), [inbound()]);
   t.deepEqual(result.resources[0]!.fields, ['jump']);
-  t.regex(result.resources[0]!.changes[0]!, /^fix the jump from PREROUTING \(first\): -p tcp -j MESHVM_INBOUND \(found 3 jumps: PREROUTING rule 1 of 2: -p tcp -j MESHVM_INBOUND; PREROUTING rule 2 of 2: -p tcp -j MESHVM_INBOUND \(not added by meshvm\); OUTPUT rule 1 of 1: -j MESHVM_INBOUND \(not added by meshvm\)\)$/);
+  t.regex(
+    result.resources[0]!.changes[0]!,
+    /^fix the jump from PREROUTING \(first\): -p tcp -j MESHVM_INBOUND \(found 3 jumps: PREROUTING rule 1 of 2: -p tcp -j MESHVM_INBOUND; PREROUTING rule 2 of 2: -p tcp -j MESHVM_INBOUND \(not added by meshvm\); OUTPUT rule 1 of 1: -j MESHVM_INBOUND \(not added by meshvm\)\)$/,
+  );
   t.deepEqual(await l.save('nat'), converged, 'exactly one jump again, the chain untouched');
 
   await ipt('-I', 'PREROUTING', '1', '-p', 'udp', '--dport', '5353', '-j', 'RETURN');
   result = await converge(l.host(), [inbound()]);
   t.regex(result.resources[0]!.changes[0]!, /\(found PREROUTING rule 2 of 2: -p tcp -j MESHVM_INBOUND \(behind rules meshvm does not own\)\)/);
   const after = await l.save('nat');
-  t.deepEqual(after.filter((l) => l.startsWith('-A PREROUTING')), ['-A PREROUTING -p tcp -m comment --comment "meshvm:d70f05e5095c" -j MESHVM_INBOUND', '-A PREROUTING -p udp -m udp --dport 5353 -j RETURN']);
+  t.deepEqual(
+    after.filter((l) => l.startsWith('-A PREROUTING')),
+    ['-A PREROUTING -p tcp -m comment --comment "meshvm:d70f05e5095c" -j MESHVM_INBOUND', '-A PREROUTING -p udp -m udp --dport 5353 -j RETURN'],
+  );
   t.deepEqual(changedRefs(await converge(l.host(), [inbound()])), []);
 });
 
@@ -193,7 +205,10 @@ test('without "from", meshvm removes only the jumps it added; a jump added by ha
   const declare = () => [Iptables({ table: 'nat', chain: 'MESHVM_INBOUND', rules: INBOUND_RULES })];
   const result = await converge(l.host(), declare());
   t.deepEqual(result.resources[0]!.changes, ['remove the jump PREROUTING rule 1 of 1: -p tcp -j MESHVM_INBOUND']);
-  t.deepEqual((await l.save('nat')).filter((x) => x.endsWith('-j MESHVM_INBOUND')), ['-A OUTPUT -j MESHVM_INBOUND']);
+  t.deepEqual(
+    (await l.save('nat')).filter((x) => x.endsWith('-j MESHVM_INBOUND')),
+    ['-A OUTPUT -j MESHVM_INBOUND'],
+  );
   t.deepEqual(changedRefs(await converge(l.host(), declare())), []);
 });
 
@@ -215,7 +230,10 @@ test('ensure absent is refused, changing nothing, while a chain meshvm does not 
   await l.sh('iptables-nft', '-w', '-t', 'nat', '-A', 'OTHER', '-j', 'MESHVM_INBOUND');
   const before = await l.save('nat');
   const result = await converge(l.host(), [Iptables({ table: 'nat', chain: 'MESHVM_INBOUND', ensure: 'absent' })]);
-  t.regex(result.resources[0]!.error!, /CHAIN_DEL failed \(Device or resource busy\)[\s\S]*another chain still jumps to MESHVM_INBOUND; remove that rule, then run again/);
+  t.regex(
+    result.resources[0]!.error!,
+    /CHAIN_DEL failed \(Device or resource busy\)[\s\S]*another chain still jumps to MESHVM_INBOUND; remove that rule, then run again/,
+  );
   t.deepEqual(await l.save('nat'), before);
 });
 
@@ -255,7 +273,7 @@ test('Iptables resources in one run share one read of the tables', async (t) => 
   t.deepEqual(three.queries.length, 4, 'and nothing else');
 });
 
-test('legacy: a host whose rules are in iptables-legacy gets meshvm\'s there too', async (t) => {
+test("legacy: a host whose rules are in iptables-legacy gets meshvm's there too", async (t) => {
   const l = await lab(t);
   await seedForeign(l, 'iptables-legacy');
   const before = await l.save('nat', 'iptables-legacy-save');
@@ -266,7 +284,7 @@ test('legacy: a host whose rules are in iptables-legacy gets meshvm\'s there too
   t.false((await l.sh('iptables-nft-save')).includes('MESHVM_INBOUND'), 'nothing written to the nft backend');
 });
 
-test('nft: a host with more nft rules than legacy ones gets meshvm\'s in nft', async (t) => {
+test("nft: a host with more nft rules than legacy ones gets meshvm's in nft", async (t) => {
   const l = await lab(t);
   await l.sh('iptables-legacy', '-w', '-A', 'INPUT', '-j', 'ACCEPT');
   await l.sh('iptables-nft', '-w', '-A', 'INPUT', '-j', 'ACCEPT');
@@ -279,14 +297,20 @@ test('nft: a host with more nft rules than legacy ones gets meshvm\'s in nft', a
 test('ipv6 uses ip6tables and leaves the ipv4 tables alone', async (t) => {
   const l = await lab(t);
   const first = await convergesOnce(t, l.host, () => [
-    Iptables({ table: 'nat', chain: 'MESHVM_INBOUND', ipv6: true, rules: ['-p tcp -d ::1 --dport 8080 -j REDIRECT --to-ports 15001'], from: { chain: 'PREROUTING', match: '-p tcp' } }),
+    Iptables({
+      table: 'nat',
+      chain: 'MESHVM_INBOUND',
+      ipv6: true,
+      rules: ['-p tcp -d ::1 --dport 8080 -j REDIRECT --to-ports 15001'],
+      from: { chain: 'PREROUTING', match: '-p tcp' },
+    }),
   ]);
   t.is(first.resources[0]!.ref, 'iptables[ipv6/nat/MESHVM_INBOUND]');
   t.is(ours(await l.save('nat', 'ip6tables-nft-save'), 'MESHVM_INBOUND').length, 2);
   t.false((await l.sh('iptables-nft-save')).includes('MESHVM_INBOUND'));
 });
 
-test('a rule iptables-restore refuses fails naming the ref, the rule and iptables\' words, and changes nothing', async (t) => {
+test("a rule iptables-restore refuses fails naming the ref, the rule and iptables' words, and changes nothing", async (t) => {
   const l = await lab(t);
   await seedForeign(l);
   await converge(l.host(), [inbound()]);
@@ -301,18 +325,25 @@ test('a rule iptables-restore refuses fails naming the ref, the rule and iptable
   t.deepEqual([await l.save('nat'), await l.save('filter')], before);
 
   const missing = await converge(l.host(), [inbound(['-p tcp -j NO_SUCH_CHAIN'])]);
-  t.regex(missing.resources[0]!.error!, /Chain 'NO_SUCH_CHAIN' does not exist\n[\s\S]*\n {2}rules\[0\] jumps to NO_SUCH_CHAIN, which does not exist yet\n {2}declare the Iptables resource that owns NO_SUCH_CHAIN before this one/);
+  t.regex(
+    missing.resources[0]!.error!,
+    /Chain 'NO_SUCH_CHAIN' does not exist\n[\s\S]*\n {2}rules\[0\] jumps to NO_SUCH_CHAIN, which does not exist yet\n {2}declare the Iptables resource that owns NO_SUCH_CHAIN before this one/,
+  );
   t.deepEqual([await l.save('nat'), await l.save('filter')], before);
 });
 
 test('bad specs are refused at declaration, naming the ref and the field', (t) => {
   const bad = (spec: unknown) => () => Iptables(spec as Parameters<typeof Iptables>[0]);
-  t.throws(bad({ table: 'nat', chain: 'MESHVM_' + 'X'.repeat(22) }), { message: /^iptables\[nat\/MESHVM_X+\].*: chain: chain name "MESHVM_X+" is 29 characters; iptables allows at most 28/ });
+  t.throws(bad({ table: 'nat', chain: 'MESHVM_' + 'X'.repeat(22) }), {
+    message: /^iptables\[nat\/MESHVM_X+\].*: chain: chain name "MESHVM_X+" is 29 characters; iptables allows at most 28/,
+  });
   t.throws(bad({ table: 'nat', chain: 'PREROUTING' }), { message: /iptables\[nat\/PREROUTING\].*chain: PREROUTING is a built-in chain/ });
   t.throws(bad({ chain: 'MY CHAIN' }), { message: /iptables\[filter\/MY CHAIN\].*chain: chain name "MY CHAIN" may hold only letters/ });
   t.throws(bad({ chain: 'DROP' }), { message: /chain: DROP is the name of a target/ });
   t.throws(bad({ table: 'security', chain: 'X' }), { message: /table: Invalid option: expected one of "filter"\|"nat"\|"mangle"\|"raw"/ });
-  t.throws(bad({ table: 'raw', chain: 'X', from: { chain: 'INPUT' } }), { message: /from\.chain: INPUT is not a built-in chain of the raw table \(one of PREROUTING, OUTPUT\)/ });
+  t.throws(bad({ table: 'raw', chain: 'X', from: { chain: 'INPUT' } }), {
+    message: /from\.chain: INPUT is not a built-in chain of the raw table \(one of PREROUTING, OUTPUT\)/,
+  });
   t.throws(bad({ chain: 'X', rules: ['-A INPUT -j ACCEPT'] }), { message: /rules\[0\]: "-A" is an iptables command, not part of a rule/ });
   t.throws(bad({ chain: 'X', rules: ['-j ACCEPT', ['-j', 'LOG\n-F']] }), { message: /rules\[1\]: rule arguments must not contain a line break/ });
   t.throws(bad({ chain: 'X', rules: ['-j LOG --log-prefix "open'] }), { message: /rules\[0\]: a double quote is not closed: -j LOG --log-prefix "open$/ });

@@ -28,17 +28,38 @@ const records = [
   { name: 'gw.mesh.example.com', type: 'A' as const, values: ['192.0.2.7', '192.0.2.8'], ttl: 30 },
 ];
 
-const declare = (r: Route53StandIn, extra: Record<string, unknown> = {}) => [Route53Records({
-  zoneId: ZONE, records, endpoint: r.endpoint, credentials: CREDENTIALS, dnsCheck: false, ...extra,
-})];
+const declare = (r: Route53StandIn, extra: Record<string, unknown> = {}) => [
+  Route53Records({
+    zoneId: ZONE,
+    records,
+    endpoint: r.endpoint,
+    credentials: CREDENTIALS,
+    dnsCheck: false,
+    ...extra,
+  }),
+];
 
 const changes = (r: Route53StandIn) => callsMatching(r.calls, { action: 'ChangeResourceRecordSets' }).filter((c) => c.status === 200);
 
 /** A dnsmasq answering from the given records on 127.0.0.1 and a free port; stopped at teardown. */
 async function dnsmasq(t: ExecutionContext, args: string[]): Promise<string> {
   const port = await freeUdpPort();
-  const child = spawn('dnsmasq', ['-k', '--conf-file=/dev/null', '--no-resolv', '--no-hosts', '--no-poll', '--bind-interfaces',
-    '--listen-address=127.0.0.1', `--port=${port}`, '--pid-file=', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(
+    'dnsmasq',
+    [
+      '-k',
+      '--conf-file=/dev/null',
+      '--no-resolv',
+      '--no-hosts',
+      '--no-poll',
+      '--bind-interfaces',
+      '--listen-address=127.0.0.1',
+      `--port=${port}`,
+      '--pid-file=',
+      ...args,
+    ],
+    { stdio: ['ignore', 'ignore', 'pipe'] },
+  );
   let stderr = '';
   child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
   t.teardown(() => void child.kill('SIGTERM'));
@@ -47,7 +68,13 @@ async function dnsmasq(t: ExecutionContext, args: string[]): Promise<string> {
   resolver.setServers([server]);
   for (let i = 0; i < 50; i++) {
     if (child.exitCode !== null) throw new Error(`dnsmasq exited ${child.exitCode}: ${stderr}`);
-    if (await resolver.resolve4('probe.test').then(() => true, (e: NodeJS.ErrnoException) => e.code !== 'ECONNREFUSED' && e.code !== 'ETIMEOUT')) return server;
+    if (
+      await resolver.resolve4('probe.test').then(
+        () => true,
+        (e: NodeJS.ErrnoException) => e.code !== 'ECONNREFUSED' && e.code !== 'ETIMEOUT',
+      )
+    )
+      return server;
     await sleep(50);
   }
   throw new Error(`dnsmasq did not answer on ${server}: ${stderr}`);
@@ -64,8 +91,13 @@ function freeUdpPort(): Promise<number> {
   });
 }
 
-const rightAnswers = ['--host-record=probe.test,127.0.0.9', `--host-record=${LB},192.0.2.50`, `--cname=istiod.mesh.example.com,${LB}`,
-  '--host-record=gw.mesh.example.com,192.0.2.7', '--host-record=gw.mesh.example.com,192.0.2.8'];
+const rightAnswers = [
+  '--host-record=probe.test,127.0.0.9',
+  `--host-record=${LB},192.0.2.50`,
+  `--cname=istiod.mesh.example.com,${LB}`,
+  '--host-record=gw.mesh.example.com,192.0.2.7',
+  '--host-record=gw.mesh.example.com,192.0.2.8',
+];
 
 test.serial('DNS already answers right: converged with zero Route53 API calls', async (t) => {
   const r = await route53(t);
@@ -80,7 +112,9 @@ test.serial('DNS already answers right: converged with zero Route53 API calls', 
 });
 
 test('DNS answers wrong: exactly one UPSERT batch for the zone, then nothing to do', async (t) => {
-  const r = await route53(t, { zones: [{ name: 'mesh.example.com', id: ZONE, records: [{ name: 'gw.mesh.example.com', type: 'A', ttl: 30, values: ['192.0.2.7'] }] }] });
+  const r = await route53(t, {
+    zones: [{ name: 'mesh.example.com', id: ZONE, records: [{ name: 'gw.mesh.example.com', type: 'A', ttl: 30, values: ['192.0.2.7'] }] }],
+  });
   const dns = await dnsmasq(t, ['--host-record=probe.test,127.0.0.9', '--host-record=gw.mesh.example.com,192.0.2.7']);
   const root = await scratchRoot(t);
   const first = await converge(localHost({ root }), declare(r, { dnsCheck: { servers: [dns] } }));
@@ -92,10 +126,13 @@ test('DNS answers wrong: exactly one UPSERT batch for the zone, then nothing to 
   ]);
   t.is(changes(r).length, 1, 'one ChangeBatch');
   t.is(callsMatching(r.calls, { action: 'ListResourceRecordSets' }).length, 2, 'one list per record DNS did not confirm');
-  t.deepEqual(r.records(ZONE).filter((x) => x.type !== 'NS' && x.type !== 'SOA'), [
-    { name: 'gw.mesh.example.com.', type: 'A', ttl: 30, values: ['192.0.2.7', '192.0.2.8'] },
-    { name: 'istiod.mesh.example.com.', type: 'CNAME', ttl: 60, values: [LB] },
-  ]);
+  t.deepEqual(
+    r.records(ZONE).filter((x) => x.type !== 'NS' && x.type !== 'SOA'),
+    [
+      { name: 'gw.mesh.example.com.', type: 'A', ttl: 30, values: ['192.0.2.7', '192.0.2.8'] },
+      { name: 'istiod.mesh.example.com.', type: 'CNAME', ttl: 60, values: [LB] },
+    ],
+  );
 
   const again = await converge(localHost({ root }), declare(r));
   t.is(again.resources[0]?.status, 'unchanged', 'Route53 now holds what is declared');
@@ -119,7 +156,10 @@ test('Throttling and PriorRequestNotComplete are retried with backoff, and the b
   const root = await scratchRoot(t);
   const result = await converge(localHost({ root }), declare(r));
   t.false(result.failed, result.resources[0]?.error);
-  t.deepEqual(r.calls.filter((c) => c.fault).map((c) => c.fault), ['throttle', 'throttle', 'prior-request-not-complete']);
+  t.deepEqual(
+    r.calls.filter((c) => c.fault).map((c) => c.fault),
+    ['throttle', 'throttle', 'prior-request-not-complete'],
+  );
   t.is(changes(r).length, 1);
   t.is(r.records(ZONE).length, 4);
 });
@@ -130,7 +170,10 @@ test('Throttling without end: a bounded number of attempts, a clear error, nothi
   const root = await scratchRoot(t);
   const result = await converge(localHost({ root }), declare(r, { maxAttempts: 2 }));
   t.true(result.failed);
-  t.regex(result.resources[0]?.error ?? '', /Route53: changing 2 record set\(s\) in hosted zone Z0000000000000000MESH: Throttling: Rate exceeded \(after 2 attempts\); Route53 kept refusing/);
+  t.regex(
+    result.resources[0]?.error ?? '',
+    /Route53: changing 2 record set\(s\) in hosted zone Z0000000000000000MESH: Throttling: Rate exceeded \(after 2 attempts\); Route53 kept refusing/,
+  );
   t.is(callsMatching(r.calls, { action: 'ChangeResourceRecordSets' }).length, 2);
   t.is(r.records(ZONE).length, 2);
 });
@@ -151,26 +194,58 @@ test('waits, bounded, for INSYNC when asked', async (t) => {
 test('an alias record round-trips: applied once, then unchanged', async (t) => {
   const r = await route53(t);
   const root = await scratchRoot(t);
-  const alias = [Route53Records({ zoneId: ZONE, endpoint: r.endpoint, credentials: CREDENTIALS, dnsCheck: false,
-    records: [{ name: 'mesh.example.com', type: 'A', alias: { hostedZoneId: 'Z35SXDOTRQ7X7K', dnsName: `dualstack.${LB}` } }] })];
+  const alias = [
+    Route53Records({
+      zoneId: ZONE,
+      endpoint: r.endpoint,
+      credentials: CREDENTIALS,
+      dnsCheck: false,
+      records: [{ name: 'mesh.example.com', type: 'A', alias: { hostedZoneId: 'Z35SXDOTRQ7X7K', dnsName: `dualstack.${LB}` } }],
+    }),
+  ];
   t.is((await converge(localHost({ root }), alias)).resources[0]?.status, 'changed');
   t.is((await converge(localHost({ root }), alias)).resources[0]?.status, 'unchanged');
   t.deepEqual(r.records(ZONE).find((x) => x.type === 'A')?.alias, { hostedZoneId: 'Z35SXDOTRQ7X7K', dnsName: `dualstack.${LB}.`, evaluateTargetHealth: false });
 });
 
 test('a batch Route53 refuses fails whole, with its reason, and changes nothing', async (t) => {
-  const r = await route53(t, { zones: [{ name: 'mesh.example.com', id: ZONE, records: [{ name: 'istiod.mesh.example.com', type: 'A', ttl: 60, values: ['192.0.2.1'] }] }] });
+  const r = await route53(t, {
+    zones: [{ name: 'mesh.example.com', id: ZONE, records: [{ name: 'istiod.mesh.example.com', type: 'A', ttl: 60, values: ['192.0.2.1'] }] }],
+  });
   const root = await scratchRoot(t);
   const result = await converge(localHost({ root }), declare(r));
   t.true(result.failed);
-  t.regex(result.resources[0]?.error ?? '', /InvalidChangeBatch: \[RRSet of type CNAME with DNS name istiod\.mesh\.example\.com\. is not permitted as it conflicts/);
-  t.deepEqual(r.records(ZONE).filter((x) => x.name.startsWith('gw')), [], 'the A record of the same batch was not applied either');
+  t.regex(
+    result.resources[0]?.error ?? '',
+    /InvalidChangeBatch: \[RRSet of type CNAME with DNS name istiod\.mesh\.example\.com\. is not permitted as it conflicts/,
+  );
+  t.deepEqual(
+    r.records(ZONE).filter((x) => x.name.startsWith('gw')),
+    [],
+    'the A record of the same batch was not applied either',
+  );
 });
 
 test('declarations are checked: one value per CNAME, no TTL on an alias, credentials masked', (t) => {
-  t.throws(() => Route53Records({ zoneId: ZONE, records: [{ name: 'a.mesh.example.com', type: 'CNAME', values: ['x.example.com', 'y.example.com'] }] }), { message: /records\[0\]\.values: a CNAME has exactly one value/ });
-  t.throws(() => Route53Records({ zoneId: ZONE, records: [{ name: 'a.mesh.example.com', type: 'A', ttl: 60, alias: { hostedZoneId: 'Z1', dnsName: 'lb.example.com' } }] }), { message: /ttl: an alias record takes its TTL from the target/ });
-  t.throws(() => Route53Records({ zoneId: ZONE, records: [{ name: 'a.mesh.example.com', type: 'A', values: ['10.0.0.1'] }, { name: 'a.mesh.example.com', type: 'CNAME', values: ['b.example.com'] }] }), { message: /declared twice/ });
+  t.throws(() => Route53Records({ zoneId: ZONE, records: [{ name: 'a.mesh.example.com', type: 'CNAME', values: ['x.example.com', 'y.example.com'] }] }), {
+    message: /records\[0\]\.values: a CNAME has exactly one value/,
+  });
+  t.throws(
+    () =>
+      Route53Records({ zoneId: ZONE, records: [{ name: 'a.mesh.example.com', type: 'A', ttl: 60, alias: { hostedZoneId: 'Z1', dnsName: 'lb.example.com' } }] }),
+    { message: /ttl: an alias record takes its TTL from the target/ },
+  );
+  t.throws(
+    () =>
+      Route53Records({
+        zoneId: ZONE,
+        records: [
+          { name: 'a.mesh.example.com', type: 'A', values: ['10.0.0.1'] },
+          { name: 'a.mesh.example.com', type: 'CNAME', values: ['b.example.com'] },
+        ],
+      }),
+    { message: /declared twice/ },
+  );
   Route53Records({ zoneId: `/hostedzone/${ZONE}`, records, credentials: CREDENTIALS });
   t.is(secrets.redact(`key ${CREDENTIALS.secretAccessKey}`), 'key (sensitive)');
 });

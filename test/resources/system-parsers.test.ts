@@ -26,8 +26,20 @@ test('package changes: install, pin, .deb by sha256, absent', (t) => {
   t.deepEqual(packageType.changes(spec({}), { installed: true, version: '1', deb: undefined }), {});
   t.deepEqual(packageType.changes(spec({ version: '2' }), { installed: true, version: '1', deb: undefined }), { version: { from: '1', to: '2' } });
   const sha = 'a'.repeat(64);
-  t.deepEqual(packageType.changes(spec({ deb: { url: 'https://example.test/istio-sidecar.deb', sha256: sha } }), { installed: true, version: '1', deb: sha }), {});
-  t.deepEqual(Object.keys(packageType.changes(spec({ deb: { url: 'https://example.test/istio-sidecar.deb', sha256: sha } }), { installed: true, version: '1', deb: 'b'.repeat(64) })), ['deb']);
+  t.deepEqual(
+    packageType.changes(spec({ deb: { url: 'https://example.test/istio-sidecar.deb', sha256: sha } }), { installed: true, version: '1', deb: sha }),
+    {},
+  );
+  t.deepEqual(
+    Object.keys(
+      packageType.changes(spec({ deb: { url: 'https://example.test/istio-sidecar.deb', sha256: sha } }), {
+        installed: true,
+        version: '1',
+        deb: 'b'.repeat(64),
+      }),
+    ),
+    ['deb'],
+  );
   t.deepEqual(packageType.changes(spec({ ensure: 'absent' }), { installed: true, version: '1', deb: undefined }), { installed: { from: true, to: false } });
 });
 
@@ -42,7 +54,10 @@ test('systemctl show: masked, enabled, running, needs daemon-reload', (t) => {
   t.deepEqual(unitStatus(props), { loaded: true, masked: false, enabled: true, running: true, needsDaemonReload: false });
   t.deepEqual(unitStatus(parseSystemctlShow('LoadState=masked\nActiveState=inactive\nUnitFileState=masked\n')).masked, true);
   t.false(unitStatus(parseSystemctlShow('LoadState=loaded\nActiveState=failed\nUnitFileState=disabled\n')).running);
-  t.true(unitStatus(parseSystemctlShow('LoadState=loaded\nActiveState=inactive\nUnitFileState=static\n')).enabled, 'a static unit cannot be enabled: enabled: true is already true');
+  t.true(
+    unitStatus(parseSystemctlShow('LoadState=loaded\nActiveState=inactive\nUnitFileState=static\n')).enabled,
+    'a static unit cannot be enabled: enabled: true is already true',
+  );
   t.true(unitStatus(parseSystemctlShow('ActiveState=activating\nNeedDaemonReload=yes')).needsDaemonReload);
 });
 
@@ -62,34 +77,65 @@ test('a timer renders deterministically, with splay', (t) => {
       Install: { WantedBy: 'timers.target' },
     },
   });
-  t.is(renderUnit(spec.sections!), [
-    '# Managed by meshvm: changes made here are overwritten.',
-    '[Unit]',
-    'Description=Re-converge meshvm',
-    '',
-    '[Timer]',
-    'OnBootSec=2min',
-    'OnUnitActiveSec=30min',
-    'RandomizedDelaySec=5min',
-    'Persistent=yes',
-    '',
-    '[Install]',
-    'WantedBy=timers.target',
-    '',
-  ].join('\n'));
-  t.is(renderUnit({ Service: { ExecStart: ['', '/usr/bin/true'] } }), '# Managed by meshvm: changes made here are overwritten.\n[Service]\nExecStart=\nExecStart=/usr/bin/true\n');
+  t.is(
+    renderUnit(spec.sections!),
+    [
+      '# Managed by meshvm: changes made here are overwritten.',
+      '[Unit]',
+      'Description=Re-converge meshvm',
+      '',
+      '[Timer]',
+      'OnBootSec=2min',
+      'OnUnitActiveSec=30min',
+      'RandomizedDelaySec=5min',
+      'Persistent=yes',
+      '',
+      '[Install]',
+      'WantedBy=timers.target',
+      '',
+    ].join('\n'),
+  );
+  t.is(
+    renderUnit({ Service: { ExecStart: ['', '/usr/bin/true'] } }),
+    '# Managed by meshvm: changes made here are overwritten.\n[Service]\nExecStart=\nExecStart=/usr/bin/true\n',
+  );
 });
 
 test('a daemon-reload is owed for unit files systemd has not loaded, which its NeedDaemonReload misses', (t) => {
   // systemd 252 (Debian 12), a running demo.service, after `mkdir demo.service.d` and a drop-in written there
   const running = parseSystemctlShow('FragmentPath=/etc/systemd/system/demo.service\nDropInPaths=\nNeedDaemonReload=no\n');
   const cases: { name: string; props: Record<string, string>; etc: { unitFile: boolean; dropIns: string[] }; unloaded: string[] }[] = [
-    { name: 'a drop-in in a new .d directory', props: running, etc: { unitFile: true, dropIns: ['10-version.conf'] }, unloaded: ['/etc/systemd/system/demo.service.d/10-version.conf'] },
-    { name: 'every drop-in loaded', props: { ...running, DropInPaths: '/etc/systemd/system/demo.service.d/10-version.conf /etc/systemd/system/demo.service.d/20-env.conf' }, etc: { unitFile: true, dropIns: ['10-version.conf', '20-env.conf'] }, unloaded: [] },
-    { name: 'one of two loaded', props: { ...running, DropInPaths: '/etc/systemd/system/demo.service.d/10-version.conf' }, etc: { unitFile: true, dropIns: ['10-version.conf', '20-env.conf'] }, unloaded: ['/etc/systemd/system/demo.service.d/20-env.conf'] },
+    {
+      name: 'a drop-in in a new .d directory',
+      props: running,
+      etc: { unitFile: true, dropIns: ['10-version.conf'] },
+      unloaded: ['/etc/systemd/system/demo.service.d/10-version.conf'],
+    },
+    {
+      name: 'every drop-in loaded',
+      props: { ...running, DropInPaths: '/etc/systemd/system/demo.service.d/10-version.conf /etc/systemd/system/demo.service.d/20-env.conf' },
+      etc: { unitFile: true, dropIns: ['10-version.conf', '20-env.conf'] },
+      unloaded: [],
+    },
+    {
+      name: 'one of two loaded',
+      props: { ...running, DropInPaths: '/etc/systemd/system/demo.service.d/10-version.conf' },
+      etc: { unitFile: true, dropIns: ['10-version.conf', '20-env.conf'] },
+      unloaded: ['/etc/systemd/system/demo.service.d/20-env.conf'],
+    },
     { name: 'files other than .conf are not drop-ins', props: running, etc: { unitFile: true, dropIns: ['README', '10-version.conf.dpkg-old'] }, unloaded: [] },
-    { name: 'a unit file in /etc that takes the vendor one\'s place', props: { FragmentPath: '/lib/systemd/system/demo.service', DropInPaths: '' }, etc: { unitFile: true, dropIns: [] }, unloaded: ['/etc/systemd/system/demo.service'] },
-    { name: 'a vendor unit, nothing in /etc', props: { FragmentPath: '/usr/lib/systemd/system/demo.service', DropInPaths: '' }, etc: { unitFile: false, dropIns: [] }, unloaded: [] },
+    {
+      name: "a unit file in /etc that takes the vendor one's place",
+      props: { FragmentPath: '/lib/systemd/system/demo.service', DropInPaths: '' },
+      etc: { unitFile: true, dropIns: [] },
+      unloaded: ['/etc/systemd/system/demo.service'],
+    },
+    {
+      name: 'a vendor unit, nothing in /etc',
+      props: { FragmentPath: '/usr/lib/systemd/system/demo.service', DropInPaths: '' },
+      etc: { unitFile: false, dropIns: [] },
+      unloaded: [],
+    },
   ];
   for (const c of cases) t.deepEqual(unloadedUnitFiles('demo.service', c.props, c.etc), c.unloaded, c.name);
 });
@@ -111,17 +157,31 @@ function systemdHost(root: string, show: string, ran: string[][]): Host {
 
 test('a notified service: daemon-reloaded first when a drop-in is one systemd has not loaded; a masked one is not restarted', async (t) => {
   const root = await scratchRoot(t);
-  await seed(root, { 'etc/systemd/system/demo.service': '[Service]\nExecStart=/bin/sleep infinity\n', 'etc/systemd/system/demo.service.d/10-version.conf': '[Service]\nEnvironment=V=2\n' });
+  await seed(root, {
+    'etc/systemd/system/demo.service': '[Service]\nExecStart=/bin/sleep infinity\n',
+    'etc/systemd/system/demo.service.d/10-version.conf': '[Service]\nEnvironment=V=2\n',
+  });
   const show = 'FragmentPath=/etc/systemd/system/demo.service\nDropInPaths=\nNeedDaemonReload=no\n';
   const ran: string[][] = [];
   await serviceType.refresh(systemdHost(root, show, ran), serviceType.schema.parse({ name: 'demo' }), undefined);
-  t.deepEqual(ran, [['systemctl', 'daemon-reload'], ['systemctl', 'restart', 'demo.service']]);
+  t.deepEqual(ran, [
+    ['systemctl', 'daemon-reload'],
+    ['systemctl', 'restart', 'demo.service'],
+  ]);
 
   ran.length = 0;
-  await serviceType.refresh(systemdHost(root, show.replace('DropInPaths=', 'DropInPaths=/etc/systemd/system/demo.service.d/10-version.conf'), ran), serviceType.schema.parse({ name: 'demo' }), undefined);
+  await serviceType.refresh(
+    systemdHost(root, show.replace('DropInPaths=', 'DropInPaths=/etc/systemd/system/demo.service.d/10-version.conf'), ran),
+    serviceType.schema.parse({ name: 'demo' }),
+    undefined,
+  );
   t.deepEqual(ran, [['systemctl', 'restart', 'demo.service']], 'loaded already: no reload');
 
   ran.length = 0;
-  await serviceType.refresh(systemdHost(root, 'LoadState=masked\nNeedDaemonReload=no\n', ran), serviceType.schema.parse({ name: 'dnsmasq', masked: true }), undefined);
+  await serviceType.refresh(
+    systemdHost(root, 'LoadState=masked\nNeedDaemonReload=no\n', ran),
+    serviceType.schema.parse({ name: 'dnsmasq', masked: true }),
+    undefined,
+  );
   t.deepEqual(ran, [], 'systemctl refuses to restart a masked unit: a notification must not fail the run');
 });

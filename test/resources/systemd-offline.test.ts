@@ -9,7 +9,10 @@ import { convergesOnce, scratchRoot } from '../helpers/scratch.ts';
 test('a service and its timer are written and enabled in an offline root, then nothing to do', async (t) => {
   const root = await scratchRoot(t);
   const declare = () => {
-    const timer = SystemdUnit({ name: 'meshvm.timer', sections: { Timer: { OnUnitActiveSec: '30min', RandomizedDelaySec: '5min' }, Install: { WantedBy: 'timers.target' } } });
+    const timer = SystemdUnit({
+      name: 'meshvm.timer',
+      sections: { Timer: { OnUnitActiveSec: '30min', RandomizedDelaySec: '5min' }, Install: { WantedBy: 'timers.target' } },
+    });
     return [
       SystemdUnit({ name: 'meshvm.service', sections: { Service: { Type: 'oneshot', ExecStart: '/usr/local/bin/meshvm converge /etc/meshvm/runlist.yaml' } } }),
       timer,

@@ -14,13 +14,42 @@ for (const [name, method, sig] of [
   ['post-vanilla', 'POST', '5da7c1a2acd57cee7505fc6676e4e544621c30862966e37dddb68e92efbe5d6b'],
 ] as const) {
   test(`SigV4 matches the AWS test suite vector ${name}`, (t) => {
-    const headers = signRequest({ method, url: 'https://example.amazonaws.com/', region: 'us-east-1', service: 'service',
-      accessKeyId: 'AKIDEXAMPLE', secretAccessKey: SECRET, date: new Date('2015-08-30T12:36:00Z') });
-    t.is(headers['authorization'], `AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, SignedHeaders=host;x-amz-date, Signature=${sig}`);
+    const headers = signRequest({
+      method,
+      url: 'https://example.amazonaws.com/',
+      region: 'us-east-1',
+      service: 'service',
+      accessKeyId: 'AKIDEXAMPLE',
+      secretAccessKey: SECRET,
+      date: new Date('2015-08-30T12:36:00Z'),
+    });
+    t.is(
+      headers['authorization'],
+      `AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, SignedHeaders=host;x-amz-date, Signature=${sig}`,
+    );
     const parsed = parseAuthorization(headers['authorization']);
-    t.deepEqual(parsed, { accessKeyId: 'AKIDEXAMPLE', date: '20150830', region: 'us-east-1', service: 'service', signedHeaders: ['host', 'x-amz-date'], signature: sig });
-    t.is(signature({ method, pathAndQuery: '/', headers, signedHeaders: ['host', 'x-amz-date'], body: '', secretAccessKey: SECRET,
-      amzDate: '20150830T123600Z', region: 'us-east-1', service: 'service' }), sig);
+    t.deepEqual(parsed, {
+      accessKeyId: 'AKIDEXAMPLE',
+      date: '20150830',
+      region: 'us-east-1',
+      service: 'service',
+      signedHeaders: ['host', 'x-amz-date'],
+      signature: sig,
+    });
+    t.is(
+      signature({
+        method,
+        pathAndQuery: '/',
+        headers,
+        signedHeaders: ['host', 'x-amz-date'],
+        body: '',
+        secretAccessKey: SECRET,
+        amzDate: '20150830T123600Z',
+        region: 'us-east-1',
+        service: 'service',
+      }),
+      sig,
+    );
   });
 }
 

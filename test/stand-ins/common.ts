@@ -43,15 +43,23 @@ export function recordCall(calls: Call[], req: IncomingMessage, res: ServerRespo
 
 /** Calls that match every given field (path: exact string, "*"-glob or RegExp). */
 export function callsMatching(calls: readonly Call[], m: { method?: string; path?: string | RegExp; action?: string }): Call[] {
-  return calls.filter((c) => (m.method === undefined || c.method === m.method.toUpperCase())
-    && (m.path === undefined || pathMatches(m.path, c.path))
-    && (m.action === undefined || c.action === m.action));
+  return calls.filter(
+    (c) =>
+      (m.method === undefined || c.method === m.method.toUpperCase()) &&
+      (m.path === undefined || pathMatches(m.path, c.path)) &&
+      (m.action === undefined || c.action === m.action),
+  );
 }
 
 export function pathMatches(pattern: string | RegExp, path: string): boolean {
   if (typeof pattern !== 'string') return pattern.test(path);
   if (!pattern.includes('*')) return pattern === path;
-  const re = new RegExp(`^${pattern.split('*').map((s) => s.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('.*')}$`);
+  const re = new RegExp(
+    `^${pattern
+      .split('*')
+      .map((s) => s.replace(/[.+?^${}()|[\]\\]/g, '\\$&'))
+      .join('.*')}$`,
+  );
   return re.test(path);
 }
 
@@ -66,12 +74,13 @@ export interface FaultScope {
 }
 
 /** Faults every stand-in understands; each stand-in adds its own kinds. */
-export type CommonFault =
-  | { kind: 'latency'; ms: number }
-  | { kind: 'reset' }
-  | { kind: 'status'; status?: number };
+export type CommonFault = { kind: 'latency'; ms: number } | { kind: 'reset' } | { kind: 'status'; status?: number };
 
-interface Queued<F> { fault: F; scope: FaultScope; left: number }
+interface Queued<F> {
+  fault: F;
+  scope: FaultScope;
+  left: number;
+}
 
 /**
  * Runtime fault queue. A request consumes every matching `latency` fault (delays add up) and then
@@ -119,9 +128,11 @@ export class Faults<F extends { kind: string }> {
 }
 
 function matches(scope: FaultScope, ctx: { method: string; path: string; action?: string }): boolean {
-  return (scope.method === undefined || scope.method === ctx.method)
-    && (scope.path === undefined || pathMatches(scope.path, ctx.path))
-    && (scope.action === undefined || scope.action === ctx.action);
+  return (
+    (scope.method === undefined || scope.method === ctx.method) &&
+    (scope.path === undefined || pathMatches(scope.path, ctx.path)) &&
+    (scope.action === undefined || scope.action === ctx.action)
+  );
 }
 
 /** Destroys the connection abruptly (TCP RST when possible): the client sees ECONNRESET / "socket hang up". */
@@ -163,9 +174,12 @@ export type Handler = (req: IncomingMessage, res: ServerResponse, signal: AbortS
  * `extraMethods` are verbs Node's HTTP parser refuses (e.g. Vault's LIST): such a request is served from the
  * parser's error path, on a connection that is closed afterwards (the request must arrive in one packet).
  */
-export async function listen(handler: Handler, opts: { tls?: boolean; port?: number; pki?: { certPem: string; keyPem: string; caPem: string }; extraMethods?: string[] }): Promise<Listening> {
+export async function listen(
+  handler: Handler,
+  opts: { tls?: boolean; port?: number; pki?: { certPem: string; keyPem: string; caPem: string }; extraMethods?: string[] },
+): Promise<Listening> {
   const abort = new AbortController();
-  const pki = opts.tls ? opts.pki ?? await testPki() : undefined;
+  const pki = opts.tls ? (opts.pki ?? (await testPki())) : undefined;
   const wrapped = (req: IncomingMessage, res: ServerResponse): void => {
     handler(req, res, abort.signal).catch((err: unknown) => {
       if (res.headersSent || res.destroyed) return;

@@ -61,12 +61,18 @@ export interface KubernetesOptions {
   tokenExpiration?: (requestedSeconds: number) => number;
 }
 
-export type KubernetesFault = CommonFault
+export type KubernetesFault =
+  | CommonFault
   | { kind: 'throttle'; retryAfter?: number }
   /** The bearer token of the matching request expires just before it is handled (401). */
   | { kind: 'expire-token' };
 
-interface ResourceInfo { group: string; version: string; kind: string; namespaced: boolean }
+interface ResourceInfo {
+  group: string;
+  version: string;
+  kind: string;
+  namespaced: boolean;
+}
 const RESOURCES: Record<string, ResourceInfo> = {
   configmaps: { group: '', version: 'v1', kind: 'ConfigMap', namespaced: true },
   secrets: { group: '', version: 'v1', kind: 'Secret', namespaced: true },
@@ -93,7 +99,7 @@ export class ObjectStore {
     const resource = resourceOfKind(obj.kind) ?? fail(`unsupported kind ${String(obj.kind)}`);
     const info = RESOURCES[resource]!;
     const stored = structuredClone(obj);
-    const namespace = info.namespaced ? stored.metadata.namespace ?? 'default' : undefined;
+    const namespace = info.namespaced ? (stored.metadata.namespace ?? 'default') : undefined;
     const old = this.#items.get(ObjectStore.key(resource, namespace, stored.metadata.name));
     stored.apiVersion = apiVersionOf(info);
     stored.metadata = {
@@ -139,7 +145,13 @@ export class ObjectStore {
   }
 
   /** e.g. setService('istio-system', 'istio-eastwestgateway', { type: 'LoadBalancer', ports: [...] }, { loadBalancer: { ingress: [{ hostname }] } }). */
-  setService(namespace: string, name: string, spec: Record<string, unknown>, status: Record<string, unknown> = { loadBalancer: {} }, labels?: Record<string, string>): KubeObject {
+  setService(
+    namespace: string,
+    name: string,
+    spec: Record<string, unknown>,
+    status: Record<string, unknown> = { loadBalancer: {} },
+    labels?: Record<string, string>,
+  ): KubeObject {
     return this.put({ kind: 'Service', metadata: { name, namespace, ...(labels ? { labels } : {}) }, spec, status });
   }
 
@@ -148,7 +160,12 @@ export class ObjectStore {
   }
 }
 
-export interface MintedToken { token: string; expirationTimestamp: Date; expirationSeconds: number; audiences: string[] }
+export interface MintedToken {
+  token: string;
+  expirationTimestamp: Date;
+  expirationSeconds: number;
+  audiences: string[];
+}
 
 /** Bearer tokens the server accepts: static ones and ServiceAccount tokens minted by TokenRequest (or by Vault via mint()). */
 export class TokenRegistry {
@@ -212,7 +229,14 @@ function fail(message: string): never {
   throw new Error(message);
 }
 const statusObject = (code: number, reason: string, message: string, details?: Record<string, unknown>): Record<string, unknown> => ({
-  kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message, reason, ...(details ? { details } : {}), code,
+  kind: 'Status',
+  apiVersion: 'v1',
+  metadata: {},
+  status: 'Failure',
+  message,
+  reason,
+  ...(details ? { details } : {}),
+  code,
 });
 const statusError = (code: number, reason: string, message: string, details?: Record<string, unknown>): never => {
   throw new KubeError(code, statusObject(code, reason, message, details));
@@ -222,11 +246,18 @@ const invalid = (kind: string, group: string, name: string, field: string, value
   const body = `Invalid value: ${value}: ${detail}`;
   const qualifiedKind = group === '' ? kind : `${kind}.${group}`;
   return statusError(422, 'Invalid', `${qualifiedKind} "${name}" is invalid: ${field}: ${body}`, {
-    name, ...(group === '' ? {} : { group }), kind, causes: [{ reason: 'FieldValueInvalid', message: body, field }],
+    name,
+    ...(group === '' ? {} : { group }),
+    kind,
+    causes: [{ reason: 'FieldValueInvalid', message: body, field }],
   });
 };
-const notFound = (resource: string, name: string): never => statusError(404, 'NotFound', `${qualified(resource)} "${name}" not found`,
-  { name, ...(RESOURCES[resource]?.group ? { group: RESOURCES[resource].group } : {}), kind: resource });
+const notFound = (resource: string, name: string): never =>
+  statusError(404, 'NotFound', `${qualified(resource)} "${name}" not found`, {
+    name,
+    ...(RESOURCES[resource]?.group ? { group: RESOURCES[resource].group } : {}),
+    kind: resource,
+  });
 
 function rfc3339(d: Date): string {
   return d.toISOString().replace(/\.\d{3}Z$/, 'Z');
@@ -273,15 +304,31 @@ export async function startKubernetes(opts: KubernetesOptions = {}): Promise<Kub
   const { privateKey, publicKey } = await signingKey();
   const kid = randomUUID();
 
-  const cidrs = Array.isArray(opts.serviceCIDRs) ? { kubernetes: opts.serviceCIDRs } : opts.serviceCIDRs ?? { kubernetes: ['10.96.0.0/12'] };
+  const cidrs = Array.isArray(opts.serviceCIDRs) ? { kubernetes: opts.serviceCIDRs } : (opts.serviceCIDRs ?? { kubernetes: ['10.96.0.0/12'] });
   for (const [name, list] of Object.entries(cidrs)) {
-    objects.put({ kind: 'ServiceCIDR', metadata: { name }, spec: { cidrs: list },
-      status: { conditions: [{ type: 'Ready', status: 'True', reason: '', message: 'Kubernetes Service CIDR is ready', lastTransitionTime: rfc3339(new Date()) }] } });
+    objects.put({
+      kind: 'ServiceCIDR',
+      metadata: { name },
+      spec: { cidrs: list },
+      status: {
+        conditions: [{ type: 'Ready', status: 'True', reason: '', message: 'Kubernetes Service CIDR is ready', lastTransitionTime: rfc3339(new Date()) }],
+      },
+    });
   }
   const firstCidr = Object.values(cidrs)[0]?.[0] ?? '10.96.0.0/12';
   const base = ipToBig(firstCidr.split('/')[0]!);
-  objects.setService('default', 'kubernetes', { type: 'ClusterIP', clusterIP: bigToIp(base.n + 1n, base.v6), clusterIPs: [bigToIp(base.n + 1n, base.v6)],
-    ports: [{ name: 'https', port: 443, protocol: 'TCP', targetPort: 6443 }] }, { loadBalancer: {} }, { component: 'apiserver', provider: 'kubernetes' });
+  objects.setService(
+    'default',
+    'kubernetes',
+    {
+      type: 'ClusterIP',
+      clusterIP: bigToIp(base.n + 1n, base.v6),
+      clusterIPs: [bigToIp(base.n + 1n, base.v6)],
+      ports: [{ name: 'https', port: 443, protocol: 'TCP', targetPort: 6443 }],
+    },
+    { loadBalancer: {} },
+    { component: 'apiserver', provider: 'kubernetes' },
+  );
   for (const sa of opts.serviceAccounts ?? []) {
     const [namespace = '', name = ''] = sa.split('/');
     objects.addServiceAccount(namespace, name);
@@ -291,7 +338,8 @@ export async function startKubernetes(opts: KubernetesOptions = {}): Promise<Kub
   function mint(r: { namespace: string; serviceAccount: string; expirationSeconds?: number; audiences?: string[] }): MintedToken {
     const sa = objects.get('serviceaccounts', r.namespace, r.serviceAccount) ?? notFound('serviceaccounts', r.serviceAccount);
     const requested = r.expirationSeconds ?? 3600;
-    const tr = (detail: string): never => invalid('TokenRequest', 'authentication.k8s.io', r.serviceAccount, 'spec.expirationSeconds', String(requested), detail);
+    const tr = (detail: string): never =>
+      invalid('TokenRequest', 'authentication.k8s.io', r.serviceAccount, 'spec.expirationSeconds', String(requested), detail);
     if (requested < 600) tr('may not specify a duration less than 10 minutes');
     if (requested > 2 ** 32) tr('may not specify a duration larger than 2^32 seconds');
     let seconds = opts.maxTokenExpirationSeconds !== undefined ? Math.min(requested, opts.maxTokenExpirationSeconds) : requested;
@@ -300,7 +348,12 @@ export async function startKubernetes(opts: KubernetesOptions = {}): Promise<Kub
     const now = Math.floor(Date.now() / 1000);
     const b64 = (o: unknown): string => Buffer.from(JSON.stringify(o)).toString('base64url');
     const unsigned = `${b64({ alg: 'RS256', kid })}.${b64({
-      aud: audiences, exp: now + seconds, iat: now, iss: issuer, jti: randomUUID(), nbf: now,
+      aud: audiences,
+      exp: now + seconds,
+      iat: now,
+      iss: issuer,
+      jti: randomUUID(),
+      nbf: now,
       'kubernetes.io': { namespace: r.namespace, serviceaccount: { name: r.serviceAccount, uid: sa.metadata['uid'] } },
       sub: `system:serviceaccount:${r.namespace}:${r.serviceAccount}`,
     })}`;
@@ -308,7 +361,9 @@ export async function startKubernetes(opts: KubernetesOptions = {}): Promise<Kub
     tokens.add(token, {
       user: `system:serviceaccount:${r.namespace}:${r.serviceAccount}`,
       groups: ['system:serviceaccounts', `system:serviceaccounts:${r.namespace}`, 'system:authenticated'],
-      expiresAt: (now + seconds) * 1000, audiences, serviceAccount: { namespace: r.namespace, name: r.serviceAccount },
+      expiresAt: (now + seconds) * 1000,
+      audiences,
+      serviceAccount: { namespace: r.namespace, name: r.serviceAccount },
     });
     return { token, expirationTimestamp: new Date((now + seconds) * 1000), expirationSeconds: seconds, audiences };
   }
@@ -327,7 +382,13 @@ export async function startKubernetes(opts: KubernetesOptions = {}): Promise<Kub
     return id;
   }
 
-  interface Target { verb: string; resource: string; subresource?: string; namespace?: string; name?: string }
+  interface Target {
+    verb: string;
+    resource: string;
+    subresource?: string;
+    namespace?: string;
+    name?: string;
+  }
 
   function authorize(id: KubeIdentity, t: Target): void {
     const groups = id.groups ?? [];
@@ -335,16 +396,22 @@ export async function startKubernetes(opts: KubernetesOptions = {}): Promise<Kub
     const group = RESOURCES[t.resource]?.group ?? '';
     const full = t.subresource ? `${t.resource}/${t.subresource}` : t.resource;
     const rules = [id.user, ...groups].flatMap((s) => rbac.get(s) ?? []);
-    const ok = rules.some((r) => (r.verbs.includes('*') || r.verbs.includes(t.verb))
-      && (r.apiGroups ?? ['*']).some((g) => g === '*' || g === group)
-      && r.resources.some((x) => x === '*' || x === full)
-      && (r.resourceNames === undefined || (t.name !== undefined && r.resourceNames.includes(t.name)))
-      && (r.namespaces === undefined || (t.namespace !== undefined && r.namespaces.includes(t.namespace))));
+    const ok = rules.some(
+      (r) =>
+        (r.verbs.includes('*') || r.verbs.includes(t.verb)) &&
+        (r.apiGroups ?? ['*']).some((g) => g === '*' || g === group) &&
+        r.resources.some((x) => x === '*' || x === full) &&
+        (r.resourceNames === undefined || (t.name !== undefined && r.resourceNames.includes(t.name))) &&
+        (r.namespaces === undefined || (t.namespace !== undefined && r.namespaces.includes(t.namespace))),
+    );
     if (ok) return;
     const what = t.name === undefined ? qualified(t.resource) : `${qualified(t.resource)} "${t.name}"`;
     const scope = t.namespace === undefined ? 'at the cluster scope' : `in the namespace "${t.namespace}"`;
-    statusError(403, 'Forbidden', `${what} is forbidden: User "${id.user}" cannot ${t.verb} resource "${full}" in API group "${group}" ${scope}`,
-      { ...(t.name === undefined ? {} : { name: t.name }), ...(group === '' ? {} : { group }), kind: t.resource });
+    statusError(403, 'Forbidden', `${what} is forbidden: User "${id.user}" cannot ${t.verb} resource "${full}" in API group "${group}" ${scope}`, {
+      ...(t.name === undefined ? {} : { name: t.name }),
+      ...(group === '' ? {} : { group }),
+      kind: t.resource,
+    });
   }
 
   /** Maps a URL to the verb/resource it addresses; undefined = no such path. */
@@ -355,7 +422,8 @@ export async function startKubernetes(opts: KubernetesOptions = {}): Promise<Kub
     const known = ['', 'networking.k8s.io', 'networking.istio.io', 'authentication.k8s.io'];
     if (!known.includes(group) || version !== 'v1') return undefined;
     const info = RESOURCES[resource];
-    if (!info || info.group !== group || info.namespaced !== (namespace !== undefined) || (resource === 'servicecidrs' && !serviceCIDRApi)) return 'unknown-resource';
+    if (!info || info.group !== group || info.namespaced !== (namespace !== undefined) || (resource === 'servicecidrs' && !serviceCIDRApi))
+      return 'unknown-resource';
     if (subresource !== undefined && !(resource === 'serviceaccounts' && subresource === 'token')) return 'unknown-resource';
     const verb = { GET: name === undefined ? 'list' : 'get', POST: 'create', PUT: 'update', PATCH: 'patch', DELETE: 'delete' }[method] ?? method.toLowerCase();
     const t: Target = { verb, resource };
@@ -384,9 +452,12 @@ export async function startKubernetes(opts: KubernetesOptions = {}): Promise<Kub
     if (ips[0] === 'None') return;
     const shown = `[]string{${ips.map((i) => JSON.stringify(i)).join(', ')}}`;
     for (const [i, ip] of ips.entries()) {
-      if (isIP(ip) === 0) invalid('Service', '', name, `spec.clusterIPs[${i}]`, JSON.stringify(ip), 'must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)');
+      if (isIP(ip) === 0)
+        invalid('Service', '', name, `spec.clusterIPs[${i}]`, JSON.stringify(ip), 'must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)');
       const family = isIP(ip) === 6 ? 'IPv6' : 'IPv4';
-      const ranges = objects.list('servicecidrs').flatMap((c) => ((c['spec'] as { cidrs?: string[] }).cidrs ?? []))
+      const ranges = objects
+        .list('servicecidrs')
+        .flatMap((c) => (c['spec'] as { cidrs?: string[] }).cidrs ?? [])
         .filter((c) => (isIP(c.split('/')[0]!) === 6) === (family === 'IPv6'));
       if (ranges.length === 0) invalid('Service', '', name, 'spec.ipFamilies', `[]core.IPFamily{"${family}"}`, `${family} is not configured on this cluster`);
       const failAlloc = (detail: string): never => invalid('Service', '', name, 'spec.clusterIPs', shown, `failed to allocate IP ${ip}: ${detail}`);
@@ -409,10 +480,15 @@ export async function startKubernetes(opts: KubernetesOptions = {}): Promise<Kub
   function write(t: Target, method: string, url: URL, body: unknown): [number, unknown] {
     const info = RESOURCES[t.resource]!;
     if (typeof body !== 'object' || body === null || typeof (body as KubeObject).metadata !== 'object') {
-      return statusError(400, 'BadRequest', 'the body of the request was in an unknown format - accepted media types include: application/json, application/yaml');
+      return statusError(
+        400,
+        'BadRequest',
+        'the body of the request was in an unknown format - accepted media types include: application/json, application/yaml',
+      );
     }
     const obj = body as KubeObject;
-    if (obj.kind !== undefined && obj.kind !== info.kind) return statusError(400, 'BadRequest', `the object provided is unrecognized (must be of type ${info.kind}): ${String(obj.kind)}`);
+    if (obj.kind !== undefined && obj.kind !== info.kind)
+      return statusError(400, 'BadRequest', `the object provided is unrecognized (must be of type ${info.kind}): ${String(obj.kind)}`);
     obj.kind = info.kind;
     if (obj.metadata.namespace !== undefined && obj.metadata.namespace !== t.namespace) {
       return statusError(400, 'BadRequest', 'the namespace of the provided object does not match the namespace sent on the request');
@@ -423,7 +499,11 @@ export async function startKubernetes(opts: KubernetesOptions = {}): Promise<Kub
     const dryRun = url.searchParams.get('dryRun') === 'All';
     const existing = objects.get(t.resource, t.namespace, name);
     if (method === 'POST' && existing) {
-      return statusError(409, 'AlreadyExists', `${qualified(t.resource)} "${name}" already exists`, { name, ...(info.group ? { group: info.group } : {}), kind: t.resource });
+      return statusError(409, 'AlreadyExists', `${qualified(t.resource)} "${name}" already exists`, {
+        name,
+        ...(info.group ? { group: info.group } : {}),
+        kind: t.resource,
+      });
     }
     if (method === 'PUT') {
       if (name !== t.name) return statusError(400, 'BadRequest', `the name of the object (${name}) does not match the name on the URL (${String(t.name)})`);
@@ -433,8 +513,12 @@ export async function startKubernetes(opts: KubernetesOptions = {}): Promise<Kub
         return invalid(info.kind, info.group, name, 'metadata.resourceVersion', '0x0', 'must be specified for an update');
       }
       if (rv !== undefined && rv !== existing.metadata['resourceVersion']) {
-        return statusError(409, 'Conflict', `Operation cannot be fulfilled on ${qualified(t.resource)} "${name}": the object has been modified; please apply your changes to the latest version and try again`,
-          { name, ...(info.group ? { group: info.group } : {}), kind: t.resource });
+        return statusError(
+          409,
+          'Conflict',
+          `Operation cannot be fulfilled on ${qualified(t.resource)} "${name}": the object has been modified; please apply your changes to the latest version and try again`,
+          { name, ...(info.group ? { group: info.group } : {}), kind: t.resource },
+        );
       }
     }
     if (t.resource === 'services') validateService(obj, dryRun);
@@ -450,17 +534,36 @@ export async function startKubernetes(opts: KubernetesOptions = {}): Promise<Kub
     const info = RESOURCES[t.resource]!;
     if (t.subresource === 'token') {
       if (method !== 'POST') return statusError(405, 'MethodNotAllowed', 'the server does not allow this method on the requested resource');
-      const spec = ((body as { spec?: Record<string, unknown> } | null)?.spec ?? {}) as { audiences?: string[]; expirationSeconds?: number; boundObjectRef?: unknown };
-      const minted = mint({ namespace: t.namespace!, serviceAccount: t.name!, expirationSeconds: spec.expirationSeconds ?? 3600, audiences: spec.audiences ?? [] });
-      return [201, { kind: 'TokenRequest', apiVersion: 'authentication.k8s.io/v1',
-        metadata: { name: t.name, namespace: t.namespace, creationTimestamp: null },
-        spec: { audiences: minted.audiences, expirationSeconds: minted.expirationSeconds, boundObjectRef: spec.boundObjectRef ?? null },
-        status: { token: minted.token, expirationTimestamp: rfc3339(minted.expirationTimestamp) } }];
+      const spec = ((body as { spec?: Record<string, unknown> } | null)?.spec ?? {}) as {
+        audiences?: string[];
+        expirationSeconds?: number;
+        boundObjectRef?: unknown;
+      };
+      const minted = mint({
+        namespace: t.namespace!,
+        serviceAccount: t.name!,
+        expirationSeconds: spec.expirationSeconds ?? 3600,
+        audiences: spec.audiences ?? [],
+      });
+      return [
+        201,
+        {
+          kind: 'TokenRequest',
+          apiVersion: 'authentication.k8s.io/v1',
+          metadata: { name: t.name, namespace: t.namespace, creationTimestamp: null },
+          spec: { audiences: minted.audiences, expirationSeconds: minted.expirationSeconds, boundObjectRef: spec.boundObjectRef ?? null },
+          status: { token: minted.token, expirationTimestamp: rfc3339(minted.expirationTimestamp) },
+        },
+      ];
     }
     if (t.verb === 'get') return [200, { kind: info.kind, ...(objects.get(t.resource, t.namespace, t.name!) ?? notFound(t.resource, t.name!)) }];
     if (t.verb === 'list') {
-      const selector = (url.searchParams.get('labelSelector') ?? '').split(',').filter(Boolean).map((s) => s.split('=').filter(Boolean));
-      const items = objects.list(t.resource, t.namespace)
+      const selector = (url.searchParams.get('labelSelector') ?? '')
+        .split(',')
+        .filter(Boolean)
+        .map((s) => s.split('=').filter(Boolean));
+      const items = objects
+        .list(t.resource, t.namespace)
         .filter((o) => selector.every(([k = '', v]) => ((o.metadata['labels'] ?? {}) as Record<string, string>)[k] === v))
         .map((o) => {
           if (info.group !== '' && info.group !== 'networking.k8s.io') return o; // custom resources keep kind/apiVersion in lists
@@ -473,8 +576,16 @@ export async function startKubernetes(opts: KubernetesOptions = {}): Promise<Kub
     if (t.verb === 'delete') {
       const existing = objects.get(t.resource, t.namespace, t.name!) ?? notFound(t.resource, t.name!);
       objects.delete(t.resource, t.namespace, t.name!);
-      return [200, { kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Success',
-        details: { name: t.name, ...(info.group ? { group: info.group } : {}), kind: t.resource, uid: existing.metadata['uid'] } }];
+      return [
+        200,
+        {
+          kind: 'Status',
+          apiVersion: 'v1',
+          metadata: {},
+          status: 'Success',
+          details: { name: t.name, ...(info.group ? { group: info.group } : {}), kind: t.resource, uid: existing.metadata['uid'] },
+        },
+      ];
     }
     return statusError(405, 'MethodNotAllowed', 'the server does not allow this method on the requested resource');
   }
@@ -496,7 +607,9 @@ export async function startKubernetes(opts: KubernetesOptions = {}): Promise<Kub
     }
     if (fault?.kind === 'throttle') {
       const after = fault.retryAfter ?? 1;
-      return sendJson(res, 429, statusObject(429, 'TooManyRequests', 'Too many requests, please try again later.', { retryAfterSeconds: after }), { 'retry-after': String(after) });
+      return sendJson(res, 429, statusObject(429, 'TooManyRequests', 'Too many requests, please try again later.', { retryAfterSeconds: after }), {
+        'retry-after': String(after),
+      });
     }
     if (fault?.kind === 'expire-token') tokens.expire(/^Bearer\s+(\S+)$/i.exec(String(req.headers['authorization'] ?? ''))?.[1] ?? '');
     try {
@@ -533,7 +646,14 @@ export async function startKubernetes(opts: KubernetesOptions = {}): Promise<Kub
   const tls = opts.tls ?? true;
   const server = await listen(handle, opts.port === undefined ? { tls } : { tls, port: opts.port });
   return {
-    url: server.url, port: server.port, caPem: server.caPem ?? '', faults, calls, tokens, objects, rbac,
+    url: server.url,
+    port: server.port,
+    caPem: server.caPem ?? '',
+    faults,
+    calls,
+    tokens,
+    objects,
+    rbac,
     serviceAccountPublicKeyPem: publicKey.export({ type: 'spki', format: 'pem' }).toString(),
     stop: () => server.stop(),
   };

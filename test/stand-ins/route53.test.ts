@@ -10,15 +10,34 @@ import type { Route53Options, Route53StandIn } from './route53.ts';
 const ZONE = 'Z0000000000000000TEST';
 
 async function r53(t: ExecutionContext, opts: Route53Options = {}): Promise<Route53StandIn> {
-  const r = await startRoute53({ zones: [{ name: 'example.com', id: ZONE, records: [{ name: 'www.example.com', type: 'A', ttl: 60, values: ['192.0.2.1'] }] }], ...opts });
+  const r = await startRoute53({
+    zones: [{ name: 'example.com', id: ZONE, records: [{ name: 'www.example.com', type: 'A', ttl: 60, values: ['192.0.2.1'] }] }],
+    ...opts,
+  });
   t.teardown(() => r.stop());
   return r;
 }
 
-async function send(r: Route53StandIn, method: string, path: string, body?: string, sign = true): Promise<{ status: number; xml: string; requestId: string | null }> {
+async function send(
+  r: Route53StandIn,
+  method: string,
+  path: string,
+  body?: string,
+  sign = true,
+): Promise<{ status: number; xml: string; requestId: string | null }> {
   const url = `${r.endpoint}${path}`;
-  const headers = sign ? signRequest({ method, url, body: body ?? '', region: 'us-east-1', service: 'route53', accessKeyId: 'AKIDEXAMPLE', secretAccessKey: 'x',
-    headers: body === undefined ? {} : { 'content-type': 'application/xml' } }) : {};
+  const headers = sign
+    ? signRequest({
+        method,
+        url,
+        body: body ?? '',
+        region: 'us-east-1',
+        service: 'route53',
+        accessKeyId: 'AKIDEXAMPLE',
+        secretAccessKey: 'x',
+        headers: body === undefined ? {} : { 'content-type': 'application/xml' },
+      })
+    : {};
   delete headers['host'];
   const res = await fetch(url, { method, headers, ...(body === undefined ? {} : { body }) });
   return { status: res.status, xml: await res.text(), requestId: res.headers.get('x-amzn-requestid') };
@@ -32,8 +51,10 @@ const change = (r: Route53StandIn, body: string): ReturnType<typeof send> => sen
 /** Long enough that the checks made right after a change cannot miss the PENDING window on a loaded machine. */
 const SYNC_MS = 1000;
 const changeId = (xml: string): string | undefined => /<ChangeInfo><Id>\/change\/(C[A-Z0-9]+)<\/Id>/.exec(xml)?.[1];
-const changeStatus = async (r: Route53StandIn, id: string): Promise<string | undefined> => /<Status>(\w+)<\/Status>/.exec((await send(r, 'GET', `/2013-04-01/change/${id}`)).xml)?.[1];
-const insync = (r: Route53StandIn, id: string): Promise<void> => until(async () => (await changeStatus(r, id)) === 'INSYNC', { what: `change ${id} to go INSYNC`, timeoutMs: SYNC_MS + 5000 });
+const changeStatus = async (r: Route53StandIn, id: string): Promise<string | undefined> =>
+  /<Status>(\w+)<\/Status>/.exec((await send(r, 'GET', `/2013-04-01/change/${id}`)).xml)?.[1];
+const insync = (r: Route53StandIn, id: string): Promise<void> =>
+  until(async () => (await changeStatus(r, id)) === 'INSYNC', { what: `change ${id} to go INSYNC`, timeoutMs: SYNC_MS + 5000 });
 const names = (xml: string): string[] => [...xml.matchAll(/<ResourceRecordSet><Name>([^<]+)<\/Name><Type>([^<]+)<\/Type>/g)].map((m) => `${m[1]} ${m[2]}`);
 
 test('ListResourceRecordSets: SOA/NS created with the zone, DNS ordering, name/type start, truncation', async (t) => {
@@ -42,7 +63,11 @@ test('ListResourceRecordSets: SOA/NS created with the zone, DNS ordering, name/t
   t.is(all.status, 200);
   t.regex(all.xml, /^<\?xml version="1\.0"\?>\n<ListResourceRecordSetsResponse xmlns="https:\/\/route53\.amazonaws\.com\/doc\/2013-04-01\/">/);
   t.deepEqual(names(all.xml), ['example.com. NS', 'example.com. SOA', 'www.example.com. A']);
-  t.true(all.xml.includes('<ResourceRecordSet><Name>www.example.com.</Name><Type>A</Type><TTL>60</TTL><ResourceRecords><ResourceRecord><Value>192.0.2.1</Value></ResourceRecord></ResourceRecords></ResourceRecordSet>'));
+  t.true(
+    all.xml.includes(
+      '<ResourceRecordSet><Name>www.example.com.</Name><Type>A</Type><TTL>60</TTL><ResourceRecords><ResourceRecord><Value>192.0.2.1</Value></ResourceRecord></ResourceRecords></ResourceRecordSet>',
+    ),
+  );
   t.true(all.xml.includes('<IsTruncated>false</IsTruncated><MaxItems>300</MaxItems>'));
   t.truthy(all.requestId);
 
@@ -50,7 +75,11 @@ test('ListResourceRecordSets: SOA/NS created with the zone, DNS ordering, name/t
   t.deepEqual(names(one.xml), ['www.example.com. A']);
   const page = await send(r, 'GET', `/2013-04-01/hostedzone/${ZONE}/rrset?maxitems=2`);
   t.deepEqual(names(page.xml), ['example.com. NS', 'example.com. SOA']);
-  t.true(page.xml.includes('<IsTruncated>true</IsTruncated><NextRecordName>www.example.com.</NextRecordName><NextRecordType>A</NextRecordType><MaxItems>2</MaxItems>'));
+  t.true(
+    page.xml.includes(
+      '<IsTruncated>true</IsTruncated><NextRecordName>www.example.com.</NextRecordName><NextRecordType>A</NextRecordType><MaxItems>2</MaxItems>',
+    ),
+  );
   const bad = await send(r, 'GET', `/2013-04-01/hostedzone/${ZONE}/rrset?type=A`);
   t.is(bad.status, 400);
   t.regex(bad.xml, /<Code>InvalidInput<\/Code>/);
@@ -61,66 +90,118 @@ test('ChangeResourceRecordSets: UPSERT creates then updates; PENDING until the s
   const submitted = Date.now();
   const res = await change(r, batch(['UPSERT', rrset('istiod.Example.com', 'CNAME', ['abc.elb.amazonaws.com'], 30)]));
   t.is(res.status, 200);
-  const m = /<ChangeResourceRecordSetsResponse xmlns="[^"]+"><ChangeInfo><Id>\/change\/(C[A-Z0-9]+)<\/Id><Status>PENDING<\/Status><SubmittedAt>[^<]+Z<\/SubmittedAt><Comment>meshvm<\/Comment><\/ChangeInfo>/.exec(res.xml);
+  const m =
+    /<ChangeResourceRecordSetsResponse xmlns="[^"]+"><ChangeInfo><Id>\/change\/(C[A-Z0-9]+)<\/Id><Status>PENDING<\/Status><SubmittedAt>[^<]+Z<\/SubmittedAt><Comment>meshvm<\/Comment><\/ChangeInfo>/.exec(
+      res.xml,
+    );
   t.truthy(m, res.xml);
   const id = m![1]!;
-  t.regex((await send(r, 'GET', `/2013-04-01/change/${id}`)).xml, /<GetChangeResponse xmlns="[^"]+"><ChangeInfo><Id>\/change\/C\w+<\/Id><Status>PENDING<\/Status>/);
+  t.regex(
+    (await send(r, 'GET', `/2013-04-01/change/${id}`)).xml,
+    /<GetChangeResponse xmlns="[^"]+"><ChangeInfo><Id>\/change\/C\w+<\/Id><Status>PENDING<\/Status>/,
+  );
   await insync(r, id);
   t.true(Date.now() - submitted >= SYNC_MS, 'not INSYNC before the sync delay');
-  t.deepEqual(r.records('example.com').find((x) => x.type === 'CNAME'), { name: 'istiod.example.com.', type: 'CNAME', ttl: 30, values: ['abc.elb.amazonaws.com'] });
+  t.deepEqual(
+    r.records('example.com').find((x) => x.type === 'CNAME'),
+    { name: 'istiod.example.com.', type: 'CNAME', ttl: 30, values: ['abc.elb.amazonaws.com'] },
+  );
   await change(r, batch(['UPSERT', rrset('istiod.example.com.', 'CNAME', ['def.elb.amazonaws.com'], 30)]));
-  t.deepEqual(r.records(ZONE).filter((x) => x.type === 'CNAME').map((x) => x.values), [['def.elb.amazonaws.com']]);
+  t.deepEqual(
+    r
+      .records(ZONE)
+      .filter((x) => x.type === 'CNAME')
+      .map((x) => x.values),
+    [['def.elb.amazonaws.com']],
+  );
   t.regex((await send(r, 'GET', '/2013-04-01/change/CNOSUCH')).xml, /<Code>NoSuchChange<\/Code>/);
 });
 
 test('change batches are transactional and report every problem as InvalidChangeBatch', async (t) => {
   const r = await r53(t);
   const before = r.records(ZONE);
-  const res = await change(r, batch(
-    ['CREATE', rrset('new.example.com', 'A', ['192.0.2.9'])],
-    ['CREATE', rrset('www.example.com', 'A', ['192.0.2.1'], 60)],
-    ['DELETE', rrset('gone.example.com', 'TXT', ['"x"'])],
-    ['DELETE', rrset('www.example.com', 'A', ['192.0.2.99'], 60)],
-  ));
+  const res = await change(
+    r,
+    batch(
+      ['CREATE', rrset('new.example.com', 'A', ['192.0.2.9'])],
+      ['CREATE', rrset('www.example.com', 'A', ['192.0.2.1'], 60)],
+      ['DELETE', rrset('gone.example.com', 'TXT', ['"x"'])],
+      ['DELETE', rrset('www.example.com', 'A', ['192.0.2.99'], 60)],
+    ),
+  );
   t.is(res.status, 400);
-  t.regex(res.xml, /^<\?xml version="1\.0"\?>\n<ErrorResponse xmlns="https:\/\/route53\.amazonaws\.com\/doc\/2013-04-01\/"><Error><Type>Sender<\/Type><Code>InvalidChangeBatch<\/Code><Message>/);
-  t.true(res.xml.includes("<Message>[Tried to create resource record set [name='www.example.com.', type='A'] but it already exists, "
-    + "Tried to delete resource record set [name='gone.example.com.', type='TXT'] but it was not found, "
-    + "Tried to delete resource record set [name='www.example.com.', type='A'] but the values provided do not match the current values]</Message>"), res.xml);
+  t.regex(
+    res.xml,
+    /^<\?xml version="1\.0"\?>\n<ErrorResponse xmlns="https:\/\/route53\.amazonaws\.com\/doc\/2013-04-01\/"><Error><Type>Sender<\/Type><Code>InvalidChangeBatch<\/Code><Message>/,
+  );
+  t.true(
+    res.xml.includes(
+      "<Message>[Tried to create resource record set [name='www.example.com.', type='A'] but it already exists, " +
+        "Tried to delete resource record set [name='gone.example.com.', type='TXT'] but it was not found, " +
+        "Tried to delete resource record set [name='www.example.com.', type='A'] but the values provided do not match the current values]</Message>",
+    ),
+    res.xml,
+  );
   t.deepEqual(r.records(ZONE), before, 'nothing applied');
 
   const conflict = await change(r, batch(['CREATE', rrset('www.example.com', 'CNAME', ['x.example.net'])]));
-  t.true(conflict.xml.includes('[RRSet of type CNAME with DNS name www.example.com. is not permitted as it conflicts with other records with the same DNS name in zone example.com.]'));
+  t.true(
+    conflict.xml.includes(
+      '[RRSet of type CNAME with DNS name www.example.com. is not permitted as it conflicts with other records with the same DNS name in zone example.com.]',
+    ),
+  );
   const outside = await change(r, batch(['UPSERT', rrset('www.example.org', 'A', ['192.0.2.1'])]));
   t.true(outside.xml.includes('[RRSet with DNS name www.example.org. is not permitted in zone example.com.]'));
 
-  const ok = await change(r, batch(['DELETE', rrset('www.example.com', 'A', ['192.0.2.1'], 60)], ['CREATE', rrset('www.example.com', 'CNAME', ['lb.example.net'])]));
+  const ok = await change(
+    r,
+    batch(['DELETE', rrset('www.example.com', 'A', ['192.0.2.1'], 60)], ['CREATE', rrset('www.example.com', 'CNAME', ['lb.example.net'])]),
+  );
   t.is(ok.status, 200, 'delete + create in one batch is atomic');
   t.deepEqual(names((await send(r, 'GET', `/2013-04-01/hostedzone/${ZONE}/rrset?name=www.example.com`)).xml), ['www.example.com. CNAME']);
 });
 
 test('alias targets and wildcard names round-trip in the XML', async (t) => {
   const r = await r53(t);
-  const alias = '<ResourceRecordSet><Name>*.mesh.example.com</Name><Type>A</Type><AliasTarget><HostedZoneId>Z35SXDOTRQ7X7K</HostedZoneId><DNSName>dualstack.lb.amazonaws.com</DNSName><EvaluateTargetHealth>false</EvaluateTargetHealth></AliasTarget></ResourceRecordSet>';
+  const alias =
+    '<ResourceRecordSet><Name>*.mesh.example.com</Name><Type>A</Type><AliasTarget><HostedZoneId>Z35SXDOTRQ7X7K</HostedZoneId><DNSName>dualstack.lb.amazonaws.com</DNSName><EvaluateTargetHealth>false</EvaluateTargetHealth></AliasTarget></ResourceRecordSet>';
   t.is((await change(r, batch(['CREATE', alias]))).status, 200);
   const list = await send(r, 'GET', `/2013-04-01/hostedzone/${ZONE}/rrset?name=*.mesh.example.com`);
-  t.true(list.xml.includes('<ResourceRecordSet><Name>\\052.mesh.example.com.</Name><Type>A</Type><AliasTarget><HostedZoneId>Z35SXDOTRQ7X7K</HostedZoneId><DNSName>dualstack.lb.amazonaws.com.</DNSName><EvaluateTargetHealth>false</EvaluateTargetHealth></AliasTarget></ResourceRecordSet>'), list.xml);
+  t.true(
+    list.xml.includes(
+      '<ResourceRecordSet><Name>\\052.mesh.example.com.</Name><Type>A</Type><AliasTarget><HostedZoneId>Z35SXDOTRQ7X7K</HostedZoneId><DNSName>dualstack.lb.amazonaws.com.</DNSName><EvaluateTargetHealth>false</EvaluateTargetHealth></AliasTarget></ResourceRecordSet>',
+    ),
+    list.xml,
+  );
   const both = '<ResourceRecordSet><Name>x.example.com</Name><Type>A</Type></ResourceRecordSet>';
   t.regex((await change(r, batch(['CREATE', both]))).xml, /<Code>InvalidInput<\/Code><Message>Invalid request: Expected exactly one of \[AliasTarget/);
 });
 
 test('hosted zone lookups: by name, by id, unknown id is NoSuchHostedZone (404)', async (t) => {
-  const r = await r53(t, { zones: [{ name: 'example.com', id: ZONE }, { name: 'mesh.internal', id: 'ZPRIVATE', private: true }, { name: 'a.example.com', id: 'ZSUB' }] });
+  const r = await r53(t, {
+    zones: [
+      { name: 'example.com', id: ZONE },
+      { name: 'mesh.internal', id: 'ZPRIVATE', private: true },
+      { name: 'a.example.com', id: 'ZSUB' },
+    ],
+  });
   const byName = await send(r, 'GET', '/2013-04-01/hostedzonesbyname?dnsname=example.com&maxitems=1');
   t.true(byName.xml.includes(`<HostedZones><HostedZone><Id>/hostedzone/${ZONE}</Id><Name>example.com.</Name>`), byName.xml);
-  t.true(byName.xml.includes('<DNSName>example.com.</DNSName><IsTruncated>true</IsTruncated><NextDNSName>a.example.com.</NextDNSName><NextHostedZoneId>/hostedzone/ZSUB</NextHostedZoneId><MaxItems>1</MaxItems>'), byName.xml);
+  t.true(
+    byName.xml.includes(
+      '<DNSName>example.com.</DNSName><IsTruncated>true</IsTruncated><NextDNSName>a.example.com.</NextDNSName><NextHostedZoneId>/hostedzone/ZSUB</NextHostedZoneId><MaxItems>1</MaxItems>',
+    ),
+    byName.xml,
+  );
   const zone = await send(r, 'GET', '/2013-04-01/hostedzone/ZPRIVATE');
   t.true(zone.xml.includes('<Name>mesh.internal.</Name>'));
   t.true(zone.xml.includes('<PrivateZone>true</PrivateZone></Config><ResourceRecordSetCount>2</ResourceRecordSetCount>'));
   t.true(zone.xml.includes('<DelegationSet><NameServers><NameServer>ns-1.awsdns-01.org</NameServer>'));
   const missing = await send(r, 'GET', '/2013-04-01/hostedzone/ZNOPE/rrset');
   t.is(missing.status, 404);
-  t.true(missing.xml.includes('<Error><Type>Sender</Type><Code>NoSuchHostedZone</Code><Message>No hosted zone found with ID: ZNOPE</Message></Error><RequestId>'));
+  t.true(
+    missing.xml.includes('<Error><Type>Sender</Type><Code>NoSuchHostedZone</Code><Message>No hosted zone found with ID: ZNOPE</Message></Error><RequestId>'),
+  );
 });
 
 test('requests must carry an AWS4-HMAC-SHA256 Authorization header', async (t) => {
@@ -128,7 +209,12 @@ test('requests must carry an AWS4-HMAC-SHA256 Authorization header', async (t) =
   const res = await send(r, 'GET', `/2013-04-01/hostedzone/${ZONE}/rrset`, undefined, false);
   t.is(res.status, 403);
   t.regex(res.xml, /<Code>MissingAuthenticationToken<\/Code>/);
-  const wrong = await fetch(`${r.endpoint}/2013-04-01/hostedzone/${ZONE}/rrset`, { headers: { authorization: 'AWS4-HMAC-SHA256 Credential=A/20250101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=' + 'a'.repeat(64), 'x-amz-date': '20250101T000000Z' } });
+  const wrong = await fetch(`${r.endpoint}/2013-04-01/hostedzone/${ZONE}/rrset`, {
+    headers: {
+      authorization: 'AWS4-HMAC-SHA256 Credential=A/20250101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=' + 'a'.repeat(64),
+      'x-amz-date': '20250101T000000Z',
+    },
+  });
   t.is(wrong.status, 403);
   t.regex(await wrong.text(), /<Code>IncompleteSignature<\/Code>/);
 });
@@ -140,7 +226,12 @@ test('faults: Throttling and PriorRequestNotComplete XML (HTTP 400), latency, re
   for (let i = 0; i < 2; i++) {
     const res = await send(r, 'GET', list);
     t.is(res.status, 400);
-    t.true(res.xml.includes('<ErrorResponse xmlns="https://route53.amazonaws.com/doc/2013-04-01/"><Error><Type>Sender</Type><Code>Throttling</Code><Message>Rate exceeded</Message></Error><RequestId>'), res.xml);
+    t.true(
+      res.xml.includes(
+        '<ErrorResponse xmlns="https://route53.amazonaws.com/doc/2013-04-01/"><Error><Type>Sender</Type><Code>Throttling</Code><Message>Rate exceeded</Message></Error><RequestId>',
+      ),
+      res.xml,
+    );
   }
   t.is((await send(r, 'GET', list)).status, 200);
 
@@ -162,7 +253,13 @@ test('faults: Throttling and PriorRequestNotComplete XML (HTTP 400), latency, re
 
   t.is(callsMatching(r.calls, { action: 'ListResourceRecordSets' }).length, 6);
   t.is(callsMatching(r.calls, { action: 'ChangeResourceRecordSets' }).length, 2);
-  t.deepEqual(callsMatching(r.calls, { action: 'ChangeResourceRecordSets' }).map((c) => [c.status, c.fault]), [[400, 'prior-request-not-complete'], [200, undefined]]);
+  t.deepEqual(
+    callsMatching(r.calls, { action: 'ChangeResourceRecordSets' }).map((c) => [c.status, c.fault]),
+    [
+      [400, 'prior-request-not-complete'],
+      [200, undefined],
+    ],
+  );
   t.is(r.calls[0]?.headers['authorization'], '(redacted)');
 });
 

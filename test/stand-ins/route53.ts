@@ -5,7 +5,11 @@ import { delay, Faults, listen, randomId, readBody, recordCall, resetConnection 
 import type { Call, CommonFault } from './common.ts';
 import { AMZ_DATE_RE, parseAuthorization } from './sigv4.ts';
 
-export interface AliasTarget { hostedZoneId: string; dnsName: string; evaluateTargetHealth: boolean }
+export interface AliasTarget {
+  hostedZoneId: string;
+  dnsName: string;
+  evaluateTargetHealth: boolean;
+}
 /** One resource record set; `name` is stored normalised: lower case, trailing dot, "*" as "\052". */
 export interface RecordSet {
   name: string;
@@ -25,7 +29,14 @@ export interface HostedZone {
   comment: string;
   records: RecordSet[];
 }
-export interface ChangeInfo { id: string; status: 'PENDING' | 'INSYNC'; submittedAt: Date; comment?: string; zoneId: string; insyncAt: number }
+export interface ChangeInfo {
+  id: string;
+  status: 'PENDING' | 'INSYNC';
+  submittedAt: Date;
+  comment?: string;
+  zoneId: string;
+  insyncAt: number;
+}
 
 export interface Route53Options {
   port?: number;
@@ -37,7 +48,8 @@ export interface Route53Options {
   rejectWhilePending?: boolean;
 }
 
-export type Route53Fault = CommonFault
+export type Route53Fault =
+  | CommonFault
   /** HTTP 400 Throttling "Rate exceeded". */
   | { kind: 'throttle' }
   /** HTTP 400 PriorRequestNotComplete. */
@@ -96,10 +108,17 @@ function compareRecords(a: { name: string; type: string }, b: { name: string; ty
 }
 
 // --- minimal XML (elements + text; attributes ignored) ---
-interface XmlNode { name: string; children: XmlNode[]; text: string }
-const decode = (s: string): string => s.replace(/&(#x[0-9a-f]+|#\d+|amp|lt|gt|quot|apos);/gi, (_, e: string) =>
-  e[0] === '#' ? String.fromCodePoint(e[1] === 'x' || e[1] === 'X' ? parseInt(e.slice(2), 16) : Number(e.slice(1)))
-    : ({ amp: '&', lt: '<', gt: '>', quot: '"', apos: "'" } as Record<string, string>)[e.toLowerCase()]!);
+interface XmlNode {
+  name: string;
+  children: XmlNode[];
+  text: string;
+}
+const decode = (s: string): string =>
+  s.replace(/&(#x[0-9a-f]+|#\d+|amp|lt|gt|quot|apos);/gi, (_, e: string) =>
+    e[0] === '#'
+      ? String.fromCodePoint(e[1] === 'x' || e[1] === 'X' ? parseInt(e.slice(2), 16) : Number(e.slice(1)))
+      : ({ amp: '&', lt: '<', gt: '>', quot: '"', apos: "'" } as Record<string, string>)[e.toLowerCase()]!,
+  );
 export const escapeXml = (s: string): string => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
 
 export function parseXml(src: string): XmlNode {
@@ -133,16 +152,23 @@ function recordXml(r: RecordSet): string {
   if (r.setIdentifier !== undefined) parts.push(`<SetIdentifier>${escapeXml(r.setIdentifier)}</SetIdentifier>`);
   if (r.weight !== undefined) parts.push(`<Weight>${r.weight}</Weight>`);
   if (r.alias) {
-    parts.push(`<AliasTarget><HostedZoneId>${escapeXml(r.alias.hostedZoneId)}</HostedZoneId><DNSName>${escapeXml(r.alias.dnsName)}</DNSName><EvaluateTargetHealth>${r.alias.evaluateTargetHealth}</EvaluateTargetHealth></AliasTarget>`);
+    parts.push(
+      `<AliasTarget><HostedZoneId>${escapeXml(r.alias.hostedZoneId)}</HostedZoneId><DNSName>${escapeXml(r.alias.dnsName)}</DNSName><EvaluateTargetHealth>${r.alias.evaluateTargetHealth}</EvaluateTargetHealth></AliasTarget>`,
+    );
   } else {
-    parts.push(`<TTL>${r.ttl ?? 300}</TTL>`, `<ResourceRecords>${(r.values ?? []).map((v) => `<ResourceRecord><Value>${escapeXml(v)}</Value></ResourceRecord>`).join('')}</ResourceRecords>`);
+    parts.push(
+      `<TTL>${r.ttl ?? 300}</TTL>`,
+      `<ResourceRecords>${(r.values ?? []).map((v) => `<ResourceRecord><Value>${escapeXml(v)}</Value></ResourceRecord>`).join('')}</ResourceRecords>`,
+    );
   }
   return `<ResourceRecordSet>${parts.join('')}</ResourceRecordSet>`;
 }
-const zoneXml = (z: HostedZone): string => `<HostedZone><Id>/hostedzone/${z.id}</Id><Name>${escapeXml(z.name)}</Name><CallerReference>${escapeXml(z.callerReference)}</CallerReference>`
-  + `<Config>${z.comment ? `<Comment>${escapeXml(z.comment)}</Comment>` : ''}<PrivateZone>${z.privateZone}</PrivateZone></Config><ResourceRecordSetCount>${z.records.length}</ResourceRecordSetCount></HostedZone>`;
-const changeXml = (c: ChangeInfo): string => `<ChangeInfo><Id>/change/${c.id}</Id><Status>${c.status}</Status><SubmittedAt>${c.submittedAt.toISOString()}</SubmittedAt>`
-  + `${c.comment === undefined ? '' : `<Comment>${escapeXml(c.comment)}</Comment>`}</ChangeInfo>`;
+const zoneXml = (z: HostedZone): string =>
+  `<HostedZone><Id>/hostedzone/${z.id}</Id><Name>${escapeXml(z.name)}</Name><CallerReference>${escapeXml(z.callerReference)}</CallerReference>` +
+  `<Config>${z.comment ? `<Comment>${escapeXml(z.comment)}</Comment>` : ''}<PrivateZone>${z.privateZone}</PrivateZone></Config><ResourceRecordSetCount>${z.records.length}</ResourceRecordSetCount></HostedZone>`;
+const changeXml = (c: ChangeInfo): string =>
+  `<ChangeInfo><Id>/change/${c.id}</Id><Status>${c.status}</Status><SubmittedAt>${c.submittedAt.toISOString()}</SubmittedAt>` +
+  `${c.comment === undefined ? '' : `<Comment>${escapeXml(c.comment)}</Comment>`}</ChangeInfo>`;
 
 /** Parses one <ResourceRecordSet> element of a change. */
 function parseRecordSet(n: XmlNode | undefined): RecordSet {
@@ -159,18 +185,29 @@ function parseRecordSet(n: XmlNode | undefined): RecordSet {
   if (weight !== undefined) r.weight = Number(weight);
   if (ttl !== undefined) r.ttl = Number(ttl);
   if (records) r.values = records.children.filter((c) => c.name === 'ResourceRecord').map((c) => text(c, 'Value') ?? '');
-  if (alias) r.alias = { hostedZoneId: text(alias, 'HostedZoneId') ?? '', dnsName: normalizeName(text(alias, 'DNSName') ?? ''), evaluateTargetHealth: text(alias, 'EvaluateTargetHealth') === 'true' };
+  if (alias)
+    r.alias = {
+      hostedZoneId: text(alias, 'HostedZoneId') ?? '',
+      dnsName: normalizeName(text(alias, 'DNSName') ?? ''),
+      evaluateTargetHealth: text(alias, 'EvaluateTargetHealth') === 'true',
+    };
   const plain = r.ttl !== undefined && r.values !== undefined && r.values.length > 0;
   if (Boolean(r.alias) === plain) {
-    return fail(400, 'InvalidInput', `Invalid request: Expected exactly one of [AliasTarget, all of [TTL, and ResourceRecords], or TrafficPolicyInstanceId], but found ${r.alias ? 'more than one' : 'none'} in Change with [Name=${r.name}, Type=${r.type}, SetIdentifier=${r.setIdentifier ?? 'null'}]`);
+    return fail(
+      400,
+      'InvalidInput',
+      `Invalid request: Expected exactly one of [AliasTarget, all of [TTL, and ResourceRecords], or TrafficPolicyInstanceId], but found ${r.alias ? 'more than one' : 'none'} in Change with [Name=${r.name}, Type=${r.type}, SetIdentifier=${r.setIdentifier ?? 'null'}]`,
+    );
   }
   return r;
 }
 
 const sameSet = (a: RecordSet, b: RecordSet): boolean => a.name === b.name && a.type === b.type && a.setIdentifier === b.setIdentifier;
-const sameValues = (a: RecordSet, b: RecordSet): boolean => a.ttl === b.ttl && a.weight === b.weight
-  && JSON.stringify([...(a.values ?? [])].sort()) === JSON.stringify([...(b.values ?? [])].sort())
-  && JSON.stringify(a.alias ?? null) === JSON.stringify(b.alias ?? null);
+const sameValues = (a: RecordSet, b: RecordSet): boolean =>
+  a.ttl === b.ttl &&
+  a.weight === b.weight &&
+  JSON.stringify([...(a.values ?? [])].sort()) === JSON.stringify([...(b.values ?? [])].sort()) &&
+  JSON.stringify(a.alias ?? null) === JSON.stringify(b.alias ?? null);
 
 /** Applies a batch to a copy of the zone's records: all changes or none (InvalidChangeBatch lists every problem). */
 function applyBatch(zone: HostedZone, changes: Array<{ action: string; record: RecordSet }>): RecordSet[] {
@@ -199,7 +236,9 @@ function applyBatch(zone: HostedZone, changes: Array<{ action: string; record: R
     }
     const conflict = records.some((x) => x.name === r.name && x.type !== r.type && (x.type === 'CNAME' || r.type === 'CNAME'));
     if (conflict) {
-      errors.push(`RRSet of type ${r.type} with DNS name ${r.name} is not permitted as it conflicts with other records with the same DNS name in zone ${zone.name}`);
+      errors.push(
+        `RRSet of type ${r.type} with DNS name ${r.name} is not permitted as it conflicts with other records with the same DNS name in zone ${zone.name}`,
+      );
       continue;
     }
     if (i >= 0) records[i] = r;
@@ -227,7 +266,8 @@ export async function startRoute53(opts: Route53Options = {}): Promise<Route53St
     zones.set(id, { id, name, callerReference: randomUUID(), privateZone: z.private ?? false, comment: '', records });
   }
 
-  const zoneOf = (id: string): HostedZone => zones.get(id.replace(/^\/?hostedzone\//, '')) ?? fail(404, 'NoSuchHostedZone', `No hosted zone found with ID: ${id}`);
+  const zoneOf = (id: string): HostedZone =>
+    zones.get(id.replace(/^\/?hostedzone\//, '')) ?? fail(404, 'NoSuchHostedZone', `No hosted zone found with ID: ${id}`);
   const statusOf = (c: ChangeInfo): ChangeInfo => {
     if (c.status === 'PENDING' && Date.now() >= c.insyncAt) c.status = 'INSYNC';
     return c;
@@ -237,16 +277,19 @@ export async function startRoute53(opts: Route53Options = {}): Promise<Route53St
     const zone = zoneOf(zoneId);
     const startName = q.get('name');
     const startType = q.get('type')?.toUpperCase();
-    if (startType !== undefined && startName === null) return fail(400, 'InvalidInput', 'The input is not valid: type may be specified only together with name');
+    if (startType !== undefined && startName === null)
+      return fail(400, 'InvalidInput', 'The input is not valid: type may be specified only together with name');
     const max = Math.min(Number(q.get('maxitems') ?? 300) || 300, 300);
     const start = startName === null ? undefined : { name: normalizeName(startName), type: startType ?? '' };
     const from = start === undefined ? zone.records : zone.records.filter((r) => compareRecords(r, start) >= 0);
     const page = from.slice(0, max);
     const next = from[max];
-    return `<ListResourceRecordSetsResponse xmlns="${NS_URI}"><ResourceRecordSets>${page.map(recordXml).join('')}</ResourceRecordSets>`
-      + `<IsTruncated>${next !== undefined}</IsTruncated>`
-      + (next ? `<NextRecordName>${escapeXml(next.name)}</NextRecordName><NextRecordType>${next.type}</NextRecordType>` : '')
-      + `<MaxItems>${max}</MaxItems></ListResourceRecordSetsResponse>`;
+    return (
+      `<ListResourceRecordSetsResponse xmlns="${NS_URI}"><ResourceRecordSets>${page.map(recordXml).join('')}</ResourceRecordSets>` +
+      `<IsTruncated>${next !== undefined}</IsTruncated>` +
+      (next ? `<NextRecordName>${escapeXml(next.name)}</NextRecordName><NextRecordType>${next.type}</NextRecordType>` : '') +
+      `<MaxItems>${max}</MaxItems></ListResourceRecordSetsResponse>`
+    );
   }
 
   function changeRecordSets(zoneId: string, body: string): string {
@@ -260,11 +303,14 @@ export async function startRoute53(opts: Route53Options = {}): Promise<Route53St
     const req = child(doc, 'ChangeResourceRecordSetsRequest');
     const batch = child(req, 'ChangeBatch');
     if (!batch) return fail(400, 'MalformedInput', 'ChangeBatch is not valid, expected ChangeResourceRecordSetsRequest');
-    const list = (child(batch, 'Changes')?.children ?? []).filter((c) => c.name === 'Change').map((c) => {
-      const action = text(c, 'Action') ?? '';
-      if (!['CREATE', 'UPSERT', 'DELETE'].includes(action)) fail(400, 'InvalidInput', `Invalid request: Action "${action}" is not one of CREATE, DELETE, UPSERT`);
-      return { action, record: parseRecordSet(child(c, 'ResourceRecordSet')) };
-    });
+    const list = (child(batch, 'Changes')?.children ?? [])
+      .filter((c) => c.name === 'Change')
+      .map((c) => {
+        const action = text(c, 'Action') ?? '';
+        if (!['CREATE', 'UPSERT', 'DELETE'].includes(action))
+          fail(400, 'InvalidInput', `Invalid request: Action "${action}" is not one of CREATE, DELETE, UPSERT`);
+        return { action, record: parseRecordSet(child(c, 'ResourceRecordSet')) };
+      });
     if (list.length === 0) return fail(400, 'InvalidInput', 'Invalid request: ChangeBatch must contain at least one Change');
     if (opts.rejectWhilePending && [...changes.values()].some((c) => c.zoneId === zone.id && statusOf(c).status === 'PENDING')) {
       return fail(400, 'PriorRequestNotComplete', 'The request was rejected because Route 53 was still processing a prior request.');
@@ -285,11 +331,13 @@ export async function startRoute53(opts: Route53Options = {}): Promise<Route53St
     const from = dnsName === null ? sorted : sorted.filter((z) => compareRecords({ name: z.name, type: '' }, { name: normalizeName(dnsName), type: '' }) >= 0);
     const page = from.slice(0, max);
     const next = from[max];
-    return `<ListHostedZonesByNameResponse xmlns="${NS_URI}"><HostedZones>${page.map(zoneXml).join('')}</HostedZones>`
-      + (dnsName === null ? '' : `<DNSName>${escapeXml(normalizeName(dnsName))}</DNSName>`)
-      + `<IsTruncated>${next !== undefined}</IsTruncated>`
-      + (next ? `<NextDNSName>${escapeXml(next.name)}</NextDNSName><NextHostedZoneId>/hostedzone/${next.id}</NextHostedZoneId>` : '')
-      + `<MaxItems>${max}</MaxItems></ListHostedZonesByNameResponse>`;
+    return (
+      `<ListHostedZonesByNameResponse xmlns="${NS_URI}"><HostedZones>${page.map(zoneXml).join('')}</HostedZones>` +
+      (dnsName === null ? '' : `<DNSName>${escapeXml(normalizeName(dnsName))}</DNSName>`) +
+      `<IsTruncated>${next !== undefined}</IsTruncated>` +
+      (next ? `<NextDNSName>${escapeXml(next.name)}</NextDNSName><NextHostedZoneId>/hostedzone/${next.id}</NextHostedZoneId>` : '') +
+      `<MaxItems>${max}</MaxItems></ListHostedZonesByNameResponse>`
+    );
   }
 
   /** Returns [action, response XML]. */
@@ -308,13 +356,19 @@ export async function startRoute53(opts: Route53Options = {}): Promise<Route53St
     if (path === '/2013-04-01/hostedzonesbyname' && method === 'GET') return ['ListHostedZonesByName', listZonesByName(q)];
     if (path === '/2013-04-01/hostedzone' && method === 'GET') {
       const all = [...zones.values()];
-      return ['ListHostedZones', `<ListHostedZonesResponse xmlns="${NS_URI}"><HostedZones>${all.map(zoneXml).join('')}</HostedZones><Marker></Marker><IsTruncated>false</IsTruncated><MaxItems>100</MaxItems></ListHostedZonesResponse>`];
+      return [
+        'ListHostedZones',
+        `<ListHostedZonesResponse xmlns="${NS_URI}"><HostedZones>${all.map(zoneXml).join('')}</HostedZones><Marker></Marker><IsTruncated>false</IsTruncated><MaxItems>100</MaxItems></ListHostedZonesResponse>`,
+      ];
     }
     m = /^\/2013-04-01\/hostedzone\/([^/]+)$/.exec(path);
     if (m && method === 'GET') {
       const z = zoneOf(decodeURIComponent(m[1]!));
       const ns = z.records.find((r) => r.name === z.name && r.type === 'NS')?.values ?? [];
-      return ['GetHostedZone', `<GetHostedZoneResponse xmlns="${NS_URI}">${zoneXml(z)}<DelegationSet><NameServers>${ns.map((n) => `<NameServer>${escapeXml(n.replace(/\.$/, ''))}</NameServer>`).join('')}</NameServers></DelegationSet></GetHostedZoneResponse>`];
+      return [
+        'GetHostedZone',
+        `<GetHostedZoneResponse xmlns="${NS_URI}">${zoneXml(z)}<DelegationSet><NameServers>${ns.map((n) => `<NameServer>${escapeXml(n.replace(/\.$/, ''))}</NameServer>`).join('')}</NameServers></DelegationSet></GetHostedZoneResponse>`,
+      ];
     }
     return fail(404, 'UnknownOperationException', `No such operation: ${method} ${path}`);
   }
@@ -341,8 +395,11 @@ export async function startRoute53(opts: Route53Options = {}): Promise<Route53St
       res.writeHead(status, { 'content-type': 'text/xml', 'content-length': String(Buffer.byteLength(body)), 'x-amzn-requestid': requestId });
       res.end(body);
     };
-    const sendError = (e: AwsError): void => send(e.status,
-      `<ErrorResponse xmlns="${NS_URI}"><Error><Type>${e.status >= 500 ? 'Receiver' : 'Sender'}</Type><Code>${e.code}</Code><Message>${escapeXml(e.message)}</Message></Error><RequestId>${requestId}</RequestId></ErrorResponse>`);
+    const sendError = (e: AwsError): void =>
+      send(
+        e.status,
+        `<ErrorResponse xmlns="${NS_URI}"><Error><Type>${e.status >= 500 ? 'Receiver' : 'Sender'}</Type><Code>${e.code}</Code><Message>${escapeXml(e.message)}</Message></Error><RequestId>${requestId}</RequestId></ErrorResponse>`,
+      );
     const { delayMs, fault } = faults.take(action === undefined ? { method, path: url.pathname } : { method, path: url.pathname, action });
     if (!(await delay(delayMs, signal))) return;
     if (fault) call.fault = fault.kind;
@@ -358,7 +415,13 @@ export async function startRoute53(opts: Route53Options = {}): Promise<Route53St
       if (auth === undefined) return sendError(new AwsError(403, 'MissingAuthenticationToken', 'Missing Authentication Token'));
       const parsed = parseAuthorization(auth);
       if (parsed?.service !== 'route53' || !AMZ_DATE_RE.test(String(req.headers['x-amz-date'] ?? ''))) {
-        return sendError(new AwsError(403, 'IncompleteSignature', `Authorization header requires a valid AWS4-HMAC-SHA256 signature for service route53 and an X-Amz-Date header. Authorization=${auth.split(' ')[0]}`));
+        return sendError(
+          new AwsError(
+            403,
+            'IncompleteSignature',
+            `Authorization header requires a valid AWS4-HMAC-SHA256 signature for service route53 and an X-Amz-Date header. Authorization=${auth.split(' ')[0]}`,
+          ),
+        );
       }
       const [, xml] = route(method, url.pathname, url.searchParams, body);
       send(200, xml);
@@ -370,7 +433,12 @@ export async function startRoute53(opts: Route53Options = {}): Promise<Route53St
 
   const server = await listen(handle, opts.port === undefined ? {} : { port: opts.port });
   return {
-    endpoint: server.url, port: server.port, faults, calls, zones, changes,
+    endpoint: server.url,
+    port: server.port,
+    faults,
+    calls,
+    zones,
+    changes,
     throttleNext: (n) => void faults.inject({ kind: 'throttle', times: n }),
     priorRequestNotCompleteNext: (n) => void faults.inject({ kind: 'prior-request-not-complete', action: 'ChangeResourceRecordSets', times: n }),
     records(zone) {

@@ -12,7 +12,8 @@ export interface ParsedAuthorization {
   signature: string;
 }
 
-const AUTH_RE = /^AWS4-HMAC-SHA256 Credential=([A-Za-z0-9]+)\/(\d{8})\/([a-z0-9-]+)\/([a-z0-9-]+)\/aws4_request, ?SignedHeaders=([a-z0-9;_-]+), ?Signature=([0-9a-f]{64})$/;
+const AUTH_RE =
+  /^AWS4-HMAC-SHA256 Credential=([A-Za-z0-9]+)\/(\d{8})\/([a-z0-9-]+)\/([a-z0-9-]+)\/aws4_request, ?SignedHeaders=([a-z0-9;_-]+), ?Signature=([0-9a-f]{64})$/;
 export const AMZ_DATE_RE = /^(\d{8})T\d{6}Z$/;
 
 /** Parses `AWS4-HMAC-SHA256 Credential=AKID/DATE/REGION/SERVICE/aws4_request, SignedHeaders=a;b, Signature=<64 hex>`. */
@@ -38,7 +39,11 @@ const uriEncode = (s: string): string => encodeURIComponent(s).replace(/[!'()*]/
 
 export function canonicalRequest(input: CanonicalInput): string {
   const [rawPath = '/', rawQuery = ''] = input.pathAndQuery.split('?', 2);
-  const path = rawPath.split('/').map((seg) => uriEncode(decodeURIComponent(seg))).join('/') || '/';
+  const path =
+    rawPath
+      .split('/')
+      .map((seg) => uriEncode(decodeURIComponent(seg)))
+      .join('/') || '/';
   const query = [...new URLSearchParams(rawQuery)]
     .map(([k, v]) => [uriEncode(k), uriEncode(v)] as const)
     .sort(([a, av], [b, bv]) => (a === b ? (av < bv ? -1 : 1) : a < b ? -1 : 1))
@@ -60,7 +65,10 @@ export function signature(input: CanonicalInput & { secretAccessKey: string; amz
 }
 
 export function amzDate(date: Date): string {
-  return date.toISOString().replace(/[-:]/g, '').replace(/\.\d{3}/, '');
+  return date
+    .toISOString()
+    .replace(/[-:]/g, '')
+    .replace(/\.\d{3}/, '');
 }
 
 /**
@@ -87,10 +95,18 @@ export function signRequest(req: {
   if (req.sessionToken !== undefined) headers['x-amz-security-token'] = req.sessionToken;
   const signedHeaders = Object.keys(headers).sort();
   const sig = signature({
-    method: req.method, pathAndQuery: url.pathname + url.search, headers, signedHeaders, body: req.body ?? '',
-    secretAccessKey: req.secretAccessKey, amzDate: headers['x-amz-date'], region: req.region, service: req.service,
+    method: req.method,
+    pathAndQuery: url.pathname + url.search,
+    headers,
+    signedHeaders,
+    body: req.body ?? '',
+    secretAccessKey: req.secretAccessKey,
+    amzDate: headers['x-amz-date'],
+    region: req.region,
+    service: req.service,
   });
   const day = headers['x-amz-date'].slice(0, 8);
-  headers['authorization'] = `AWS4-HMAC-SHA256 Credential=${req.accessKeyId}/${day}/${req.region}/${req.service}/aws4_request, SignedHeaders=${signedHeaders.join(';')}, Signature=${sig}`;
+  headers['authorization'] =
+    `AWS4-HMAC-SHA256 Credential=${req.accessKeyId}/${day}/${req.region}/${req.service}/aws4_request, SignedHeaders=${signedHeaders.join(';')}, Signature=${sig}`;
   return headers;
 }

@@ -16,7 +16,12 @@ async function vault(t: ExecutionContext, opts: VaultOptions = {}): Promise<Vaul
   return v;
 }
 
-async function req(v: VaultStandIn, method: string, path: string, opts: { token?: string; namespace?: string; body?: unknown } = {}): Promise<{ status: number; body: any; headers: Headers }> {
+async function req(
+  v: VaultStandIn,
+  method: string,
+  path: string,
+  opts: { token?: string; namespace?: string; body?: unknown } = {},
+): Promise<{ status: number; body: any; headers: Headers }> {
   const headers: Record<string, string> = {};
   if (opts.token !== undefined) headers['x-vault-token'] = opts.token;
   if (opts.namespace !== undefined) headers['x-vault-namespace'] = opts.namespace;
@@ -125,7 +130,10 @@ test('KV v2 metadata listing: the LIST verb and GET ?list=true|1, gated by the l
   t.is((await req(v, 'GET', '/v1/secret/metadata/app/vm', { token })).status, 403, 'read is not list');
   const none = await call(`${v.url}/v1/secret/metadata/app/nothing/`, { method: 'LIST', headers: { 'x-vault-token': token } });
   t.deepEqual([none.status, none.json()], [404, { errors: [] }]);
-  t.deepEqual(v.calls.map((c) => c.method), ['LIST', 'GET', 'GET', 'LIST']);
+  t.deepEqual(
+    v.calls.map((c) => c.method),
+    ['LIST', 'GET', 'GET', 'LIST'],
+  );
 });
 
 test('token self-ops: lookup, renew capped at max TTL, revoke (204) and then "invalid token"', async (t) => {
@@ -174,27 +182,57 @@ test('namespaces: a secret lives in one namespace; tokens only reach their own s
   t.is((await req(v, 'GET', '/v1/secret/data/vm', { token: parent, namespace: 'team-a' })).status, 403);
 });
 
-function iamLogin(o: { role: string; akid: string; secret: string; serverId?: string; signServerId?: boolean; date?: Date; url?: string; region?: string }): Record<string, string> {
+function iamLogin(o: {
+  role: string;
+  akid: string;
+  secret: string;
+  serverId?: string;
+  signServerId?: boolean;
+  date?: Date;
+  url?: string;
+  region?: string;
+}): Record<string, string> {
   const url = o.url ?? 'https://sts.amazonaws.com/';
   const body = 'Action=GetCallerIdentity&Version=2011-06-15';
   const headers: Record<string, string> = { 'content-type': 'application/x-www-form-urlencoded; charset=utf-8' };
   if (o.serverId !== undefined && o.signServerId !== false) headers['x-vault-aws-iam-server-id'] = o.serverId;
-  const signed = signRequest({ method: 'POST', url, headers, body, region: o.region ?? 'us-east-1', service: 'sts',
-    accessKeyId: o.akid, secretAccessKey: o.secret, sessionToken: 'session-token', ...(o.date ? { date: o.date } : {}) });
+  const signed = signRequest({
+    method: 'POST',
+    url,
+    headers,
+    body,
+    region: o.region ?? 'us-east-1',
+    service: 'sts',
+    accessKeyId: o.akid,
+    secretAccessKey: o.secret,
+    sessionToken: 'session-token',
+    ...(o.date ? { date: o.date } : {}),
+  });
   if (o.serverId !== undefined && o.signServerId === false) signed['x-vault-aws-iam-server-id'] = o.serverId;
   delete signed['host']; // Go's http.Header does not carry Host
   const goStyle = Object.fromEntries(Object.entries(signed).map(([k, val]) => [k.replace(/(^|-)([a-z])/g, (m) => m.toUpperCase()), [val]]));
   const b64 = (s: string): string => Buffer.from(s).toString('base64');
-  return { role: o.role, iam_http_request_method: 'POST', iam_request_url: b64(url), iam_request_body: b64(body), iam_request_headers: b64(JSON.stringify(goStyle)) };
+  return {
+    role: o.role,
+    iam_http_request_method: 'POST',
+    iam_request_url: b64(url),
+    iam_request_body: b64(body),
+    iam_request_headers: b64(JSON.stringify(goStyle)),
+  };
 }
 
 test('AWS IAM login checks the signed GetCallerIdentity shape, the server-ID header and the signature', async (t) => {
   const arn = 'arn:aws:sts::123456789012:assumed-role/vm-role/i-0abc';
-  const v = await vault(t, { aws: {
-    roles: { vm: { boundIamPrincipalArns: ['arn:aws:iam::123456789012:role/vm-role'], policies: ['app'] }, other: { boundIamPrincipalArns: ['arn:aws:iam::1:role/x'], policies: [] } },
-    identities: { AKIDEXAMPLE: { arn, secretAccessKey: 'sekrit' }, AKIDNOSECRET: { arn } },
-    iamServerId: 'vault.example.com',
-  } });
+  const v = await vault(t, {
+    aws: {
+      roles: {
+        vm: { boundIamPrincipalArns: ['arn:aws:iam::123456789012:role/vm-role'], policies: ['app'] },
+        other: { boundIamPrincipalArns: ['arn:aws:iam::1:role/x'], policies: [] },
+      },
+      identities: { AKIDEXAMPLE: { arn, secretAccessKey: 'sekrit' }, AKIDNOSECRET: { arn } },
+      iamServerId: 'vault.example.com',
+    },
+  });
   const base = { role: 'vm', akid: 'AKIDEXAMPLE', secret: 'sekrit', serverId: 'vault.example.com' };
   const login = (body: unknown): ReturnType<typeof req> => req(v, 'POST', '/v1/auth/aws/login', { body });
   const ok = await login(iamLogin(base));
@@ -268,7 +306,10 @@ test('faults: latency, reset, 5xx, 429, sealed and token expiry, each for the ma
 
   v.faults.inject({ kind: 'throttle', retryAfter: 3 });
   const throttled = await req(v, 'GET', path, { token });
-  t.deepEqual([throttled.status, throttled.body.errors[0], throttled.headers.get('retry-after')], [429, 'request path "secret/data/a": rate limit quota exceeded', '3']);
+  t.deepEqual(
+    [throttled.status, throttled.body.errors[0], throttled.headers.get('retry-after')],
+    [429, 'request path "secret/data/a": rate limit quota exceeded', '3'],
+  );
 
   v.faults.inject({ kind: 'sealed', method: 'GET' });
   t.deepEqual((await req(v, 'GET', path, { token })).body, { errors: ['Vault is sealed'] });
@@ -280,8 +321,14 @@ test('faults: latency, reset, 5xx, 429, sealed and token expiry, each for the ma
   t.is(v.faults.pending, 0);
 
   const reads = callsMatching(v.calls, { method: 'GET', path });
-  t.deepEqual(reads.map((c) => c.status), [200, 0, 502, 502, 200, 429, 503, 200, 403]);
-  t.deepEqual(reads.map((c) => c.fault), [undefined, 'reset', 'status', 'status', undefined, 'throttle', 'sealed', undefined, 'expire-token']);
+  t.deepEqual(
+    reads.map((c) => c.status),
+    [200, 0, 502, 502, 200, 429, 503, 200, 403],
+  );
+  t.deepEqual(
+    reads.map((c) => c.fault),
+    [undefined, 'reset', 'status', 'status', undefined, 'throttle', 'sealed', undefined, 'expire-token'],
+  );
   t.is(reads[0]?.headers['x-vault-token'], '(redacted)');
 });
 

@@ -7,7 +7,10 @@ import { AMZ_DATE_RE, parseAuthorization, signature } from './sigv4.ts';
 
 export type Capability = 'create' | 'read' | 'update' | 'patch' | 'delete' | 'list' | 'sudo' | 'deny';
 /** A policy path: exact, trailing "*" = prefix, "+" = one segment. Relative to the token's namespace. */
-export interface PolicyRule { path: string; capabilities: Capability[] }
+export interface PolicyRule {
+  path: string;
+  capabilities: Capability[];
+}
 
 interface TokenParams {
   policies?: string[];
@@ -19,10 +22,18 @@ interface TokenParams {
   namespace?: string;
   renewable?: boolean;
 }
-export interface AppRole extends TokenParams { roleId: string; secretId: string }
-export interface AwsRole extends TokenParams { boundIamPrincipalArns?: string[] }
+export interface AppRole extends TokenParams {
+  roleId: string;
+  secretId: string;
+}
+export interface AwsRole extends TokenParams {
+  boundIamPrincipalArns?: string[];
+}
 /** What STS would answer for an access key; give secretAccessKey to have signatures verified. */
-export interface AwsIdentity { arn: string; secretAccessKey?: string }
+export interface AwsIdentity {
+  arn: string;
+  secretAccessKey?: string;
+}
 export interface KubernetesRole {
   serviceAccountName: string;
   /** Kubernetes namespaces the caller may ask for; ["*"] = any. */
@@ -82,9 +93,24 @@ export interface VaultToken {
   path: string;
   meta: Record<string, string>;
 }
-export interface KvVersion { data: Record<string, unknown>; createdTime: string; deletionTime: string; destroyed: boolean }
-export interface KvSecret { versions: Map<number, KvVersion>; current: number; createdTime: string; customMetadata: Record<string, string> | null }
-export interface VaultLease { id: string; expiresAt: number; revoked: boolean; data: Record<string, unknown> }
+export interface KvVersion {
+  data: Record<string, unknown>;
+  createdTime: string;
+  deletionTime: string;
+  destroyed: boolean;
+}
+export interface KvSecret {
+  versions: Map<number, KvVersion>;
+  current: number;
+  createdTime: string;
+  customMetadata: Record<string, string> | null;
+}
+export interface VaultLease {
+  id: string;
+  expiresAt: number;
+  revoked: boolean;
+  data: Record<string, unknown>;
+}
 export interface VaultState {
   initialized: boolean;
   sealed: boolean;
@@ -95,7 +121,8 @@ export interface VaultState {
   leases: Map<string, VaultLease>;
 }
 
-export type VaultFault = CommonFault
+export type VaultFault =
+  | CommonFault
   | { kind: 'throttle'; retryAfter?: number }
   | { kind: 'sealed' }
   /** The token sent with the matching request expires just before it is handled. */
@@ -158,13 +185,16 @@ export function parseDuration(v: unknown): number | undefined {
   if (/^\d+$/.test(s)) return Number(s);
   const parts = [...s.matchAll(/(\d+(?:\.\d+)?)(h|m|s)/g)];
   if (parts.length === 0 || parts.map((p) => p[0]).join('') !== s) return fail(400, `invalid duration "${s}"`);
-  return parts.reduce((sum, p) => sum + Number(p[1]) * ({ h: 3600, m: 60, s: 1 }[p[2] as 'h' | 'm' | 's']), 0);
+  return parts.reduce((sum, p) => sum + Number(p[1]) * { h: 3600, m: 60, s: 1 }[p[2] as 'h' | 'm' | 's'], 0);
 }
 
 function patternMatches(pattern: string, path: string): boolean {
   const glob = pattern.endsWith('*');
   const base = glob ? pattern.slice(0, -1) : pattern;
-  const re = base.split('+').map((s) => s.replace(/[.*?^${}()|[\]\\]/g, '\\$&')).join('[^/]+');
+  const re = base
+    .split('+')
+    .map((s) => s.replace(/[.*?^${}()|[\]\\]/g, '\\$&'))
+    .join('[^/]+');
   return new RegExp(`^${re}${glob ? '.*' : ''}$`).test(path);
 }
 
@@ -205,29 +235,58 @@ export async function startVault(opts: VaultOptions = {}): Promise<VaultStandIn>
     const ttl = p.ttl ?? opts.defaultTokenTtl ?? 3600;
     const now = Date.now();
     state.tokens.set(id, {
-      id, accessor: randomId(24, 'abcdefghijklmnopqrstuvwxyz0123456789'),
+      id,
+      accessor: randomId(24, 'abcdefghijklmnopqrstuvwxyz0123456789'),
       policies: p.policies?.includes('root') ? ['root'] : ['default', ...(p.policies ?? []).filter((x) => x !== 'default')],
-      namespace: ns(p.namespace), ttl, issuedAt: now, expiresAt: now + ttl * 1000,
-      maxExpiresAt: now + (p.maxTtl ?? 32 * 86400) * 1000, renewable: p.renewable ?? true, revoked: false,
-      path: p.path ?? 'auth/token/create', meta: p.meta ?? {},
+      namespace: ns(p.namespace),
+      ttl,
+      issuedAt: now,
+      expiresAt: now + ttl * 1000,
+      maxExpiresAt: now + (p.maxTtl ?? 32 * 86400) * 1000,
+      renewable: p.renewable ?? true,
+      revoked: false,
+      path: p.path ?? 'auth/token/create',
+      meta: p.meta ?? {},
     });
     return id;
   }
 
   function authBlock(t: VaultToken): Record<string, unknown> {
     return {
-      client_token: t.id, accessor: t.accessor, policies: t.policies, token_policies: t.policies, metadata: t.meta,
-      lease_duration: Math.max(0, Math.round((t.expiresAt - Date.now()) / 1000)), renewable: t.renewable,
-      entity_id: '', token_type: 'service', orphan: true, mfa_requirement: null, num_uses: 0,
+      client_token: t.id,
+      accessor: t.accessor,
+      policies: t.policies,
+      token_policies: t.policies,
+      metadata: t.meta,
+      lease_duration: Math.max(0, Math.round((t.expiresAt - Date.now()) / 1000)),
+      renewable: t.renewable,
+      entity_id: '',
+      token_type: 'service',
+      orphan: true,
+      mfa_requirement: null,
+      num_uses: 0,
     };
   }
 
   const envelope = (extra: Record<string, unknown>): Record<string, unknown> => ({
-    request_id: randomUUID(), lease_id: '', renewable: false, lease_duration: 0, data: null,
-    wrap_info: null, warnings: null, auth: null, mount_type: '', ...extra,
+    request_id: randomUUID(),
+    lease_id: '',
+    renewable: false,
+    lease_duration: 0,
+    data: null,
+    wrap_info: null,
+    warnings: null,
+    auth: null,
+    mount_type: '',
+    ...extra,
   });
 
-  function putSecret(mount: string, path: string, data: Record<string, unknown>, o: { namespace?: string; customMetadata?: Record<string, string> } = {}): number {
+  function putSecret(
+    mount: string,
+    path: string,
+    data: Record<string, unknown>,
+    o: { namespace?: string; customMetadata?: Record<string, string> } = {},
+  ): number {
     const key = `${ns(o.namespace)}|${mount}|${path}`;
     const secret = state.kv.get(key) ?? { versions: new Map(), current: 0, createdTime: nowIso(), customMetadata: null };
     secret.current += 1;
@@ -259,7 +318,7 @@ export async function startVault(opts: VaultOptions = {}): Promise<VaultStandIn>
     if (!inside) return fail(403, PERMISSION_DENIED);
     if (t.policies.includes('root')) return t;
     const rel = [reqNs.slice(t.namespace.length).replace(/^\//, ''), path].filter(Boolean).join('/');
-    const rules = t.policies.flatMap((p) => (p === 'default' ? DEFAULT_POLICY : policies[p] ?? []));
+    const rules = t.policies.flatMap((p) => (p === 'default' ? DEFAULT_POLICY : (policies[p] ?? [])));
     const caps = capabilitiesFor(rules, rel);
     if (caps.has('deny') || !wanted.some((c) => caps.has(c))) return fail(403, PERMISSION_DENIED);
     return t;
@@ -305,7 +364,11 @@ export async function startVault(opts: VaultOptions = {}): Promise<VaultStandIn>
       else return fail(400, `error parsing iam_request_headers: header ${k} is not a string or list of strings`);
     }
     const auth = parseAuthorization(headers['authorization']);
-    const stsError = (code: string, msg: string): never => fail(400, `error making upstream request: received error code 403 from STS: <ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><Error><Type>Sender</Type><Code>${code}</Code><Message>${msg}</Message></Error></ErrorResponse>`);
+    const stsError = (code: string, msg: string): never =>
+      fail(
+        400,
+        `error making upstream request: received error code 403 from STS: <ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><Error><Type>Sender</Type><Code>${code}</Code><Message>${msg}</Message></Error></ErrorResponse>`,
+      );
     if (auth?.service !== 'sts') return stsError('IncompleteSignature', 'Authorization header is missing or not an AWS4-HMAC-SHA256 signature for sts');
     const amzDate = headers['x-amz-date'] ?? '';
     const dm = AMZ_DATE_RE.exec(amzDate);
@@ -327,10 +390,18 @@ export async function startVault(opts: VaultOptions = {}): Promise<VaultStandIn>
     if (identity.secretAccessKey !== undefined) {
       const host = new URL(url).host;
       const expected = signature({
-        method: 'POST', pathAndQuery: new URL(url).pathname, headers: { host, ...headers }, signedHeaders: auth.signedHeaders,
-        body: b64('iam_request_body'), secretAccessKey: identity.secretAccessKey, amzDate, region, service: 'sts',
+        method: 'POST',
+        pathAndQuery: new URL(url).pathname,
+        headers: { host, ...headers },
+        signedHeaders: auth.signedHeaders,
+        body: b64('iam_request_body'),
+        secretAccessKey: identity.secretAccessKey,
+        amzDate,
+        region,
+        service: 'sts',
       });
-      if (expected !== auth.signature) return stsError('SignatureDoesNotMatch', 'The request signature we calculated does not match the signature you provided.');
+      if (expected !== auth.signature)
+        return stsError('SignatureDoesNotMatch', 'The request signature we calculated does not match the signature you provided.');
     }
     const bound = role.boundIamPrincipalArns;
     const principal = identity.arn.replace(/^arn:aws:sts::(\d+):assumed-role\/([^/]+)\/.*$/, 'arn:aws:iam::$1:role/$2');
@@ -338,10 +409,21 @@ export async function startVault(opts: VaultOptions = {}): Promise<VaultStandIn>
       return fail(400, `IAM Principal "${principal}" does not belong to the role "${roleName}"`);
     }
     const account = /^arn:aws:\w+::(\d+):/.exec(identity.arn)?.[1] ?? '';
-    const t = issueToken({ ...role, namespace: reqNs, path: 'auth/aws/login', meta: {
-      account_id: account, auth_type: 'iam', role_id: roleName, client_arn: identity.arn, canonical_arn: principal,
-      client_user_id: auth.accessKeyId, inferred_entity_id: '', inferred_entity_type: '',
-    } });
+    const t = issueToken({
+      ...role,
+      namespace: reqNs,
+      path: 'auth/aws/login',
+      meta: {
+        account_id: account,
+        auth_type: 'iam',
+        role_id: roleName,
+        client_arn: identity.arn,
+        canonical_arn: principal,
+        client_user_id: auth.accessKeyId,
+        inferred_entity_id: '',
+        inferred_entity_type: '',
+      },
+    });
     return envelope({ auth: authBlock(state.tokens.get(t)!) });
   }
 
@@ -356,8 +438,11 @@ export async function startVault(opts: VaultOptions = {}): Promise<VaultStandIn>
     const max = role.tokenMaxTtl ?? 86400;
     const requested = parseDuration(body['ttl']) ?? role.tokenDefaultTtl ?? 3600;
     const ttl = Math.min(requested, max);
-    const audiences = Array.isArray(body['audiences']) ? body['audiences'].map(String)
-      : typeof body['audiences'] === 'string' ? body['audiences'].split(',') : undefined;
+    const audiences = Array.isArray(body['audiences'])
+      ? body['audiences'].map(String)
+      : typeof body['audiences'] === 'string'
+        ? body['audiences'].split(',')
+        : undefined;
     const request: KubernetesTokenRequest = { role: roleName, serviceAccountName: role.serviceAccountName, kubernetesNamespace: k8sNs, ttlSeconds: ttl };
     if (audiences) request.audiences = audiences;
     let token: string;
@@ -369,8 +454,13 @@ export async function startVault(opts: VaultOptions = {}): Promise<VaultStandIn>
     const leaseId = `${k8sMount}/creds/${roleName}/${randomId(24, 'abcdefghijklmnopqrstuvwxyz0123456789')}`;
     const data = { service_account_name: role.serviceAccountName, service_account_namespace: k8sNs, service_account_token: token };
     state.leases.set(leaseId, { id: leaseId, expiresAt: Date.now() + ttl * 1000, revoked: false, data });
-    return envelope({ lease_id: leaseId, lease_duration: ttl, data, mount_type: 'kubernetes',
-      warnings: requested > max ? [`ttl of ${requested}s exceeded the role's token_max_ttl; capped to ${max}s`] : null });
+    return envelope({
+      lease_id: leaseId,
+      lease_duration: ttl,
+      data,
+      mount_type: 'kubernetes',
+      warnings: requested > max ? [`ttl of ${requested}s exceeded the role's token_max_ttl; capped to ${max}s`] : null,
+    });
   }
 
   function kv(reqNs: string, req: IncomingMessage, url: URL, mount: string, rest: string, body: Record<string, unknown>): Record<string, unknown> | undefined {
@@ -380,7 +470,11 @@ export async function startVault(opts: VaultOptions = {}): Promise<VaultStandIn>
     const secret = state.kv.get(key);
     const method = req.method === 'LIST' || isListQuery(url) ? 'LIST' : req.method;
     const versionMeta = (v: number, x: KvVersion): Record<string, unknown> => ({
-      created_time: x.createdTime, custom_metadata: secret?.customMetadata ?? null, deletion_time: x.deletionTime, destroyed: x.destroyed, version: v,
+      created_time: x.createdTime,
+      custom_metadata: secret?.customMetadata ?? null,
+      deletion_time: x.deletionTime,
+      destroyed: x.destroyed,
+      version: v,
     });
     if (kind === 'data' && method === 'GET') {
       const v = url.searchParams.has('version') && url.searchParams.get('version') !== '0' ? Number(url.searchParams.get('version')) : secret?.current;
@@ -415,19 +509,37 @@ export async function startVault(opts: VaultOptions = {}): Promise<VaultStandIn>
     }
     if (kind === 'metadata' && method === 'GET') {
       if (!secret) return fail(404);
-      const versions = Object.fromEntries([...secret.versions].map(([v, x]) => [String(v), { created_time: x.createdTime, deletion_time: x.deletionTime, destroyed: x.destroyed }]));
-      return envelope({ mount_type: 'kv', data: {
-        cas_required: false, created_time: secret.createdTime, current_version: secret.current, custom_metadata: secret.customMetadata,
-        delete_version_after: '0s', max_versions: 0, oldest_version: Math.min(...secret.versions.keys()),
-        updated_time: secret.versions.get(secret.current)?.createdTime ?? secret.createdTime, versions,
-      } });
+      const versions = Object.fromEntries(
+        [...secret.versions].map(([v, x]) => [String(v), { created_time: x.createdTime, deletion_time: x.deletionTime, destroyed: x.destroyed }]),
+      );
+      return envelope({
+        mount_type: 'kv',
+        data: {
+          cas_required: false,
+          created_time: secret.createdTime,
+          current_version: secret.current,
+          custom_metadata: secret.customMetadata,
+          delete_version_after: '0s',
+          max_versions: 0,
+          oldest_version: Math.min(...secret.versions.keys()),
+          updated_time: secret.versions.get(secret.current)?.createdTime ?? secret.createdTime,
+          versions,
+        },
+      });
     }
     return fail(405, '1 error occurred:\n\t* unsupported operation\n\n');
   }
 
   const capabilityFor = (method: string, list: boolean): Capability[] =>
-    list || method === 'LIST' ? ['list'] : method === 'GET' || method === 'HEAD' ? ['read']
-      : method === 'DELETE' ? ['delete'] : method === 'PATCH' ? ['patch'] : ['create', 'update'];
+    list || method === 'LIST'
+      ? ['list']
+      : method === 'GET' || method === 'HEAD'
+        ? ['read']
+        : method === 'DELETE'
+          ? ['delete']
+          : method === 'PATCH'
+            ? ['patch']
+            : ['create', 'update'];
 
   async function route(req: IncomingMessage, url: URL, body: Record<string, unknown>): Promise<[number, unknown] | undefined> {
     const method = req.method ?? 'GET';
@@ -435,16 +547,52 @@ export async function startVault(opts: VaultOptions = {}): Promise<VaultStandIn>
     if (path === 'sys/health') {
       const q = url.searchParams;
       const code = (name: string, dflt: number): number => Number(q.get(name) ?? dflt);
-      const status = !state.initialized ? code('uninitcode', 501) : state.sealed ? code('sealedcode', 503)
-        : state.standby && q.get('standbyok') !== 'true' ? code('standbycode', 429) : code('activecode', 200);
-      return [status, { initialized: state.initialized, sealed: state.sealed, standby: state.standby, performance_standby: false,
-        replication_performance_mode: 'disabled', replication_dr_mode: 'disabled', server_time_utc: Math.floor(Date.now() / 1000),
-        version, enterprise: false, cluster_name: 'vault-cluster-standin', cluster_id: clusterId, echo_duration_ms: 0, clock_skew_ms: 0 }];
+      const status = !state.initialized
+        ? code('uninitcode', 501)
+        : state.sealed
+          ? code('sealedcode', 503)
+          : state.standby && q.get('standbyok') !== 'true'
+            ? code('standbycode', 429)
+            : code('activecode', 200);
+      return [
+        status,
+        {
+          initialized: state.initialized,
+          sealed: state.sealed,
+          standby: state.standby,
+          performance_standby: false,
+          replication_performance_mode: 'disabled',
+          replication_dr_mode: 'disabled',
+          server_time_utc: Math.floor(Date.now() / 1000),
+          version,
+          enterprise: false,
+          cluster_name: 'vault-cluster-standin',
+          cluster_id: clusterId,
+          echo_duration_ms: 0,
+          clock_skew_ms: 0,
+        },
+      ];
     }
     if (path === 'sys/seal-status') {
-      return [200, { type: 'shamir', initialized: state.initialized, sealed: state.sealed, t: 1, n: 1, progress: 0, nonce: '',
-        version, build_date: '2025-01-01T00:00:00Z', migration: false, cluster_name: 'vault-cluster-standin', cluster_id: clusterId,
-        recovery_seal: false, storage_type: 'inmem' }];
+      return [
+        200,
+        {
+          type: 'shamir',
+          initialized: state.initialized,
+          sealed: state.sealed,
+          t: 1,
+          n: 1,
+          progress: 0,
+          nonce: '',
+          version,
+          build_date: '2025-01-01T00:00:00Z',
+          migration: false,
+          cluster_name: 'vault-cluster-standin',
+          cluster_id: clusterId,
+          recovery_seal: false,
+          storage_type: 'inmem',
+        },
+      ];
     }
     if (state.sealed) return fail(503, 'Vault is sealed');
     const reqNs = ns(req.headers['x-vault-namespace'] as string | undefined);
@@ -456,12 +604,31 @@ export async function startVault(opts: VaultOptions = {}): Promise<VaultStandIn>
     const token = authorize(req, reqNs, list ? `${path}/` : path, capabilityFor(method, list));
     if (path === 'auth/token/lookup-self' && method === 'GET') {
       const ttl = Math.max(0, Math.round((token.expiresAt - Date.now()) / 1000));
-      return [200, envelope({ data: {
-        accessor: token.accessor, creation_time: Math.floor(token.issuedAt / 1000), creation_ttl: token.ttl, display_name: token.path.split('/')[1] ?? 'token',
-        entity_id: '', expire_time: new Date(token.expiresAt).toISOString(), explicit_max_ttl: 0, id: token.id,
-        issue_time: new Date(token.issuedAt).toISOString(), meta: token.meta, num_uses: 0, orphan: true, path: token.path,
-        policies: token.policies, renewable: token.renewable, ttl, type: 'service', namespace_path: token.namespace === '' ? '' : `${token.namespace}/`,
-      } })];
+      return [
+        200,
+        envelope({
+          data: {
+            accessor: token.accessor,
+            creation_time: Math.floor(token.issuedAt / 1000),
+            creation_ttl: token.ttl,
+            display_name: token.path.split('/')[1] ?? 'token',
+            entity_id: '',
+            expire_time: new Date(token.expiresAt).toISOString(),
+            explicit_max_ttl: 0,
+            id: token.id,
+            issue_time: new Date(token.issuedAt).toISOString(),
+            meta: token.meta,
+            num_uses: 0,
+            orphan: true,
+            path: token.path,
+            policies: token.policies,
+            renewable: token.renewable,
+            ttl,
+            type: 'service',
+            namespace_path: token.namespace === '' ? '' : `${token.namespace}/`,
+          },
+        }),
+      ];
     }
     if (path === 'auth/token/revoke-self' && write) {
       token.revoked = true;
@@ -534,8 +701,14 @@ export async function startVault(opts: VaultOptions = {}): Promise<VaultStandIn>
   const listenOpts = { tls: opts.tls ?? false, extraMethods: ['LIST'] };
   const server = await listen(handle, opts.port === undefined ? listenOpts : { ...listenOpts, port: opts.port });
   const standIn: VaultStandIn = {
-    url: server.url, address: server.url, port: server.port, state, faults, calls,
-    putSecret, deleteSecret,
+    url: server.url,
+    address: server.url,
+    port: server.port,
+    state,
+    faults,
+    calls,
+    putSecret,
+    deleteSecret,
     issueToken: (p) => issueToken(p),
     expireToken(token) {
       const t = state.tokens.get(token);
@@ -561,8 +734,16 @@ class VaultBody extends Error {
 function fakeJwt(r: KubernetesTokenRequest): string {
   const b64 = (o: unknown): string => Buffer.from(JSON.stringify(o)).toString('base64url');
   const now = Math.floor(Date.now() / 1000);
-  return [b64({ alg: 'RS256', kid: 'vault-standin' }), b64({
-    aud: r.audiences ?? ['https://kubernetes.default.svc.cluster.local'], exp: now + r.ttlSeconds, iat: now, nbf: now,
-    iss: 'https://kubernetes.default.svc.cluster.local', sub: `system:serviceaccount:${r.kubernetesNamespace}:${r.serviceAccountName}`,
-  }), randomId(43, 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_')].join('.');
+  return [
+    b64({ alg: 'RS256', kid: 'vault-standin' }),
+    b64({
+      aud: r.audiences ?? ['https://kubernetes.default.svc.cluster.local'],
+      exp: now + r.ttlSeconds,
+      iat: now,
+      nbf: now,
+      iss: 'https://kubernetes.default.svc.cluster.local',
+      sub: `system:serviceaccount:${r.kubernetesNamespace}:${r.serviceAccountName}`,
+    }),
+    randomId(43, 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_'),
+  ].join('.');
 }

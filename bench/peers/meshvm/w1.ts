@@ -8,7 +8,19 @@ const CERTS = new URL('../../../examples/demo-certs/', import.meta.url);
 const root = { owner: 'root', group: 'root' } as const;
 
 /** Parents first, one by one, as Puppet must (meshvm and Ansible would create missing parents themselves). */
-export const W1_DIRS = ['/etc', '/etc/istio', '/etc/istio/proxy', '/var', '/var/lib', '/var/lib/istio', '/var/log', '/var/log/istio', '/var/lib/istio/envoy', '/etc/dnsmasq.d', '/etc/certs'];
+export const W1_DIRS = [
+  '/etc',
+  '/etc/istio',
+  '/etc/istio/proxy',
+  '/var',
+  '/var/lib',
+  '/var/lib/istio',
+  '/var/log',
+  '/var/log/istio',
+  '/var/lib/istio/envoy',
+  '/etc/dnsmasq.d',
+  '/etc/certs',
+];
 
 /** Istio's inbound capture, shortened: ports the sidecar must not see, then the application ports redirected to it. */
 export const W1_RULES = [
@@ -34,7 +46,12 @@ export default defineRecipe({
   attributes: z.strictObject({}),
   declare: () => [
     ...W1_DIRS.map((path) => Directory({ path, mode: 0o755, ...root })),
-    File({ path: '/var/lib/istio/envoy/cluster.env', mode: 0o644, ...root, content: 'ISTIO_SERVICE_CIDR=10.63.240.0/20\nISTIO_SYSTEM_NAMESPACE=istio-system\nISTIO_CP_AUTH=MUTUAL_TLS\n' }),
+    File({
+      path: '/var/lib/istio/envoy/cluster.env',
+      mode: 0o644,
+      ...root,
+      content: 'ISTIO_SERVICE_CIDR=10.63.240.0/20\nISTIO_SYSTEM_NAMESPACE=istio-system\nISTIO_CP_AUTH=MUTUAL_TLS\n',
+    }),
     File({ path: '/var/lib/istio/envoy/sidecar.env', mode: 0o644, ...root, content: 'ISTIO_INBOUND_PORTS=27017,3306,8080\n' }),
     File({ path: '/etc/dnsmasq.d/kubedns', mode: 0o644, ...root, content: KUBEDNS }),
     File({ path: '/etc/certs/root-cert.pem', mode: 0o644, ...root, content: readFileSync(new URL('root-cert.pem', CERTS), 'utf8') }),

@@ -8,6 +8,11 @@ export default defineRecipe({
   name: 'peers-w3-rules',
   attributes: z.strictObject({ count: z.number().int().min(1).max(50000) }),
   declare: ({ count }) => [
-    Iptables({ table: 'nat', chain: 'MESHVM_W3', rules: Array.from({ length: count }, (_, i) => w3Rule(i)), from: { chain: 'OUTPUT', position: 'first', match: '-p tcp' } }),
+    Iptables({
+      table: 'nat',
+      chain: 'MESHVM_W3',
+      rules: Array.from({ length: count }, (_, i) => w3Rule(i)),
+      from: { chain: 'OUTPUT', position: 'first', match: '-p tcp' },
+    }),
   ],
 });

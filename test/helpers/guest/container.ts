@@ -198,10 +198,12 @@ async function killAll(): Promise<void> {
   const guests = [...live.values()];
   live.clear();
   await Promise.race([
-    Promise.all(guests.map(async (g) => {
-      killSync(g);
-      await g.child?.catch(() => {});
-    })),
+    Promise.all(
+      guests.map(async (g) => {
+        killSync(g);
+        await g.child?.catch(() => {});
+      }),
+    ),
     sleep(5000, undefined, { ref: false }),
   ]);
 }
@@ -278,7 +280,7 @@ function sweepStale(): void {
  * stopped when the process ends, is interrupted, or dies (nspawn gets SIGTERM through PR_SET_PDEATHSIG).
  */
 export async function bootContainer(opts: BootOptions = {}): Promise<Guest> {
-  const rootfs = opts.rootfsDir ?? await ensureRootfs(opts.rootfs);
+  const rootfs = opts.rootfsDir ?? (await ensureRootfs(opts.rootfs));
   const id = randomBytes(4).toString('hex');
   const name = `meshvm-${id}`;
   const netns = `${NETNS_PREFIX}${process.pid}-${id}`;
@@ -371,7 +373,10 @@ async function writeSeed(dir: string, seed: NoCloudSeed, name: string): Promise<
     ...seed.metaData,
   };
   // JSON is YAML: quoting every value keeps odd strings safe.
-  const metaText = Object.entries(meta).map(([k, v]) => `${k}: ${JSON.stringify(v)}`).join('\n') + '\n';
+  const metaText =
+    Object.entries(meta)
+      .map(([k, v]) => `${k}: ${JSON.stringify(v)}`)
+      .join('\n') + '\n';
   await writeFile(path.join(dir, 'meta-data'), metaText);
   await writeFile(path.join(dir, 'user-data'), seed.userData);
   if (seed.networkConfig !== undefined) await writeFile(path.join(dir, 'network-config'), seed.networkConfig);
@@ -381,9 +386,11 @@ async function writeSeed(dir: string, seed: NoCloudSeed, name: string): Promise<
 /** The guest's PID 1: a child of nspawn that is PID 1 in its own PID namespace and has exec'd init. */
 async function findLeader(nspawnPid: number, child: ResultPromise, consolePath: string, timeoutMs: number): Promise<number> {
   let exited = false;
-  child.finally(() => {
-    exited = true;
-  }).catch(() => {});
+  child
+    .finally(() => {
+      exited = true;
+    })
+    .catch(() => {});
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline && !exited) {
     for (const pid of await childrenOf(nspawnPid)) {
@@ -423,15 +430,17 @@ function processStartTime(pid: number): string | undefined {
 }
 
 /** Orderly poweroff via nspawn (SIGTERM → SIGRTMIN+3 to the guest), then force; always waits for nspawn. */
-async function terminate(child: ResultPromise, leader: { pid: number; startTime: string | undefined } | undefined,
-  graceMs = 15_000): Promise<void> {
+async function terminate(child: ResultPromise, leader: { pid: number; startTime: string | undefined } | undefined, graceMs = 15_000): Promise<void> {
   child.ref();
   let done = false;
-  const finished = child.then(() => {
-    done = true;
-  }, () => {
-    done = true;
-  });
+  const finished = child.then(
+    () => {
+      done = true;
+    },
+    () => {
+      done = true;
+    },
+  );
   // Unref'd timers: a guest that stopped quickly must not hold the process for the whole grace period.
   const waitFor = (ms: number) => Promise.race([finished, sleep(ms, undefined, { ref: false })]);
   const killLeader = () => {
@@ -484,8 +493,13 @@ function makeGuest(p: GuestParts): Guest {
     // (the guest's shutdown then hangs 90 s). timeout(1) also bounds the command inside the guest (killing only
     // nsenter would orphan it there) and signals its whole process group.
     const inner = [
-      '/usr/bin/timeout', '--kill-after=5', `${Math.max(1, Math.ceil(timeoutMs / 1000))}`,
-      '/usr/bin/env', '-i', `--chdir=${opts.cwd ?? '/'}`, ...Object.entries(env).map(([k, v]) => `${k}=${v}`),
+      '/usr/bin/timeout',
+      '--kill-after=5',
+      `${Math.max(1, Math.ceil(timeoutMs / 1000))}`,
+      '/usr/bin/env',
+      '-i',
+      `--chdir=${opts.cwd ?? '/'}`,
+      ...Object.entries(env).map(([k, v]) => `${k}=${v}`),
       ...(opts.user ? ['runuser', '-u', opts.user, '--'] : []),
       ...argv,
     ];
@@ -525,15 +539,21 @@ function makeGuest(p: GuestParts): Guest {
       while (Date.now() < deadline) {
         const remaining = deadline - Date.now();
         // --wait blocks while the state is initializing/starting; early on the bus may not be up yet.
-        const r = await exec(['systemctl', 'is-system-running', '--wait'], { timeoutMs: Math.max(1000, remaining) })
-          .catch((e: Error) => ({ stdout: '', stderr: e.message, exitCode: -1 }));
+        const r = await exec(['systemctl', 'is-system-running', '--wait'], { timeoutMs: Math.max(1000, remaining) }).catch((e: Error) => ({
+          stdout: '',
+          stderr: e.message,
+          exitCode: -1,
+        }));
         const state = r.stdout.trim().split('\n').at(-1) ?? '';
         last = `${state} ${r.stderr.trim()}`.trim();
         if (state === 'running' || state === 'degraded') {
-          const failed = state === 'degraded'
-            ? (await exec(['systemctl', 'list-units', '--state=failed', '--plain', '--no-legend', '--no-pager'])).stdout
-              .split('\n').map((l) => l.trim().split(/\s+/)[0] ?? '').filter(Boolean)
-            : [];
+          const failed =
+            state === 'degraded'
+              ? (await exec(['systemctl', 'list-units', '--state=failed', '--plain', '--no-legend', '--no-pager'])).stdout
+                  .split('\n')
+                  .map((l) => l.trim().split(/\s+/)[0] ?? '')
+                  .filter(Boolean)
+              : [];
           return { state, failedUnits: failed, bootMs: Date.now() - p.launched };
         }
         if (state === 'maintenance' || state === 'stopping') break;
@@ -562,8 +582,7 @@ function makeGuest(p: GuestParts): Guest {
 
     async writeFile(guestPath: string, content: string | Uint8Array, opts: { mode?: number } = {}): Promise<void> {
       const mode = (opts.mode ?? 0o644).toString(8);
-      await exec(['sh', '-c', 'mkdir -p -- "$(dirname -- "$1")" && cat > "$1" && chmod "$2" -- "$1"', 'sh', guestPath, mode],
-        { input: content, check: true });
+      await exec(['sh', '-c', 'mkdir -p -- "$(dirname -- "$1")" && cat > "$1" && chmod "$2" -- "$1"', 'sh', guestPath, mode], { input: content, check: true });
     },
 
     async readFile(guestPath: string): Promise<string | undefined> {
@@ -581,7 +600,10 @@ function makeGuest(p: GuestParts): Guest {
       p.child.ref();
       try {
         const exited = await Promise.race([
-          p.child.then(() => true, () => true),
+          p.child.then(
+            () => true,
+            () => true,
+          ),
           sleep(timeoutMs, false, { ref: false }),
         ]);
         if (!exited) throw new Error(`guest.waitForExit: ${p.name} still running after ${timeoutMs} ms`);

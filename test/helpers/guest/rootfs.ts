@@ -7,8 +7,19 @@ import { execa } from 'execa';
 
 /** Packages every guest image has (Debian 12 names; recommends are not installed). */
 export const BASE_PACKAGES: readonly string[] = [
-  'systemd', 'systemd-sysv', 'dbus', 'udev', 'cloud-init', 'dnsmasq', 'iptables',
-  'openssh-server', 'openssh-client', 'bind9-dnsutils', 'iproute2', 'ca-certificates', 'sudo',
+  'systemd',
+  'systemd-sysv',
+  'dbus',
+  'udev',
+  'cloud-init',
+  'dnsmasq',
+  'iptables',
+  'openssh-server',
+  'openssh-client',
+  'bind9-dnsutils',
+  'iproute2',
+  'ca-certificates',
+  'sudo',
 ];
 
 /**
@@ -151,11 +162,7 @@ fi
 
 export function planRootfs(opts: RootfsOptions = {}): RootfsPlan {
   const cacheDir = path.resolve(opts.cacheDir ?? testCacheDir());
-  const packages = [...new Set([
-    ...BASE_PACKAGES,
-    ...(opts.resolved ? ['systemd-resolved'] : []),
-    ...(opts.extraPackages ?? []),
-  ])].sort();
+  const packages = [...new Set([...BASE_PACKAGES, ...(opts.resolved ? ['systemd-resolved'] : []), ...(opts.extraPackages ?? [])])].sort();
   const aptRepoPackages = [...new Set(opts.aptRepoPackages ?? APT_REPO_PACKAGES)].sort();
   for (const name of [...packages, ...aptRepoPackages]) {
     if (!/^[a-z0-9][a-z0-9+.-]*$/.test(name)) throw new Error(`planRootfs: bad package name ${JSON.stringify(name)}`);
@@ -261,15 +268,26 @@ async function build(plan: RootfsPlan, opts: RootfsOptions, log: (line: string) 
     await removeTree(newDebs);
     throw new Error(
       `ensureRootfs: mmdebstrap failed (${result.timedOut ? 'timed out' : result.exitCode === undefined ? result.shortMessage : `exit ${result.exitCode}`}); ` +
-      `full log in ${logFile}; last lines:\n${(await readFile(logFile, 'utf8')).split('\n').slice(-30).join('\n')}`,
+        `full log in ${logFile}; last lines:\n${(await readFile(logFile, 'utf8')).split('\n').slice(-30).join('\n')}`,
     );
   }
   const seconds = (Date.now() - started) / 1000;
   await mkdir(path.join(work, 'etc/meshvm-test'), { recursive: true });
-  await writeFile(path.join(work, 'etc/meshvm-test/rootfs.json'), JSON.stringify({
-    key: plan.key, suite: SUITE, packages: plan.packages, aptRepoPackages: plan.aptRepoPackages,
-    builtAt: new Date().toISOString(), buildSeconds: seconds,
-  }, null, 2) + '\n');
+  await writeFile(
+    path.join(work, 'etc/meshvm-test/rootfs.json'),
+    JSON.stringify(
+      {
+        key: plan.key,
+        suite: SUITE,
+        packages: plan.packages,
+        aptRepoPackages: plan.aptRepoPackages,
+        builtAt: new Date().toISOString(),
+        buildSeconds: seconds,
+      },
+      null,
+      2,
+    ) + '\n',
+  );
   await rename(work, plan.dir);
   // Swap the .deb cache only after a good build.
   const oldDebs = path.join(plan.cacheDir, `.debs-old-${process.pid}`);
@@ -313,7 +331,8 @@ function followLog(file: string, onLine: (line: string) => void): { stop(): void
 /** Unmounts whatever a killed mmdebstrap left mounted below dir, then removes it without crossing filesystems. */
 async function removeTree(dir: string): Promise<void> {
   const mountinfo = await readFile('/proc/self/mountinfo', 'utf8');
-  const mounts = mountinfo.split('\n')
+  const mounts = mountinfo
+    .split('\n')
     .map((line) => line.split(' ')[4])
     .filter((m): m is string => m !== undefined && (m === dir || m.startsWith(dir + '/')))
     .sort((a, b) => b.length - a.length);
@@ -345,8 +364,12 @@ async function pruneOldImages(plan: RootfsPlan, log: (line: string) => void): Pr
  * and by the kernel if this process dies (the pipe closes, cat exits, the lock file is unlocked).
  */
 async function acquireLock(file: string, timeoutMs: number, log: (line: string) => void) {
-  const holder = execa('flock', ['--exclusive', '--timeout', String(Math.ceil(timeoutMs / 1000)), file,
-    'sh', '-c', 'echo locked; exec cat >/dev/null'], { stdin: 'pipe', stdout: 'pipe', stderr: 'pipe', reject: false });
+  const holder = execa('flock', ['--exclusive', '--timeout', String(Math.ceil(timeoutMs / 1000)), file, 'sh', '-c', 'echo locked; exec cat >/dev/null'], {
+    stdin: 'pipe',
+    stdout: 'pipe',
+    stderr: 'pipe',
+    reject: false,
+  });
   const waitingNote = setTimeout(() => log(`waiting for another build (lock ${file})`), 1000);
   try {
     await new Promise<void>((resolve, reject) => {
