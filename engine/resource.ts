@@ -184,17 +184,17 @@ const DEFINING_FILES = new Set<string>();
 
 /** The module that called defineResource. */
 function callerFile(): string | undefined {
-  const site = outsideFrames(callerFile, () => false)[0];
-  return site?.file;
+  return firstFrameOutside(callerFile, () => false)?.file;
 }
 
 /** The first stack frame outside the engine and the modules that define kinds: where a recipe declared something. */
 function callerLocation(): string | undefined {
-  const site = outsideFrames(callerLocation, (file) => DEFINING_FILES.has(file))[0];
+  const site = firstFrameOutside(callerLocation, (file) => DEFINING_FILES.has(file));
   return site && `${relativeToCwd(site.file)}:${site.line}`;
 }
 
-function outsideFrames(from: (...args: never[]) => unknown, skip: (file: string) => boolean): { file: string; line: number | null }[] {
+/** The first caller frame (above `from`) not in the engine, node's own modules, or a file `skip` names. */
+function firstFrameOutside(from: (...args: never[]) => unknown, skip: (file: string) => boolean): { file: string; line: number | null } | undefined {
   // structured call sites: no stack string is formatted (that was a fifth of a 1,000-resource plan)
   const prepare = Error.prepareStackTrace;
   const limit = Error.stackTraceLimit;
@@ -205,15 +205,14 @@ function outsideFrames(from: (...args: never[]) => unknown, skip: (file: string)
   const sites = holder.stack ?? [];
   Error.prepareStackTrace = prepare;
   Error.stackTraceLimit = limit;
-  const out: { file: string; line: number | null }[] = [];
   for (const site of sites) {
     let file = site.getFileName();
     if (!file) continue;
     if (file.startsWith('file://')) file = decodeURIComponent(new URL(file).pathname);
     if (file.startsWith(ENGINE_DIR) || file.startsWith('node:') || skip(file)) continue;
-    out.push({ file, line: site.getLineNumber() });
+    return { file, line: site.getLineNumber() };
   }
-  return out;
+  return undefined;
 }
 
 function relativeToCwd(file: string): string {
