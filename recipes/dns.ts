@@ -11,6 +11,7 @@ import { DnsmasqConfig } from '../resources/dnsmasq-config.ts';
 import { ResolvConf } from '../resources/resolv-conf/index.ts';
 import { clusterAttribute, cluster } from './cluster.ts';
 import { dnsChecks } from './checks/dns.ts';
+import { DNSMASQ_SERVICE } from './mesh.ts';
 
 export const controlPlaneEntry = z.strictObject({ name: dnsName, address: z.union([ipAddress, dnsName]) });
 
@@ -70,7 +71,7 @@ export const dns = defineRecipe({
     const clusterDns = a.clusterDns ?? (await cluster(ctx, a.cluster, 'dns.clusterDns').once(`dns:${a.dnsService}`, (k) => dnsAddress(k, a.dnsService)));
     const controlPlane = a.controlPlane ?? (await discoverControlPlane(ctx, a));
     const dir = a.configFile.slice(0, a.configFile.lastIndexOf('/')) || '/';
-    const dnsmasq = Service({ name: 'dnsmasq', enabled: true, running: true });
+    const dnsmasq = Service(DNSMASQ_SERVICE);
     const notify = a.dnsmasq.manage ? { notifies: dnsmasq } : {};
     const declared = [
       a.dnsmasq.manage && Package({ name: 'dnsmasq' }),

@@ -48,6 +48,9 @@ export function istiodHost(systemNamespace: string, revision: string): string {
   return `${revision && revision !== 'default' ? `istiod-${revision}` : 'istiod'}.${systemNamespace}.svc`;
 }
 
+/** dnsmasq as the dns recipe declares it: other recipes notify it when an input dnsmasq reads (e.g. /etc/hosts) changes. */
+export const DNSMASQ_SERVICE = { name: 'dnsmasq', enabled: true, running: true } as const;
+
 /** The sidecar's units: istio, and in the classic flow the node agent too. */
 export function sidecarServiceSpecs(flowName: 'classic' | 'istiod') {
   return (flowName === 'classic' ? ['istio', 'istio-auth-node-agent'] : ['istio']).map((name) => ({ name, enabled: true, running: true }));
