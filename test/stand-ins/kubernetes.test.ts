@@ -336,3 +336,265 @@ test('TLS: the API is only reachable with the stand-in CA', async (t) => {
   await t.throwsAsync(call(`${k.url}/version`), { message: /self[- ]signed|unable to verify|certificate/i });
   t.like((await call(`${k.url}/version`, { ca: k.caPem })).json(), { major: '1', minor: '33', gitVersion: 'v1.33.1' });
 });
+
+/** A request with a body of another media type (server-side apply's YAML, merge patches). */
+const send = (k: KubernetesStandIn, path: string, method: string, contentType: string, body: string, token = 'admin-token'): Promise<Response> =>
+  call(`${k.url}${path}`, {
+    method,
+    ca: k.caPem,
+    headers: { authorization: `Bearer ${token}`, 'content-type': contentType, 'user-agent': 'kubectl/v1.33.1' },
+    body,
+  });
+
+const WG_PATH = '/apis/networking.istio.io/v1/namespaces/vm-ns/workloadgroups';
+const applyYaml = (labels: string, extra = '') => `apiVersion: networking.istio.io/v1
+kind: WorkloadGroup
+metadata:
+  name: reviews
+  labels: {${labels}}
+spec:
+  metadata:
+    labels: { app: reviews }
+  template:
+    serviceAccount: reviews
+    network: vm-net
+    ports: { http: 9080 }
+${extra}`;
+
+test('server-side apply of a WorkloadGroup: fieldManager required, created when absent, a re-apply is a no-op, dropped fields go', async (t) => {
+  const k = await kube(t);
+  const apply = (body: string, query = 'fieldManager=meshvm') => send(k, `${WG_PATH}/reviews?${query}`, 'PATCH', 'application/apply-patch+yaml', body);
+  const missing = await apply(applyYaml('owner: meshvm'), '');
+  t.deepEqual(
+    [missing.status, missing.json().message],
+    [422, 'PatchOptions.meta.k8s.io "" is invalid: fieldManager: Required value: is required for apply patch'],
+  );
+  t.is(k.objects.get('workloadgroups', 'vm-ns', 'reviews'), undefined, 'nothing stored by a refused apply');
+
+  const created = await apply(applyYaml('owner: meshvm', '  probe:\n    httpGet: { port: 9080, path: /ready }\n'));
+  t.is(created.status, 201);
+  const body = created.json();
+  t.like(body, {
+    apiVersion: 'networking.istio.io/v1',
+    kind: 'WorkloadGroup',
+    metadata: { name: 'reviews', namespace: 'vm-ns', labels: { owner: 'meshvm' }, generation: 1 },
+    spec: { template: { serviceAccount: 'reviews', network: 'vm-net', ports: { http: 9080 } }, probe: { httpGet: { port: 9080, path: '/ready' } } },
+  });
+  t.like(body.metadata.managedFields[0], { manager: 'meshvm', operation: 'Apply', apiVersion: 'networking.istio.io/v1', fieldsType: 'FieldsV1' });
+  t.deepEqual(body.metadata.managedFields[0].fieldsV1['f:spec']['f:template']['f:ports'], { 'f:http': {} });
+
+  const again = await apply(applyYaml('owner: meshvm', '  probe:\n    httpGet: { port: 9080, path: /ready }\n'));
+  t.is(again.status, 200);
+  t.is(again.json().metadata.resourceVersion, body.metadata.resourceVersion, 'the same apply again writes nothing');
+  t.is(again.json().metadata.managedFields[0].time, body.metadata.managedFields[0].time);
+
+  // the probe is no longer applied: this manager owned it alone, so it goes; a changed port is merged in
+  const changed = (await apply(applyYaml('owner: meshvm').replace('http: 9080', 'http: 9081'))).json();
+  t.is(changed.spec.probe, undefined);
+  t.deepEqual(changed.spec.template.ports, { http: 9081 });
+  t.is(changed.metadata.generation, 2);
+  t.true(Number(changed.metadata.resourceVersion) > Number(body.metadata.resourceVersion));
+
+  const forbidden = await send(k, `${WG_PATH}/reviews?fieldManager=meshvm`, 'PATCH', 'application/apply-patch+yaml', applyYaml(''), 'sa-token');
+  t.is(
+    forbidden.json().message,
+    `workloadgroups.networking.istio.io "reviews" is forbidden: User "${SA_USER}" cannot patch resource "workloadgroups" in API group "networking.istio.io" in the namespace "vm-ns"`,
+  );
+  k.rbac.set(SA_USER, [{ verbs: ['get', 'patch'], apiGroups: ['networking.istio.io'], resources: ['workloadgroups'], resourceNames: ['reviews'] }]);
+  const allowed = await send(k, `${WG_PATH}/reviews?fieldManager=meshvm`, 'PATCH', 'application/apply-patch+yaml', applyYaml('owner: meshvm'), 'sa-token');
+  t.is(allowed.status, 200, 'patch on the one resourceName is the whole RBAC an apply needs');
+});
+
+test('server-side apply: another manager owning a field with another value is a 409 naming it; force takes it; equal values are shared', async (t) => {
+  const k = await kube(t);
+  const apply = (manager: string, body: string, force = false) =>
+    send(k, `${WG_PATH}/reviews?fieldManager=${manager}${force ? '&force=true' : ''}`, 'PATCH', 'application/apply-patch+yaml', body);
+  t.is((await apply('meshvm', applyYaml('owner: meshvm'))).status, 201);
+  const other = applyYaml('owner: meshvm').replace('network: vm-net', 'network: other-net');
+  const refused = await apply('kubectl', other);
+  t.is(refused.status, 409);
+  t.is(refused.json().reason, 'Conflict');
+  t.is(refused.json().message, 'Apply failed with 1 conflict: conflict with "meshvm": .spec.template.network');
+  t.deepEqual(refused.json().details.causes, [{ reason: 'FieldManagerConflict', message: 'conflict with "meshvm"', field: '.spec.template.network' }]);
+  t.is(
+    k.objects.get('workloadgroups', 'vm-ns', 'reviews')?.['spec'] && (k.objects.get('workloadgroups', 'vm-ns', 'reviews')!['spec'] as any).template.network,
+    'vm-net',
+  );
+
+  const forced = (await apply('kubectl', other, true)).json();
+  t.is(forced.spec.template.network, 'other-net');
+  const managers = forced.metadata.managedFields.map((e: { manager: string; fieldsV1: any }) => [
+    e.manager,
+    Boolean(e.fieldsV1['f:spec']?.['f:template']?.['f:network']),
+  ]);
+  t.deepEqual(managers, [
+    ['meshvm', false],
+    ['kubectl', true],
+  ]);
+  // meshvm applies again with its value: now it is meshvm that meets kubectl's ownership
+  const back = await apply('meshvm', applyYaml('owner: meshvm'));
+  t.is(back.json().message, 'Apply failed with 1 conflict: conflict with "kubectl": .spec.template.network');
+  // an Update (merge patch) takes the fields it changes from the appliers, and is named with its API version
+  const merged = await send(
+    k,
+    `${WG_PATH}/reviews?fieldManager=editor`,
+    'PATCH',
+    'application/merge-patch+json',
+    JSON.stringify({ spec: { template: { weight: 3 } } }),
+  );
+  t.is(merged.json().spec.template.weight, 3);
+  const conflictWithUpdate = await apply('meshvm', applyYaml('owner: meshvm').replace('network: vm-net', 'network: other-net\n    weight: 5'));
+  t.is(conflictWithUpdate.json().message, 'Apply failed with 1 conflict: conflict with "editor" using networking.istio.io/v1: .spec.template.weight');
+});
+
+test('CRD schemas: unknown fields pruned with a warning, types and Istio rules refused naming the field (422), other patch types 415', async (t) => {
+  const k = await kube(t);
+  const apply = (body: string) => send(k, `${WG_PATH}/reviews?fieldManager=meshvm`, 'PATCH', 'application/apply-patch+yaml', body);
+  const pruned = await apply(applyYaml('', '  surprise: true\n'));
+  t.is(pruned.status, 201);
+  t.is(pruned.json().spec.surprise, undefined);
+  t.is(pruned.headers['warning'], '299 - "unknown field \\"spec.surprise\\""');
+
+  const badPort = await apply(applyYaml('').replace('http: 9080', 'http: 70000'));
+  t.is(badPort.status, 422);
+  t.is(
+    badPort.json().message,
+    'WorkloadGroup.networking.istio.io "reviews" is invalid: spec.template.ports.http: Invalid value: "integer": port must be between 1-65535',
+  );
+  const wrongType = await apply(applyYaml('').replace('network: vm-net', 'network: [a, b]'));
+  t.is(
+    wrongType.json().message,
+    'WorkloadGroup.networking.istio.io "reviews" is invalid: spec.template.network: Invalid value: "array": spec.template.network in body must be of type string: "array"',
+  );
+  t.deepEqual(wrongType.json().details.causes, [
+    {
+      reason: 'FieldValueInvalid',
+      message: 'Invalid value: "array": spec.template.network in body must be of type string: "array"',
+      field: 'spec.template.network',
+    },
+  ]);
+  const noTemplate = await send(
+    k,
+    `${WG_PATH}/other?fieldManager=meshvm`,
+    'PATCH',
+    'application/apply-patch+yaml',
+    'apiVersion: networking.istio.io/v1\nkind: WorkloadGroup\nspec: {}\n',
+  );
+  t.is(noTemplate.json().message, 'WorkloadGroup.networking.istio.io "other" is invalid: spec.template: Required value');
+  const twoProbes = await apply(applyYaml('', '  probe: { httpGet: { port: 80 }, tcpSocket: { port: 80 } }\n'));
+  t.regex(twoProbes.json().message, /spec\.probe: Invalid value: "object": At most one of \[httpGet tcpSocket exec grpc\] should be set$/);
+  const noAddress = await call(`${k.url}/apis/networking.istio.io/v1/namespaces/vm-ns/workloadentries`, {
+    method: 'POST',
+    ca: k.caPem,
+    headers: { authorization: 'Bearer admin-token' },
+    body: { apiVersion: 'networking.istio.io/v1', kind: 'WorkloadEntry', metadata: { name: 'x' }, spec: { serviceAccount: 'vm' } },
+  });
+  t.is(noAddress.json().message, 'WorkloadEntry.networking.istio.io "x" is invalid: spec: Invalid value: "object": Address is required');
+
+  const jsonPatch = await send(k, `${WG_PATH}/reviews`, 'PATCH', 'application/json-patch+json', '[]');
+  t.deepEqual(
+    [jsonPatch.status, jsonPatch.json().message],
+    [415, 'the body of the request was in an unknown format - accepted media types include: application/merge-patch+json, application/apply-patch+yaml'],
+  );
+  const forceOnMerge = await send(k, `${WG_PATH}/reviews?force=true`, 'PATCH', 'application/merge-patch+json', '{}');
+  t.is(forceOnMerge.json().message, 'PatchOptions.meta.k8s.io "" is invalid: force: Forbidden: may not be specified for non-apply patch');
+});
+
+test('merge patch: maps merge, null removes, a stale resourceVersion is a 409, a no-op keeps the resourceVersion', async (t) => {
+  const k = await kube(t);
+  const base = '/apis/networking.istio.io/v1/namespaces/vm-ns/workloadentries';
+  const created = await get(k, base, 'admin-token', 'POST', {
+    apiVersion: 'networking.istio.io/v1',
+    kind: 'WorkloadEntry',
+    metadata: { name: 'vm-1', labels: { app: 'vm', stale: 'yes' } },
+    spec: { address: '10.0.0.5', serviceAccount: 'vm' },
+    status: { conditions: [{ type: 'Healthy', status: 'True' }] },
+  });
+  t.is(created.json().status, undefined, 'status is the status subresource’s: a create drops it');
+  t.like(created.json().metadata.managedFields[0], { manager: 'unknown', operation: 'Update' }, 'no fieldManager, no user agent');
+  const merge = (patch: object) => send(k, `${base}/vm-1`, 'PATCH', 'application/merge-patch+json', JSON.stringify(patch));
+  const patched = (await merge({ metadata: { labels: { stale: null, version: 'v1' } }, spec: { address: '10.0.0.6' } })).json();
+  t.deepEqual(patched.metadata.labels, { app: 'vm', version: 'v1' });
+  t.is(patched.spec.address, '10.0.0.6');
+  t.is(patched.metadata.generation, 2);
+  const noop = (await merge({ spec: { address: '10.0.0.6' } })).json();
+  t.is(noop.metadata.resourceVersion, patched.metadata.resourceVersion);
+  const stale = await merge({ metadata: { resourceVersion: created.json().metadata.resourceVersion }, spec: { address: '10.0.0.7' } });
+  t.deepEqual([stale.status, stale.json().reason], [409, 'Conflict']);
+  t.is((await send(k, `${base}/ghost`, 'PATCH', 'application/merge-patch+json', '{}')).status, 404);
+});
+
+test('WorkloadEntry status: the Healthy condition set by the test hook, served through the object and its status subresource (RBAC on workloadentries/status)', async (t) => {
+  const k = await kube(t);
+  const base = '/apis/networking.istio.io/v1/namespaces/vm-ns/workloadentries';
+  await get(k, base, 'admin-token', 'POST', {
+    apiVersion: 'networking.istio.io/v1',
+    kind: 'WorkloadEntry',
+    metadata: { name: 'vm-1' },
+    spec: { address: '10.0.0.5' },
+  });
+  t.throws(() => k.objects.setWorkloadEntryHealth('vm-ns', 'ghost', true), { message: 'no WorkloadEntry vm-ns/ghost' });
+  const healthy = k.objects.setWorkloadEntryHealth('vm-ns', 'vm-1', true);
+  t.is(healthy.metadata['generation'], 1, 'a status change is not a new generation');
+  const entry = (await get(k, `${base}/vm-1`, 'admin-token')).json();
+  t.like(entry.status.conditions[0], { type: 'Healthy', status: 'True' });
+  t.regex(entry.status.conditions[0].lastProbeTime, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/);
+  const unhealthy = k.objects.setWorkloadEntryHealth('vm-ns', 'vm-1', false, 'Get "http://10.0.0.5:9080/ready": connection refused');
+  t.like((unhealthy['status'] as any).conditions[0], { status: 'False', message: 'Get "http://10.0.0.5:9080/ready": connection refused' });
+
+  // a write to the object keeps the status; the status subresource is separately authorized
+  const latest = (await get(k, `${base}/vm-1`, 'admin-token')).json();
+  const replaced = await get(k, `${base}/vm-1`, 'admin-token', 'PUT', { ...latest, spec: { address: '10.0.0.9' }, status: { conditions: [] } });
+  t.is(replaced.json().status.conditions[0].status, 'False');
+  k.rbac.set(SA_USER, [{ verbs: ['get'], apiGroups: ['networking.istio.io'], resources: ['workloadentries'] }]);
+  t.is((await get(k, `${base}/vm-1/status`)).status, 403);
+  k.rbac.set(SA_USER, [{ verbs: ['get'], apiGroups: ['networking.istio.io'], resources: ['workloadentries/status'] }]);
+  t.is((await get(k, `${base}/vm-1/status`)).json().status.conditions[0].type, 'Healthy');
+  const byApi = await send(
+    k,
+    `${base}/vm-1/status`,
+    'PATCH',
+    'application/merge-patch+json',
+    JSON.stringify({ status: { conditions: [{ type: 'Healthy', status: 'True' }] } }),
+  );
+  t.is(byApi.json().status.conditions[0].status, 'True');
+  t.is(byApi.json().spec.address, '10.0.0.9');
+});
+
+test('installIstio: the mesh config, injector values, system namespace label and istiod Deployment as the chart leaves them, read through the API', async (t) => {
+  const k = await kube(t);
+  k.objects.installIstio({ revision: 'canary', version: '1.24.2', meshId: 'mesh1', clusterName: 'cluster-a', network: 'net-a', namespaceNetwork: 'net-a' });
+  const read = (path: string) => get(k, path, 'admin-token').then((r) => r.json());
+  const mesh = await read('/api/v1/namespaces/istio-system/configmaps/istio-canary');
+  t.is(
+    mesh.data.mesh,
+    [
+      'defaultConfig:',
+      '  discoveryAddress: istiod-canary.istio-system.svc:15012',
+      '  meshId: mesh1',
+      'defaultProviders:',
+      '  metrics:',
+      '    - prometheus',
+      'enablePrometheusMerge: true',
+      'rootNamespace: istio-system',
+      'trustDomain: cluster.local',
+    ].join('\n'),
+  );
+  const values = JSON.parse((await read('/api/v1/namespaces/istio-system/configmaps/istio-sidecar-injector-canary')).data.values);
+  t.like(values, { global: { meshID: 'mesh1', multiCluster: { clusterName: 'cluster-a' }, network: 'net-a' }, revision: 'canary' });
+  t.is((await read('/api/v1/namespaces/istio-system')).metadata.labels['topology.istio.io/network'], 'net-a');
+  const istiod = await read('/apis/apps/v1/namespaces/istio-system/deployments/istiod-canary');
+  t.like(istiod, {
+    kind: 'Deployment',
+    apiVersion: 'apps/v1',
+    metadata: { labels: { app: 'istiod', 'istio.io/rev': 'canary', 'app.kubernetes.io/version': '1.24.2' } },
+  });
+  t.is(istiod.spec.template.spec.containers[0].image, 'docker.io/istio/pilot:1.24.2');
+  const list = await read('/apis/apps/v1/namespaces/istio-system/deployments');
+  t.deepEqual([list.kind, list.items.length, list.items[0].kind], ['DeploymentList', 1, undefined]);
+  const forbidden = await get(k, '/apis/apps/v1/namespaces/istio-system/deployments/istiod-canary');
+  t.is(
+    forbidden.json().message,
+    `deployments.apps "istiod-canary" is forbidden: User "${SA_USER}" cannot get resource "deployments" in API group "apps" in the namespace "istio-system"`,
+  );
+});

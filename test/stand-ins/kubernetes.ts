@@ -1,9 +1,12 @@
-// Kubernetes API server v1.33 (core/v1, networking.k8s.io/v1 ServiceCIDR, authentication.k8s.io/v1 TokenRequest, networking.istio.io/v1 WorkloadEntry) with bearer tokens and RBAC.
+// Kubernetes API server v1.33 (core/v1, apps/v1 Deployment, networking.k8s.io/v1 ServiceCIDR, authentication.k8s.io/v1 TokenRequest,
+// networking.istio.io/v1 WorkloadEntry and WorkloadGroup with their CRD schemas and status subresource), bearer tokens, RBAC,
+// PATCH as merge-patch+json and server-side apply (apply-patch+yaml, managedFields), and an Istio control plane to install.
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { generateKeyPair, randomUUID, sign } from 'node:crypto';
 import type { KeyObject } from 'node:crypto';
 import { isIP } from 'node:net';
-import { promisify } from 'node:util';
+import { isDeepStrictEqual, promisify } from 'node:util';
+import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
 import { delay, Faults, listen, readBody, recordCall, resetConnection, sendJson } from './common.ts';
 import type { Call, CommonFault } from './common.ts';
 
@@ -72,14 +75,115 @@ interface ResourceInfo {
   version: string;
   kind: string;
   namespaced: boolean;
+  /** Writes to the object ignore `status`; `<resource>/status` writes only it (as for Istio's CRDs). */
+  statusSubresource?: boolean;
+  /** The CRD's structural schema of `spec`: unknown fields pruned, types and rules enforced (422). */
+  spec?: Schema;
 }
+
+/** A structural schema, as a CRD's openAPIV3Schema (with x-kubernetes-validations as `rules`). */
+type Schema =
+  | { type: 'string'; maxLength?: number; pattern?: RegExp }
+  | { type: 'integer'; minimum?: number; maximum?: number; rules?: Rule<number>[] }
+  | { type: 'boolean' }
+  | { type: 'object'; properties: Record<string, Schema>; required?: string[]; rules?: Rule<Record<string, unknown>>[] }
+  | { type: 'map'; values: Schema; maxProperties?: number; rules?: Rule<Record<string, unknown>>[] }
+  | { type: 'array'; items: Schema };
+interface Rule<T> {
+  holds: (value: T) => boolean;
+  message: string;
+}
+
+const u32 = { minimum: 0, maximum: 4294967295 } as const;
+const portNumber: Schema = { type: 'integer', ...u32, rules: [{ holds: (n) => n > 0 && n <= 65535, message: 'port must be between 1-65535' }] };
+const stringMap = (maxProperties?: number): Schema => ({ type: 'map', values: { type: 'string' }, ...(maxProperties ? { maxProperties } : {}) });
+const hasAddress = (spec: Record<string, unknown>): string => (typeof spec['address'] === 'string' ? spec['address'] : '');
+/** networking.istio.io/v1 WorkloadEntry spec (Istio's CRD, crd-all.gen.yaml); a WorkloadGroup's template is the same less the address rule. */
+const workloadEntryProperties: Record<string, Schema> = {
+  address: {
+    type: 'string',
+    maxLength: 256,
+  },
+  labels: stringMap(256),
+  locality: { type: 'string', maxLength: 2048 },
+  network: { type: 'string', maxLength: 2048 },
+  ports: {
+    type: 'map',
+    values: portNumber,
+    maxProperties: 128,
+    rules: [
+      { holds: (m) => Object.keys(m).every((k) => k.length < 63 && /^[a-zA-Z0-9](?:[-a-zA-Z0-9]*[a-zA-Z0-9])?$/.test(k)), message: 'port name must be valid' },
+    ],
+  },
+  serviceAccount: { type: 'string', maxLength: 253 },
+  weight: { type: 'integer', ...u32 },
+};
+const udsRules: Rule<Record<string, unknown>>[] = [
+  {
+    holds: (s) => !hasAddress(s).startsWith('unix://') || ['/', '@'].includes(hasAddress(s).slice(7, 8)),
+    message: 'UDS must be an absolute path or abstract socket',
+  },
+  { holds: (s) => !hasAddress(s).startsWith('unix://') || !hasAddress(s).endsWith('/'), message: 'UDS may not be a dir' },
+  { holds: (s) => !hasAddress(s).startsWith('unix://') || s['ports'] === undefined, message: 'UDS may not include ports' },
+];
+const WORKLOAD_ENTRY: Schema = {
+  type: 'object',
+  properties: workloadEntryProperties,
+  rules: [{ holds: (s) => s['address'] !== undefined || s['network'] !== undefined, message: 'Address is required' }, ...udsRules],
+};
+const int32: Schema = { type: 'integer', minimum: 0 };
+const WORKLOAD_GROUP: Schema = {
+  type: 'object',
+  required: ['template'],
+  properties: {
+    metadata: { type: 'object', properties: { annotations: stringMap(256), labels: stringMap(256) } },
+    probe: {
+      type: 'object',
+      properties: {
+        exec: { type: 'object', properties: { command: { type: 'array', items: { type: 'string' } } } },
+        failureThreshold: int32,
+        grpc: { type: 'object', properties: { port: portNumber, service: { type: 'string' } } },
+        httpGet: {
+          type: 'object',
+          required: ['port'],
+          properties: {
+            host: { type: 'string' },
+            httpHeaders: {
+              type: 'array',
+              items: { type: 'object', properties: { name: { type: 'string', pattern: /^[-_A-Za-z0-9]+$/ }, value: { type: 'string' } } },
+            },
+            path: { type: 'string' },
+            port: portNumber,
+            scheme: { type: 'string' },
+          },
+        },
+        initialDelaySeconds: int32,
+        periodSeconds: int32,
+        successThreshold: int32,
+        tcpSocket: { type: 'object', required: ['port'], properties: { host: { type: 'string' }, port: portNumber } },
+        timeoutSeconds: int32,
+      },
+      rules: [
+        {
+          holds: (p) => ['httpGet', 'tcpSocket', 'exec', 'grpc'].filter((k) => p[k] !== undefined).length <= 1,
+          message: 'At most one of [httpGet tcpSocket exec grpc] should be set',
+        },
+      ],
+    },
+    template: { type: 'object', properties: workloadEntryProperties, rules: udsRules },
+  },
+};
+
 const RESOURCES: Record<string, ResourceInfo> = {
   configmaps: { group: '', version: 'v1', kind: 'ConfigMap', namespaced: true },
+  namespaces: { group: '', version: 'v1', kind: 'Namespace', namespaced: false },
   secrets: { group: '', version: 'v1', kind: 'Secret', namespaced: true },
   services: { group: '', version: 'v1', kind: 'Service', namespaced: true },
   serviceaccounts: { group: '', version: 'v1', kind: 'ServiceAccount', namespaced: true },
+  deployments: { group: 'apps', version: 'v1', kind: 'Deployment', namespaced: true },
   servicecidrs: { group: 'networking.k8s.io', version: 'v1', kind: 'ServiceCIDR', namespaced: false },
-  workloadentries: { group: 'networking.istio.io', version: 'v1', kind: 'WorkloadEntry', namespaced: true },
+  workloadentries: { group: 'networking.istio.io', version: 'v1', kind: 'WorkloadEntry', namespaced: true, statusSubresource: true, spec: WORKLOAD_ENTRY },
+  workloadgroups: { group: 'networking.istio.io', version: 'v1', kind: 'WorkloadGroup', namespaced: true, statusSubresource: true, spec: WORKLOAD_GROUP },
 };
 const resourceOfKind = (kind: string | undefined): string | undefined => Object.keys(RESOURCES).find((r) => RESOURCES[r]!.kind === kind);
 const apiVersionOf = (i: ResourceInfo): string => (i.group === '' ? i.version : `${i.group}/${i.version}`);
@@ -108,7 +212,8 @@ export class ObjectStore {
       uid: old?.metadata['uid'] ?? randomUUID(),
       resourceVersion: String(++this.#rv),
       creationTimestamp: old?.metadata['creationTimestamp'] ?? rfc3339(new Date()),
-      ...(info.group === '' ? {} : { generation: Number(old?.metadata['generation'] ?? 0) + 1 }),
+      // generation counts changes of spec (what the object asks for), not of status or metadata
+      ...(info.group === '' ? {} : { generation: Number(old?.metadata['generation'] ?? 0) + (old && isDeepStrictEqual(old['spec'], stored['spec']) ? 0 : 1) }),
     };
     this.#items.set(ObjectStore.key(resource, namespace, stored.metadata.name), stored);
     return structuredClone(stored);
@@ -158,6 +263,184 @@ export class ObjectStore {
   addServiceAccount(namespace: string, name: string): KubeObject {
     return this.put({ kind: 'ServiceAccount', metadata: { name, namespace } });
   }
+
+  /** A Namespace as the API serves it (the kubernetes.io/metadata.name label included), e.g. with topology.istio.io/network. */
+  setNamespace(name: string, labels: Record<string, string> = {}): KubeObject {
+    return this.put({
+      kind: 'Namespace',
+      metadata: { name, labels: { 'kubernetes.io/metadata.name': name, ...labels } },
+      spec: { finalizers: ['kubernetes'] },
+      status: { phase: 'Active' },
+    });
+  }
+
+  /** Replaces an object's status (as its controller would through the status subresource): spec and generation stay. */
+  setStatus(resource: string, namespace: string | undefined, name: string, status: Record<string, unknown>): KubeObject {
+    const old = this.get(resource, namespace, name) ?? fail(`no ${resource} ${namespace ?? ''}/${name} to set the status of`);
+    return this.put({ ...old, status });
+  }
+
+  /**
+   * The Healthy condition istiod writes on a WorkloadEntry whose health checks are on (IstioStatus.conditions):
+   * lastTransitionTime moves only when the status flips.
+   */
+  setWorkloadEntryHealth(namespace: string, name: string, healthy: boolean, message?: string): KubeObject {
+    const old = this.get('workloadentries', namespace, name) ?? fail(`no WorkloadEntry ${namespace}/${name}`);
+    const status = (old['status'] ?? {}) as { conditions?: Record<string, unknown>[] };
+    const previous = status.conditions?.find((c) => c['type'] === 'Healthy');
+    const now = rfc3339(new Date());
+    const value = healthy ? 'True' : 'False';
+    const condition = {
+      type: 'Healthy',
+      status: value,
+      lastProbeTime: now,
+      lastTransitionTime: previous?.['status'] === value ? previous['lastTransitionTime'] : now,
+      ...(message ? { message } : {}),
+    };
+    const others = (status.conditions ?? []).filter((c) => c['type'] !== 'Healthy');
+    return this.setStatus('workloadentries', namespace, name, { ...status, conditions: [...others, condition] });
+  }
+
+  /**
+   * An Istio control plane as the istiod Helm chart (and `istioctl install`) leaves it: the system Namespace, the mesh config
+   * ConfigMap `istio[-<rev>]`, the injector ConfigMap `istio-sidecar-injector[-<rev>]` (its `values` JSON) and the istiod
+   * Deployment (labels with app.kubernetes.io/version, the pilot image). Returns the objects stored.
+   */
+  installIstio(o: IstioInstall = {}): { namespace: KubeObject; mesh: KubeObject; injector: KubeObject; istiod: KubeObject } {
+    const ns = o.namespace ?? 'istio-system';
+    const revision = o.revision ?? '';
+    const suffix = revision && revision !== 'default' ? `-${revision}` : '';
+    const version = o.version ?? '1.24.2';
+    const rev = revision || 'default';
+    const chartLabels = { 'istio.io/rev': rev, 'install.operator.istio.io/owning-resource': 'unknown', 'operator.istio.io/component': 'Pilot' };
+    const defaultMesh = {
+      defaultConfig: { discoveryAddress: `istiod${suffix}.${ns}.svc:15012`, ...(o.meshId ? { meshId: o.meshId } : {}) },
+      defaultProviders: { metrics: ['prometheus'] },
+      enablePrometheusMerge: true,
+      rootNamespace: ns,
+      trustDomain: o.trustDomain ?? 'cluster.local',
+    };
+    const mesh = typeof o.mesh === 'string' ? o.mesh : stringifyYaml(o.mesh ?? defaultMesh, { sortMapEntries: true }).trimEnd();
+    const baseValues = {
+      global: {
+        istioNamespace: ns,
+        meshID: o.meshId ?? '',
+        multiCluster: { clusterName: o.clusterName ?? '', enabled: false },
+        network: o.network ?? '',
+        proxy: { clusterDomain: 'cluster.local', image: 'proxyv2' },
+        hub: 'docker.io/istio',
+        tag: version,
+      },
+      revision,
+    };
+    const values = typeof o.values === 'string' ? o.values : JSON.stringify(deepMerge(baseValues, o.values ?? {}));
+    const namespace = this.setNamespace(ns, o.namespaceNetwork ? { 'topology.istio.io/network': o.namespaceNetwork } : {});
+    const meshCm = this.put({
+      kind: 'ConfigMap',
+      metadata: { name: `istio${suffix}`, namespace: ns, labels: { ...chartLabels, release: 'istiod' } },
+      data: { mesh, meshNetworks: 'networks: {}' },
+    });
+    const injector = this.put({
+      kind: 'ConfigMap',
+      metadata: { name: `istio-sidecar-injector${suffix}`, namespace: ns, labels: { ...chartLabels, release: 'istiod' } },
+      data: { config: 'defaultTemplates: [sidecar]\npolicy: enabled\ntemplates:\n  sidecar: |\n    spec: {}', values },
+    });
+    const labels = {
+      app: 'istiod',
+      ...chartLabels,
+      istio: 'pilot',
+      release: 'istiod',
+      'app.kubernetes.io/name': 'istiod',
+      'app.kubernetes.io/managed-by': 'Helm',
+      'app.kubernetes.io/instance': 'istiod',
+      'app.kubernetes.io/part-of': 'istio',
+      'app.kubernetes.io/version': version,
+      'helm.sh/chart': `istiod-${version}`,
+      ...o.deploymentLabels,
+    };
+    const istiod = this.put({
+      kind: 'Deployment',
+      metadata: { name: `istiod${suffix}`, namespace: ns, labels },
+      spec: {
+        replicas: 1,
+        selector: { matchLabels: revision ? { app: 'istiod', 'istio.io/rev': rev } : { istio: 'pilot' } },
+        template: {
+          metadata: { labels: { app: 'istiod', 'istio.io/rev': rev, 'sidecar.istio.io/inject': 'false', istio: revision ? 'istiod' : 'pilot' } },
+          spec: {
+            serviceAccountName: `istiod${suffix}`,
+            containers: [
+              {
+                name: 'discovery',
+                image: o.image ?? `docker.io/istio/pilot:${version}`,
+                args: [
+                  'discovery',
+                  '--monitoringAddr=:15014',
+                  '--log_output_level=default:info',
+                  '--domain',
+                  'cluster.local',
+                  '--keepaliveMaxServerConnectionAge',
+                  '30m',
+                ],
+                ports: [
+                  { containerPort: 8080, protocol: 'TCP' },
+                  { containerPort: 15010, protocol: 'TCP' },
+                  { containerPort: 15017, protocol: 'TCP' },
+                ],
+                env: [
+                  { name: 'REVISION', value: rev },
+                  { name: 'ISTIOD_ADDR', value: `istiod${suffix}.${ns}.svc:15012` },
+                  { name: 'CLUSTER_ID', value: o.clusterName || 'Kubernetes' },
+                ],
+              },
+            ],
+          },
+        },
+      },
+      status: { observedGeneration: 1, replicas: 1, updatedReplicas: 1, readyReplicas: 1, availableReplicas: 1 },
+    });
+    return { namespace, mesh: meshCm, injector, istiod };
+  }
+}
+
+/** What installIstio puts in the cluster; every field has the chart's default. */
+export interface IstioInstall {
+  /** The system namespace (istio-system). */
+  namespace?: string;
+  /** An istiod revision ("canary"); '' (default) for none. */
+  revision?: string;
+  /** The Istio version (1.24.2): the pilot image tag and the app.kubernetes.io/version label. */
+  version?: string;
+  /** The `mesh` key: YAML text stored as given, or an object rendered as YAML; default what the chart renders. */
+  mesh?: string | Record<string, unknown>;
+  /** In the default mesh config: trustDomain (cluster.local). */
+  trustDomain?: string;
+  /** global.meshID: defaultConfig.meshId of the default mesh config, and the injector values. */
+  meshId?: string;
+  /** global.multiCluster.clusterName in the injector values ('' as the chart leaves it). */
+  clusterName?: string;
+  /** global.network in the injector values. */
+  network?: string;
+  /** topology.istio.io/network on the system namespace. */
+  namespaceNetwork?: string;
+  /** The istiod container image (docker.io/istio/pilot:<version>). */
+  image?: string;
+  /** Labels of the istiod Deployment over the chart's (e.g. a stale or absent app.kubernetes.io/version). */
+  deploymentLabels?: Record<string, string>;
+  /** Injector values merged over the chart's, or the raw `values` text. */
+  values?: Record<string, unknown> | string;
+}
+
+function deepMerge(base: Record<string, unknown>, over: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = { ...base };
+  for (const [k, v] of Object.entries(over)) {
+    const b = out[k];
+    out[k] = isPlainObject(b) && isPlainObject(v) ? deepMerge(b, v) : v;
+  }
+  return out;
+}
+
+function isPlainObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
 export interface MintedToken {
@@ -261,6 +544,177 @@ const notFound = (resource: string, name: string): never =>
 
 function rfc3339(d: Date): string {
   return d.toISOString().replace(/\.\d{3}Z$/, 'Z');
+}
+
+const jsonType = (v: unknown): string =>
+  v === null ? 'null' : Array.isArray(v) ? 'array' : typeof v === 'number' ? (Number.isInteger(v) ? 'integer' : 'number') : typeof v;
+
+/**
+ * What the API server does with a custom resource's spec: unknown fields pruned (listed in `pruned`, for the Warning
+ * header), nulls dropped, types, bounds and x-kubernetes-validations checked; `errors` in apimachinery's field wording.
+ */
+function checkSchema(value: unknown, schema: Schema, path: string, errors: string[], pruned: string[]): unknown {
+  const typeError = (want: string): undefined => {
+    errors.push(`${path}: Invalid value: "${jsonType(value)}": ${path} in body must be of type ${want}: "${jsonType(value)}"`);
+    return undefined;
+  };
+  switch (schema.type) {
+    case 'string':
+      if (typeof value !== 'string') return typeError('string');
+      if (schema.maxLength !== undefined && value.length > schema.maxLength) errors.push(`${path}: Too long: may not be more than ${schema.maxLength} bytes`);
+      if (schema.pattern && !schema.pattern.test(value))
+        errors.push(`${path}: Invalid value: ${JSON.stringify(value)}: ${path} in body should match '${schema.pattern.source}'`);
+      return value;
+    case 'integer':
+      if (typeof value !== 'number' || !Number.isInteger(value)) return typeError('integer');
+      if (schema.minimum !== undefined && value < schema.minimum)
+        errors.push(`${path}: Invalid value: ${value}: ${path} in body should be greater than or equal to ${schema.minimum}`);
+      if (schema.maximum !== undefined && value > schema.maximum)
+        errors.push(`${path}: Invalid value: ${value}: ${path} in body should be less than or equal to ${schema.maximum}`);
+      for (const rule of schema.rules ?? []) if (!rule.holds(value)) errors.push(`${path}: Invalid value: "integer": ${rule.message}`);
+      return value;
+    case 'boolean':
+      return typeof value === 'boolean' ? value : typeError('boolean');
+    case 'array':
+      if (!Array.isArray(value)) return typeError('array');
+      return value.map((item, i) => checkSchema(item, schema.items, `${path}[${i}]`, errors, pruned));
+    case 'object':
+    case 'map': {
+      if (!isPlainObject(value)) return typeError('object');
+      const out: Record<string, unknown> = {};
+      for (const [k, v] of Object.entries(value)) {
+        if (v === null) continue;
+        const sub = schema.type === 'map' ? schema.values : schema.properties[k];
+        if (!sub) {
+          pruned.push(`${path}.${k}`);
+          continue;
+        }
+        out[k] = checkSchema(v, sub, `${path}.${k}`, errors, pruned);
+      }
+      if (schema.type === 'object') for (const r of schema.required ?? []) if (out[r] === undefined) errors.push(`${path}.${r}: Required value`);
+      if (schema.type === 'map' && schema.maxProperties !== undefined && Object.keys(out).length > schema.maxProperties)
+        errors.push(`${path}: Too many: ${Object.keys(out).length}: must have at most ${schema.maxProperties} items`);
+      for (const rule of schema.rules ?? []) if (!rule.holds(out)) errors.push(`${path}: Invalid value: "object": ${rule.message}`);
+      return out;
+    }
+  }
+}
+
+/** A field path of server-side apply: ["spec","template","address"], shown as .spec.template.address. */
+type FieldPath = string[];
+const showPath = (p: FieldPath): string => `.${p.join('.')}`;
+const isPrefix = (a: FieldPath, b: FieldPath): boolean => a.length <= b.length && a.every((seg, i) => seg === b[i]);
+const overlaps = (a: FieldPath, b: FieldPath): boolean => isPrefix(a, b) || isPrefix(b, a);
+
+/** The fields a manager sets: down to scalars (lists and empty maps as wholes); of metadata only labels and annotations. */
+function leafPaths(obj: Record<string, unknown>): FieldPath[] {
+  const out: FieldPath[] = [];
+  const walk = (v: unknown, p: FieldPath) => {
+    if (isPlainObject(v) && Object.keys(v).length > 0) for (const [k, x] of Object.entries(v)) walk(x, [...p, k]);
+    else out.push(p);
+  };
+  for (const [k, v] of Object.entries(obj)) {
+    if (k === 'apiVersion' || k === 'kind' || k === 'status') continue;
+    if (k !== 'metadata') walk(v, [k]);
+    else if (isPlainObject(v)) for (const m of ['labels', 'annotations']) if (isPlainObject(v[m])) walk(v[m], ['metadata', m]);
+  }
+  return out;
+}
+
+function getAt(obj: unknown, p: FieldPath): unknown {
+  let v = obj;
+  for (const seg of p) v = isPlainObject(v) ? v[seg] : undefined;
+  return v;
+}
+function setAt(obj: Record<string, unknown>, p: FieldPath, value: unknown): void {
+  let node = obj;
+  for (const seg of p.slice(0, -1)) {
+    if (!isPlainObject(node[seg])) node[seg] = {};
+    node = node[seg] as Record<string, unknown>;
+  }
+  node[p[p.length - 1]!] = structuredClone(value);
+}
+/** Removes a field, and the maps it leaves empty (as server-side apply removes the structs only its fields made). */
+function deleteAt(obj: Record<string, unknown>, p: FieldPath): void {
+  for (let depth = p.length; depth > 0; depth--) {
+    const parent = getAt(obj, p.slice(0, depth - 1));
+    if (!isPlainObject(parent)) return;
+    const key = p[depth - 1]!;
+    if (depth < p.length && !(isPlainObject(parent[key]) && Object.keys(parent[key]).length === 0)) return;
+    delete parent[key];
+  }
+}
+
+/** metadata.managedFields, as the API server records them (FieldsV1). */
+interface ManagedEntry {
+  manager: string;
+  operation: 'Apply' | 'Update';
+  apiVersion: string;
+  time: string;
+  fieldsType: 'FieldsV1';
+  fieldsV1: Record<string, unknown>;
+  subresource?: string;
+}
+function encodeFields(paths: readonly FieldPath[]): Record<string, unknown> {
+  const root: Record<string, unknown> = {};
+  for (const p of paths) {
+    let node = root;
+    for (const seg of p) {
+      node[`f:${seg}`] ??= {};
+      node = node[`f:${seg}`] as Record<string, unknown>;
+    }
+  }
+  return root;
+}
+function decodeFields(fields: Record<string, unknown>, prefix: FieldPath = []): FieldPath[] {
+  const children = Object.entries(fields).filter(([k]) => k.startsWith('f:'));
+  if (children.length === 0) return prefix.length ? [prefix] : [];
+  return children.flatMap(([k, v]) => decodeFields(isPlainObject(v) ? v : {}, [...prefix, k.slice(2)]));
+}
+const managersOf = (o: KubeObject | undefined): ManagedEntry[] => structuredClone((o?.metadata['managedFields'] as ManagedEntry[] | undefined) ?? []);
+
+/** An object without the managed fields' times (a write that changes nothing else is a no-op). */
+function stripVolatile(o: KubeObject): KubeObject {
+  const copy = structuredClone(o);
+  const entries = copy.metadata['managedFields'] as ManagedEntry[] | undefined;
+  if (entries) copy.metadata['managedFields'] = entries.map(({ time: _t, ...rest }) => rest);
+  return copy;
+}
+
+/** merge-patch+json (RFC 7386): objects merge, null removes, anything else replaces. */
+function mergePatch(target: unknown, patch: unknown): unknown {
+  if (!isPlainObject(patch)) return structuredClone(patch);
+  const out: Record<string, unknown> = isPlainObject(target) ? structuredClone(target) : {};
+  for (const [k, v] of Object.entries(patch)) {
+    if (v === null) delete out[k];
+    else out[k] = mergePatch(out[k], v);
+  }
+  return out;
+}
+
+/** After an Update (create, replace, merge patch): the fields it changed move to its manager, away from the others. */
+function recordUpdate(before: KubeObject | undefined, after: KubeObject, manager: string, apiVersion: string): ManagedEntry[] {
+  const entries = managersOf(before);
+  const was = before ? leafPaths(before) : [];
+  const now = leafPaths(after);
+  const changed = now.filter((p) => !before || !isDeepStrictEqual(getAt(before, p), getAt(after, p)));
+  const removed = was.filter((p) => getAt(after, p) === undefined);
+  if (changed.length === 0 && removed.length === 0) return entries;
+  const touched = [...changed, ...removed];
+  for (const e of entries) {
+    if (e.operation === 'Update' && e.manager === manager && !e.subresource) continue;
+    e.fieldsV1 = encodeFields(decodeFields(e.fieldsV1).filter((p) => !touched.some((q) => overlaps(p, q))));
+  }
+  let own = entries.find((e) => e.operation === 'Update' && e.manager === manager && !e.subresource);
+  if (!own) {
+    own = { manager, operation: 'Update', apiVersion, time: '', fieldsType: 'FieldsV1', fieldsV1: {} };
+    entries.push(own);
+  }
+  const mine = decodeFields(own.fieldsV1).filter((p) => getAt(after, p) !== undefined && !changed.some((q) => overlaps(p, q)));
+  own.fieldsV1 = encodeFields([...mine, ...changed]);
+  own.time = rfc3339(new Date());
+  own.apiVersion = apiVersion;
+  return entries.filter((e) => decodeFields(e.fieldsV1).length > 0);
 }
 
 /** IPv4/IPv6 address as a number, for CIDR arithmetic. */
@@ -419,12 +873,13 @@ export async function startKubernetes(opts: KubernetesOptions = {}): Promise<Kub
     const m = /^\/(?:api\/v1|apis\/([^/]+)\/([^/]+))(?:\/namespaces\/([^/]+))?\/([^/]+)(?:\/([^/]+))?(?:\/([^/]+))?\/?$/.exec(url.pathname);
     if (!m) return undefined;
     const [, group = '', version = 'v1', namespace, resource = '', name, subresource] = m;
-    const known = ['', 'networking.k8s.io', 'networking.istio.io', 'authentication.k8s.io'];
+    const known = ['', 'apps', 'networking.k8s.io', 'networking.istio.io', 'authentication.k8s.io'];
     if (!known.includes(group) || version !== 'v1') return undefined;
     const info = RESOURCES[resource];
     if (!info || info.group !== group || info.namespaced !== (namespace !== undefined) || (resource === 'servicecidrs' && !serviceCIDRApi))
       return 'unknown-resource';
-    if (subresource !== undefined && !(resource === 'serviceaccounts' && subresource === 'token')) return 'unknown-resource';
+    if (subresource !== undefined && !(resource === 'serviceaccounts' && subresource === 'token') && !(info.statusSubresource && subresource === 'status'))
+      return 'unknown-resource';
     const verb = { GET: name === undefined ? 'list' : 'get', POST: 'create', PUT: 'update', PATCH: 'patch', DELETE: 'delete' }[method] ?? method.toLowerCase();
     const t: Target = { verb, resource };
     if (namespace !== undefined) t.namespace = namespace;
@@ -477,7 +932,63 @@ export async function startKubernetes(opts: KubernetesOptions = {}): Promise<Kub
     spec['clusterIPs'] = ips;
   }
 
-  function write(t: Target, method: string, url: URL, body: unknown): [number, unknown] {
+  /** What a request says about who writes: the manager of managedFields (fieldManager, else the user agent's program). */
+  interface Writer {
+    manager: string;
+    contentType: string;
+  }
+
+  /** A custom resource's spec as the API server keeps it (pruned, checked), or a 422 naming every invalid field. */
+  function checkObject(info: ResourceInfo, obj: KubeObject, pruned: string[]): void {
+    if (!info.spec || obj['spec'] === undefined) {
+      if (info.spec?.type === 'object' && info.spec.required?.length && obj['spec'] === undefined)
+        unprocessable(info, obj.metadata.name, ['spec: Required value']);
+      return;
+    }
+    const errors: string[] = [];
+    obj['spec'] = checkSchema(obj['spec'], info.spec, 'spec', errors, pruned);
+    if (errors.length) unprocessable(info, obj.metadata.name, errors);
+  }
+  function unprocessable(info: ResourceInfo, name: string, errors: string[]): never {
+    const qualifiedKind = info.group === '' ? info.kind : `${info.kind}.${info.group}`;
+    const shown = errors.length === 1 ? errors[0]! : `[${errors.join(', ')}]`;
+    return statusError(422, 'Invalid', `${qualifiedKind} "${name}" is invalid: ${shown}`, {
+      name,
+      ...(info.group === '' ? {} : { group: info.group }),
+      kind: info.kind,
+      causes: errors.map((e) => {
+        const i = e.indexOf(': ');
+        return { reason: e.includes('Required value') ? 'FieldValueRequired' : 'FieldValueInvalid', message: e.slice(i + 2), field: e.slice(0, i) };
+      }),
+    });
+  }
+  const conflict = (resource: string, name: string): never =>
+    statusError(
+      409,
+      'Conflict',
+      `Operation cannot be fulfilled on ${qualified(resource)} "${name}": the object has been modified; please apply your changes to the latest version and try again`,
+      { name, ...(RESOURCES[resource]?.group ? { group: RESOURCES[resource].group } : {}), kind: resource },
+    );
+  const alreadyExists = (resource: string, name: string): never =>
+    statusError(409, 'AlreadyExists', `${qualified(resource)} "${name}" already exists`, {
+      name,
+      ...(RESOURCES[resource]?.group ? { group: RESOURCES[resource].group } : {}),
+      kind: resource,
+    });
+
+  /** Stores `next` unless it equals what is stored (a no-op write keeps its resourceVersion, as etcd's guaranteed update does). */
+  function commit(t: Target, existing: KubeObject | undefined, next: KubeObject, dryRun: boolean): KubeObject {
+    const info = RESOURCES[t.resource]!;
+    if (existing && isDeepStrictEqual(next, existing)) return existing;
+    if (dryRun) {
+      next.apiVersion = apiVersionOf(info);
+      next.metadata = { ...next.metadata, uid: existing?.metadata['uid'] ?? randomUUID(), creationTimestamp: rfc3339(new Date()) };
+      return next;
+    }
+    return objects.put(next);
+  }
+
+  function write(t: Target, method: string, url: URL, body: unknown, writer: Writer, pruned: string[]): [number, unknown] {
     const info = RESOURCES[t.resource]!;
     if (typeof body !== 'object' || body === null || typeof (body as KubeObject).metadata !== 'object') {
       return statusError(
@@ -498,13 +1009,14 @@ export async function startKubernetes(opts: KubernetesOptions = {}): Promise<Kub
     if (name === '') return invalid(info.kind, info.group, '', 'metadata.name', '""', 'name or generateName is required');
     const dryRun = url.searchParams.get('dryRun') === 'All';
     const existing = objects.get(t.resource, t.namespace, name);
-    if (method === 'POST' && existing) {
-      return statusError(409, 'AlreadyExists', `${qualified(t.resource)} "${name}" already exists`, {
-        name,
-        ...(info.group ? { group: info.group } : {}),
-        kind: t.resource,
-      });
+    if (t.subresource === 'status') {
+      if (!existing) return notFound(t.resource, name);
+      const rv = obj.metadata['resourceVersion'];
+      if (rv !== undefined && rv !== existing.metadata['resourceVersion']) return conflict(t.resource, name);
+      const next = { ...existing, status: obj['status'] };
+      return [200, commit(t, existing, next, dryRun)];
     }
+    if (method === 'POST' && existing) return alreadyExists(t.resource, name);
     if (method === 'PUT') {
       if (name !== t.name) return statusError(400, 'BadRequest', `the name of the object (${name}) does not match the name on the URL (${String(t.name)})`);
       if (!existing) return notFound(t.resource, name);
@@ -512,25 +1024,145 @@ export async function startKubernetes(opts: KubernetesOptions = {}): Promise<Kub
       if (rv === undefined && info.group !== '') {
         return invalid(info.kind, info.group, name, 'metadata.resourceVersion', '0x0', 'must be specified for an update');
       }
-      if (rv !== undefined && rv !== existing.metadata['resourceVersion']) {
-        return statusError(
-          409,
-          'Conflict',
-          `Operation cannot be fulfilled on ${qualified(t.resource)} "${name}": the object has been modified; please apply your changes to the latest version and try again`,
-          { name, ...(info.group ? { group: info.group } : {}), kind: t.resource },
-        );
-      }
+      if (rv !== undefined && rv !== existing.metadata['resourceVersion']) return conflict(t.resource, name);
     }
     if (t.resource === 'services') validateService(obj, dryRun);
-    if (dryRun) {
-      obj.apiVersion = apiVersionOf(info);
-      obj.metadata = { ...obj.metadata, uid: existing?.metadata['uid'] ?? randomUUID(), creationTimestamp: rfc3339(new Date()) };
-      return [method === 'POST' ? 201 : 200, obj];
+    checkObject(info, obj, pruned);
+    // the status subresource owns status: a write to the object keeps the stored one (none on create)
+    if (info.statusSubresource) {
+      delete obj['status'];
+      if (existing?.['status'] !== undefined) obj['status'] = existing['status'];
     }
-    return [method === 'POST' ? 201 : 200, objects.put(obj)];
+    const next: KubeObject = { ...obj, metadata: { ...existing?.metadata, ...obj.metadata } };
+    next.apiVersion = apiVersionOf(info);
+    next.metadata['managedFields'] = recordUpdate(existing, next, writer.manager, apiVersionOf(info));
+    if (existing && isDeepStrictEqual(stripVolatile(next), stripVolatile(existing))) return [200, existing];
+    return [method === 'POST' ? 201 : 200, commit(t, existing, next, dryRun)];
   }
 
-  function route(t: Target, method: string, url: URL, body: unknown): [number, unknown] {
+  /** PATCH: merge-patch+json (strategic merge reads as a merge patch for built-in kinds) and server-side apply. */
+  function patch(t: Target, url: URL, body: unknown, writer: Writer, pruned: string[]): [number, unknown] {
+    const info = RESOURCES[t.resource]!;
+    const apply = writer.contentType === 'application/apply-patch+yaml';
+    const merge = writer.contentType === 'application/merge-patch+json' || (writer.contentType === 'application/strategic-merge-patch+json' && !info.spec);
+    if (!apply && !merge) {
+      return statusError(
+        415,
+        'UnsupportedMediaType',
+        `the body of the request was in an unknown format - accepted media types include: ${info.spec ? '' : 'application/strategic-merge-patch+json, '}application/merge-patch+json, application/apply-patch+yaml`,
+      );
+    }
+    const options: string[] = [];
+    const force = url.searchParams.get('force');
+    const fieldManager = url.searchParams.get('fieldManager') ?? '';
+    if (!apply && force !== null) options.push('force: Forbidden: may not be specified for non-apply patch');
+    if (apply && fieldManager === '') options.push('fieldManager: Required value: is required for apply patch');
+    if (fieldManager.length > 128) options.push(`fieldManager: Too long: may not be more than 128 bytes`);
+    if (options.length)
+      return statusError(422, 'Invalid', `PatchOptions.meta.k8s.io "" is invalid: ${options.length === 1 ? options[0] : `[${options.join(', ')}]`}`, {
+        group: 'meta.k8s.io',
+        kind: 'PatchOptions',
+        causes: options.map((o) => ({ reason: 'FieldValueInvalid', message: o.slice(o.indexOf(': ') + 2), field: o.slice(0, o.indexOf(':')) })),
+      });
+    if (!isPlainObject(body)) return statusError(400, 'BadRequest', 'the body of the request was in an unknown format');
+    const name = t.name!;
+    const dryRun = url.searchParams.get('dryRun') === 'All';
+    const existing = objects.get(t.resource, t.namespace, name);
+    const meta = isPlainObject(body['metadata']) ? body['metadata'] : {};
+    if (meta['name'] !== undefined && meta['name'] !== name)
+      return statusError(400, 'BadRequest', `the name of the object (${String(meta['name'])}) does not match the name on the URL (${name})`);
+    if (meta['namespace'] !== undefined && meta['namespace'] !== t.namespace)
+      return statusError(400, 'BadRequest', 'the namespace of the provided object does not match the namespace sent on the request');
+    if (meta['resourceVersion'] !== undefined && meta['resourceVersion'] !== existing?.metadata['resourceVersion']) return conflict(t.resource, name);
+
+    if (t.subresource === 'status') {
+      if (!existing) return notFound(t.resource, name);
+      const next = { ...existing, status: apply ? body['status'] : mergePatch(existing['status'], body['status'] ?? {}) };
+      return [200, commit(t, existing, next, dryRun)];
+    }
+    if (merge) {
+      if (!existing) return notFound(t.resource, name);
+      const merged = mergePatch(existing, body) as KubeObject;
+      if (merged.kind !== info.kind || merged.apiVersion !== apiVersionOf(info))
+        return statusError(400, 'BadRequest', `the object provided is unrecognized (must be of type ${info.kind})`);
+      merged.metadata = { ...merged.metadata, name, ...(t.namespace === undefined ? {} : { namespace: t.namespace }) };
+      checkObject(info, merged, pruned);
+      if (info.statusSubresource) {
+        delete merged['status'];
+        if (existing['status'] !== undefined) merged['status'] = existing['status'];
+      }
+      merged.metadata['managedFields'] = recordUpdate(existing, merged, writer.manager, apiVersionOf(info));
+      if (isDeepStrictEqual(stripVolatile(merged), stripVolatile(existing))) return [200, existing];
+      return [200, commit(t, existing, merged, dryRun)];
+    }
+
+    // server-side apply: the applied configuration is what this manager owns, merged into the object
+    if (body['kind'] !== info.kind || body['apiVersion'] !== apiVersionOf(info))
+      return statusError(
+        400,
+        'BadRequest',
+        `the object provided is unrecognized (must be of type ${info.kind} ${apiVersionOf(info)}): ${String(body['kind'])} ${String(body['apiVersion'])}`,
+      );
+    if (meta['managedFields'] !== undefined) return statusError(400, 'BadRequest', 'metadata.managedFields must be nil');
+    const config = structuredClone(body) as KubeObject;
+    config.metadata = { name, ...(t.namespace === undefined ? {} : { namespace: t.namespace }), ...meta };
+    delete config['status'];
+    checkObject(info, config, pruned);
+    const applied = leafPaths(config);
+    const entries = managersOf(existing);
+    const mine = entries.find((e) => e.operation === 'Apply' && e.manager === fieldManager && !e.subresource);
+    const conflicts: { manager: ManagedEntry; path: FieldPath }[] = [];
+    for (const e of entries) {
+      if (e === mine || e.subresource) continue;
+      for (const owned of decodeFields(e.fieldsV1)) {
+        const clash = applied.find((p) => overlaps(p, owned) && !isDeepStrictEqual(getAt(existing, p), getAt(config, p)));
+        if (clash) conflicts.push({ manager: e, path: owned.length > clash.length ? owned : clash });
+      }
+    }
+    if (conflicts.length && force !== 'true') return applyConflict(conflicts);
+    for (const { manager, path } of conflicts) manager.fieldsV1 = encodeFields(decodeFields(manager.fieldsV1).filter((p) => !overlaps(p, path)));
+
+    const next: KubeObject = existing
+      ? structuredClone(existing)
+      : { apiVersion: apiVersionOf(info), kind: info.kind, metadata: { name, ...(t.namespace === undefined ? {} : { namespace: t.namespace }) } };
+    const others = entries.filter((e) => e !== mine && !e.subresource).flatMap((e) => decodeFields(e.fieldsV1));
+    for (const dropped of decodeFields(mine?.fieldsV1 ?? {})) {
+      if (applied.some((p) => overlaps(p, dropped)) || others.some((p) => overlaps(p, dropped))) continue;
+      deleteAt(next, dropped);
+    }
+    for (const p of applied) setAt(next, p, getAt(config, p));
+    checkObject(info, next, []);
+    const stillOwned = entries.filter((e) => e !== mine && decodeFields(e.fieldsV1).length > 0);
+    const unchanged = existing !== undefined && isDeepStrictEqual(stripVolatile(next), stripVolatile(existing));
+    const entry: ManagedEntry = {
+      manager: fieldManager,
+      operation: 'Apply',
+      apiVersion: apiVersionOf(info),
+      time: unchanged && mine ? mine.time : rfc3339(new Date()),
+      fieldsType: 'FieldsV1',
+      fieldsV1: encodeFields(applied),
+    };
+    next.metadata['managedFields'] = mine
+      ? entries.map((e) => (e === mine ? entry : e)).filter((e) => e === entry || stillOwned.includes(e))
+      : [...stillOwned, entry];
+    return [existing ? 200 : 201, commit(t, existing, next, dryRun)];
+  }
+
+  function applyConflict(conflicts: { manager: ManagedEntry; path: FieldPath }[]): never {
+    const who = (e: ManagedEntry) => (e.operation === 'Update' ? `"${e.manager}" using ${e.apiVersion}` : `"${e.manager}"`);
+    const message =
+      conflicts.length === 1
+        ? `Apply failed with 1 conflict: conflict with ${who(conflicts[0]!.manager)}: ${showPath(conflicts[0]!.path)}`
+        : `Apply failed with ${conflicts.length} conflicts: ${[...new Set(conflicts.map((c) => who(c.manager)))]
+            .sort()
+            .flatMap((m) => [`conflicts with ${m}:`, ...conflicts.filter((c) => who(c.manager) === m).map((c) => `- ${showPath(c.path)}`)])
+            .join('\n')}`;
+    return statusError(409, 'Conflict', message, {
+      causes: conflicts.map((c) => ({ reason: 'FieldManagerConflict', message: `conflict with ${who(c.manager)}`, field: showPath(c.path) })),
+    });
+  }
+
+  function route(t: Target, method: string, url: URL, body: unknown, writer: Writer, pruned: string[]): [number, unknown] {
     const info = RESOURCES[t.resource]!;
     if (t.subresource === 'token') {
       if (method !== 'POST') return statusError(405, 'MethodNotAllowed', 'the server does not allow this method on the requested resource');
@@ -556,6 +1188,8 @@ export async function startKubernetes(opts: KubernetesOptions = {}): Promise<Kub
         },
       ];
     }
+    if (t.subresource === 'status' && !['GET', 'PUT', 'PATCH'].includes(method))
+      return statusError(405, 'MethodNotAllowed', 'the server does not allow this method on the requested resource');
     if (t.verb === 'get') return [200, { kind: info.kind, ...(objects.get(t.resource, t.namespace, t.name!) ?? notFound(t.resource, t.name!)) }];
     if (t.verb === 'list') {
       const selector = (url.searchParams.get('labelSelector') ?? '')
@@ -566,14 +1200,15 @@ export async function startKubernetes(opts: KubernetesOptions = {}): Promise<Kub
         .list(t.resource, t.namespace)
         .filter((o) => selector.every(([k = '', v]) => ((o.metadata['labels'] ?? {}) as Record<string, string>)[k] === v))
         .map((o) => {
-          if (info.group !== '' && info.group !== 'networking.k8s.io') return o; // custom resources keep kind/apiVersion in lists
+          if (info.group === 'networking.istio.io') return o; // custom resources keep kind/apiVersion in lists
           const { apiVersion: _a, kind: _k, ...rest } = o;
           return rest;
         });
       return [200, { kind: `${info.kind}List`, apiVersion: apiVersionOf(info), metadata: { resourceVersion: objects.resourceVersion }, items }];
     }
-    if (t.verb === 'create' || t.verb === 'update') return write(t, method, url, body);
-    if (t.verb === 'delete') {
+    if (t.verb === 'create' || t.verb === 'update') return write(t, method, url, body, writer, pruned);
+    if (t.verb === 'patch' && t.name !== undefined) return patch(t, url, body, writer, pruned);
+    if (t.verb === 'delete' && t.subresource === undefined) {
       const existing = objects.get(t.resource, t.namespace, t.name!) ?? notFound(t.resource, t.name!);
       objects.delete(t.resource, t.namespace, t.name!);
       return [
@@ -623,16 +1258,25 @@ export async function startKubernetes(opts: KubernetesOptions = {}): Promise<Kub
       if (target === undefined) throw new KubeError(404, '404 page not found\n');
       if (target === 'unknown-resource') return statusError(404, 'NotFound', 'the server could not find the requested resource', {});
       authorize(id, target);
+      const contentType = String(req.headers['content-type'] ?? '')
+        .split(';')[0]!
+        .trim()
+        .toLowerCase();
       let body: unknown;
       if (raw.trim() !== '') {
         try {
-          body = JSON.parse(raw);
+          body = method === 'PATCH' && contentType === 'application/apply-patch+yaml' ? parseYaml(raw) : JSON.parse(raw);
         } catch (err) {
           return statusError(400, 'BadRequest', `error decoding request body: ${String(err)}`);
         }
       }
-      const [status, out] = route(target, method, url, body);
-      sendJson(res, status, out);
+      const agent = String(req.headers['user-agent'] ?? '').split('/')[0]!;
+      const writer: Writer = { manager: url.searchParams.get('fieldManager') || agent || 'unknown', contentType };
+      const pruned: string[] = [];
+      const [status, out] = route(target, method, url, body, writer, pruned);
+      // as the API server warns of fields a CRD's schema does not know (and drops them)
+      const warnings = pruned.map((f) => `299 - "unknown field \\"${f}\\""`).join(', ');
+      sendJson(res, status, out, warnings ? { warning: warnings } : {});
     } catch (err) {
       if (!(err instanceof KubeError)) throw err;
       if (typeof err.body === 'string') {
