@@ -117,8 +117,12 @@ function explainRoute53Error(error: unknown, what: string): string {
   const code = e.name ?? 'Error';
   const attempts = e.$metadata?.attempts && e.$metadata.attempts > 1 ? ` (after ${e.$metadata.attempts} attempts)` : '';
   const base = `Route53: ${what}: ${code}: ${e.message ?? String(error)}${attempts}`;
-  if (code === 'AccessDenied' || code === 'AccessDeniedException')
-    return `${base}; grant the instance role route53:ListResourceRecordSets, route53:ChangeResourceRecordSets and route53:GetChange on this hosted zone`;
+  if (code === 'AccessDenied' || code === 'AccessDeniedException') {
+    const actions = what.startsWith('listing')
+      ? 'route53:ListResourceRecordSets (all that mode check needs)'
+      : 'route53:ChangeResourceRecordSets (and route53:GetChange to wait for INSYNC), or set mode check when something else owns these records';
+    return `${base}; grant the instance role ${actions} on this hosted zone`;
+  }
   if (code === 'NoSuchHostedZone') return `${base}; check the hosted zone id`;
   if (code === 'Throttling' || code === 'PriorRequestNotComplete') return `${base}; Route53 kept refusing: run again later`;
   return base;

@@ -1,4 +1,4 @@
-// Route53Records: the records meshvm owns in one hosted zone (CNAME, A, AAAA or alias); DNS asked first, one UPSERT batch per zone.
+// Route53Records: the records meshvm owns in one hosted zone (CNAME, A, AAAA or alias), or only checks (mode check); DNS asked first, one UPSERT batch per zone.
 import { isIP } from 'node:net';
 import { isDeepStrictEqual } from 'node:util';
 import { z } from 'zod';
@@ -29,8 +29,11 @@ const record = z
     if (r.alias && r.ttl !== undefined) issue('an alias record takes its TTL from the target; remove ttl', 'ttl');
     if (r.type === 'CNAME' && r.values && r.values.length !== 1) issue('a CNAME has exactly one value', 'values');
     for (const [i, v] of (r.values ?? []).entries()) {
-      if (r.type === 'A' && isIP(v) !== 4) ctx.addIssue({ code: 'custom', message: 'expected an IPv4 address', path: ['values', i] });
-      if (r.type === 'AAAA' && isIP(v) !== 6) ctx.addIssue({ code: 'custom', message: 'expected an IPv6 address', path: ['values', i] });
+      if (r.type === 'A' && isIP(v) !== 4) ctx.addIssue({ code: 'custom', message: `expected an IPv4 address, not ${JSON.stringify(v)}`, path: ['values', i] });
+      if (r.type === 'AAAA' && isIP(v) !== 6)
+        ctx.addIssue({ code: 'custom', message: `expected an IPv6 address, not ${JSON.stringify(v)}`, path: ['values', i] });
+      if (r.type === 'CNAME' && !recordName.safeParse(v).success)
+        ctx.addIssue({ code: 'custom', message: `expected a DNS name as the CNAME's target, not ${JSON.stringify(v)}`, path: ['values', i] });
     }
   });
 
@@ -43,6 +46,12 @@ const credentials = z
   });
 
 export const route53RecordsSpec = z.strictObject({
+  /**
+   * manage: meshvm owns the records and UPSERTs what differs. check: something else owns them (external-dns, Terraform);
+   * meshvm only reads (route53:ListResourceRecordSets, or DNS alone when it answers right) and fails naming every record
+   * that is missing or not as declared. In check mode a record's TTL is compared only when the record declares one.
+   */
+  mode: z.enum(['manage', 'check']).default('manage'),
   /** The hosted zone id, e.g. Z0123456789ABCDEFGHIJ. */
   zoneId: z
     .string()
@@ -62,7 +71,10 @@ export const route53RecordsSpec = z.strictObject({
         seen.set(name, r.type);
       }
     }),
-  /** Ask DNS first (no API call when every record already answers right); false = always ask Route53. */
+  /**
+   * Ask DNS first: no API call for a record DNS answers right, its TTL included (known only from an authoritative
+   * answer: a cache counts TTLs down, so a cached answer sends the record to Route53). false = always ask Route53.
+   */
   dnsCheck: z
     .union([z.literal(false), z.strictObject({ servers: z.array(z.string()).optional(), timeoutMs: z.number().int().positive().default(2000) })])
     .default({ timeoutMs: 2000 }),
@@ -87,10 +99,18 @@ export type Route53RecordsState = Record<string, RecordData>;
 export const recordKey = (r: { name: string; type: string }): string => `${absolute(r.name)} ${r.type}`;
 const absolute = (name: string): string => (name.endsWith('.') ? name.toLowerCase() : `${name.toLowerCase()}.`);
 
-/** What Route53 holds when the record is as declared, in the form compared. */
-export function desiredData(r: RecordSpec): RecordData {
+/** What Route53 holds when the record is as declared, in the form compared; in check mode without a TTL when none is declared. */
+export function desiredData(r: RecordSpec, mode: Route53RecordsSpec['mode'] = 'manage'): RecordData {
   if (r.alias) return { alias: { hostedZoneId: r.alias.hostedZoneId, dnsName: absolute(r.alias.dnsName), evaluateTargetHealth: r.alias.evaluateTargetHealth } };
-  return { ttl: r.ttl ?? 60, values: normalizeValues(r.type, r.values ?? []) };
+  const ttl = mode === 'check' ? r.ttl : (r.ttl ?? 60);
+  return { ...(ttl === undefined ? {} : { ttl }), values: normalizeValues(r.type, r.values ?? []) };
+}
+
+/** Whether what Route53 (or DNS) holds is the declared record: every field the declaration sets, equal. */
+export function sameRecord(want: RecordData, have: RecordData | undefined): boolean {
+  if (!have) return false;
+  if (want.alias || have.alias) return isDeepStrictEqual(want.alias, have.alias);
+  return isDeepStrictEqual(want.values, have.values) && (want.ttl === undefined || want.ttl === have.ttl);
 }
 
 /** Route53's answer in the same form: CNAME targets lower case with a trailing dot, values sorted. */
@@ -103,8 +123,10 @@ function normalizeValues(type: string, values: readonly string[]): string[] {
   return values.map((v) => (type === 'CNAME' ? absolute(v) : v.toLowerCase())).sort();
 }
 
-function toChange(r: RecordSpec): RecordChange {
-  return { name: r.name, type: r.type, ...(r.alias ? { alias: r.alias } : { ttl: r.ttl ?? 60, values: r.values ?? [] }) };
+function toChange(r: RecordSpec, mode: Route53RecordsSpec['mode'] = 'manage'): RecordChange {
+  if (r.alias) return { name: r.name, type: r.type, alias: r.alias };
+  const ttl = mode === 'check' ? r.ttl : (r.ttl ?? 60);
+  return { name: r.name, type: r.type, ...(ttl === undefined ? {} : { ttl }), values: r.values ?? [] };
 }
 
 async function openRoute53(spec: Route53RecordsSpec): Promise<Route53Api> {
@@ -121,7 +143,7 @@ async function openRoute53(spec: Route53RecordsSpec): Promise<Route53Api> {
 function show(d: RecordData | undefined): string {
   if (!d) return 'absent';
   if (d.alias) return `alias to ${d.alias.dnsName} (zone ${d.alias.hostedZoneId}${d.alias.evaluateTargetHealth ? ', evaluating target health' : ''})`;
-  return `${(d.values ?? []).join(', ')} ttl ${d.ttl ?? '?'}`;
+  return `${(d.values ?? []).join(', ')}${d.ttl === undefined ? '' : ` ttl ${d.ttl}`}`;
 }
 
 export const route53RecordsType = {
@@ -133,25 +155,38 @@ export const route53RecordsType = {
     const state: Route53RecordsState = {};
     let unknown = spec.records;
     if (spec.dnsCheck !== false) {
-      const { answersRight } = await import('../clients/dns-check.ts');
+      const { checkRecordInDns } = await import('../clients/dns-check.ts');
       const check = spec.dnsCheck;
-      const right = await Promise.all(
-        spec.records.map((r) => answersRight(toChange(r), { timeoutMs: check.timeoutMs, ...(check.servers ? { servers: check.servers } : {}) })),
+      const verdicts = await Promise.all(
+        spec.records.map((r) => checkRecordInDns(toChange(r, spec.mode), { timeoutMs: check.timeoutMs, ...(check.servers ? { servers: check.servers } : {}) })),
       );
       unknown = spec.records.filter((r, i) => {
-        if (right[i]) state[recordKey(r)] = desiredData(r);
-        return !right[i];
+        const right = verdicts[i]?.verdict === 'right';
+        if (right) state[recordKey(r)] = desiredData(r, spec.mode);
+        return !right;
       });
     }
-    if (unknown.length === 0) return state;
-    const route53 = await openRoute53(spec);
-    try {
-      for (const r of unknown) {
-        const found = await route53.read(spec.zoneId, r.name, r.type);
-        if (found) state[recordKey(r)] = normalizeData(r.type, found);
+    if (unknown.length > 0) {
+      const route53 = await openRoute53(spec);
+      try {
+        for (const r of unknown) {
+          const found = await route53.read(spec.zoneId, r.name, r.type);
+          if (found) state[recordKey(r)] = normalizeData(r.type, found);
+        }
+      } finally {
+        route53.close();
       }
-    } finally {
-      route53.close();
+    }
+    // check mode: a record meshvm may not write is a shape it will not repair; plan and converge fail alike, naming it
+    if (spec.mode === 'check') {
+      const wrong = spec.records.filter((r) => !sameRecord(desiredData(r, 'check'), state[recordKey(r)]));
+      if (wrong.length > 0) {
+        const lines = wrong.map((r) => `${recordKey(r)} is ${show(state[recordKey(r)])}, not ${show(desiredData(r, 'check'))}`);
+        throw new Error(
+          `mode check: ${wrong.length} of the ${spec.records.length} record(s) in hosted zone ${spec.zoneId} are not as declared, and meshvm does not write them: ` +
+            `${lines.join('; ')}. Fix them where they are owned (external-dns: the Service's annotations; Terraform), or set mode manage to let meshvm UPSERT them`,
+        );
+      }
     }
     return state;
   },
@@ -160,14 +195,16 @@ export const route53RecordsType = {
     const changes: Changes<Route53RecordsState> = {};
     for (const r of spec.records) {
       const key = recordKey(r);
-      const want = desiredData(r);
-      if (!isDeepStrictEqual(current?.[key], want)) changes[key] = { from: current?.[key], to: want };
+      const want = desiredData(r, spec.mode);
+      if (!sameRecord(want, current?.[key])) changes[key] = { from: current?.[key], to: want };
     }
     return changes;
   },
 
   async apply(_host: unknown, spec: Route53RecordsSpec, changes: Changes<Route53RecordsState>): Promise<void> {
-    const batch = spec.records.filter((r) => changes[recordKey(r)] !== undefined).map(toChange);
+    // unreachable (current throws first); said here so that no path writes in check mode
+    if (spec.mode === 'check') throw new Error(`mode check: meshvm does not write the records of hosted zone ${spec.zoneId}`);
+    const batch = spec.records.filter((r) => changes[recordKey(r)] !== undefined).map((r) => toChange(r));
     if (batch.length === 0) return;
     const route53 = await openRoute53(spec);
     try {

@@ -271,3 +271,17 @@ test('rejectWhilePending: a second change to a zone still PENDING gets PriorRequ
   await insync(r, changeId(first.xml)!);
   t.is((await change(r, batch(['UPSERT', rrset('b.example.com', 'A', ['192.0.2.6'])]))).status, 200);
 });
+
+test('allowedActions: a read-only IAM policy lists but any change answers 403 AccessDenied naming the action, and nothing is applied', async (t) => {
+  const r = await r53(t, { allowedActions: ['ListResourceRecordSets', 'GetChange'] });
+  t.is((await send(r, 'GET', `/2013-04-01/hostedzone/${ZONE}/rrset`)).status, 200);
+  const denied = await change(r, batch(['UPSERT', rrset('a.example.com', 'A', ['192.0.2.5'])]));
+  t.is(denied.status, 403);
+  t.regex(
+    denied.xml,
+    /<Error><Type>Sender<\/Type><Code>AccessDenied<\/Code><Message>User: arn:aws:sts::123456789012:assumed-role\/AKIDEXAMPLE\/meshvm is not authorized to perform: route53:ChangeResourceRecordSets on resource: arn:aws:route53:::hostedzone\/Z0000000000000000TEST because no identity-based policy allows the route53:ChangeResourceRecordSets action<\/Message>/,
+  );
+  t.is(r.records(ZONE).length, 3, 'not applied');
+  r.allowedActions = undefined;
+  t.is((await change(r, batch(['UPSERT', rrset('a.example.com', 'A', ['192.0.2.5'])]))).status, 200, 'the policy can change mid-test');
+});

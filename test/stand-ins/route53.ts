@@ -46,6 +46,11 @@ export interface Route53Options {
   changeSyncDelayMs?: number;
   /** Answer PriorRequestNotComplete to a change on a zone whose previous change is still PENDING (default false). */
   rejectWhilePending?: boolean;
+  /**
+   * The caller's IAM policy: the API actions it may call (e.g. ['ListResourceRecordSets'] for a read-only role); any
+   * other action answers 403 AccessDenied as IAM does. Default: every action.
+   */
+  allowedActions?: readonly string[];
 }
 
 export type Route53Fault =
@@ -70,6 +75,8 @@ export interface Route53StandIn {
   priorRequestNotCompleteNext(n: number): void;
   /** Record sets of a zone (by id or name), as ListResourceRecordSets would order them. */
   records(zone: string): RecordSet[];
+  /** The caller's IAM policy (see Route53Options.allowedActions); undefined allows every action. Mutable mid-test. */
+  allowedActions: Set<string> | undefined;
   stop(): Promise<void>;
 }
 
@@ -423,6 +430,17 @@ export async function startRoute53(opts: Route53Options = {}): Promise<Route53St
           ),
         );
       }
+      const allowed = standIn.allowedActions;
+      if (allowed && action !== undefined && !allowed.has(action)) {
+        const resource = /\/hostedzone\/([^/]+)/.exec(url.pathname)?.[1];
+        return sendError(
+          new AwsError(
+            403,
+            'AccessDenied',
+            `User: arn:aws:sts::123456789012:assumed-role/${parsed.accessKeyId}/meshvm is not authorized to perform: route53:${action} on resource: arn:aws:route53:::${resource ? `hostedzone/${resource}` : 'change/*'} because no identity-based policy allows the route53:${action} action`,
+          ),
+        );
+      }
       const [, xml] = route(method, url.pathname, url.searchParams, body);
       send(200, xml);
     } catch (err) {
@@ -432,7 +450,8 @@ export async function startRoute53(opts: Route53Options = {}): Promise<Route53St
   }
 
   const server = await listen(handle, opts.port === undefined ? {} : { port: opts.port });
-  return {
+  const standIn: Route53StandIn = {
+    allowedActions: opts.allowedActions ? new Set(opts.allowedActions) : undefined,
     endpoint: server.url,
     port: server.port,
     faults,
@@ -447,4 +466,5 @@ export async function startRoute53(opts: Route53Options = {}): Promise<Route53St
     },
     stop: () => server.stop(),
   };
+  return standIn;
 }
