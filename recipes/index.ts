@@ -8,11 +8,12 @@ import { dns } from './dns.ts';
 import { files } from './files.ts';
 import { interception } from './interception.ts';
 import { istioProxyUser } from './istio-proxy-user.ts';
+import { registration } from './registration.ts';
 import { sidecar } from './sidecar.ts';
 import { sidecarServices } from './sidecar-services.ts';
 
 export const builtins: ReadonlyMap<string, Recipe> = new Map<string, Recipe>(
-  [files, istioProxyUser, dns, clusterEnv, sidecar, certs, sidecarServices, aws, convergeTimer, interception].map((recipe) => [
+  [files, istioProxyUser, dns, clusterEnv, sidecar, certs, sidecarServices, aws, convergeTimer, interception, registration].map((recipe) => [
     recipe.name,
     recipe as unknown as Recipe,
   ]),

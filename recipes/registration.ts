@@ -1,0 +1,164 @@
+// Recipe registration: the mesh can call the VM. auto: a WorkloadGroup istiod registers the VM into; manual: a WorkloadEntry for it; optionally a Service selecting it.
+import { z } from 'zod';
+import { defineRecipe, type RecipeContext } from '../engine/recipe.ts';
+import { WorkloadEntry, KubeService, primaryAddress, servicePort } from '../resources/workload-entry.ts';
+import {
+  annotationMap,
+  dnsLabel,
+  labelMap,
+  locality,
+  objectName,
+  portMap,
+  probe,
+  WorkloadGroup,
+  weight,
+  workloadAddress,
+  type KubeConnect,
+} from '../resources/workload-group.ts';
+import { clusterAttribute, cluster, type ClusterAttribute } from './cluster.ts';
+import { flow, workload, type Workload } from './mesh.ts';
+
+export const registrationMode = z.enum(['auto', 'manual', 'none']);
+export type RegistrationMode = z.output<typeof registrationMode>;
+
+const settings = z.strictObject({
+  /** auto: istiod registers the VM when its sidecar connects (a WorkloadGroup); manual: meshvm writes its WorkloadEntry; none. Default: auto for the istiod flow, none for classic. */
+  mode: registrationMode.optional(),
+  /** absent: delete what meshvm made (only objects labelled app.kubernetes.io/managed-by: meshvm). */
+  ensure: z.enum(['present', 'absent']).default('present'),
+  /** manual: the WorkloadEntry's name; default <workload name>-<address> (":" as "-"), as istiod names the entries it registers. */
+  entryName: objectName.optional(),
+  /** manual: the address the mesh reaches this VM at; default the source address of its default route. */
+  address: workloadAddress.optional(),
+  /** manual, no address given: which default route to read (default IPv4, then IPv6). */
+  family: z.enum(['ipv4', 'ipv6']).optional(),
+  /** Port name → number; default the workload's ports, named port-<number>. */
+  ports: portMap.optional(),
+  /** Labels besides the workload's (the entries get them; a selector Service selects them). */
+  labels: labelMap.default({}),
+  annotations: annotationMap.default({}),
+  locality: locality.optional(),
+  weight: weight.optional(),
+  /** The readiness probe (Istio's schema: httpGet, tcpSocket or exec); with it istiod sends traffic only while the VM is Healthy. */
+  probe: probe.optional(),
+  /** A Service selecting the VM's labels, so pods reach it at <name>.<namespace>.svc; ports default to the registration's. */
+  service: z
+    .strictObject({
+      name: dnsLabel.optional(),
+      ports: z.array(servicePort).min(1).optional(),
+    })
+    .optional(),
+});
+
+/** `registration: auto` or `registration: { mode: manual, address: 10.0.0.5, ... }`. */
+export const registrationAttribute = z.preprocess((v) => (typeof v === 'string' ? { mode: v } : v), settings);
+export type Registration = z.output<typeof settings>;
+
+/** The mode in effect: the one given, else auto for the istiod flow and none for classic. */
+export function resolveMode(a: { flow?: 'classic' | 'istiod' | undefined; registration?: Registration | undefined }): RegistrationMode {
+  return a.registration?.mode ?? (a.flow === 'istiod' ? 'auto' : 'none');
+}
+
+/**
+ * The WorkloadGroup the sidecar asks istiod to register it into (ISTIO_META_AUTO_REGISTER_GROUP), or undefined when
+ * registration is not auto. For cluster-env and the mesh config.
+ */
+export function autoRegisterGroup(a: {
+  flow?: 'classic' | 'istiod' | undefined;
+  workload?: Pick<Workload, 'name'> | undefined;
+  registration?: Registration | undefined;
+}): string | undefined {
+  if (resolveMode(a) !== 'auto' || a.registration?.ensure === 'absent' || !a.workload) return undefined;
+  return a.workload.name;
+}
+
+/**
+ * The proxy metadata registration needs: auto, ISTIO_META_AUTO_REGISTER_GROUP=<group>; manual, ISTIO_META_WORKLOAD_ENTRY=
+ * <entry> (istiod ≥ 1.19 then knows which entry the agent's health reports are for). Needs the entry's address when
+ * manual and no entryName is given.
+ */
+export function registrationProxyMetadata(a: {
+  flow?: 'classic' | 'istiod' | undefined;
+  workload?: Pick<Workload, 'name'> | undefined;
+  registration?: Registration | undefined;
+  address?: string | undefined;
+}): Record<string, string> {
+  const group = autoRegisterGroup(a);
+  if (group) return { ISTIO_META_AUTO_REGISTER_GROUP: group };
+  if (resolveMode(a) !== 'manual' || a.registration?.ensure === 'absent' || !a.workload) return {};
+  const address = a.registration?.address ?? a.address;
+  const name = a.registration?.entryName ?? (address ? entryName(a.workload.name, address) : undefined);
+  return name ? { ISTIO_META_WORKLOAD_ENTRY: name } : {};
+}
+
+/** <workload>-<address>, ":" of an IPv6 address as "-" (istiod's own naming of the entries it registers). */
+export function entryName(workloadName: string, address: string): string {
+  return `${workloadName}-${address.replaceAll(':', '-')}`;
+}
+
+/** The registration's ports: the ones given, else the workload's as port-<number>. */
+export function registrationPorts(w: Pick<Workload, 'ports'>, r: Pick<Registration, 'ports'> | undefined): Record<string, number> {
+  return r?.ports ?? Object.fromEntries(w.ports.map((p) => [`port-${p}`, p]));
+}
+
+export const registration = defineRecipe({
+  name: 'registration',
+  description:
+    'Registers the VM as a mesh endpoint: auto (WorkloadGroup, istiod registers it), manual (WorkloadEntry), or none; optionally a selector Service.',
+  attributes: z.strictObject({
+    flow,
+    workload: workload.optional(),
+    registration: registrationAttribute.optional(),
+    cluster: clusterAttribute.optional(),
+  }),
+  async declare(a, ctx) {
+    const mode = resolveMode(a);
+    if (mode === 'none') return [];
+    if (!a.workload) throw new Error(`registration ${mode} needs the "workload" attribute (name, namespace, serviceAccount)`);
+    const w = a.workload;
+    const r = a.registration ?? settings.parse({});
+    const connect = connection(ctx, a.cluster);
+    const labels = { ...w.labels, ...r.labels };
+    const ports = registrationPorts(w, r);
+    const common = {
+      namespace: w.namespace,
+      ensure: r.ensure,
+      labels,
+      annotations: r.annotations,
+      serviceAccount: w.serviceAccount,
+      ...(w.network ? { network: w.network } : {}),
+      ports,
+      ...(r.locality ? { locality: r.locality } : {}),
+      ...(r.weight ? { weight: r.weight } : {}),
+      connect,
+    };
+    const service =
+      r.service &&
+      KubeService({
+        name: r.service.name ?? w.name,
+        namespace: w.namespace,
+        ensure: r.ensure,
+        selector: labels,
+        ports: r.service.ports ?? Object.entries(ports).map(([name, port]) => ({ name, port })),
+        connect,
+      });
+    if (mode === 'auto') return [WorkloadGroup({ ...common, name: w.name, ...(r.probe ? { probe: r.probe } : {}) }), service];
+    const address = r.address ?? (await discoverAddress(ctx, r));
+    return [WorkloadEntry({ ...common, name: r.entryName ?? entryName(w.name, address), address, healthChecks: r.probe !== undefined }), service];
+  },
+});
+
+/** The run's connection to the cluster, opened when a resource first reads (plan reads; only converge writes). */
+function connection(ctx: RecipeContext, config: ClusterAttribute | undefined): KubeConnect {
+  const connected = cluster(ctx, config, 'the mesh registration (WorkloadGroup or WorkloadEntry)');
+  return () => connected.kubernetes();
+}
+
+async function discoverAddress(ctx: RecipeContext, r: Registration): Promise<string> {
+  const family = r.family === 'ipv6' ? 6 : r.family === 'ipv4' ? 4 : undefined;
+  try {
+    return (await primaryAddress(ctx.host, family)).address;
+  } catch (error) {
+    throw new Error(`registration.address is not given and ${(error as Error).message.replace(/; give the address$/, '')}; set registration.address`);
+  }
+}
