@@ -1,5 +1,6 @@
-// Recipe dns: /etc/dnsmasq.d/kubedns (cluster domain forwarded, control-plane names answered), dnsmasq itself, the resolver.
-import { isIP } from 'node:net';
+// Recipe dns: who answers cluster names on the VM. istio: the sidecar's DNS proxy (nothing declared here); dnsmasq: the
+// kubedns drop-in (cluster domain forwarded to an address the VM reaches, control-plane names answered), dnsmasq, the resolver.
+import { BlockList, isIP } from 'node:net';
 import { z } from 'zod';
 import { defineRecipe, type RecipeContext } from '../engine/recipe.ts';
 import { dnsName, guestPath, ipAddress } from '../engine/validate.ts';
@@ -10,6 +11,7 @@ import { Service } from '../resources/service.ts';
 import { DnsmasqConfig } from '../resources/dnsmasq-config.ts';
 import { ResolvConf } from '../resources/resolv-conf/index.ts';
 import { clusterAttribute, cluster } from './cluster.ts';
+import type { Check } from '../engine/check.ts';
 import { dnsChecks } from './checks/dns.ts';
 import { DNSMASQ_SERVICE } from './mesh.ts';
 
@@ -31,9 +33,20 @@ const UPSTREAM_FILE = '/etc/meshvm/upstream-resolv.conf';
 
 export const dnsAttributes = z.strictObject({
   flow: z.enum(['classic', 'istiod']).default('classic'),
+  /**
+   * istio: the sidecar's DNS proxy answers cluster names (ISTIO_META_DNS_CAPTURE in cluster.env); no dnsmasq, and the
+   * resolver is left pointing upstream. dnsmasq: dnsmasq forwards the cluster domain to an address this VM reaches.
+   * Default: istio for the istiod flow, dnsmasq for the classic one.
+   */
+  mode: z.enum(['istio', 'dnsmasq']).optional(),
   /** The cluster DNS address VMs can reach; read from the cluster (dnsService) when not given. */
   clusterDns: ipAddress.optional(),
-  /** namespace/name of the Service whose address is the cluster DNS for VMs: a LoadBalancer (dns-ilb) or kube-dns. */
+  /**
+   * The VM routes to the cluster's ClusterIPs (a flat network, or routes to the service range): without it, dnsmasq mode
+   * refuses to forward to a ClusterIP, which a VM outside the cluster usually cannot reach.
+   */
+  routesToClusterIps: z.boolean().default(false),
+  /** namespace/name of the Service whose address is the cluster DNS for VMs: an internal LoadBalancer (the 0.8 guide's dns-ilb), or kube-dns. */
   dnsService: z
     .string()
     .regex(/^[a-z0-9-]+\/[a-z0-9-]+$/, 'expected namespace/name')
@@ -62,13 +75,28 @@ export const dnsAttributes = z.strictObject({
 });
 export type DnsAttributes = z.output<typeof dnsAttributes>;
 
+/** Who answers cluster names: the attribute, else the flow's default (istiod: the sidecar's DNS proxy; classic: dnsmasq). */
+export function dnsMode(a: { flow: 'classic' | 'istiod'; mode?: 'istio' | 'dnsmasq' | undefined }): 'istio' | 'dnsmasq' {
+  return a.mode ?? (a.flow === 'istiod' ? 'istio' : 'dnsmasq');
+}
+
 export const dns = defineRecipe({
   name: 'dns',
-  description: 'The kubedns dnsmasq drop-in (setupMeshEx.sh generateDnsmasq), from the cluster or given; dnsmasq and the resolver pointed at it.',
+  description:
+    "Cluster names on the VM: the sidecar's DNS proxy (mode istio, nothing declared), or the kubedns dnsmasq drop-in (setupMeshEx.sh generateDnsmasq) with dnsmasq and the resolver pointed at it.",
   attributes: dnsAttributes,
-  checks: dnsChecks,
+  checks: (a, context) => (dnsMode(a) === 'istio' ? istioModeChecks(a) : dnsChecks(a, context)),
   async declare(a, ctx) {
-    const clusterDns = a.clusterDns ?? (await cluster(ctx, a.cluster, 'dns.clusterDns').once(`dns:${a.dnsService}`, (k) => dnsAddress(k, a.dnsService)));
+    // the sidecar's DNS proxy answers (istio-iptables redirects port 53 to it): no dnsmasq, no drop-in, the resolver as it is
+    if (dnsMode(a) === 'istio') {
+      const unused = (['clusterDns', 'controlPlane', 'search'] as const).filter((key) => a[key] !== undefined && a[key].length !== 0);
+      if (unused.length)
+        throw new Error(
+          `dns.mode is istio (the sidecar's DNS proxy answers cluster names, and the resolver is left as it is), so ${unused.map((key) => `dns.${key}`).join(' and ')} would do nothing: remove ${unused.length > 1 ? 'them' : 'it'}, or set dns.mode: dnsmasq`,
+        );
+      return [];
+    }
+    const clusterDns = await reachableClusterDns(ctx, a);
     const controlPlane = a.controlPlane ?? (await discoverControlPlane(ctx, a));
     const dir = a.configFile.slice(0, a.configFile.lastIndexOf('/')) || '/';
     const dnsmasq = Service(DNSMASQ_SERVICE);
@@ -114,6 +142,57 @@ export const dns = defineRecipe({
   },
 });
 
+/** What verify says in mode istio: the sidecar's DNS proxy is checked with the sidecar (its capture rules), not here. */
+async function istioModeChecks(a: DnsAttributes): Promise<Check[]> {
+  return [
+    {
+      check: 'dns',
+      ok: true,
+      skipped: true,
+      detail: `dns.mode istio: the sidecar's DNS proxy answers ${a.clusterDomain} (ISTIO_META_DNS_CAPTURE in cluster.env); no dnsmasq to check`,
+    },
+  ];
+}
+
+/**
+ * The address dnsmasq forwards the cluster domain to: given (dns.clusterDns) or read from dns.dnsService. A ClusterIP (a
+ * Service of type ClusterIP, or an address inside the cluster's service range) is refused unless dns.routesToClusterIps
+ * says this VM routes to it: a VM outside the cluster usually cannot, and every cluster name would then time out.
+ */
+async function reachableClusterDns(ctx: RecipeContext, a: DnsAttributes): Promise<string> {
+  const fix = (what: string) =>
+    `${what}, which a VM outside the cluster usually cannot reach: expose the cluster DNS on an internal LoadBalancer (as the 0.8 guide's kube-system/dns-ilb) and set dns.dnsService to it, or set dns.clusterDns to an address this VM reaches; or, if this VM does route to the cluster's service range, set dns.routesToClusterIps: true`;
+  if (a.clusterDns !== undefined) {
+    // given: checked against the cluster's service range when the cluster can be asked
+    if (a.routesToClusterIps || !a.cluster) return a.clusterDns;
+    const ranges = await cluster(ctx, a.cluster, 'the service range dns.clusterDns is checked against')
+      .once('dns:service-cidrs', (k) => k.serviceCidrs())
+      .catch((error: unknown) => {
+        throw new Error(
+          `cannot tell whether dns.clusterDns ${a.clusterDns} is a ClusterIP (${error instanceof Error ? error.message : String(error)}); set dns.routesToClusterIps: true if this VM reaches it`,
+        );
+      });
+    const inside = ranges.cidrs.find((range) => cidrContains(range, a.clusterDns!));
+    if (inside) throw new Error(fix(`dns.clusterDns ${a.clusterDns} is a ClusterIP (inside the cluster's service range ${inside})`));
+    return a.clusterDns;
+  }
+  const found = await cluster(ctx, a.cluster, 'dns.clusterDns').once(`dns:${a.dnsService}`, (k) => dnsServiceAddress(k, a.dnsService));
+  if (found.clusterIp && !a.routesToClusterIps)
+    throw new Error(fix(`Service ${a.dnsService} is of type ${found.type}: its address ${found.address} is a ClusterIP`));
+  return found.address;
+}
+
+/** Whether a CIDR (as the cluster reports its service range) contains an address; false across families. */
+export function cidrContains(range: string, address: string): boolean {
+  const [network, bits] = range.split('/') as [string, string | undefined];
+  const family = isIP(network);
+  if (family === 0 || isIP(address) !== family) return false;
+  const type = family === 4 ? 'ipv4' : 'ipv6';
+  const list = new BlockList();
+  list.addSubnet(network, Number(bits ?? (family === 4 ? 32 : 128)), type);
+  return list.check(address, type);
+}
+
 // the staged drop-in checked by dnsmasq itself, where dnsmasq is installed (not yet, on a first converge that installs it)
 const DNSMASQ_TEST = ['sh', '-c', 'command -v dnsmasq >/dev/null || exit 0; exec dnsmasq --test --conf-file="$1"', 'sh', '%{path}'];
 
@@ -125,18 +204,42 @@ export function renderKubedns(a: {
   systemNamespace: string;
 }): string {
   const answered = a.controlPlane.filter((entry) => isIP(entry.address));
+  for (const value of [a.clusterDns, a.clusterDomain, a.systemNamespace, ...answered.flatMap((e) => [e.name, e.address])]) {
+    if (/[\n\r\0/]/.test(value)) throw new Error(`refusing to write ${JSON.stringify(value)} into a dnsmasq line: no newline, NUL or "/" in a name or address`);
+  }
   const lines = [`server=/${a.clusterDomain}/${a.clusterDns}`];
   for (const { name, address } of answered) lines.push(`address=/${name}/${address}`);
   for (const { name, address } of answered) lines.push(`address=/${name}.${a.systemNamespace}/${address}`);
   return lines.join('\n') + '\n';
 }
 
-async function dnsAddress(k: import('../clients/kubernetes.ts').KubernetesClient, service: string): Promise<string> {
+/** The cluster DNS Service's address: a LoadBalancer's IP, else its ClusterIP (flagged, for the caller to refuse); each value checked. */
+export async function dnsServiceAddress(
+  k: import('../clients/kubernetes.ts').KubernetesClient,
+  service: string,
+): Promise<{ address: string; type: string; clusterIp: boolean }> {
   const [namespace, name] = service.split('/') as [string, string];
-  if (name === 'kube-dns' || name === 'coredns') return k.clusterDns({ namespace, service: name });
-  const [lb] = await k.controlPlaneAddresses({ namespace, services: [name] });
-  if (lb?.kind !== 'ip') throw new Error(`Service ${service} answers at ${lb?.address}, not an IP address; dnsmasq needs an IP for server=`);
-  return lb.address;
+  const svc = await k.call(`reading Service ${service}`, () => k.core.readNamespacedService({ name, namespace }));
+  const type = svc.spec?.type ?? 'ClusterIP';
+  const checked = (field: string, value: unknown): string => {
+    if (typeof value !== 'string' || isIP(value) === 0) throw new Error(`Service ${service}: ${field} is ${JSON.stringify(value)}, not an IP address`);
+    return value;
+  };
+  if (type === 'LoadBalancer') {
+    const ingress = svc.status?.loadBalancer?.ingress ?? [];
+    const ip = ingress.find((i) => i.ip)?.ip;
+    if (ip !== undefined) return { address: checked('status.loadBalancer.ingress[].ip', ip), type, clusterIp: false };
+    const hostname = ingress.find((i) => i.hostname)?.hostname;
+    if (hostname !== undefined)
+      throw new Error(
+        `Service ${service} answers at ${JSON.stringify(hostname)}, a hostname, not an IP address; dnsmasq needs an IP for server= (set dns.clusterDns)`,
+      );
+    throw new Error(`Service ${service} is a LoadBalancer without an address yet (status.loadBalancer.ingress is empty)`);
+  }
+  if (type === 'ExternalName') throw new Error(`Service ${service} is of type ExternalName: it has no address dnsmasq could forward to`);
+  const clusterIp = svc.spec?.clusterIP;
+  if (clusterIp === 'None') throw new Error(`Service ${service} is headless (spec.clusterIP None): it has no address dnsmasq could forward to`);
+  return { address: checked('spec.clusterIP', clusterIp), type, clusterIp: true };
 }
 
 /** Each control-plane name with the address of the LoadBalancer Service that serves it (a hostname on AWS, else an IP). */

@@ -77,7 +77,7 @@ test('a runlist with two different cluster attributes does what the README says:
       recipes: [
         { recipe: 'istio-proxy-user' },
         { recipe: 'certs' },
-        { recipe: 'dns', attributes: { dnsmasq: { manage: false }, resolver: 'none', cluster: b.cluster } },
+        { recipe: 'dns', attributes: { mode: 'dnsmasq', routesToClusterIps: true, dnsmasq: { manage: false }, resolver: 'none', cluster: b.cluster } },
       ],
     }),
   );
@@ -142,7 +142,10 @@ test('two recipes with the same cluster attribute share one connection: one Vaul
         { recipe: 'istio-proxy-user' },
         // the same configuration written twice, in each recipe's own entry (every object's keys in another order in the second)
         { recipe: 'certs', attributes: { cluster: lab.cluster } },
-        { recipe: 'dns', attributes: { dnsmasq: { manage: false }, resolver: 'none', cluster: sameConfigReordered } },
+        {
+          recipe: 'dns',
+          attributes: { mode: 'dnsmasq', routesToClusterIps: true, dnsmasq: { manage: false }, resolver: 'none', cluster: sameConfigReordered },
+        },
       ],
     }),
   );

@@ -20,6 +20,8 @@ const classicRunlist = (lab: MeshLab, extra: string[] = []) =>
           recipe: 'dns',
           attributes: {
             controlPlaneServices: { 'istio-mixer': 'mixer-ilb', 'istio-pilot': 'istio-pilot-ilb', 'istio-ca': 'citadel-ilb' },
+            // the lab's kube-dns is a ClusterIP (the docs' example VM routes to the cluster's service range)
+            routesToClusterIps: true,
             dnsmasq: { manage: false },
             resolver: 'none',
           },
@@ -94,7 +96,8 @@ test('istiod flow: a root certificate rotated in the cluster gives exactly one c
     attributes: { flow: 'istiod', workload: { name: 'reviews-vm', namespace: 'vm-ns', serviceAccount: 'vm-sa', ports: [9080] }, cluster: lab.cluster },
     recipes: [
       { recipe: 'istio-proxy-user' },
-      { recipe: 'dns', attributes: { dnsmasq: { manage: false }, resolver: 'none' } },
+      // dnsmasq by choice (the istiod flow's default is the sidecar's DNS proxy), forwarding to the lab's kube-dns ClusterIP
+      { recipe: 'dns', attributes: { mode: 'dnsmasq', routesToClusterIps: true, dnsmasq: { manage: false }, resolver: 'none' } },
       { recipe: 'cluster-env' },
       { recipe: 'sidecar', attributes: { package: { from: 'none' }, inboundPorts: [9080] } },
       { recipe: 'certs' },
@@ -183,7 +186,8 @@ test('AWS: load-balancer hostnames, not IPs, still give a working configuration 
     recipes: [
       { recipe: 'istio-proxy-user' },
       { recipe: 'aws', attributes: { endpoint: route53.endpoint, dnsServers: ['127.0.0.1:9'] } },
-      { recipe: 'dns', attributes: { dnsmasq: { manage: false }, resolver: 'none' } },
+      // dnsmasq by choice, with the zone as a search domain (the istiod flow's default is the sidecar's DNS proxy)
+      { recipe: 'dns', attributes: { mode: 'dnsmasq', routesToClusterIps: true, dnsmasq: { manage: false }, resolver: 'none' } },
       { recipe: 'certs' },
     ],
   });
