@@ -1,38 +1,78 @@
-// Recipe sidecar: the istio-sidecar package (a .deb by URL and sha256, or apt) and /var/lib/istio/envoy/sidecar.env.
+// Recipe sidecar: the istio-sidecar package (a .deb by URL and sha256, or apt) and /var/lib/istio/envoy/sidecar.env; a sidecar istiod cannot serve refused.
 import { z } from 'zod';
-import { defineRecipe } from '../engine/recipe.ts';
+import { defineRecipe, type RecipeContext } from '../engine/recipe.ts';
+import type { HostReader } from '../engine/host.ts';
 import { port, unique } from '../engine/validate.ts';
 import { Directory } from '../resources/directory.ts';
 import { File } from '../resources/file.ts';
-import { Package, packageSpec } from '../resources/package.ts';
+import { Package, packageSpec, parseDpkgQuery } from '../resources/package.ts';
 import { ENVOY_DIR } from './cluster-env.ts';
+import { clusterAttribute, cluster } from './cluster.ts';
 import { renderEnvFile } from './env-file.ts';
-import { flow, proxyUser, sidecarRestart } from './mesh.ts';
+import { flow, namespaceName, proxyUser, sidecarRestart, workload, type Workload } from './mesh.ts';
+
+const debianVersion = z.string().regex(/^[A-Za-z0-9.+~:-]+$/, 'expected a Debian version string such as 1.24.0');
 
 const sidecarPackage = z.discriminatedUnion('from', [
-  z.strictObject({ from: z.literal('apt'), name: z.string().default('istio-sidecar'), version: z.string().optional() }),
-  z.strictObject({ from: z.literal('deb'), name: z.string().default('istio-sidecar'), url: z.string(), sha256: z.string(), caFile: z.string().optional() }),
-  /** Installed some other way (an image, or a scratch root in the demo). */
-  z.strictObject({ from: z.literal('none') }),
+  z.strictObject({ from: z.literal('apt'), name: z.string().default('istio-sidecar'), version: debianVersion.optional() }),
+  z.strictObject({
+    from: z.literal('deb'),
+    name: z.string().default('istio-sidecar'),
+    url: z.string(),
+    sha256: z.string(),
+    caFile: z.string().optional(),
+    /** The version the .deb carries, for the version-skew check before it is downloaded (Istio's URLs name it: .../releases/1.24.0/deb/). */
+    version: debianVersion.optional(),
+  }),
+  /** Installed some other way (an image, or a scratch root in the demo); `version` says which, for the version-skew check. */
+  z.strictObject({ from: z.literal('none'), version: debianVersion.optional() }),
 ]);
+type SidecarPackage = z.output<typeof sidecarPackage>;
 
-export const sidecar = defineRecipe({
-  name: 'sidecar',
-  description: 'The istio-sidecar package and sidecar.env (ISTIO_INBOUND_PORTS and the exclusions), owned by istio-proxy.',
-  attributes: z.strictObject({
+export const sidecarAttributes = z
+  .strictObject({
     flow,
     package: sidecarPackage.default({ from: 'apt', name: 'istio-sidecar' }),
-    inboundPorts: unique(port).min(1),
+    /**
+     * ISTIO_INBOUND_PORTS of sidecar.env. Classic: required. istiod: cluster.env carries the workload's ports and wins
+     * (istio-start.sh loads it last), so none by default; ports other than the workload's are refused.
+     */
+    inboundPorts: unique(port).min(1).optional(),
     excludeInboundPorts: unique(port).default([]),
     /** REDIRECT (default) or TPROXY. */
     interceptionMode: z.enum(['REDIRECT', 'TPROXY']).optional(),
     proxyUser,
-  }),
-  declare(a, ctx) {
+    /** istiod: the workload this VM is (its ports are cluster.env's, its revision names the istiod to match). */
+    workload: workload.optional(),
+    systemNamespace: namespaceName.default('istio-system'),
+    /**
+     * istiod: refuse a sidecar newer than istiod or more than one minor behind it (Istio supports neither), read from the
+     * cluster before anything changes; ignore: install it anyway.
+     */
+    versionSkew: z.enum(['refuse', 'ignore']).default('refuse'),
+    cluster: clusterAttribute.optional(),
+  })
+  // the classic flow's cluster.env has no ports: sidecar.env must say them
+  .superRefine((a, ctx) => {
+    if (a.flow === 'classic' && a.inboundPorts === undefined)
+      ctx.addIssue({ code: 'custom', path: ['inboundPorts'], message: 'Invalid input: expected array, received undefined' });
+  });
+export type SidecarAttributes = z.output<typeof sidecarAttributes>;
+
+export const sidecar = defineRecipe({
+  name: 'sidecar',
+  description:
+    'The istio-sidecar package (istio restarted once when its version changes; one istiod cannot serve refused) and sidecar.env (ISTIO_INBOUND_PORTS and the exclusions), owned by istio-proxy.',
+  attributes: sidecarAttributes,
+  async declare(a, ctx) {
+    const inboundPorts = sidecarInboundPorts(a);
+    if (a.flow === 'istiod' && a.versionSkew === 'refuse') await checkVersionSkew(ctx, a);
     const pkg = a.package;
+    // a new package version replaces the binaries istio runs: it restarts once (not at all when this run starts it)
+    const restart = sidecarRestart(ctx, a.flow);
     return [
-      pkg.from === 'apt' && Package(packageSpec.parse({ name: pkg.name, ...(pkg.version && { version: pkg.version }) })),
-      pkg.from === 'deb' && Package({ name: pkg.name, deb: { url: pkg.url, sha256: pkg.sha256, ...(pkg.caFile && { caFile: pkg.caFile }) } }),
+      pkg.from === 'apt' && Package(packageSpec.parse({ name: pkg.name, ...(pkg.version && { version: pkg.version }) }), restart),
+      pkg.from === 'deb' && Package({ name: pkg.name, deb: { url: pkg.url, sha256: pkg.sha256, ...(pkg.caFile && { caFile: pkg.caFile }) } }, restart),
       Directory({ path: ENVOY_DIR, mode: 0o755, owner: a.proxyUser, group: a.proxyUser }),
       File(
         {
@@ -41,13 +81,110 @@ export const sidecar = defineRecipe({
           owner: a.proxyUser,
           group: a.proxyUser,
           content: renderEnvFile({
-            ISTIO_INBOUND_PORTS: a.inboundPorts.join(','),
+            ISTIO_INBOUND_PORTS: inboundPorts,
             ISTIO_INBOUND_EXCLUDE_PORTS: a.excludeInboundPorts.length ? a.excludeInboundPorts.join(',') : undefined,
             ISTIO_INBOUND_INTERCEPTION_MODE: a.interceptionMode,
           }),
         },
-        sidecarRestart(ctx, a.flow),
+        restart,
       ),
     ];
   },
 });
+
+/**
+ * ISTIO_INBOUND_PORTS for sidecar.env. Classic: the attribute. istiod: none by default, since cluster.env carries the
+ * workload's ports and wins (istio-start.sh loads it last); ports given here must be the workload's, or they are refused
+ * naming both (an unset workload.ports leaves cluster.env's to the WorkloadGroup, or "*").
+ */
+export function sidecarInboundPorts(
+  a: Pick<SidecarAttributes, 'flow' | 'inboundPorts'> & { workload?: Pick<Workload, 'ports'> | undefined },
+): string | undefined {
+  const given = a.inboundPorts?.join(',');
+  if (a.flow === 'classic' || given === undefined) return given;
+  const workloadPorts = a.workload?.ports.join(',') ?? '';
+  if (!samePorts(given, workloadPorts))
+    throw new Error(
+      `conflicting inbound ports: sidecar.inboundPorts (sidecar.env ISTIO_INBOUND_PORTS=${given}) and the workload's (cluster.env ISTIO_INBOUND_PORTS=${workloadPorts || 'from the WorkloadGroup, or * for all'}), which wins when istio starts; give the ports once, in workload.ports, and drop sidecar.inboundPorts`,
+    );
+  return given;
+}
+
+function samePorts(x: string, y: string): boolean {
+  const set = (s: string) => [...new Set(s.split(','))].sort().join(',');
+  return set(x) === set(y);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Version skew: a sidecar may be as new as istiod, or one minor behind (Istio's supported data-plane skew)
+
+/** major.minor of a Debian or Istio version (an epoch and anything after the minor ignored); undefined when it has none. */
+export function minorVersion(version: string): { major: number; minor: number } | undefined {
+  const match = /^(?:\d+:)?v?(\d+)\.(\d+)(?:[.+~-]|$)/.exec(version.trim());
+  return match ? { major: Number(match[1]), minor: Number(match[2]) } : undefined;
+}
+
+/** Why a sidecar of this version cannot be used with this istiod, or undefined when it can (pure). */
+export function versionSkewProblem(sidecarVersion: string, istiodVersion: string): string | undefined {
+  const s = minorVersion(sidecarVersion);
+  const i = minorVersion(istiodVersion);
+  if (!s) return `the sidecar version ${JSON.stringify(sidecarVersion)} has no major.minor to compare with istiod ${istiodVersion}`;
+  if (!i) return `istiod's version ${JSON.stringify(istiodVersion)} has no major.minor to compare with the sidecar ${sidecarVersion}`;
+  const behind = (i.major - s.major) * 1000 + (i.minor - s.minor);
+  if (behind < 0)
+    return `the sidecar ${sidecarVersion} is newer than istiod ${istiodVersion}: Istio does not support a data plane newer than its control plane`;
+  if (behind > 1)
+    return `the sidecar ${sidecarVersion} is ${s.major === i.major ? `${behind} minor versions` : 'a major version'} behind istiod ${istiodVersion}: Istio supports a sidecar at most one minor behind`;
+  return undefined;
+}
+
+/** The version of the sidecar this run installs or is told is there; undefined when it cannot be known before the download. */
+export async function wantedSidecarVersion(host: HostReader, pkg: SidecarPackage): Promise<{ version: string; from: string } | undefined> {
+  if (pkg.version) return { version: pkg.version, from: 'sidecar.package.version' };
+  if (pkg.from === 'deb') {
+    // Istio publishes .../releases/<version>/deb/istio-sidecar.deb
+    const inUrl =
+      /\/releases\/v?(\d+\.\d+\.\d+[^/]*)\//.exec(pkg.url)?.[1] ?? /istio-sidecar[_-]v?(\d+\.\d+\.\d+[^_/]*?)(?:_[a-z0-9]+)?\.deb$/.exec(pkg.url)?.[1];
+    return inUrl ? { version: inUrl, from: `the .deb's URL ${pkg.url}` } : undefined;
+  }
+  if (pkg.from === 'apt' && host.live) {
+    // an installed package stays as it is (no pin): only a first install brings a version, apt's candidate
+    const installed = parseDpkgQuery((await host.query(['dpkg-query', '-W', '-f', '${Package}\t${db:Status-Abbrev}\t${Version}\n', pkg.name])).stdout).get(
+      pkg.name,
+    );
+    if (installed?.installed) return undefined;
+    const candidate = /^\s*Candidate: (\S+)$/m.exec((await host.query(['apt-cache', 'policy', pkg.name])).stdout)?.[1];
+    return candidate && candidate !== '(none)' ? { version: candidate, from: `apt's candidate for ${pkg.name}` } : undefined;
+  }
+  return undefined;
+}
+
+/** Reads istiod's version through the cluster client (stream A's KubernetesClient.istiodVersion). */
+interface IstiodVersionReader {
+  istiodVersion?(o: { namespace: string; revision: string }): Promise<string | undefined>;
+}
+
+/** Refuses, before anything changes, a sidecar version istiod cannot serve, naming both versions. */
+async function checkVersionSkew(ctx: RecipeContext, a: SidecarAttributes): Promise<void> {
+  const wanted = await wantedSidecarVersion(ctx.host, a.package);
+  if (!wanted) return; // nothing new to install, or a .deb whose version is known only once downloaded (say it in package.version)
+  const revision = a.workload?.revision ?? '';
+  const where = `${a.systemNamespace}${revision ? ` (revision ${revision})` : ''}`;
+  const istiod = await cluster(ctx, a.cluster, `istiod's version (for the sidecar's version-skew check; or set sidecar.versionSkew: ignore)`).once(
+    `istiod-version:${a.systemNamespace}:${revision}`,
+    async (k) => {
+      const reader = k as unknown as IstiodVersionReader;
+      if (typeof reader.istiodVersion !== 'function') throw new Error('this meshvm cannot read istiod version yet (KubernetesClient.istiodVersion)');
+      return reader.istiodVersion({ namespace: a.systemNamespace, revision });
+    },
+  );
+  if (istiod === undefined)
+    throw new Error(
+      `cannot check the sidecar ${wanted.version} (${wanted.from}) against istiod: no istiod version found in ${where}; set sidecar.versionSkew: ignore to install it unchecked`,
+    );
+  const problem = versionSkewProblem(wanted.version, istiod);
+  if (problem)
+    throw new Error(
+      `${problem} (sidecar from ${wanted.from}, istiod in ${where}); install a sidecar of istiod's minor version or one below, or set sidecar.versionSkew: ignore`,
+    );
+}
