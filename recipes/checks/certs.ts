@@ -1,10 +1,12 @@
-// The certs recipe's checks: its certificates present, owned, moded, parsed, chained and not about to expire; the istio-token valid.
+// The certs recipe's checks: its certificates present, owned, moded, parsed, chained and not about to expire; the istio-token valid;
+// in the istiod flow (it declared the mesh config) istiod reached as the sidecar reaches it, and the chain the agent wrote.
 import { X509Certificate } from 'node:crypto';
 import type { Check, CheckContext } from '../../engine/check.ts';
 import { formatMode, type HostReader } from '../../engine/host.ts';
 import type { Declared } from '../../engine/resource.ts';
 import type { FileSpec } from '../../resources/file.ts';
 import { jwtClaims, type IstioTokenSpec } from '../../resources/istio-token.ts';
+import { istiodChecks } from './istiod.ts';
 
 /** A certificate must stay valid at least this long. */
 export const CERT_WINDOW_SECONDS = 86_400;
@@ -19,7 +21,13 @@ export type DeclaredToken = Pick<IstioTokenSpec, 'path' | 'owner' | 'group' | 'm
  */
 export interface CertsCheckAttributes {
   dir: string;
+  /** The account the sidecar runs as (istiod flow: the control plane is tried as it). */
+  proxyUser?: string | undefined;
+  systemNamespace?: string | undefined;
 }
+
+/** The mesh config the istiod flow declares; its presence says this is the istiod flow. */
+export const MESH_CONFIG_PATH = '/etc/istio/config/mesh';
 
 type Owned = { path: string; owner?: string | undefined; group?: string | undefined; mode?: number | undefined };
 
@@ -32,7 +40,20 @@ export async function certsChecks(a: CertsCheckAttributes, context: CheckContext
     if (isPem(d)) checks.push(await pemCheck(context.host, d.spec as FileSpec, rootCert && (rootCert.spec as FileSpec).path));
     else if (d.type.kind === 'istio_token') checks.push(await tokenCheck(context.host, d.spec as DeclaredToken));
   }
-  return checks;
+  const meshConfig = context.declared.find((d) => d.type.kind === 'file' && (d.spec as FileSpec).path === MESH_CONFIG_PATH);
+  if (!meshConfig) return checks;
+  const token = context.declared.find((d) => d.type.kind === 'istio_token')?.spec as DeclaredToken | undefined;
+  const istiod = await istiodChecks(
+    {
+      proxyUser: a.proxyUser ?? 'istio-proxy',
+      systemNamespace: a.systemNamespace ?? 'istio-system',
+      meshConfig: (meshConfig.spec as FileSpec).content,
+      workload: token && { namespace: token.namespace, serviceAccount: token.serviceAccount },
+    },
+    context,
+  );
+  // the control plane first (what everything else depends on), the agent's chain with the certificates, the gateway last
+  return [...istiod.filter((c) => c.check === 'control plane'), ...checks, ...istiod.filter((c) => c.check !== 'control plane')];
 }
 
 async function pemCheck(host: HostReader, spec: FileSpec, rootPath: string | undefined): Promise<Check> {

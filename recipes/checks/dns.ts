@@ -1,9 +1,11 @@
-// The dns recipe's checks: the kubedns names resolve as declared, a cluster name resolves, the control plane accepts a connection.
+// The dns recipe's checks: the kubedns names resolve as declared, a cluster name resolves, classic pilot accepts a connection
+// (on the running system as istio-proxy, past the sidecar's redirect). istiod is checked by the certs recipe, which knows its address.
 import type { z } from 'zod';
 import type { Check, CheckContext } from '../../engine/check.ts';
 import type { FileSpec } from '../../resources/file.ts';
 import type { dnsAttributes } from '../dns.ts';
 import { lookupFor, resolverName, tcpConnect, type Lookup } from './lookup.ts';
+import { probeConnect, proxyAccount } from './probe.ts';
 
 export interface Kubedns {
   /** address=/name/ip: the names dnsmasq answers itself. */
@@ -70,22 +72,23 @@ export async function dnsChecks(a: z.output<typeof dnsAttributes>, context: Chec
 interface Target {
   name: string;
   port: number;
-  /** The address kubedns answers for it, used when the name itself does not resolve here (istiod's .svc name lives in /etc/hosts). */
-  fallback?: string;
 }
 
-/** Classic: istio-pilot.<ns> on 15011 (mTLS discovery); istiod: istiod.<ns>.svc on 15012. */
+/**
+ * Classic: istio-pilot.<ns> on 15011 (mTLS discovery). istiod (istiod.<ns>.svc:15012, from /etc/hosts) is the certs
+ * recipe's to check: it declares the mesh config that names it, and tries it as the sidecar.
+ */
 function controlPlaneTarget(answers: Kubedns['answers']): Target | undefined {
   const pilot = answers.find((a) => a.name.startsWith('istio-pilot.')) ?? answers.find((a) => a.name === 'istio-pilot');
-  if (pilot) return { name: pilot.name, port: 15011 };
-  const istiod = answers.find((a) => a.name.startsWith('istiod.')) ?? answers.find((a) => a.name === 'istiod');
-  if (istiod) return { name: `${istiod.name.split('.').slice(0, 2).join('.')}.svc`, port: 15012, fallback: istiod.ip };
-  return undefined;
+  return pilot && { name: pilot.name, port: 15011 };
 }
+
+/** The sidecar's account, whose traffic its redirect lets through (the classic package makes istio-proxy too). */
+const PROXY_USER = 'istio-proxy';
 
 async function controlPlaneCheck(target: Target, lookup: Lookup, context: CheckContext, dnsmasqFix: string): Promise<Check> {
   const got = await lookup(target.name);
-  const ip = got.addresses[0] ?? target.fallback;
+  const ip = got.addresses[0];
   const where = `${target.name}:${target.port}`;
   if (!ip) {
     return {
@@ -95,11 +98,17 @@ async function controlPlaneCheck(target: Target, lookup: Lookup, context: CheckC
       fix: `make ${target.name} resolve first: ${dnsmasqFix}`,
     };
   }
-  const error = await tcpConnect(ip, target.port, context.timeoutMs);
+  // on the running system as the sidecar (a connection as root would meet the sidecar's own redirect to Envoy, which accepts
+  // anything); with no such account there is no sidecar and no redirect. Under --root, from here.
+  const account = context.host.live ? await proxyAccount(context.host, PROXY_USER) : undefined;
+  const error = context.host.live
+    ? (await probeConnect(context.host, ip, target.port, { as: account, timeoutMs: context.timeoutMs })).error
+    : await tcpConnect(ip, target.port, context.timeoutMs);
+  const who = account ? ` as ${account.name}` : '';
   return {
     check: 'control plane',
     ok: !error,
-    detail: `${where} (${ip}) ${error ? `does not accept a connection: ${error}` : 'accepts a connection'}`,
+    detail: `${where} (${ip}) ${error ? `does not accept a connection${who}: ${error}` : `accepts a connection${who}`}`,
     ...(error
       ? {
           fix: `the name resolves, the port does not answer: open port ${target.port} from this VM to the load balancer at ${ip} (security groups, firewall), and check that the Service behind it has endpoints`,

@@ -1,9 +1,11 @@
-// The sidecar's interception check: the nat chains istio sets up when it starts (ISTIO_INBOUND, ISTIO_OUTPUT, ISTIO_REDIRECT).
+// The sidecar's interception checks: the nat chains istio sets up when it starts (ISTIO_INBOUND, ISTIO_OUTPUT, ISTIO_REDIRECT), and
+// with the DNS proxy on (ISTIO_META_DNS_CAPTURE=true in the sidecar's environment) the redirect of port 53 to it (15053).
 import type { z } from 'zod';
 import type { Check, CheckContext } from '../../engine/check.ts';
 import { errorMessage } from '../../engine/errors.ts';
 import type { ServiceSpec } from '../../resources/service.ts';
 import type { flow } from '../mesh.ts';
+import { sidecarEnvironment } from './istiod.ts';
 
 /** The sidecar-services attributes ({ flow }), spelled from mesh.ts's schema: a type taken from the recipe it is wired into would be circular. */
 export interface SidecarServicesAttributes {
@@ -36,6 +38,7 @@ export async function interceptionChecks(_a: SidecarServicesAttributes, context:
     ];
   }
   const missing = ISTIO_NAT_CHAINS.filter((chain) => !nat.includes(`:${chain} `));
+  const capture = (await sidecarEnvironment(context.host)).ISTIO_META_DNS_CAPTURE === 'true' ? [dnsCaptureCheck(nat)] : [];
   return [
     {
       check: 'interception',
@@ -45,5 +48,69 @@ export async function interceptionChecks(_a: SidecarServicesAttributes, context:
         : `the ${ISTIO_NAT_CHAINS.slice(0, -1).join(', ')} and ${ISTIO_NAT_CHAINS.at(-1)} nat chains exist`,
       ...(missing.length ? { fix: 'the istio service sets them up when it starts: systemctl restart istio' } : {}),
     },
+    ...capture,
   ];
+}
+
+/** The agent's DNS proxy port, where istio-iptables redirects DNS when ISTIO_META_DNS_CAPTURE is true. */
+export const DNS_PROXY_PORT = 15053;
+
+/** One nat rule of iptables-save: its chain, protocol, destination port, jump target and REDIRECT port. */
+export interface NatRule {
+  chain: string;
+  protocol?: string | undefined;
+  dport?: string | undefined;
+  target?: string | undefined;
+  toPort?: string | undefined;
+}
+
+/** The -A lines of `iptables-save -t nat` (pure); a negated protocol or port is not the protocol or port. */
+export function parseNatRules(text: string): NatRule[] {
+  const rules: NatRule[] = [];
+  for (const line of text.split('\n')) {
+    const m = /^-A (\S+) (.*)$/.exec(line.trim());
+    if (!m) continue;
+    const rest = m[2]!;
+    const arg = (flag: string) => new RegExp(`(?:^|\\s)(!\\s+)?${flag} (\\S+)`).exec(rest);
+    const plain = (flag: string) => {
+      const found = arg(flag);
+      return found && !found[1] ? found[2] : undefined;
+    };
+    rules.push({ chain: m[1]!, protocol: plain('-p'), dport: plain('--dport'), target: plain('-j'), toPort: plain('--to-ports?') });
+  }
+  return rules;
+}
+
+/** The chains reachable from OUTPUT through jumps (OUTPUT itself included). */
+function reachableFromOutput(rules: readonly NatRule[]): Set<string> {
+  const seen = new Set(['OUTPUT']);
+  for (let grew = true; grew; ) {
+    grew = false;
+    for (const r of rules) {
+      if (seen.has(r.chain) && r.target && !seen.has(r.target) && rules.some((x) => x.chain === r.target)) {
+        seen.add(r.target);
+        grew = true;
+      }
+    }
+  }
+  return seen;
+}
+
+/** UDP and TCP port 53 redirected to the DNS proxy, by rules that locally sent packets reach (OUTPUT and the chains it jumps to). */
+export function dnsCaptureCheck(nat: string): Check {
+  const rules = parseNatRules(nat);
+  const reachable = reachableFromOutput(rules);
+  const redirects = (protocol: string) =>
+    rules.some((r) => reachable.has(r.chain) && r.protocol === protocol && r.dport === '53' && r.target === 'REDIRECT' && r.toPort === String(DNS_PROXY_PORT));
+  const missing = ['udp', 'tcp'].filter((protocol) => !redirects(protocol));
+  return {
+    check: 'dns capture',
+    ok: missing.length === 0,
+    detail: missing.length
+      ? `ISTIO_META_DNS_CAPTURE is true, but no nat rule reached from OUTPUT redirects ${missing.join(' or ')} port 53 to the DNS proxy (${DNS_PROXY_PORT})`
+      : `udp and tcp port 53 are redirected to the sidecar's DNS proxy (${DNS_PROXY_PORT})`,
+    ...(missing.length
+      ? { fix: 'istio-iptables installs them when istio starts with ISTIO_META_DNS_CAPTURE=true in cluster.env: systemctl restart istio' }
+      : {}),
+  };
 }
