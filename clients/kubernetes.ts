@@ -1,5 +1,5 @@
-// The Kubernetes API client of a run, configured from what Vault returned (server, CA, scoped token): the reads a mesh VM needs.
-import { CoreV1Api, CustomObjectsApi, KubeConfig, NetworkingV1Api, ServerConfiguration, createConfiguration } from '@kubernetes/client-node';
+// The Kubernetes API client of a run, configured from what Vault returned (server, CA, scoped token): the reads a mesh VM needs, each value checked before use.
+import { AppsV1Api, CoreV1Api, CustomObjectsApi, KubeConfig, NetworkingV1Api, ServerConfiguration, createConfiguration } from '@kubernetes/client-node';
 import type { RequestContext, ResponseContext } from '@kubernetes/client-node';
 import { apiCalls } from '../engine/api-calls.ts';
 import { secrets } from '../engine/secrets.ts';
@@ -7,10 +7,24 @@ import { DEFAULT_RETRY, RetriesExhausted, withRetry, type RetryPolicy } from './
 import { KubernetesError, classifyKubernetes, explainKubernetesError, httpStatus } from './kubernetes-errors.ts';
 import { findServiceCidrs, type ServiceCidrs } from './service-cidr.ts';
 import { upsertWorkloadEntry, type WorkloadEntryInput } from './workload-entry.ts';
+import { cidr, dnsName, ipAddress, parseClusterValue, pemCertificates, port as portNumber } from './cluster-values.ts';
+import {
+  readInjectorValues,
+  readIstiodVersion,
+  readMeshConfig,
+  readNamespaceNetwork,
+  readWorkloadGroup,
+  type ControlPlane,
+  type InjectorValues,
+  type MeshConfig,
+  type WorkloadGroup,
+} from './istio-config.ts';
 
 export { KubernetesError } from './kubernetes-errors.ts';
+export { ClusterValueError } from './cluster-values.ts';
 export type { ServiceCidrs } from './service-cidr.ts';
 export type { WorkloadEntryInput } from './workload-entry.ts';
+export type { ControlPlane, InjectorValues, MeshConfig, ProxyConfig, Probe, WorkloadGroup } from './istio-config.ts';
 
 export interface KubernetesClientOptions {
   /** API server URL, e.g. https://1.2.3.4:6443 (from Vault). */
@@ -54,6 +68,7 @@ export class KubernetesClient {
   readonly #options: KubernetesClientOptions;
   readonly #kubeConfig = new KubeConfig();
   readonly core: CoreV1Api;
+  readonly apps: AppsV1Api;
   readonly networking: NetworkingV1Api;
   readonly custom: CustomObjectsApi;
   #refreshed = false;
@@ -78,6 +93,7 @@ export class KubernetesClient {
       ],
     });
     this.core = new CoreV1Api(config);
+    this.apps = new AppsV1Api(config);
     this.networking = new NetworkingV1Api(config);
     this.custom = new CustomObjectsApi(config);
   }
@@ -115,7 +131,7 @@ export class KubernetesClient {
     const cm = await this.call(`reading ConfigMap ${namespace}/${configMap}`, () => this.core.readNamespacedConfigMap({ name: configMap, namespace }));
     const pem = cm.data?.['root-cert.pem'];
     if (!pem) throw new Error(`ConfigMap ${namespace}/${configMap} has no root-cert.pem (is istiod running and watching namespace ${namespace}?)`);
-    return pem;
+    return parseClusterValue(pemCertificates, pem, `ConfigMap ${namespace}/${configMap}`, 'data."root-cert.pem"');
   }
 
   /** The classic istio.<serviceaccount> Secret: root-cert.pem, cert-chain.pem and key.pem, base64-decoded. */
@@ -129,12 +145,24 @@ export class KubernetesClient {
     };
     const key = field('key.pem');
     secrets.add(key);
-    return { rootCert: field('root-cert.pem'), certChain: field('cert-chain.pem'), key };
+    if (!/^-----BEGIN [A-Z ]*PRIVATE KEY-----\n[\s\S]+\n-----END [A-Z ]*PRIVATE KEY-----\s*$/.test(key))
+      throw new Error(`Secret ${namespace}/${name}: data."key.pem" is not a PEM private key (one -----BEGIN ... PRIVATE KEY----- block)`);
+    const object = `Secret ${namespace}/${name}`;
+    return {
+      rootCert: parseClusterValue(pemCertificates, field('root-cert.pem'), object, 'data."root-cert.pem"'),
+      certChain: parseClusterValue(pemCertificates, field('cert-chain.pem'), object, 'data."cert-chain.pem"'),
+      key,
+    };
   }
 
   /** Every service range: the ServiceCIDR API, else a dry-run probe whose error names the range, else `fallback`. */
-  serviceCidrs(options: { probeNamespace?: string; fallback?: readonly string[] } = {}): Promise<ServiceCidrs> {
-    return findServiceCidrs(this, options);
+  async serviceCidrs(options: { probeNamespace?: string; fallback?: readonly string[] } = {}): Promise<ServiceCidrs> {
+    const found = await findServiceCidrs(this, options);
+    const where = { 'servicecidr-api': 'ServiceCIDRs (networking.k8s.io/v1)', 'dry-run-probe': "the dry-run probe's refusal", attribute: 'the fallback' }[
+      found.source
+    ];
+    for (const [i, value] of found.cidrs.entries()) parseClusterValue(cidr, value, where, found.source === 'servicecidr-api' ? `spec.cidrs[${i}]` : 'range');
+    return found;
   }
 
   /** Addresses of the LoadBalancer Services in a namespace (hostname first, then IP), sorted by service name. */
@@ -147,16 +175,25 @@ export class KubernetesClient {
     for (const svc of list.items) {
       const name = svc.metadata?.name ?? '';
       if (svc.spec?.type !== 'LoadBalancer' || (options.services && !options.services.includes(name))) continue;
+      const object = `Service ${namespace}/${name}`;
       const ingress = svc.status?.loadBalancer?.ingress ?? [];
-      const hostname = ingress.find((i) => i.hostname)?.hostname;
-      const ip = ingress.find((i) => i.ip)?.ip;
-      if (!hostname && !ip) continue;
-      const ports = (svc.spec.ports ?? []).map((p) => (p.name ? { name: p.name, port: p.port } : { port: p.port }));
-      out.push({ service: name, namespace, address: (hostname ?? ip)!, kind: hostname ? 'hostname' : 'ip', ports });
+      const hostnameAt = ingress.findIndex((i) => i.hostname);
+      const ipAt = ingress.findIndex((i) => i.ip);
+      if (hostnameAt < 0 && ipAt < 0) continue;
+      const address =
+        hostnameAt >= 0
+          ? parseClusterValue(dnsName, ingress[hostnameAt]!.hostname, object, `status.loadBalancer.ingress[${hostnameAt}].hostname`)
+          : parseClusterValue(ipAddress, ingress[ipAt]!.ip, object, `status.loadBalancer.ingress[${ipAt}].ip`);
+      const ports = (svc.spec.ports ?? []).map((p, i) => {
+        parseClusterValue(portNumber, p.port, object, `spec.ports[${i}].port`);
+        return p.name ? { name: p.name, port: p.port } : { port: p.port };
+      });
+      out.push({ service: name, namespace, address, kind: hostnameAt >= 0 ? 'hostname' : 'ip', ports });
     }
     for (const wanted of options.services ?? []) {
-      if (!out.some((a) => a.service === wanted))
-        throw new Error(`Service ${namespace}/${wanted} is not a LoadBalancer with an address yet (status.loadBalancer.ingress is empty)`);
+      if (out.some((a) => a.service === wanted)) continue;
+      if (!list.items.some((svc) => svc.metadata?.name === wanted)) throw new MissingServiceError(namespace, wanted);
+      throw new Error(`Service ${namespace}/${wanted} is not a LoadBalancer with an address yet (status.loadBalancer.ingress is empty)`);
     }
     return out.sort((a, b) => a.service.localeCompare(b.service));
   }
@@ -168,7 +205,7 @@ export class KubernetesClient {
     const svc = await this.call(`reading Service ${namespace}/${name}`, () => this.core.readNamespacedService({ name, namespace }));
     const ip = svc.spec?.clusterIP;
     if (!ip || ip === 'None') throw new Error(`Service ${namespace}/${name} has no ClusterIP`);
-    return ip;
+    return parseClusterValue(ipAddress, ip, `Service ${namespace}/${name}`, 'spec.clusterIP');
   }
 
   /** A TokenRequest for a service account (audience istio-ca, at least 600 s); the expiry is what the response says. */
@@ -192,6 +229,8 @@ export class KubernetesClient {
     const expires = response.status?.expirationTimestamp;
     if (!token || !expires) throw new Error(`the TokenRequest for ${o.namespace}/${o.serviceAccount} returned no token or expiry`);
     secrets.add(token);
+    if (!/^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/.test(token))
+      throw new Error(`the TokenRequest for ${o.namespace}/${o.serviceAccount}: status.token is not a JWT (three base64url parts)`);
     return { token, expiresAt: new Date(expires), audiences: response.spec?.audiences ?? audiences };
   }
 
@@ -200,5 +239,45 @@ export class KubernetesClient {
     return upsertWorkloadEntry(this, entry);
   }
 
+  /** The mesh config of a control plane (ConfigMap istio[-<rev>], key mesh), typed; an error when it does not exist. */
+  meshConfig(cp: ControlPlane): Promise<MeshConfig> {
+    return readMeshConfig(this, cp);
+  }
+
+  /** The injector's values (cluster name, network, mesh ID), or undefined when there is no injector ConfigMap. */
+  injectorValues(cp: ControlPlane): Promise<InjectorValues | undefined> {
+    return readInjectorValues(this, cp);
+  }
+
+  /** The topology.istio.io/network label of a namespace (the system namespace's names the cluster's network). */
+  namespaceNetwork(namespace: string): Promise<string | undefined> {
+    return readNamespaceNetwork(this, namespace);
+  }
+
+  /** A WorkloadGroup, typed, or undefined when it does not exist. */
+  workloadGroup(namespace: string, name: string): Promise<WorkloadGroup | undefined> {
+    return readWorkloadGroup(this, namespace, name);
+  }
+
+  /**
+   * istiod's version from its Deployment istiod[-<rev>]: the discovery container's image tag, else the label
+   * app.kubernetes.io/version (or operator.istio.io/version); undefined when there is no Deployment or no version.
+   */
+  istiodVersion(cp: ControlPlane): Promise<string | undefined> {
+    return readIstiodVersion(this, cp);
+  }
+
   async close(): Promise<void> {}
+}
+
+/** A control-plane Service the cluster does not have at all (not merely one without an address yet). */
+export class MissingServiceError extends Error {
+  readonly namespace: string;
+  readonly service: string;
+  constructor(namespace: string, service: string) {
+    super(`no Service ${service} in ${namespace}`);
+    this.name = 'MissingServiceError';
+    this.namespace = namespace;
+    this.service = service;
+  }
 }
