@@ -1,19 +1,34 @@
 // Recipe cluster-env: /var/lib/istio/envoy/cluster.env, what the sidecar knows of the cluster it joins.
 import { z } from 'zod';
-import { defineRecipe } from '../engine/recipe.ts';
-import { cidr } from '../engine/validate.ts';
+import { defineRecipe, type RecipeContext } from '../engine/recipe.ts';
+import { cidr, ipAddress } from '../engine/validate.ts';
 import { Directory } from '../resources/directory.ts';
 import { File } from '../resources/file.ts';
-import { renderEnvFile } from './env-file.ts';
+import { renderEnvFile, renderIstioctlEnv } from './env-file.ts';
 import { clusterAttribute, cluster } from './cluster.ts';
-import { flow, istiodHost, namespaceName, proxyUser, sidecarRestart, workload, type Workload } from './mesh.ts';
+import {
+  flow,
+  inboundPorts,
+  istiodHost,
+  memberProxyMetadata,
+  namespaceName,
+  proxyUser,
+  resolveMember,
+  sidecarRestart,
+  workload,
+  type MemberOptions,
+  type MeshMember,
+} from './mesh.ts';
+import { primaryAddress } from '../resources/workload-entry.ts';
+import { registrationAttribute, registrationProxyMetadata, resolveMode, type Registration } from './registration.ts';
 
 export const ENVOY_DIR = '/var/lib/istio/envoy';
 const envName = z.string().regex(/^[A-Z_][A-Z0-9_]*$/, 'expected an environment variable name');
+const oneLine = z.string().regex(/^[^\n\r\0]*$/, 'expected one line (no newline or NUL)');
 
 export const clusterEnv = defineRecipe({
   name: 'cluster-env',
-  description: 'cluster.env: classic (setupMeshEx.sh generateClusterEnv) or istiod (istioctl x workload entry configure).',
+  description: 'cluster.env: classic (setupMeshEx.sh generateClusterEnv) or istiod (istioctl x workload entry configure, from the cluster).',
   attributes: z.strictObject({
     flow,
     /** Classic: the service range(s) the sidecar intercepts; read from the cluster when not given. */
@@ -23,14 +38,22 @@ export const clusterEnv = defineRecipe({
     systemNamespace: namespaceName.default('istio-system'),
     /** Classic: ISTIO_CP_AUTH; the sidecar's default (MUTUAL_TLS) when not given. */
     controlPlaneAuth: z.enum(['MUTUAL_TLS', 'NONE']).optional(),
-    /** istiod: the workload this VM is (required for the istiod flow). */
+    /** istiod: the workload this VM is (required for the istiod flow); its values override the cluster's. */
     workload: workload.optional(),
-    /** istiod: the VM's address in the mesh (ISTIO_SVC_IP). */
-    svcIp: z.string().optional(),
-    /** istiod: proxyMetadata of the mesh config, written first and overridden by the workload's own settings. */
-    proxyMetadata: z.record(envName, z.string()).default({}),
-    /** Further KEY: value lines. */
-    extra: z.record(envName, z.string()).default({}),
+    /** istiod: the VM's address in the mesh (ISTIO_SVC_IP; istioctl --internalIP). */
+    svcIp: ipAddress.optional(),
+    /** istiod: an address outside the VM (istioctl --externalIP): ISTIO_SVC_IP and REWRITE_PROBE_LEGACY_LOCALHOST_DESTINATION. */
+    externalIp: ipAddress.optional(),
+    /** istiod: the agent answers DNS on port 53 (ISTIO_META_DNS_CAPTURE; istioctl --capture-dns, default on). */
+    dnsCapture: z.boolean().default(true),
+    /** istiod: the DNS proxy gives ServiceEntries without an address one (ISTIO_META_DNS_AUTO_ALLOCATE). */
+    dnsAutoAllocate: z.boolean().default(false),
+    /** istiod: how the VM is registered (the registration recipe's attribute): auto sets ISTIO_META_AUTO_REGISTER_GROUP. */
+    registration: registrationAttribute.optional(),
+    /** istiod: proxy metadata over the mesh config's (the certs recipe takes it too: both files get it). */
+    proxyMetadata: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'expected an environment variable name'), oneLine).default({}),
+    /** Further KEY: value lines, over everything else. */
+    extra: z.record(envName, oneLine).default({}),
     proxyUser,
     cluster: clusterAttribute.optional(),
   }),
@@ -38,7 +61,10 @@ export const clusterEnv = defineRecipe({
     let content: string;
     if (a.flow === 'istiod') {
       if (!a.workload) throw new Error('the istiod flow needs the "workload" attribute (name, namespace, serviceAccount)');
-      content = renderIstiodClusterEnv(a.workload, { systemNamespace: a.systemNamespace, svcIp: a.svcIp, proxyMetadata: a.proxyMetadata, extra: a.extra });
+      if (a.svcIp && a.externalIp)
+        throw new Error('svcIp and externalIp both set: give the VM one address (istioctl: --internalIP and --externalIP are mutually exclusive)');
+      const { member, options } = await memberOf(ctx, { ...a, workload: a.workload });
+      content = renderIstiodClusterEnv(member, options, { svcIp: a.svcIp, externalIp: a.externalIp, extra: a.extra });
     } else {
       const cidrs = a.serviceCidr
         ? [a.serviceCidr].flat()
@@ -62,20 +88,62 @@ export const clusterEnv = defineRecipe({
   },
 });
 
-/** cluster.env as `istioctl x workload entry configure` writes it: proxyMetadata, then the workload's overrides, sorted, shell-quoted. */
+/** The member and the flags of the istiod flow, as cluster-env and certs both work them out (the cluster read once). */
+export async function memberOf(
+  ctx: RecipeContext,
+  a: Parameters<typeof resolveMember>[1] & {
+    flow: 'classic' | 'istiod';
+    dnsCapture: boolean;
+    dnsAutoAllocate: boolean;
+    registration?: Registration | undefined;
+    proxyMetadata?: Record<string, string>;
+  },
+): Promise<{ member: MeshMember; options: MemberOptions }> {
+  const r = a.registration;
+  const mode = resolveMode(a);
+  // auto: the WorkloadGroup the registration recipe applies later in this run holds these (so the next run reads them)
+  const intended =
+    mode === 'auto' && r?.ensure !== 'absent'
+      ? { ...(r?.labels && { labels: r.labels }), ...(r?.ports && { ports: r.ports }), ...(r?.probe && { probe: r.probe }) }
+      : {};
+  const resolved = await resolveMember(ctx, a, intended);
+  // the attribute's metadata over the cluster's, under istioctl's own keys
+  const member = { ...resolved, proxyConfig: { ...resolved.proxyConfig, proxyMetadata: { ...resolved.proxyConfig.proxyMetadata, ...a.proxyMetadata } } };
+  // manual with neither an entry name nor an address: the address the registration recipe reads too (the default route)
+  let address: string | undefined;
+  if (mode === 'manual' && r?.ensure !== 'absent' && !r?.entryName && !r?.address) {
+    const family = r?.family === 'ipv6' ? 6 : r?.family === 'ipv4' ? 4 : undefined;
+    address = (await primaryAddress(ctx.host, family)).address;
+  }
+  const registration = registrationProxyMetadata({ ...a, address });
+  return { member, options: { dnsCapture: a.dnsCapture, dnsAutoAllocate: a.dnsAutoAllocate, registration } };
+}
+
+/**
+ * cluster.env as `istioctl x workload entry configure` writes it (createClusterEnv): the proxy metadata of the mesh config,
+ * then the workload's overrides, sorted, quoted as istioctl quotes.
+ */
 export function renderIstiodClusterEnv(
-  w: Workload,
-  o: { systemNamespace: string; svcIp?: string | undefined; proxyMetadata?: Record<string, string>; extra?: Record<string, string> },
+  m: MeshMember,
+  o: MemberOptions,
+  flags: { svcIp?: string | undefined; externalIp?: string | undefined; extra?: Record<string, string> } = {},
 ): string {
+  // 22 ssh, 15090 prometheus, 15021 the agent's health; the status port unless it is one of those (15020 by default)
+  const statusPort = m.proxyConfig.statusPort;
+  const exclude = `22,15090,15021${statusPort === 15090 || statusPort === 15021 ? '' : `,${statusPort ?? 15020}`}`;
   const overrides: Record<string, string> = {
-    ISTIO_INBOUND_PORTS: w.ports.length ? w.ports.join(',') : '*',
-    ISTIO_NAMESPACE: w.namespace,
-    ISTIO_SERVICE: `${w.name}.${w.namespace}`,
+    ISTIO_INBOUND_PORTS: inboundPorts(m),
+    ISTIO_NAMESPACE: m.namespace,
+    ISTIO_SERVICE: `${m.name}.${m.namespace}`,
     ISTIO_SERVICE_CIDR: '*',
-    ISTIO_LOCAL_EXCLUDE_PORTS: '22,15090,15021,15020',
-    SERVICE_ACCOUNT: w.serviceAccount,
+    ISTIO_LOCAL_EXCLUDE_PORTS: exclude,
+    SERVICE_ACCOUNT: m.serviceAccount,
   };
-  if (w.revision && w.revision !== 'default') overrides.CA_ADDR = `${istiodHost(o.systemNamespace, w.revision)}:15012`;
-  if (o.svcIp) overrides.ISTIO_SVC_IP = o.svcIp;
-  return renderEnvFile({ ...o.proxyMetadata, ...overrides, ...o.extra }, { sorted: true });
+  if (m.revision && m.revision !== 'default') overrides.CA_ADDR = `${istiodHost(m.systemNamespace, m.revision)}:15012`;
+  if (flags.svcIp) overrides.ISTIO_SVC_IP = flags.svcIp;
+  else if (flags.externalIp) {
+    overrides.ISTIO_SVC_IP = flags.externalIp;
+    overrides.REWRITE_PROBE_LEGACY_LOCALHOST_DESTINATION = 'true';
+  }
+  return renderIstioctlEnv({ ...memberProxyMetadata(m, o), ...overrides, ...flags.extra });
 }
