@@ -1,10 +1,10 @@
-// Recipe interception: checks the sidecar's nat interception rules and, when one is missing, has istio restarted to reinstall them.
+// Recipe interception: checks the sidecar's nat interception rules while istio runs and, when one is missing, has istio restarted to reinstall them.
 import { z } from 'zod';
 import { defineRecipe } from '../engine/recipe.ts';
 import { Execute } from '../resources/execute.ts';
-import { Service } from '../resources/service.ts';
 import { ENVOY_DIR } from './cluster-env.ts';
 import { flow, proxyUser, sidecarServiceSpecs } from './mesh.ts';
+import { SidecarService } from './sidecar-services.ts';
 
 /**
  * The rules are the sidecar's own: istio-start.sh (pilot-agent istio-iptables) cleans and installs them each time istio
@@ -60,14 +60,16 @@ export const interception = defineRecipe({
   description:
     "The sidecar's nat interception rules checked on every converge; a missing one gets istio restarted (once, with any other restart owed), which reinstalls them.",
   attributes: z.strictObject({ flow, proxyUser }),
-  declare(a, ctx) {
+  async declare(a, ctx) {
     if (a.flow !== 'istiod')
       throw new Error("the interception check knows the rules of Istio 1.5 and later (the istiod flow); the classic flow's sidecars wrote others");
     // the rules live in the running kernel: nothing to check under --root, and nothing to restart without sidecar-services
     if (!ctx.host.live || !ctx.runlist.recipes.includes('sidecar-services')) return [];
+    // istio installs them when it starts: while it is not running (first install, its start queued at boot) none are due
+    if ((await ctx.host.query(['systemctl', 'is-active', 'istio.service'])).stdout.trim() !== 'active') return [];
     const istio = sidecarServiceSpecs(a.flow)
       .filter((spec) => spec.name === 'istio')
-      .map((spec) => Service(spec));
+      .map((spec) => SidecarService(spec));
     // the script travels in the environment, so that the plan and the report name the check in one line, not 50
     return Execute(
       {
