@@ -1,5 +1,4 @@
 // The objects that register a VM in the mesh (WorkloadGroup, WorkloadEntry, a selector Service): read, server-side applied as field manager meshvm, deleted.
-import { PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
 import type { KubernetesClient } from './kubernetes.ts';
 import { KubernetesError } from './kubernetes-errors.ts';
 
@@ -77,6 +76,8 @@ export async function applyObject(k: KubernetesClient, api: ObjectApi, object: K
   const namespace = object.metadata.namespace ?? '';
   const name = object.metadata.name;
   const body = { ...object, apiVersion: apiVersionOf(api), kind: api.kind };
+  // loaded here, not at the top: a recipe that only declares registration must not load the Kubernetes client at start-up
+  const { PatchStrategy, setHeaderOptions } = await import('@kubernetes/client-node');
   const options = setHeaderOptions('Content-Type', PatchStrategy.ServerSideApply);
   const params = { name, namespace, body, fieldManager: FIELD_MANAGER, force: true };
   const applied = await k.call(`applying ${where(api, namespace, name)} (server-side apply, field manager ${FIELD_MANAGER})`, () =>
