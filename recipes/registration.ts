@@ -17,6 +17,7 @@ import {
 } from '../resources/workload-group.ts';
 import { clusterAttribute, cluster, type ClusterAttribute } from './cluster.ts';
 import { flow, workload, type Workload } from './mesh.ts';
+import { registrationChecks } from './checks/registration.ts';
 
 export const registrationMode = z.enum(['auto', 'manual', 'none']);
 export type RegistrationMode = z.output<typeof registrationMode>;
@@ -103,6 +104,7 @@ export function registrationPorts(w: Pick<Workload, 'ports'>, r: Pick<Registrati
 
 export const registration = defineRecipe({
   name: 'registration',
+  checks: registrationChecks,
   description:
     'Registers the VM as a mesh endpoint: auto (WorkloadGroup, istiod registers it), manual (WorkloadEntry), or none; optionally a selector Service.',
   attributes: z.strictObject({
