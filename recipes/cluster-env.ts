@@ -116,6 +116,11 @@ export async function memberOf(
     address = (await primaryAddress(ctx.host, family)).address;
   }
   const registration = registrationProxyMetadata({ ...a, address });
+  // auto-registration into a group nobody makes: istiod would refuse the sidecar's connection
+  if (registration.ISTIO_META_AUTO_REGISTER_GROUP && !ctx.runlist.recipes.includes('registration') && !resolved.sources.group)
+    throw new Error(
+      `registration auto (the istiod flow's default) needs the WorkloadGroup ${a.workload.namespace}/${a.workload.name}, which the cluster does not have and no registration recipe in this runlist makes: add the registration recipe, create the WorkloadGroup, or set registration: none`,
+    );
   return { member, options: { dnsCapture: a.dnsCapture, dnsAutoAllocate: a.dnsAutoAllocate, registration } };
 }
 

@@ -200,14 +200,10 @@ export function canonicalLabels(m: Pick<MeshMember, 'labels' | 'name'>): Record<
   };
 }
 
-/** JSON as Go's encoding/json writes a map: keys sorted, no spaces. */
-function goJson(value: unknown): string {
-  if (value && typeof value === 'object' && !Array.isArray(value)) {
-    const entries = Object.entries(value as Record<string, unknown>).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-    return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${goJson(v)}`).join(',')}}`;
-  }
-  if (Array.isArray(value)) return `[${value.map(goJson).join(',')}]`;
-  return JSON.stringify(value);
+/** JSON as Go's encoding/json writes a map[string]string: keys sorted as bytes, no spaces. */
+function goJson(map: Record<string, string>): string {
+  const entries = Object.entries(map).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${JSON.stringify(v)}`).join(',')}}`;
 }
 
 /** The proxy metadata istioctl writes into both the mesh config and cluster.env (createMeshConfig's md). */
@@ -223,7 +219,9 @@ export function memberProxyMetadata(m: MeshMember, o: MemberOptions): Record<str
   md.ISTIO_META_MESH_ID = m.proxyConfig.meshId ?? '';
   md.ISTIO_META_NETWORK = m.network;
   const ports = Object.entries(m.ports).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-  if (ports.length > 0) md.ISTIO_META_POD_PORTS = goJson(ports.map(([name, port]) => ({ name, containerPort: port, protocol: '' })));
+  // model.PodPort as Go marshals a struct: its fields in declaration order (name, containerPort, protocol)
+  if (ports.length > 0)
+    md.ISTIO_META_POD_PORTS = `[${ports.map(([name, port]) => `{"name":${JSON.stringify(name)},"containerPort":${port},"protocol":""}`).join(',')}]`;
   md.ISTIO_META_WORKLOAD_NAME = m.name;
   md.ISTIO_METAJSON_LABELS = goJson(labels);
   if (o.dnsCapture) md.ISTIO_META_DNS_CAPTURE = 'true';
