@@ -11,8 +11,8 @@ import { parse as parseYaml } from 'yaml';
 import { parseMeshConfig, parseWorkloadGroup } from '../../clients/istio-config.ts';
 import { KubernetesClient } from '../../clients/kubernetes.ts';
 import { renderIstiodClusterEnv } from '../../recipes/cluster-env.ts';
-import { renderHosts, renderMeshConfig } from '../../recipes/certs.ts';
-import { istiodHost, meshMember } from '../../recipes/mesh.ts';
+import { goFloat, renderGoYaml, renderHosts, renderMeshConfig } from '../../recipes/certs.ts';
+import { istiodHost, meshMember, memberProxyMetadata } from '../../recipes/mesh.ts';
 import { workload as workloadSchema } from '../../recipes/mesh.ts';
 import { meshvm, PROJECT, scratchRoot, snapshot, writeRunlist } from '../helpers/scratch.ts';
 import { until } from '../helpers/poll.ts';
@@ -67,6 +67,59 @@ test('nil proxy metadata (no revision, defaultConfig: {}): the mesh config byte 
     renderIstiodClusterEnv(member, { dnsCapture: true }, { svcIp: '10.10.10.10' }),
     withoutIdentityPathPrefix(await fixture('vmconfig-nil-proxy-metadata/cluster.env.golden')),
   );
+});
+
+test('ISTIO_META_POD_PORTS as istioctl marshals model.PodPort (its TestWorkloadEntryToPodPortsMeta), ports in name order', (t) => {
+  const mesh = parseMeshConfig('', 'ConfigMap istio-system/istio');
+  const group = parseWorkloadGroup({ metadata: { name: 'foo', namespace: 'bar' }, spec: { template: { ports: { HTTPS: 443, HTTP: 80 } } } });
+  const md = memberProxyMetadata(meshMember(workloadAttrs('', 'Kubernetes'), 'istio-system', { mesh, group }), { dnsCapture: false });
+  t.is(md.ISTIO_META_POD_PORTS, '[{"name":"HTTP","containerPort":80,"protocol":""},{"name":"HTTPS","containerPort":443,"protocol":""}]');
+  t.is(md.ISTIO_META_DNS_CAPTURE, undefined, '--capture-dns=false writes none');
+});
+
+test('the mesh config as go-yaml v2 writes it: key order, scalar styles, numbers, folding at 80 columns', (t) => {
+  const keys = ['b', 'B', 'a10', 'a2', 'a1', '_x', 'ISTIO_METAJSON_LABELS', 'ISTIO_META_X'];
+  t.deepEqual(
+    renderGoYaml(Object.fromEntries(keys.map((k) => [k, 1])))
+      .trim()
+      .split('\n')
+      .map((l) => l.split(':')[0]),
+    ['_x', 'B', 'ISTIO_META_X', 'ISTIO_METAJSON_LABELS', 'a1', 'a2', 'a10', 'b'],
+  );
+  const styles: [unknown, string][] = [
+    ['latest', 'latest'],
+    ['', '""'],
+    ['true', '"true"'],
+    ['on', '"on"'],
+    ['123', '"123"'],
+    ['1e3', '"1e3"'],
+    ['2001-12-14', '"2001-12-14"'],
+    ['istiod.istio-system.svc:15012', 'istiod.istio-system.svc:15012'],
+    ['a: b', "'a: b'"],
+    ['{"a":"b"}', `'{"a":"b"}'`],
+    ['[x]', "'[x]'"],
+    ['- x', "'- x'"],
+    ['#x', "'#x'"],
+    ['a #b', "'a #b'"],
+    ["it's", "it's"],
+    ["'q'", "'''q'''"],
+    [' lead', "' lead'"],
+    [15021, '15021'],
+    [1000000, '1e+06'],
+    [0.5, '0.5'],
+    [true, 'true'],
+    [null, 'null'],
+  ];
+  for (const [value, want] of styles) t.is(renderGoYaml({ k: value }), `k: ${want}\n`, String(value));
+  t.is(goFloat(1.5e-5), '1.5e-05');
+  t.is(goFloat(123456), '123456');
+  t.is(
+    renderGoYaml({ a: { b: [] as unknown[], c: {}, d: [{ name: 'x', value: 'y' }, 'z', 'v'] } }),
+    'a:\n  b: []\n  c: {}\n  d:\n  - name: x\n    value: "y"\n  - z\n  - v\n',
+  );
+  const long = Array.from({ length: 20 }, (_, i) => `word${i}`).join(' ');
+  t.is(renderGoYaml({ defaultConfig: { proxyMetadata: { NOTE: long } } }).split('\n')[2], `    NOTE: ${long.slice(0, long.indexOf(' word12'))}`);
+  t.is(renderGoYaml({ defaultConfig: { proxyMetadata: { NOTE: long } } }).split('\n')[3], `      ${long.slice(long.indexOf('word12'))}`);
 });
 
 test("istioctl's golden root cert is not a certificate: istioctl copies it, meshvm refuses it naming the ConfigMap and field", async (t) => {
