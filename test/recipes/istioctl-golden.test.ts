@@ -12,7 +12,7 @@ import { parseMeshConfig, parseWorkloadGroup } from '../../clients/istio-config.
 import { KubernetesClient } from '../../clients/kubernetes.ts';
 import { renderIstiodClusterEnv } from '../../recipes/cluster-env.ts';
 import { goFloat, renderGoYaml, renderHosts, renderMeshConfig } from '../../recipes/certs.ts';
-import { istiodHost, meshMember, memberProxyMetadata } from '../../recipes/mesh.ts';
+import { dnsmasqRestart, istiodHost, managesDnsmasq, meshMember, memberProxyMetadata } from '../../recipes/mesh.ts';
 import { workload as workloadSchema } from '../../recipes/mesh.ts';
 import { meshvm, PROJECT, scratchRoot, snapshot, writeRunlist } from '../helpers/scratch.ts';
 import { until } from '../helpers/poll.ts';
@@ -406,4 +406,60 @@ test('bad input from the cluster: a mesh config value with a newline is refused 
   );
   t.deepEqual(await snapshot(lab.root), before);
   t.deepEqual(writes(lab.kube, 0), [], 'and nothing asked of the API but reads');
+});
+
+test('restarts: a re-minted istio-token restarts nothing (the agent reads the file again); the mesh config and cluster.env do, once', async (t) => {
+  const lab = await goldenLab(t, { revision: '', ingress: { ip: '10.10.10.11' }, meshConfig: 'defaultConfig: {}' });
+  await fs.mkdir(path.join(lab.root, 'lib/systemd/system'), { recursive: true });
+  await fs.writeFile(
+    path.join(lab.root, 'lib/systemd/system/istio.service'),
+    '[Service]\nExecStart=/usr/local/bin/istio-start.sh\n[Install]\nWantedBy=multi-user.target\n',
+  );
+  // due at every converge: the token's whole life is inside the renewal window
+  const base = JSON.parse(runlist(lab, { revision: '', certs: { tokenSeconds: 600, renewBeforeSeconds: 86_400 } }));
+  base.recipes.push({ recipe: 'sidecar-services' });
+  const file = await writeRunlist(lab.dir, 'restarts.yaml', JSON.stringify(base));
+  t.is((await meshvm(['converge', file, '--root', lab.root])).exitCode, 0);
+  const remint = JSON.parse((await meshvm(['converge', file, '--root', lab.root, '--json'])).stdout);
+  t.deepEqual(
+    remint.resources.filter((r: { status: string }) => r.status === 'changed').map((r: { ref: string }) => r.ref),
+    ['istio_token[/var/run/secrets/tokens/istio-token]'],
+  );
+  t.deepEqual(remint.notifications, [], 'no restart for a new token');
+  t.is(lab.kube.calls.filter((c) => c.action === 'create serviceaccounts/token').length, 2);
+});
+
+test('multi-network: the VM’s network is the attribute’s, else the WorkloadGroup’s, else the injector’s, else the system namespace label; both files carry it', async (t) => {
+  const mesh = parseMeshConfig('defaultConfig: {}', 'ConfigMap istio-system/istio');
+  const injector = { source: 'ConfigMap istio-system/istio-sidecar-injector', clusterName: 'cluster-a', network: 'net-cluster', meshId: '' };
+  const group = parseWorkloadGroup({ metadata: { name: 'foo', namespace: 'bar' }, spec: { template: { network: 'net-vm' } } });
+  const w = workloadAttrs('');
+  t.is(meshMember(w, 'istio-system', { mesh, namespaceNetwork: 'net-ns', injector: { ...injector, network: '' } }).network, 'net-ns');
+  t.is(meshMember(w, 'istio-system', { mesh, namespaceNetwork: 'net-ns', injector }).network, 'net-cluster');
+  t.is(meshMember(w, 'istio-system', { mesh, injector, group }).network, 'net-vm');
+  const member = meshMember({ ...w, network: 'net-given' }, 'istio-system', { mesh, injector, group });
+  t.is(member.network, 'net-given');
+  t.is(member.clusterId, 'cluster-a', 'the cluster ID from the injector values');
+  t.true(renderIstiodClusterEnv(member, { dnsCapture: true }).split('\n').includes("ISTIO_META_NETWORK='net-given'"));
+  t.is(parseYaml(renderMeshConfig(member, { dnsCapture: true })).defaultConfig.proxyMetadata.ISTIO_META_NETWORK, 'net-given');
+  t.throws(() => meshMember(w, 'istio-system', { mesh }), {
+    message:
+      "cannot learn the cluster ID: no ConfigMap istio-system/istio-sidecar-injector (its values' global.multiCluster.clusterName); set workload.clusterId",
+  });
+});
+
+test('dnsmasq is notified of a changed /etc/hosts line only when the runlist’s dns recipe manages it (managesDnsmasq, called by dns)', (t) => {
+  const services = new Map<string, unknown>();
+  const ctx = {
+    service: <T>(key: string, create: () => T): T => {
+      if (!services.has(key)) services.set(key, create());
+      return services.get(key) as T;
+    },
+  } as unknown as Parameters<typeof dnsmasqRestart>[0];
+  t.deepEqual(dnsmasqRestart(ctx), {}, 'dns did not declare dnsmasq: nothing to notify (a notification to an undeclared service is a plan error)');
+  managesDnsmasq(ctx);
+  t.deepEqual(
+    dnsmasqRestart(ctx).notifies?.map((n) => n.ref),
+    ['service[dnsmasq.service]'],
+  );
 });
