@@ -225,6 +225,8 @@ for (const [name, flags] of Object.entries(CASES)) {
     const second = JSON.parse((await meshvm(['converge', file, '--root', lab.root, '--json'])).stdout);
     t.is(second.summary.changed, 0);
     t.deepEqual(writes(lab.kube, since), [], 'no API write (the token on disk is still good)');
+    const reads = lab.kube.calls.slice(since).map((c) => c.action);
+    t.log(`no-op converge: ${second.summary.seconds} s, ${reads.length} Kubernetes reads (${reads.join(', ')})`);
     const plan = await meshvm(['plan', file, '--root', lab.root, '--detailed-exitcode']);
     t.is(plan.exitCode, 0, plan.stdout);
   });
