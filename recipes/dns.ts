@@ -13,7 +13,7 @@ import { ResolvConf } from '../resources/resolv-conf/index.ts';
 import { clusterAttribute, cluster } from './cluster.ts';
 import type { Check } from '../engine/check.ts';
 import { dnsChecks } from './checks/dns.ts';
-import { DNSMASQ_SERVICE } from './mesh.ts';
+import { DNSMASQ_SERVICE, managesDnsmasq } from './mesh.ts';
 
 export const controlPlaneEntry = z.strictObject({ name: dnsName, address: z.union([ipAddress, dnsName]) });
 
@@ -118,6 +118,8 @@ export const dns = defineRecipe({
       ),
     ];
     if (!a.dnsmasq.manage) return declared;
+    // recipes after this one (certs, for the istiod line in /etc/hosts, which dnsmasq answers from) notify dnsmasq
+    managesDnsmasq(ctx);
 
     // the resolver's owner is detected once, by ResolvConf, which also keeps the host's upstream servers for dnsmasq
     const managed = a.resolver !== 'none';

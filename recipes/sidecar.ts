@@ -159,11 +159,6 @@ export async function wantedSidecarVersion(host: HostReader, pkg: SidecarPackage
   return undefined;
 }
 
-/** Reads istiod's version through the cluster client (stream A's KubernetesClient.istiodVersion). */
-interface IstiodVersionReader {
-  istiodVersion?(o: { namespace: string; revision: string }): Promise<string | undefined>;
-}
-
 /** Refuses, before anything changes, a sidecar version istiod cannot serve, naming both versions. */
 async function checkVersionSkew(ctx: RecipeContext, a: SidecarAttributes): Promise<void> {
   const wanted = await wantedSidecarVersion(ctx.host, a.package);
@@ -172,11 +167,7 @@ async function checkVersionSkew(ctx: RecipeContext, a: SidecarAttributes): Promi
   const where = `${a.systemNamespace}${revision ? ` (revision ${revision})` : ''}`;
   const istiod = await cluster(ctx, a.cluster, `istiod's version (for the sidecar's version-skew check; or set sidecar.versionSkew: ignore)`).once(
     `istiod-version:${a.systemNamespace}:${revision}`,
-    async (k) => {
-      const reader = k as unknown as IstiodVersionReader;
-      if (typeof reader.istiodVersion !== 'function') throw new Error('this meshvm cannot read istiod version yet (KubernetesClient.istiodVersion)');
-      return reader.istiodVersion({ namespace: a.systemNamespace, revision });
-    },
+    (k) => k.istiodVersion({ namespace: a.systemNamespace, revision }),
   );
   if (istiod === undefined)
     throw new Error(

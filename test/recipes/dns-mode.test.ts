@@ -1,16 +1,31 @@
 // dns.mode: istio (the sidecar's DNS proxy: nothing of dnsmasq declared, the resolver left as it is) and dnsmasq (forwarding
 // only to an address the VM reaches: a ClusterIP refused naming the fix). Through the real CLI into scratch roots.
-// Stand-ins (test/helpers/mesh-lab.ts): the Kubernetes stand-in (API v1.33, RBAC, ServiceCIDR kubernetes = 10.63.240.0/20)
-// stands for the cluster's API server, the Vault stand-in for the site's Vault holding the scoped cluster token.
+// Stand-ins (test/helpers/mesh-lab.ts): the Kubernetes stand-in (API v1.33, RBAC, ServiceCIDR kubernetes = 10.63.240.0/20,
+// an Istio 1.24.2 install) stands for the cluster's API server, the Vault stand-in for the site's Vault holding the scoped
+// cluster token.
 import test, { type ExecutionContext } from 'ava';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { cidrContains } from '../../recipes/dns.ts';
-import { startMeshLab, type MeshLab } from '../helpers/mesh-lab.ts';
+import { MESH_RULES, startMeshLab, type MeshLab } from '../helpers/mesh-lab.ts';
 import { meshvm, scratchRoot, seed, snapshot, writeRunlist } from '../helpers/scratch.ts';
 
 const WORKLOAD = { name: 'reviews-vm', namespace: 'vm-ns', serviceAccount: 'vm-sa', ports: [9080] };
 const RESOLV = 'nameserver 10.0.2.3\nsearch example.internal\n';
+
+/** What a mesh VM's scoped token may read besides the lab's default: the Istio install (mesh config, injector, istiod). */
+const RULES = [
+  ...MESH_RULES,
+  { verbs: ['get'], resources: ['configmaps'], namespaces: ['istio-system'] },
+  { verbs: ['get'], resources: ['namespaces'] },
+  { verbs: ['get'], apiGroups: ['networking.istio.io'], resources: ['workloadgroups'], namespaces: ['vm-ns'] },
+];
+
+async function istioLab(t: ExecutionContext, root: string): Promise<MeshLab> {
+  const l = await startMeshLab(t, root, { rules: RULES });
+  l.kube.objects.installIstio();
+  return l;
+}
 
 interface Report {
   outcome: string;
@@ -22,7 +37,8 @@ interface Report {
 function istiodRunlist(lab: MeshLab, dns: Record<string, unknown> = {}) {
   return JSON.stringify({
     name: 'dns-mode',
-    attributes: { flow: 'istiod', workload: WORKLOAD, cluster: lab.cluster },
+    // registration has its own tests (test/recipes/registration.test.ts)
+    attributes: { flow: 'istiod', workload: WORKLOAD, registration: 'none', cluster: lab.cluster },
     recipes: [
       { recipe: 'istio-proxy-user' },
       { recipe: 'dns', attributes: dns },
@@ -76,7 +92,7 @@ test('cidrContains: an address inside or outside a service range, either family'
 
 test('dns.mode istio, the istiod default: no dnsmasq, no drop-in, no resolver change; the resolver file and the cluster DNS untouched', async (t) => {
   const root = await scratchRoot(t);
-  const lab = await startMeshLab(t, root);
+  const lab = await istioLab(t, root);
   await seed(root, { '/etc/resolv.conf': RESOLV });
   const file = await writeRunlist(lab.dir, 'istiod.yaml', istiodRunlist(lab));
 
