@@ -7,8 +7,11 @@ import { KubernetesClient } from '../../clients/kubernetes.ts';
 import { VaultClient } from '../../clients/vault.ts';
 import type { VaultConfigInput } from '../../clients/vault.ts';
 import { Route53Records } from '../../resources/route53-record.ts';
-import { startKubernetes, startRoute53, startVault } from '../stand-ins/index.ts';
+import { startKubernetes, startRoute53, startVault, testPki } from '../stand-ins/index.ts';
 import { converge, scratchRoot } from '../helpers/scratch.ts';
+
+/** A root certificate as istiod publishes it (the client refuses anything that is not PEM certificates). */
+const ROOT = (await testPki()).caPem;
 
 const SA = 'system:serviceaccount:vm-ns:vm-bootstrap';
 const AWS = { accessKeyId: 'AKIDCOUNTTEST', secretAccessKey: 'count-test-aws-secret', sessionToken: 'count-session' };
@@ -29,7 +32,7 @@ async function world(t: ExecutionContext) {
     serviceAccounts: ['vm-ns/vm'],
   });
   t.teardown(() => kube.stop());
-  kube.objects.setConfigMap('vm-ns', 'istio-ca-root-cert', { 'root-cert.pem': 'ROOT' });
+  kube.objects.setConfigMap('vm-ns', 'istio-ca-root-cert', { 'root-cert.pem': ROOT });
   kube.objects.setService(
     'istio-system',
     'istio-eastwestgateway',
@@ -71,7 +74,7 @@ test.serial('no-op converge of a mesh VM (AWS IAM login): Vault 2 + the revoke a
   const { vault } = await world(t);
   apiCalls.reset();
   const { vault: client, facts } = await readSequence({ address: vault.url, auth: { method: 'aws', role: 'vm' } }, { awsCredentials: AWS });
-  t.deepEqual(facts, { rootCert: 'ROOT', serviceCidrs: ['10.96.0.0/12'], controlPlane: ['abc.elb.amazonaws.com'], clusterDns: '10.96.0.10' });
+  t.deepEqual(facts, { rootCert: ROOT, serviceCidrs: ['10.96.0.0/12'], controlPlane: ['abc.elb.amazonaws.com'], clusterDns: '10.96.0.10' });
   const beforeClose = apiCalls.snapshot();
   await client.close();
   const total = apiCalls.snapshot();

@@ -3,8 +3,11 @@ import test from 'ava';
 import type { ExecutionContext } from 'ava';
 import { KubernetesClient } from '../../clients/kubernetes.ts';
 import type { KubernetesClientOptions } from '../../clients/kubernetes.ts';
-import { callsMatching, startKubernetes } from '../stand-ins/index.ts';
+import { callsMatching, startKubernetes, testPki } from '../stand-ins/index.ts';
 import type { KubernetesStandIn } from '../stand-ins/index.ts';
+
+/** A root certificate as istiod publishes it (the client refuses anything that is not PEM certificates). */
+const ROOT = (await testPki()).caPem;
 
 const SA = 'system:serviceaccount:vm-ns:vm-bootstrap';
 const GET_CM = 'get configmaps';
@@ -21,7 +24,7 @@ async function cluster(t: ExecutionContext): Promise<KubernetesStandIn> {
     serviceAccounts: ['vm-ns/vm'],
   });
   t.teardown(() => k.stop());
-  k.objects.setConfigMap('vm-ns', 'istio-ca-root-cert', { 'root-cert.pem': 'ROOT' });
+  k.objects.setConfigMap('vm-ns', 'istio-ca-root-cert', { 'root-cert.pem': ROOT });
   return k;
 }
 
@@ -32,7 +35,7 @@ const statuses = (k: KubernetesStandIn, action = GET_CM) => callsMatching(k.call
 test('latency past the request timeout: retried, then answered', async (t) => {
   const k = await cluster(t);
   k.faults.inject({ kind: 'latency', ms: 1500, action: GET_CM });
-  t.is(await client(k, { timeoutSeconds: 0.3 }).rootCert('vm-ns'), 'ROOT');
+  t.is(await client(k, { timeoutSeconds: 0.3 }).rootCert('vm-ns'), ROOT);
   t.is(callsMatching(k.calls, { action: GET_CM }).length, 2);
 });
 
@@ -40,7 +43,7 @@ test('a reset connection and 5xx are retried', async (t) => {
   const k = await cluster(t);
   k.faults.inject({ kind: 'reset', action: GET_CM });
   k.faults.inject({ kind: 'status', status: 503, action: GET_CM });
-  t.is(await client(k).rootCert('vm-ns'), 'ROOT');
+  t.is(await client(k).rootCert('vm-ns'), ROOT);
   t.deepEqual(statuses(k), [0, 503, 200]);
 });
 
@@ -48,7 +51,7 @@ test('429 honours Retry-After (capped by the policy) and then succeeds', async (
   const k = await cluster(t);
   k.faults.inject({ kind: 'throttle', retryAfter: 1, action: GET_CM });
   const started = Date.now();
-  t.is(await client(k, { retry: { attempts: 3, baseMs: 5, maxMs: 300 } }).rootCert('vm-ns'), 'ROOT');
+  t.is(await client(k, { retry: { attempts: 3, baseMs: 5, maxMs: 300 } }).rootCert('vm-ns'), ROOT);
   t.true(Date.now() - started >= 290, 'waited the capped Retry-After');
   t.deepEqual(statuses(k), [429, 200]);
 });
@@ -68,7 +71,7 @@ test('an expired token: refreshed once through the callback (e.g. from Vault), e
   k.faults.inject({ kind: 'expire-token', action: GET_CM });
   let refreshed = 0;
   const kube = client(k, { refreshToken: async () => (refreshed++, 'fresh-token') });
-  t.is(await kube.rootCert('vm-ns'), 'ROOT');
+  t.is(await kube.rootCert('vm-ns'), ROOT);
   t.is(refreshed, 1);
   t.deepEqual(statuses(k), [401, 200]);
 

@@ -4,8 +4,11 @@ import type { ExecutionContext } from 'ava';
 import { secrets } from '../../engine/secrets.ts';
 import { KubernetesClient } from '../../clients/kubernetes.ts';
 import { VaultClient } from '../../clients/vault.ts';
-import { callsMatching, startKubernetes, startVault } from '../stand-ins/index.ts';
+import { callsMatching, startKubernetes, startVault, testPki } from '../stand-ins/index.ts';
 import type { KubernetesOptions, KubernetesStandIn, RbacRule } from '../stand-ins/index.ts';
+
+/** PEM as istiod and the classic CA publish it (the client refuses anything that is not PEM certificates). */
+const PKI = await testPki();
 
 const SA = 'system:serviceaccount:vm-ns:vm-bootstrap';
 const FAST = { attempts: 4, baseMs: 5, maxMs: 20 };
@@ -27,7 +30,7 @@ async function cluster(t: ExecutionContext, opts: KubernetesOptions = {}): Promi
     ...opts,
   });
   t.teardown(() => k.stop());
-  k.objects.setConfigMap('vm-ns', 'istio-ca-root-cert', { 'root-cert.pem': '-----BEGIN CERTIFICATE-----\nROOT\n-----END CERTIFICATE-----\n' });
+  k.objects.setConfigMap('vm-ns', 'istio-ca-root-cert', { 'root-cert.pem': PKI.caPem });
   k.objects.setService(
     'istio-system',
     'istio-eastwestgateway',
@@ -57,7 +60,7 @@ const client = (k: KubernetesStandIn, token = 'scoped-token') => new KubernetesC
 test('the reads of a mesh VM: root cert, cluster DNS, LoadBalancer addresses (hostname first, then IP)', async (t) => {
   const k = await cluster(t);
   const kube = client(k);
-  t.regex(await kube.rootCert('vm-ns'), /^-----BEGIN CERTIFICATE-----\nROOT/);
+  t.is(await kube.rootCert('vm-ns'), PKI.caPem);
   t.is(await kube.clusterDns(), '10.96.0.10');
   t.deepEqual(await kube.controlPlaneAddresses(), [
     {
@@ -81,8 +84,8 @@ test('the reads of a mesh VM: root cert, cluster DNS, LoadBalancer addresses (ho
 test('the classic istio.<serviceaccount> secret, base64-decoded, the key masked', async (t) => {
   const k = await cluster(t);
   const key = '-----BEGIN EC PRIVATE KEY-----\nMHcCAQEEIKUBERNETESTESTKEYMATERIAL\n-----END EC PRIVATE KEY-----\n';
-  k.objects.setSecret('vm-ns', 'istio.vm', { 'root-cert.pem': 'ROOT', 'cert-chain.pem': 'CHAIN', 'key.pem': key }, 'istio.io/key-and-cert');
-  t.deepEqual(await client(k).istioSecret('vm-ns', 'vm'), { rootCert: 'ROOT', certChain: 'CHAIN', key });
+  k.objects.setSecret('vm-ns', 'istio.vm', { 'root-cert.pem': PKI.caPem, 'cert-chain.pem': PKI.certPem, 'key.pem': key }, 'istio.io/key-and-cert');
+  t.deepEqual(await client(k).istioSecret('vm-ns', 'vm'), { rootCert: PKI.caPem, certChain: PKI.certPem, key });
   t.is(secrets.redact(key), '(sensitive)');
 });
 

@@ -46,6 +46,8 @@ const kube = await startKubernetes({
   rbac: { [VM_SA]: MESH_RULES },
   serviceAccounts: ['vm-ns/vm-sa', 'vm-ns/meshvm-bootstrap'],
 });
+// Istio as its chart installs it: the mesh config, the injector's values, istiod (the istiod flow reads them)
+kube.objects.installIstio();
 kube.objects.setService(
   'istio-system',
   'istio-eastwestgateway',

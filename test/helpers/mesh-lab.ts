@@ -32,6 +32,10 @@ export const MESH_RULES = [
   { verbs: ['get'], resources: ['services'], namespaces: ['kube-system'] },
   { verbs: ['list'], apiGroups: ['networking.k8s.io'], resources: ['servicecidrs'] },
   { verbs: ['create'], resources: ['serviceaccounts/token'], namespaces: ['vm-ns'] },
+  // the istiod flow reads the cluster's mesh: the mesh config and the injector's values, the system namespace's network, the WorkloadGroup
+  { verbs: ['get'], resources: ['configmaps'], resourceNames: ['istio', 'istio-sidecar-injector'], namespaces: ['istio-system'] },
+  { verbs: ['get'], resources: ['namespaces'], resourceNames: ['istio-system'] },
+  { verbs: ['get'], apiGroups: ['networking.istio.io'], resources: ['workloadgroups'], namespaces: ['vm-ns'] },
 ];
 
 /** `root` is the VM's root: the AppRole role_id and secret_id files are written in its /etc/meshvm, as cloud-init would. */
@@ -44,6 +48,8 @@ export async function startMeshLab(t: ExecutionContext, root: string, options: L
     serviceAccounts: ['vm-ns/vm-sa', 'vm-ns/meshvm-bootstrap'],
   });
   t.teardown(() => kube.stop());
+  // Istio as its chart installs it: the mesh config (trust domain cluster.local), the injector's values, istiod
+  kube.objects.installIstio();
   const lb = (ip: string, host: string) => ({ loadBalancer: { ingress: [options.hostnames ? { hostname: host } : { ip }] } });
   kube.objects.setService(
     'istio-system',

@@ -93,7 +93,12 @@ test('istiod flow: a root certificate rotated in the cluster gives exactly one c
   await fakeSidecarUnits(root);
   const runlist = JSON.stringify({
     name: 'istiod-lab',
-    attributes: { flow: 'istiod', workload: { name: 'reviews-vm', namespace: 'vm-ns', serviceAccount: 'vm-sa', ports: [9080] }, cluster: lab.cluster },
+    attributes: {
+      flow: 'istiod',
+      workload: { name: 'reviews-vm', namespace: 'vm-ns', serviceAccount: 'vm-sa', ports: [9080] },
+      registration: 'none',
+      cluster: lab.cluster,
+    },
     recipes: [
       { recipe: 'istio-proxy-user' },
       // dnsmasq by choice (the istiod flow's default is the sidecar's DNS proxy), forwarding to the lab's kube-dns ClusterIP
@@ -111,13 +116,25 @@ test('istiod flow: a root certificate rotated in the cluster gives exactly one c
   t.is(await read('etc/dnsmasq.d/kubedns'), 'server=/svc.cluster.local/10.150.0.7\naddress=/istiod/10.150.0.6\naddress=/istiod.istio-system/10.150.0.6\n');
   t.is(
     await read('var/lib/istio/envoy/cluster.env'),
+    // as istioctl writes it: the mesh config's proxy metadata, the workload's, sorted, quoted as istioctl quotes
     [
-      'ISTIO_INBOUND_PORTS=9080',
-      'ISTIO_LOCAL_EXCLUDE_PORTS=22,15090,15021,15020',
-      'ISTIO_NAMESPACE=vm-ns',
-      'ISTIO_SERVICE=reviews-vm.vm-ns',
+      "CANONICAL_REVISION='latest'",
+      "CANONICAL_SERVICE='reviews-vm'",
+      "ISTIO_INBOUND_PORTS='9080'",
+      "ISTIO_LOCAL_EXCLUDE_PORTS='22,15090,15021,15020'",
+      `ISTIO_METAJSON_LABELS='{"service.istio.io/canonical-name":"reviews-vm","service.istio.io/canonical-revision":"latest"}'`,
+      "ISTIO_META_CLUSTER_ID=''",
+      "ISTIO_META_DNS_CAPTURE='true'",
+      "ISTIO_META_MESH_ID=''",
+      "ISTIO_META_NETWORK=''",
+      `ISTIO_META_POD_PORTS='[{"name":"port-9080","containerPort":9080,"protocol":""}]'`,
+      "ISTIO_META_WORKLOAD_NAME='reviews-vm'",
+      "ISTIO_NAMESPACE='vm-ns'",
+      "ISTIO_SERVICE='reviews-vm.vm-ns'",
       "ISTIO_SERVICE_CIDR='*'",
-      'SERVICE_ACCOUNT=vm-sa',
+      "POD_NAMESPACE='vm-ns'",
+      "SERVICE_ACCOUNT='vm-sa'",
+      "TRUST_DOMAIN='cluster.local'",
       '',
     ].join('\n'),
   );
@@ -179,6 +196,7 @@ test('AWS: load-balancer hostnames, not IPs, still give a working configuration 
     attributes: {
       flow: 'istiod',
       workload: { name: 'reviews-vm', namespace: 'vm-ns', serviceAccount: 'vm-sa' },
+      registration: 'none',
       cluster: lab.cluster,
       zone,
       search: [zone.name],
@@ -188,7 +206,8 @@ test('AWS: load-balancer hostnames, not IPs, still give a working configuration 
       { recipe: 'aws', attributes: { endpoint: route53.endpoint, dnsServers: ['127.0.0.1:9'] } },
       // dnsmasq by choice, with the zone as a search domain (the istiod flow's default is the sidecar's DNS proxy)
       { recipe: 'dns', attributes: { mode: 'dnsmasq', routesToClusterIps: true, dnsmasq: { manage: false }, resolver: 'none' } },
-      { recipe: 'certs' },
+      // istiod's line in /etc/hosts: the load balancer's name resolved (test/recipes/istioctl-golden.test.ts), given here
+      { recipe: 'certs', attributes: { istiodAddress: '10.150.0.6' } },
     ],
   });
   const file = await writeRunlist(lab.dir, 'aws.yaml', runlist);

@@ -24,7 +24,12 @@ interface ResourceReport {
 const istiodRunlist = (lab: MeshLab) =>
   JSON.stringify({
     name: 'istiod-token',
-    attributes: { flow: 'istiod', workload: { name: 'reviews-vm', namespace: 'vm-ns', serviceAccount: 'vm-sa', ports: [9080] }, cluster: lab.cluster },
+    attributes: {
+      flow: 'istiod',
+      workload: { name: 'reviews-vm', namespace: 'vm-ns', serviceAccount: 'vm-sa', ports: [9080] },
+      registration: 'none',
+      cluster: lab.cluster,
+    },
     recipes: [
       { recipe: 'istio-proxy-user' },
       { recipe: 'dns', attributes: { dnsmasq: { manage: false }, resolver: 'none' } },
