@@ -286,7 +286,7 @@ test('services and interception are skipped under --root, saying so', async (t) 
 });
 
 test('services: systemctl is-active on the live system; interception: the nat chains in the kernel (a throwaway namespace)', async (t) => {
-  const { ns } = await namespace(t);
+  const { ns, start, listening } = await namespace(t);
   const live = localHost({ netns: ns });
   t.true(live.live);
   // systemd is not what this test is about (the guest tests boot it): systemctl's answers are canned, iptables-save is real
@@ -313,9 +313,16 @@ test('services: systemctl is-active on the live system; interception: the nat ch
   t.regex(missing[2]!.fix!, /systemctl restart istio/);
 
   for (const chain of ['ISTIO_INBOUND', 'ISTIO_OUTPUT', 'ISTIO_REDIRECT']) await execa('ip', ['netns', 'exec', ns, 'iptables', '-t', 'nat', '-N', chain]);
+  // the sidecar's readiness endpoint, as the agent serves it while istio runs
+  start([process.execPath, '-e', "require('http').createServer((q, r) => r.end()).listen(15021, '127.0.0.1')"]);
+  await listening(['tcp 127.0.0.1:15021']);
   const present = await runChecks([await servicesEntry('istiod')], host);
   t.deepEqual(failedLines(present), []);
-  t.deepEqual(lines(present), ['services: istio.service is active', 'interception: the ISTIO_INBOUND, ISTIO_OUTPUT and ISTIO_REDIRECT nat chains exist']);
+  t.deepEqual(lines(present), [
+    'services: istio.service is active',
+    'sidecar: localhost:15021/healthz/ready answers 200: the sidecar is ready',
+    'interception: the ISTIO_INBOUND, ISTIO_OUTPUT and ISTIO_REDIRECT nat chains exist',
+  ]);
 });
 
 test('interception: nothing to check when the recipe declared no istio service', async (t) => {
