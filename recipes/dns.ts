@@ -11,7 +11,6 @@ import { Service } from '../resources/service.ts';
 import { DnsmasqConfig } from '../resources/dnsmasq-config.ts';
 import { ResolvConf } from '../resources/resolv-conf/index.ts';
 import { clusterAttribute, cluster } from './cluster.ts';
-import type { Check } from '../engine/check.ts';
 import { dnsChecks } from './checks/dns.ts';
 import { DNSMASQ_SERVICE, managesDnsmasq } from './mesh.ts';
 
@@ -85,7 +84,8 @@ export const dns = defineRecipe({
   description:
     "Cluster names on the VM: the sidecar's DNS proxy (mode istio, nothing declared), or the kubedns dnsmasq drop-in (setupMeshEx.sh generateDnsmasq) with dnsmasq and the resolver pointed at it.",
   attributes: dnsAttributes,
-  checks: (a, context) => (dnsMode(a) === 'istio' ? istioModeChecks(a) : dnsChecks(a, context)),
+  // mode istio declares nothing to check here: the sidecar's DNS capture is checked with its interception (sidecar-services)
+  checks: async (a, context) => (dnsMode(a) === 'istio' ? [] : dnsChecks(a, context)),
   async declare(a, ctx) {
     // the sidecar's DNS proxy answers (istio-iptables redirects port 53 to it): no dnsmasq, no drop-in, the resolver as it is
     if (dnsMode(a) === 'istio') {
@@ -143,18 +143,6 @@ export const dns = defineRecipe({
     ];
   },
 });
-
-/** What verify says in mode istio: the sidecar's DNS proxy is checked with the sidecar (its capture rules), not here. */
-async function istioModeChecks(a: DnsAttributes): Promise<Check[]> {
-  return [
-    {
-      check: 'dns',
-      ok: true,
-      skipped: true,
-      detail: `dns.mode istio: the sidecar's DNS proxy answers ${a.clusterDomain} (ISTIO_META_DNS_CAPTURE in cluster.env); no dnsmasq to check`,
-    },
-  ];
-}
 
 /**
  * The address dnsmasq forwards the cluster domain to: given (dns.clusterDns) or read from dns.dnsService. A ClusterIP (a

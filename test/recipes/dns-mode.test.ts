@@ -6,7 +6,8 @@
 import test, { type ExecutionContext } from 'ava';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { cidrContains } from '../../recipes/dns.ts';
+import { localHost } from '../../engine/host-local.ts';
+import { cidrContains, dns, dnsAttributes, dnsMode } from '../../recipes/dns.ts';
 import { MESH_RULES, startMeshLab, type MeshLab } from '../helpers/mesh-lab.ts';
 import { meshvm, scratchRoot, seed, snapshot, writeRunlist } from '../helpers/scratch.ts';
 
@@ -88,6 +89,15 @@ test('cidrContains: an address inside or outside a service range, either family'
   t.true(cidrContains('fd00:10:96::/112', 'fd00:10:96::a'));
   t.false(cidrContains('fd00:10:96::/112', '10.63.240.1'), 'another family is never inside');
   t.false(cidrContains('not-a-cidr', '10.0.0.1'));
+});
+
+test("dnsMode: istio for the istiod flow, dnsmasq for the classic one, unless given; mode istio's verify has no dnsmasq to check", async (t) => {
+  t.is(dnsMode({ flow: 'istiod' }), 'istio');
+  t.is(dnsMode({ flow: 'classic' }), 'dnsmasq');
+  t.is(dnsMode({ flow: 'istiod', mode: 'dnsmasq' }), 'dnsmasq');
+  const root = await scratchRoot(t);
+  const checks = await dns.checks!(dnsAttributes.parse({ flow: 'istiod' }), { host: localHost({ root }), declared: [], recipes: ['dns'], timeoutMs: 1000 });
+  t.deepEqual(checks, [], "the sidecar's DNS capture is checked with its interception rules, not here");
 });
 
 test('dns.mode istio, the istiod default: no dnsmasq, no drop-in, no resolver change; the resolver file and the cluster DNS untouched', async (t) => {
