@@ -2,6 +2,7 @@
 import { z } from 'zod';
 import { defineRecipe, type RecipeContext } from '../engine/recipe.ts';
 import type { HostReader } from '../engine/host.ts';
+import { INSTALLED_DEBS_DIR } from '../engine/state-paths.ts';
 import { port, unique } from '../engine/validate.ts';
 import { Directory } from '../resources/directory.ts';
 import { File } from '../resources/file.ts';
@@ -138,31 +139,36 @@ export function versionSkewProblem(sidecarVersion: string, istiodVersion: string
   return undefined;
 }
 
-/** The version of the sidecar this run installs or is told is there; undefined when it cannot be known before the download. */
+/**
+ * The version of the sidecar this run would install (or is told an image has: from none), undefined when nothing new is
+ * installed (the package as it was, say after istiod moved on: refusing then would stop the token's renewal too; verify
+ * is where an installed skew shows) or when the version cannot be known before the download (say it in package.version).
+ */
 export async function wantedSidecarVersion(host: HostReader, pkg: SidecarPackage): Promise<{ version: string; from: string } | undefined> {
-  if (pkg.version) return { version: pkg.version, from: 'sidecar.package.version' };
+  if (pkg.from === 'none') return pkg.version ? { version: pkg.version, from: 'sidecar.package.version' } : undefined;
+  const installed = host.live
+    ? parseDpkgQuery((await host.query(['dpkg-query', '-W', '-f', '${Package}\t${db:Status-Abbrev}\t${Version}\n', pkg.name])).stdout).get(pkg.name)
+    : undefined;
   if (pkg.from === 'deb') {
+    // installed from this very .deb already (Package's mark of the sha256 it installed): nothing new
+    if (installed?.installed && (await host.readFile(`${INSTALLED_DEBS_DIR}/${pkg.name}.sha256`))?.trim() === pkg.sha256.toLowerCase()) return undefined;
+    if (pkg.version) return { version: pkg.version, from: 'sidecar.package.version' };
     // Istio publishes .../releases/<version>/deb/istio-sidecar.deb
     const inUrl =
       /\/releases\/v?(\d+\.\d+\.\d+[^/]*)\//.exec(pkg.url)?.[1] ?? /istio-sidecar[_-]v?(\d+\.\d+\.\d+[^_/]*?)(?:_[a-z0-9]+)?\.deb$/.exec(pkg.url)?.[1];
     return inUrl ? { version: inUrl, from: `the .deb's URL ${pkg.url}` } : undefined;
   }
-  if (pkg.from === 'apt' && host.live) {
-    // an installed package stays as it is (no pin): only a first install brings a version, apt's candidate
-    const installed = parseDpkgQuery((await host.query(['dpkg-query', '-W', '-f', '${Package}\t${db:Status-Abbrev}\t${Version}\n', pkg.name])).stdout).get(
-      pkg.name,
-    );
-    if (installed?.installed) return undefined;
-    const candidate = /^\s*Candidate: (\S+)$/m.exec((await host.query(['apt-cache', 'policy', pkg.name])).stdout)?.[1];
-    return candidate && candidate !== '(none)' ? { version: candidate, from: `apt's candidate for ${pkg.name}` } : undefined;
-  }
-  return undefined;
+  if (pkg.version) return installed?.installed && installed.version === pkg.version ? undefined : { version: pkg.version, from: 'sidecar.package.version' };
+  // unpinned: an installed package stays as it is; a first install brings apt's candidate
+  if (installed?.installed || !host.live) return undefined;
+  const candidate = /^\s*Candidate: (\S+)$/m.exec((await host.query(['apt-cache', 'policy', pkg.name])).stdout)?.[1];
+  return candidate && candidate !== '(none)' ? { version: candidate, from: `apt's candidate for ${pkg.name}` } : undefined;
 }
 
 /** Refuses, before anything changes, a sidecar version istiod cannot serve, naming both versions. */
 async function checkVersionSkew(ctx: RecipeContext, a: SidecarAttributes): Promise<void> {
   const wanted = await wantedSidecarVersion(ctx.host, a.package);
-  if (!wanted) return; // nothing new to install, or a .deb whose version is known only once downloaded (say it in package.version)
+  if (!wanted) return;
   const revision = a.workload?.revision ?? '';
   const where = `${a.systemNamespace}${revision ? ` (revision ${revision})` : ''}`;
   const istiod = await cluster(ctx, a.cluster, `istiod's version (for the sidecar's version-skew check; or set sidecar.versionSkew: ignore)`).once(

@@ -11,7 +11,8 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { localHost } from '../../engine/host-local.ts';
 import { flatten } from '../../engine/recipe.ts';
-import { minorVersion, sidecar, sidecarAttributes, sidecarInboundPorts, versionSkewProblem } from '../../recipes/sidecar.ts';
+import type { CommandResult, HostReader } from '../../engine/host.ts';
+import { minorVersion, sidecar, sidecarAttributes, sidecarInboundPorts, versionSkewProblem, wantedSidecarVersion } from '../../recipes/sidecar.ts';
 import { parseListJobs } from '../../recipes/sidecar-services.ts';
 import { MESH_RULES, startMeshLab, type MeshLab } from '../helpers/mesh-lab.ts';
 import { meshvm, scratchRoot, snapshot, writeRunlist } from '../helpers/scratch.ts';
@@ -153,6 +154,44 @@ test('version skew: minorVersion and the rule, as Istio supports (a sidecar as n
   t.regex(versionSkewProblem('1.22.3', '1.24.2') ?? '', /the sidecar 1\.22\.3 is 2 minor versions behind istiod 1\.24\.2/);
   t.regex(versionSkewProblem('0.8.0', '1.24.2') ?? '', /a major version behind/);
   t.regex(versionSkewProblem('latest', '1.24.2') ?? '', /has no major\.minor/);
+});
+
+/** A live machine as wantedSidecarVersion reads it: what dpkg-query and apt-cache say (captured), the .deb mark meshvm wrote. */
+function machine(o: { installed?: string; mark?: string; candidate?: string }): HostReader {
+  const result = (stdout: string): CommandResult => ({ stdout, stderr: '', exitCode: 0 }) as CommandResult;
+  return {
+    live: true,
+    readFile: async (p: string) => (p === '/var/lib/meshvm/debs/istio-sidecar.sha256' && o.mark ? `${o.mark}\n` : undefined),
+    query: async (argv: readonly string[]) =>
+      argv[0] === 'dpkg-query'
+        ? result(o.installed ? `istio-sidecar\tii \t${o.installed}\n` : '')
+        : result(`istio-sidecar:\n  Installed: (none)\n  Candidate: ${o.candidate ?? '(none)'}\n`),
+  } as unknown as HostReader;
+}
+
+test('the version the skew check weighs: what this run would install, never a package left as it is', async (t) => {
+  const sha = 'b'.repeat(64);
+  const deb = (url: string, version?: string) => ({ from: 'deb' as const, name: 'istio-sidecar', url, sha256: sha, ...(version && { version }) });
+  const release = 'https://storage.googleapis.com/istio-release/releases/1.24.3/deb/istio-sidecar.deb';
+  t.deepEqual(await wantedSidecarVersion(machine({}), deb(release)), { version: '1.24.3', from: `the .deb's URL ${release}` });
+  t.deepEqual(await wantedSidecarVersion(machine({}), deb('https://a.example/istio-sidecar_1.23.0_amd64.deb')), {
+    version: '1.23.0',
+    from: "the .deb's URL https://a.example/istio-sidecar_1.23.0_amd64.deb",
+  });
+  t.is(await wantedSidecarVersion(machine({}), deb('https://a.example/istio-sidecar.deb')), undefined, 'not known before the download');
+  t.deepEqual(await wantedSidecarVersion(machine({}), deb('https://a.example/istio-sidecar.deb', '1.24.0')), {
+    version: '1.24.0',
+    from: 'sidecar.package.version',
+  });
+  t.is(await wantedSidecarVersion(machine({ installed: '1.22.0', mark: sha }), deb(release)), undefined, 'installed from this very .deb');
+  t.truthy(await wantedSidecarVersion(machine({ installed: '1.22.0', mark: 'c'.repeat(64) }), deb(release)), 'another .deb: a change');
+  const apt = (version?: string) => ({ from: 'apt' as const, name: 'istio-sidecar', ...(version && { version }) });
+  t.deepEqual(await wantedSidecarVersion(machine({ candidate: '1.24.1-1' }), apt()), { version: '1.24.1-1', from: "apt's candidate for istio-sidecar" });
+  t.is(await wantedSidecarVersion(machine({ installed: '1.20.0', candidate: '1.24.1-1' }), apt()), undefined, 'unpinned and installed: left as it is');
+  t.is(await wantedSidecarVersion(machine({ installed: '1.24.1' }), apt('1.24.1')), undefined, 'pinned and there');
+  t.deepEqual(await wantedSidecarVersion(machine({ installed: '1.23.0' }), apt('1.24.1')), { version: '1.24.1', from: 'sidecar.package.version' });
+  t.deepEqual(await wantedSidecarVersion(machine({}), { from: 'none', version: '1.24.0' }), { version: '1.24.0', from: 'sidecar.package.version' });
+  t.is(await wantedSidecarVersion(machine({}), { from: 'none' }), undefined);
 });
 
 test('version skew through the cluster: a newer sidecar or one two minors behind is refused in plan and converge, naming both versions; nothing written', async (t) => {
