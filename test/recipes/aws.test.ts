@@ -3,68 +3,17 @@
 // real dnsmasq on loopback answering the private zone authoritatively, as Route53's resolver does.
 import test from 'ava';
 import type { ExecutionContext } from 'ava';
-import { spawn } from 'node:child_process';
-import { createSocket } from 'node:dgram';
-import { Resolver } from 'node:dns/promises';
 import { checkedAddress, recordLabel } from '../../recipes/aws.ts';
 import type { Check } from '../../engine/check.ts';
 import { startMeshLab } from '../helpers/mesh-lab.ts';
-import { until } from '../helpers/poll.ts';
 import { meshvm, scratchRoot, snapshot, writeRunlist } from '../helpers/scratch.ts';
 import { callsMatching, startRoute53, type Route53Options, type Route53StandIn } from '../stand-ins/index.ts';
+import { startDnsmasq } from '../helpers/dnsmasq.ts';
 
 const ZONE = { id: 'Z0123456789MESHVMAWS', name: 'mesh.internal.example.com' };
 const LB = 'eastwest-1234.elb.us-east-1.amazonaws.com';
 const NAMES = [`istiod.${ZONE.name}`, `istiod.istio-system.${ZONE.name}`];
 const ENV = { AWS_ACCESS_KEY_ID: 'AKIDMESHVMAWS', AWS_SECRET_ACCESS_KEY: 'aws-test-secret-key', AWS_REGION: 'us-east-1' };
-
-/** A dnsmasq on 127.0.0.1 and a free port answering the given records itself (AA, with their TTLs); stopped at teardown. */
-async function dnsmasq(t: ExecutionContext, args: string[]): Promise<string> {
-  for (let attempt = 1; ; attempt++) {
-    const port = await freeUdpPort();
-    const child = spawn(
-      'dnsmasq',
-      [
-        '-k',
-        '--conf-file=/dev/null',
-        '--no-resolv',
-        '--no-hosts',
-        '--no-poll',
-        '--bind-interfaces',
-        '--listen-address=127.0.0.1',
-        `--port=${port}`,
-        '--pid-file=',
-        ...args,
-      ],
-      { stdio: ['ignore', 'ignore', 'pipe'] },
-    );
-    let stderr = '';
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    t.teardown(() => void child.kill('SIGTERM'));
-    const resolver = new Resolver({ timeout: 200, tries: 1 });
-    resolver.setServers([`127.0.0.1:${port}`]);
-    const answers = () =>
-      resolver.resolve4('probe.test').then(
-        () => true,
-        (e: NodeJS.ErrnoException) => e.code !== 'ECONNREFUSED' && e.code !== 'ETIMEOUT',
-      );
-    await until(async () => child.exitCode !== null || (await answers()), { what: `dnsmasq on port ${port}`, timeoutMs: 5000, intervalMs: 50 });
-    if (child.exitCode === null) return `127.0.0.1:${port}`;
-    if (attempt < 5 && /Address already in use/.test(stderr)) continue;
-    throw new Error(`dnsmasq exited ${child.exitCode}: ${stderr}`);
-  }
-}
-
-function freeUdpPort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const socket = createSocket('udp4');
-    socket.once('error', reject);
-    socket.bind(0, '127.0.0.1', () => {
-      const { port } = socket.address();
-      socket.close(() => resolve(port));
-    });
-  });
-}
 
 /** What DNS answers for the zone: the two CNAMEs to the load balancer (with this TTL), the load balancer's address. */
 const answering = (ttl: number, target = LB) => [
@@ -78,7 +27,7 @@ async function world(t: ExecutionContext, options: { route53?: Route53Options; t
   const lab = await startMeshLab(t, root, { hostnames: true });
   const route53 = await startRoute53({ zones: [{ name: ZONE.name, id: ZONE.id }], ...options.route53 });
   t.teardown(() => route53.stop());
-  const dns = await dnsmasq(t, answering(options.ttl ?? 60));
+  const dns = (await startDnsmasq(t, answering(options.ttl ?? 60))).server;
   const file = await writeRunlist(
     lab.dir,
     'aws.yaml',
@@ -146,10 +95,12 @@ test('aws.mode check: records external-dns owns pass with a read-only policy; a 
   // external-dns dropped one record: Route53 no longer has it, and DNS (here a dnsmasq that knows only the other) neither
   const zone = route53.zones.get(ZONE.id)!;
   zone.records = zone.records.filter((x) => x.name !== `istiod.istio-system.${ZONE.name}.`);
-  const dns = await dnsmasq(
-    t,
-    answering(300).filter((line) => !line.includes('istio-system')),
-  );
+  const dns = (
+    await startDnsmasq(
+      t,
+      answering(300).filter((line) => !line.includes('istio-system')),
+    )
+  ).server;
   const before = await snapshot(root);
   for (const command of ['plan', 'converge'] as const) {
     const bad = await run(command, '--set', 'aws.mode=check', '--set', `aws.dnsServers=["${dns}"]`);
@@ -180,7 +131,7 @@ test('verify: each record answers its target through the resolver; one pointing 
     `ok aws: istiod.istio-system.${ZONE.name} CNAME answers ${LB}. ttl 60 (authoritative) (through the DNS server ${dns})`,
   ]);
 
-  const elsewhere = await dnsmasq(t, answering(60, 'old-lb.elb.us-east-1.amazonaws.com'));
+  const elsewhere = (await startDnsmasq(t, answering(60, 'old-lb.elb.us-east-1.amazonaws.com'))).server;
   const bad = await run('verify', '--resolver', elsewhere);
   t.is(bad.exitCode, 1);
   const failed = (bad.report.checks as Check[]).filter((c) => !c.ok);

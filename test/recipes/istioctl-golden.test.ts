@@ -2,8 +2,6 @@
 // testdata): the renderers fed the same inputs, then the real CLI against the Kubernetes API stand-in holding those inputs.
 import test from 'ava';
 import type { ExecutionContext } from 'ava';
-import { spawn } from 'node:child_process';
-import { createSocket } from 'node:dgram';
 import { Resolver } from 'node:dns/promises';
 import fs from 'node:fs/promises';
 import path from 'node:path';
@@ -17,6 +15,7 @@ import { workload as workloadSchema } from '../../recipes/mesh.ts';
 import { meshvm, PROJECT, scratchRoot, snapshot, writeRunlist } from '../helpers/scratch.ts';
 import { until } from '../helpers/poll.ts';
 import { startKubernetes, testPki, type KubernetesStandIn, type RbacRule } from '../stand-ins/index.ts';
+import { startDnsmasq } from '../helpers/dnsmasq.ts';
 
 const FIXTURES = path.join(PROJECT, 'test/fixtures/istioctl');
 const fixture = (file: string) => fs.readFile(path.join(FIXTURES, file), 'utf8');
@@ -283,56 +282,13 @@ test('the cluster decides: a changed mesh config (trust domain, mesh ID, proxy m
   t.like(mesh.defaultConfig, { meshId: 'mesh-east', statusPort: 15030, proxyMetadata: { TRUST_DOMAIN: 'example.org', ISTIO_META_MESH_ID: 'mesh-east' } });
 });
 
-/** A dnsmasq on 127.0.0.1 and a free port answering from a hosts file (SIGHUP re-reads it); stopped at teardown. The real resolver a VM may use. */
-async function hostsDnsmasq(t: ExecutionContext, hostsFile: string): Promise<{ server: string; reload(): void }> {
-  for (let attempt = 1; ; attempt++) {
-    const port = await freeUdpPort();
-    const args = [
-      '-k',
-      '--conf-file=/dev/null',
-      '--no-resolv',
-      '--no-hosts',
-      '--bind-interfaces',
-      '--listen-address=127.0.0.1',
-      `--port=${port}`,
-      '--pid-file=',
-    ];
-    const child = spawn('dnsmasq', [...args, `--addn-hosts=${hostsFile}`, '--host-record=probe.test,127.0.0.9'], { stdio: ['ignore', 'ignore', 'pipe'] });
-    let stderr = '';
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    t.teardown(() => void child.kill('SIGTERM'));
-    const resolver = new Resolver({ timeout: 200, tries: 1 });
-    resolver.setServers([`127.0.0.1:${port}`]);
-    const answers = () =>
-      resolver.resolve4('probe.test').then(
-        () => true,
-        (e: NodeJS.ErrnoException) => e.code !== 'ECONNREFUSED' && e.code !== 'ETIMEOUT',
-      );
-    await until(async () => child.exitCode !== null || (await answers()), { what: `dnsmasq on port ${port}`, timeoutMs: 5000, intervalMs: 50 });
-    if (child.exitCode === null) return { server: `127.0.0.1:${port}`, reload: () => void child.kill('SIGHUP') };
-    if (attempt < 5 && /Address already in use/.test(stderr)) continue;
-    throw new Error(`dnsmasq exited ${child.exitCode}: ${stderr}`);
-  }
-}
-
-function freeUdpPort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const socket = createSocket('udp4');
-    socket.once('error', reject);
-    socket.bind(0, '127.0.0.1', () => {
-      const { port } = socket.address();
-      socket.close(() => resolve(port));
-    });
-  });
-}
-
 test('AWS: an east-west gateway with a hostname gets the line of its address, resolved each converge; an unresolvable name is an error naming it', async (t) => {
   const LB = 'eastwest-1234.elb.us-east-1.amazonaws.com';
   const lab = await goldenLab(t, { revision: '', ingress: { hostname: LB }, meshConfig: 'defaultConfig: {}' });
   const hostsFile = path.join(lab.dir, 'elb-hosts');
   await fs.chmod(lab.dir, 0o755); // dnsmasq reads it as nobody
   await fs.writeFile(hostsFile, `10.150.0.6 ${LB}\n`, { mode: 0o644 });
-  const dns = await hostsDnsmasq(t, hostsFile);
+  const dns = await startDnsmasq(t, [`--addn-hosts=${hostsFile}`]);
   const file = await writeRunlist(lab.dir, 'aws.yaml', runlist(lab, { revision: '', certs: { lookupServers: [dns.server] } }));
   const first = await meshvm(['converge', file, '--root', lab.root]);
   t.is(first.exitCode, 0, first.stderr);

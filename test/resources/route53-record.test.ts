@@ -2,9 +2,6 @@
 // an IAM policy) and real dnsmasq on loopback (answering authoritatively, as Route53 does, or as a cache in front of it).
 import test from 'ava';
 import type { ExecutionContext } from 'ava';
-import { spawn } from 'node:child_process';
-import { createSocket } from 'node:dgram';
-import { Resolver } from 'node:dns/promises';
 import { apiCalls } from '../../engine/api-calls.ts';
 import { localHost } from '../../engine/host-local.ts';
 import { secrets } from '../../engine/secrets.ts';
@@ -13,6 +10,7 @@ import { callsMatching, startRoute53 } from '../stand-ins/index.ts';
 import type { Route53Options, Route53StandIn } from '../stand-ins/index.ts';
 import { converge, scratchRoot } from '../helpers/scratch.ts';
 import { until } from '../helpers/poll.ts';
+import { startDnsmasq } from '../helpers/dnsmasq.ts';
 
 const ZONE = 'Z0000000000000000MESH';
 const CREDENTIALS = { accessKeyId: 'AKIDROUTE53TEST', secretAccessKey: 'route53-test-secret-key', sessionToken: 'route53-session' };
@@ -42,58 +40,6 @@ const declare = (r: Route53StandIn, extra: Record<string, unknown> = {}) => [
 
 const changes = (r: Route53StandIn) => callsMatching(r.calls, { action: 'ChangeResourceRecordSets' }).filter((c) => c.status === 200);
 
-/**
- * A dnsmasq answering from the given records on 127.0.0.1 and a free port; stopped at teardown. The port is free for UDP
- * when picked, but dnsmasq binds TCP too, and a parallel test may take either meanwhile: another port then.
- */
-async function dnsmasq(t: ExecutionContext, args: string[]): Promise<string> {
-  for (let attempt = 1; ; attempt++) {
-    const port = await freeUdpPort();
-    const child = spawn(
-      'dnsmasq',
-      [
-        '-k',
-        '--conf-file=/dev/null',
-        '--no-resolv',
-        '--no-hosts',
-        '--no-poll',
-        '--bind-interfaces',
-        '--listen-address=127.0.0.1',
-        `--port=${port}`,
-        '--pid-file=',
-        ...args,
-      ],
-      { stdio: ['ignore', 'ignore', 'pipe'] },
-    );
-    let stderr = '';
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    t.teardown(() => void child.kill('SIGTERM'));
-    const server = `127.0.0.1:${port}`;
-    const resolver = new Resolver({ timeout: 200, tries: 1 });
-    resolver.setServers([server]);
-    const answers = () =>
-      resolver.resolve4('probe.test').then(
-        () => true,
-        (e: NodeJS.ErrnoException) => e.code !== 'ECONNREFUSED' && e.code !== 'ETIMEOUT',
-      );
-    await until(async () => child.exitCode !== null || (await answers()), { what: `dnsmasq to answer on ${server}`, timeoutMs: 5000, intervalMs: 50 });
-    if (child.exitCode === null) return server;
-    if (attempt < 5 && /Address already in use/.test(stderr)) continue;
-    throw new Error(`dnsmasq exited ${child.exitCode}: ${stderr}`);
-  }
-}
-
-function freeUdpPort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const socket = createSocket('udp4');
-    socket.once('error', reject);
-    socket.bind(0, '127.0.0.1', () => {
-      const { port } = socket.address();
-      socket.close(() => resolve(port));
-    });
-  });
-}
-
 /** dnsmasq answers its own records authoritatively (AA), with the TTL given here: as Route53 holds them. */
 const rightAnswers = [
   '--host-record=probe.test,127.0.0.9',
@@ -105,7 +51,7 @@ const rightAnswers = [
 
 test.serial('DNS already answers right: converged with zero Route53 API calls', async (t) => {
   const r = await route53(t);
-  const dns = await dnsmasq(t, rightAnswers);
+  const dns = (await startDnsmasq(t, rightAnswers)).server;
   const root = await scratchRoot(t);
   apiCalls.reset();
   const result = await converge(localHost({ root }), declare(r, { dnsCheck: { servers: [dns] } }));
@@ -119,7 +65,7 @@ test('DNS answers wrong: exactly one UPSERT batch for the zone, then nothing to 
   const r = await route53(t, {
     zones: [{ name: 'mesh.example.com', id: ZONE, records: [{ name: 'gw.mesh.example.com', type: 'A', ttl: 30, values: ['192.0.2.7'] }] }],
   });
-  const dns = await dnsmasq(t, ['--host-record=probe.test,127.0.0.9', '--host-record=gw.mesh.example.com,192.0.2.7']);
+  const dns = (await startDnsmasq(t, ['--host-record=probe.test,127.0.0.9', '--host-record=gw.mesh.example.com,192.0.2.7'])).server;
   const root = await scratchRoot(t);
   const first = await converge(localHost({ root }), declare(r, { dnsCheck: { servers: [dns] } }));
   t.false(first.failed, first.resources[0]?.error);
@@ -263,7 +209,7 @@ const ZONE_RECORDS = [
 
 test('a TTL change on converged records: DNS (authoritative) shows the old TTL, Route53 is asked, one UPSERT batch, then nothing to do', async (t) => {
   const r = await route53(t, { zones: [{ name: 'mesh.example.com', id: ZONE, records: ZONE_RECORDS }] });
-  const dns = await dnsmasq(t, rightAnswers);
+  const dns = (await startDnsmasq(t, rightAnswers)).server;
   const root = await scratchRoot(t);
   const at = (ttl: number) => [
     Route53Records({
@@ -302,8 +248,8 @@ test('a TTL change on converged records: DNS (authoritative) shows the old TTL, 
 
 test('a cached answer cannot tell a TTL: Route53 is asked; a cached TTL above the declared one is a difference', async (t) => {
   const { checkRecordInDns, queryDns } = await import('../../clients/dns-check.ts');
-  const authority = await dnsmasq(t, ['--host-record=probe.test,127.0.0.9', '--host-record=gw.mesh.example.com,192.0.2.7,120']);
-  const cache = await dnsmasq(t, [`--server=127.0.0.1#${authority.split(':')[1]}`]);
+  const authority = (await startDnsmasq(t, ['--host-record=probe.test,127.0.0.9', '--host-record=gw.mesh.example.com,192.0.2.7,120'])).server;
+  const cache = (await startDnsmasq(t, [`--server=127.0.0.1#${authority.split(':')[1]}`])).server;
   const gw = { name: 'gw.mesh.example.com', type: 'A', values: ['192.0.2.7'] };
   // the first answer through the cache is the authority's own (AA); the next ones are the cache's, counting down
   t.true((await queryDns(gw.name, 'A', { servers: [cache] })).authoritative);
@@ -409,7 +355,7 @@ test('mode check: records external-dns made (any TTL) pass with a read-only poli
 
 test('mode check answered by DNS alone: no Route53 call at all', async (t) => {
   const r = await route53(t, { allowedActions: [] });
-  const dns = await dnsmasq(t, rightAnswers);
+  const dns = (await startDnsmasq(t, rightAnswers)).server;
   const root = await scratchRoot(t);
   const result = await converge(localHost({ root }), declare(r, { mode: 'check', dnsCheck: { servers: [dns] } }));
   t.false(result.failed, result.resources[0]?.error);
