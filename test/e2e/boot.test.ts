@@ -329,6 +329,7 @@ serial('restarts: a token re-mint none, a hand-edited cluster.env one, a new sid
   for (const [file, mode] of [
     ['DEBIAN/postinst', 0o755],
     ['usr/local/bin/istio-start.sh', 0o755],
+    ['usr/local/bin/pilot-agent', 0o755],
   ] as const)
     await fs.chmod(path.join(tree, file), mode);
   await execa('find', [tree, '-type', 'd', '-exec', 'chmod', '0755', '{}', '+']);

@@ -1,5 +1,6 @@
 // What the end-to-end tests share: the built artifact, the istio-sidecar .deb, the example user-data rendered, and a
-// booted guest with its far side (stand-ins, artifact store, DNS servers) running in the guest's network namespace.
+// booted guest with its far side (stand-ins, istiod, artifact store, the DHCP nameserver) running in the guest's network
+// namespace, where the guest also has a NIC with the address a DHCP server would give it.
 import { createHash } from 'node:crypto';
 import fs from 'node:fs/promises';
 import os from 'node:os';
@@ -10,29 +11,33 @@ import { execa, type ResultPromise } from 'execa';
 import { bootContainer, canBootContainers, type Guest } from '../helpers/guest/container.ts';
 import { ensureRootfs, type RootfsOptions } from '../helpers/guest/rootfs.ts';
 import { testPki, type TestPki } from '../stand-ins/index.ts';
-import type { LabCommand, LabConfig, LabReady } from './lab-server.ts';
+import { until } from '../helpers/poll.ts';
+import type { LabConfig, LabReady, LabRequest, LabStats } from './lab-server.ts';
 
 export const PROJECT = path.resolve(import.meta.dirname, '../..');
 export const DIST = path.join(PROJECT, 'dist');
 export const EXECUTABLE = path.join(DIST, 'meshvm');
 export const BUNDLE = path.join(DIST, 'meshvm.mjs');
 const LAB_SERVER = path.join(import.meta.dirname, 'lab-server.ts');
+const RELAY = path.join(import.meta.dirname, 'relay.ts');
 const SIDECAR_TREE = path.join(import.meta.dirname, 'fixtures/istio-sidecar');
 
 /** The guest image: the harness's Debian 12 plus curl, which Debian's cloud images have and the example's runcmd uses. */
 export const IMAGE: RootfsOptions = { extraPackages: ['curl'] };
 
-/** Fixed addresses in the guest's namespace (loopback only): the user-data is rendered before the namespace exists. */
+/** Fixed addresses of the lab: the user-data is rendered before the guest's namespace exists. */
 export const LAB = {
   vaultPort: 8200,
   artifactPort: 8443,
-  /** The east-west gateway's LoadBalancer IP (istiod, port 15012). */
+  /** The east-west gateway's LoadBalancer IP (istiod, port 15012), past the VM's gateway. */
   eastwest: '10.150.0.6',
-  /** kube-dns's ClusterIP, the cluster DNS the VM forwards svc.cluster.local to. */
-  clusterDns: '10.150.0.7',
+  /** The VM's default gateway: the far side of its NIC. */
+  gateway: '10.0.2.2',
   /** The nameserver a DHCP server would have given the VM. */
   upstreamDns: '10.0.2.3',
-  /** What the cluster DNS answers for kubernetes.default.svc.cluster.local, and the upstream for example.org. */
+  /** The VM's own address (on eth0, a veth whose peer is the namespace's "network"): what istiod registers it at. */
+  vmAddress: '10.0.2.15',
+  /** The ClusterIP of default/kubernetes, which istiod's name table gives the sidecar's DNS proxy; the upstream's example.org. */
   kubernetesIp: '10.96.0.1',
   exampleOrgIp: '203.0.113.10',
 } as const;
@@ -118,6 +123,7 @@ export async function buildSidecarDeb(outDir: string): Promise<{ file: string; s
     for (const [file, mode] of [
       ['DEBIAN/postinst', 0o755],
       ['usr/local/bin/istio-start.sh', 0o755],
+      ['usr/local/bin/pilot-agent', 0o755],
       ['DEBIAN/control', 0o644],
       ['lib/systemd/system/istio.service', 0o644],
     ] as const) {
@@ -194,20 +200,44 @@ export interface Lab {
   ready: LabReady;
   vaultStop(): Promise<void>;
   vaultStart(): Promise<void>;
-  stats(): Promise<{ vaultCalls: number; kubeCalls: string[]; tokenRequests: number; artifactRequests: { path: string; status: number }[] }>;
+  stats(): Promise<LabStats>;
+  /**
+   * What the DHCP nameserver (LAB.upstreamDns, standing for the VPC's resolver) answers besides example.org: A records,
+   * and CNAMEs to one of them (as Route53's resolver answers a private hosted zone); restarts it and waits until it
+   * answers. Container guests only.
+   */
+  upstreamDns(answers: UpstreamAnswers): Promise<void>;
+  /**
+   * The east-west gateway's load balancer moves to `address`: istiod answers there instead (the old address is dropped,
+   * with the connections made through it), and the upstream DNS answers the load balancer's hostname with it.
+   */
+  moveEastwest(address: string): Promise<void>;
   /** Kills and waits for every process of the lab. Idempotent. */
   stop(): Promise<void>;
 }
 
+export interface UpstreamAnswers {
+  hosts?: Record<string, string>;
+  /** alias → target (a name of `hosts`), with the TTL dnsmasq answers them with. */
+  cnames?: Record<string, { target: string; ttl: number }>;
+}
+
+export interface LabOptions {
+  artifactDir: string;
+  artifactPki: TestPki;
+  vaultDown?: boolean;
+  vm?: { public: NonNullable<LabConfig['public']> };
+  /** The east-west gateway publishes this hostname (an AWS load balancer); the upstream DNS answers it with LAB.eastwest. */
+  eastwestHostname?: string;
+  aws?: LabConfig['aws'];
+}
+
 /**
  * Starts the stand-ins and the artifact server inside a network namespace (a guest's), and with a container also what
- * the guest reaches on its loopback: istiod's port, the cluster DNS and the upstream DNS. A full VM (`vm`) reaches the
- * servers through qemu's guestfwd at vm.public.address instead.
+ * the guest reaches there: istiod's port on the gateway's address, the upstream DNS, and the VM's own NIC (eth0). A full
+ * VM (`vm`) reaches the servers through qemu's guestfwd at vm.public.address instead.
  */
-export async function startLab(
-  where: { netns: string },
-  opts: { artifactDir: string; artifactPki: TestPki; vaultDown?: boolean; vm?: { public: NonNullable<LabConfig['public']> } },
-): Promise<Lab> {
+export async function startLab(where: { netns: string }, opts: LabOptions): Promise<Lab> {
   const daemons: ResultPromise[] = [];
   const start = (argv: string[], stdio: 'pipe' | 'ignore' = 'ignore') => {
     const child = execa('ip', ['netns', 'exec', where.netns, ...argv], {
@@ -220,25 +250,74 @@ export async function startLab(
     daemons.push(child);
     return child;
   };
-  if (!opts.vm) {
-    for (const ip of [LAB.eastwest, LAB.clusterDns, LAB.upstreamDns]) {
-      await execa('ip', ['-n', where.netns, 'addr', 'add', `${ip}/32`, 'dev', 'lo']);
+  const dig = async (server: string, name: string) =>
+    (await execa('ip', ['netns', 'exec', where.netns, 'dig', '+short', '+time=1', '+tries=1', `@${server}`, name], { reject: false })).stdout.trim();
+  let upstream: ResultPromise | undefined;
+  let answering: UpstreamAnswers = {};
+  const upstreamDns = async (answers: UpstreamAnswers) => {
+    answering = answers;
+    if (opts.vm) throw new Error("the upstream DNS is a container guest's");
+    if (upstream) {
+      upstream.kill('SIGTERM');
+      await upstream;
     }
-    const dnsmasq = (address: string, answers: Record<string, string>) =>
-      start([
-        'dnsmasq',
-        '--keep-in-foreground',
-        '--no-resolv',
-        '--no-hosts',
-        '--bind-interfaces',
-        `--listen-address=${address}`,
-        '--port=53',
-        '--conf-file=/dev/null',
-        '--pid-file=',
-        ...Object.entries(answers).map(([name, ip]) => `--address=/${name}/${ip}`),
-      ]);
-    dnsmasq(LAB.clusterDns, { 'kubernetes.default.svc.cluster.local': LAB.kubernetesIp });
-    dnsmasq(LAB.upstreamDns, { 'example.org': LAB.exampleOrgIp });
+    const hosts = { 'example.org': LAB.exampleOrgIp, ...answers.hosts };
+    upstream = start([
+      'dnsmasq',
+      '--keep-in-foreground',
+      '--no-resolv',
+      '--no-hosts',
+      '--bind-interfaces',
+      `--listen-address=${LAB.upstreamDns}`,
+      '--port=53',
+      '--conf-file=/dev/null',
+      '--pid-file=',
+      ...Object.entries(hosts).map(([name, ip]) => `--host-record=${name},${ip}`),
+      ...Object.entries(answers.cnames ?? {}).map(([alias, c]) => `--cname=${alias},${c.target},${c.ttl}`),
+    ]);
+    for (const [name, ip] of Object.entries(hosts)) {
+      await until(async () => (await dig(LAB.upstreamDns, name)) === ip, {
+        what: `the upstream DNS answering ${name} with ${ip}`,
+        timeoutMs: 10_000,
+        intervalMs: 50,
+      });
+    }
+  };
+  const eastwestHosts = (address: string): Record<string, string> => (opts.eastwestHostname ? { [opts.eastwestHostname]: address } : {});
+  // the network past the VM's NIC: a namespace of its own where istiod's address is (relays, test/e2e/relay.ts)
+  const far = opts.vm ? undefined : `${where.netns}-far`;
+  const relays = new Map<string, ResultPromise>();
+  const relay = async (address: string, socket: string) => {
+    const child = execa('ip', ['netns', 'exec', far!, process.execPath, RELAY, address, '15012', socket], {
+      reject: false,
+      stdin: 'pipe',
+      stdout: 'pipe',
+      stderr: 'pipe',
+      cleanup: true,
+    });
+    daemons.push(child);
+    relays.set(address, child);
+    const listening = new Promise<void>((resolve) => readline.createInterface({ input: child.stdout! }).once('line', () => resolve()));
+    await Promise.race([
+      listening,
+      child.then((r) => {
+        throw new Error(`the relay to istiod at ${address}:15012 exited: ${String(r.stderr)}`);
+      }),
+    ]);
+  };
+  if (far) {
+    await execa('ip', ['netns', 'add', far]);
+    await execa('ip', ['-n', far, 'link', 'set', 'lo', 'up']);
+    await execa('ip', ['-n', far, 'addr', 'add', `${LAB.eastwest}/32`, 'dev', 'lo']);
+    // the VM's NIC: eth0 with the address DHCP would give and its default route to the gateway, the far side's lab0
+    await execa('ip', ['-n', where.netns, 'link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', 'lab0', 'netns', far]);
+    await execa('ip', ['-n', where.netns, 'addr', 'add', `${LAB.vmAddress}/24`, 'dev', 'eth0']);
+    await execa('ip', ['-n', far, 'addr', 'add', `${LAB.gateway}/24`, 'dev', 'lab0']);
+    await execa('ip', ['-n', where.netns, 'link', 'set', 'eth0', 'up']);
+    await execa('ip', ['-n', far, 'link', 'set', 'lab0', 'up']);
+    await execa('ip', ['-n', where.netns, 'route', 'add', 'default', 'via', LAB.gateway, 'dev', 'eth0']);
+    // the DHCP nameserver stays on the VM's loopback (its queries reach it as they would a remote one: port 53 by udp)
+    await execa('ip', ['-n', where.netns, 'addr', 'add', `${LAB.upstreamDns}/32`, 'dev', 'lo']);
   }
 
   const config: LabConfig = {
@@ -248,6 +327,8 @@ export async function startLab(
     artifactCert: { certPem: opts.artifactPki.certPem, keyPem: opts.artifactPki.keyPem },
     ...(opts.vm ? { public: opts.vm.public } : { istiodAddress: LAB.eastwest }),
     ...(opts.vaultDown && { vaultDown: true }),
+    ...(opts.eastwestHostname && { eastwestHostname: opts.eastwestHostname }),
+    ...(opts.aws && { aws: opts.aws }),
   };
   const server = start([process.execPath, LAB_SERVER, JSON.stringify(config)], 'pipe');
   let stopped: Promise<void> | undefined;
@@ -258,6 +339,7 @@ export async function startLab(
       for (const d of daemons) if (d !== server) d.kill('SIGTERM');
       await Promise.allSettled(daemons);
       clearTimeout(timer);
+      if (far) await execa('ip', ['netns', 'delete', far], { reject: false });
     })());
 
   const pending = new Map<number, (answer: { ok: boolean; result?: unknown; error?: string }) => void>();
@@ -279,40 +361,42 @@ export async function startLab(
       exited,
       new Promise<never>((_, reject) => setTimeout(() => reject(new Error('the lab server did not start within 30 s')), 30_000).unref()),
     ]);
-    // the DNS servers answer before anything asks them
-    for (const [server, name, ip] of opts.vm
-      ? []
-      : ([
-          [LAB.clusterDns, 'kubernetes.default.svc.cluster.local', LAB.kubernetesIp],
-          [LAB.upstreamDns, 'example.org', LAB.exampleOrgIp],
-        ] as const)) {
-      await waitUntil(
-        async () =>
-          (await execa('ip', ['netns', 'exec', where.netns, 'dig', '+short', '+time=1', '+tries=1', `@${server}`, name], { reject: false })).stdout.trim() ===
-          ip,
-        10_000,
-        `dnsmasq on ${server}`,
-      );
-    }
+    // the DNS server answers, and istiod listens, before anything asks them
+    if (!opts.vm) await upstreamDns({ hosts: eastwestHosts(LAB.eastwest) });
+    if (ready.istiodSocket) await relay(LAB.eastwest, ready.istiodSocket);
   } catch (error) {
     await stop();
     throw error;
   }
 
   let nextId = 0;
-  const call = async (cmd: LabCommand['cmd']) => {
+  const call = async (command: LabRequest) => {
     const id = ++nextId;
     const answer = new Promise<{ ok: boolean; result?: unknown; error?: string }>((resolve) => pending.set(id, resolve));
-    server.stdin!.write(JSON.stringify({ id, cmd }) + '\n');
+    server.stdin!.write(JSON.stringify({ id, ...command }) + '\n');
     const a = await Promise.race([answer, exited]);
-    if (!a.ok) throw new Error(`lab ${cmd}: ${a.error}`);
+    if (!a.ok) throw new Error(`lab ${command.cmd}: ${a.error}`);
     return a.result;
   };
   return {
     ready,
-    vaultStop: async () => void (await call('vault-stop')),
-    vaultStart: async () => void (await call('vault-start')),
-    stats: async () => (await call('stats')) as Awaited<ReturnType<Lab['stats']>>,
+    vaultStop: async () => void (await call({ cmd: 'vault-stop' })),
+    vaultStart: async () => void (await call({ cmd: 'vault-start' })),
+    stats: async () => (await call({ cmd: 'stats' })) as LabStats,
+    upstreamDns,
+    moveEastwest: async (address) => {
+      if (!far) throw new Error("moving the east-west gateway is a container guest's lab");
+      const has = (await execa('ip', ['-n', far, '-4', '-o', 'addr', 'show', 'dev', 'lo'])).stdout.includes(` ${address}/`);
+      if (!has) await execa('ip', ['-n', far, 'addr', 'add', `${address}/32`, 'dev', 'lo']);
+      await relay(address, (await call({ cmd: 'istiod-move', address })) as string);
+      for (const [old, child] of relays) {
+        if (old === address) continue;
+        child.stdin?.end();
+        await child;
+        relays.delete(old);
+      }
+      await upstreamDns({ ...answering, hosts: { ...answering.hosts, ...eastwestHosts(address) } });
+    },
     stop,
   };
 }
@@ -449,6 +533,25 @@ export async function lastRun(guest: Guest): Promise<RunReport | undefined> {
   return text === undefined ? undefined : (JSON.parse(text) as RunReport);
 }
 
+/**
+ * Waits until the sidecar's readiness endpoint answers 200 (the stand-in agent has its certificate and name table from
+ * istiod), as an operator waits after a start; rejects with the agent's reason after `timeoutMs`.
+ */
+export async function sidecarReady(guest: Guest, timeoutMs = 30_000): Promise<void> {
+  let last = '';
+  const probe = ['curl', '-s', '-o', '/dev/stderr', '-w', '%{http_code}', '--max-time', '2', 'http://127.0.0.1:15021/healthz/ready'];
+  await until(
+    async () => {
+      const r = await guest.exec(probe);
+      last = `${r.stdout} ${r.stderr}`.trim();
+      return r.stdout === '200';
+    },
+    { what: 'the sidecar to be ready (localhost:15021/healthz/ready)', timeoutMs, intervalMs: 200 },
+  ).catch((error: Error) => {
+    throw new Error(`${error.message}; it answered: ${last || 'nothing'}`);
+  });
+}
+
 /** Lines of /var/lib/istio/starts: one per start of the sidecar. */
 export async function sidecarStarts(guest: Guest): Promise<number> {
   return ((await guest.readFile('/var/lib/istio/starts')) ?? '').split('\n').filter(Boolean).length;
@@ -472,7 +575,7 @@ export async function bootDiagnostics(guest: Guest): Promise<string> {
  * Boots a guest as an image with meshvm baked in (no cloud-init): the executable in /usr/local/bin, the Vault AppRole
  * files, the artifact store's CA trusted, the DHCP nameserver in /etc/resolv.conf; its far side running.
  */
-export async function bootBaked(opts: { log?: (line: string) => void } = {}): Promise<MeshGuest> {
+export async function bootBaked(opts: { log?: (line: string) => void; lab?: Pick<LabOptions, 'eastwestHostname' | 'aws'> } = {}): Promise<MeshGuest> {
   const workDir = await fs.mkdtemp(path.join(os.tmpdir(), 'meshvm-e2e-'));
   const prepared = await prepareArtifacts(workDir);
   await ensureRootfs({ ...IMAGE, ...(opts.log && { log: opts.log }) });
@@ -481,7 +584,7 @@ export async function bootBaked(opts: { log?: (line: string) => void } = {}): Pr
     binds: [{ host: path.join(prepared.artifactDir, 'meshvm'), guest: '/usr/local/bin/meshvm' }],
   });
   try {
-    const lab = await startLab(guest, { artifactDir: prepared.artifactDir, artifactPki: prepared.pki });
+    const lab = await startLab(guest, { artifactDir: prepared.artifactDir, artifactPki: prepared.pki, ...opts.lab });
     owned.lab = lab;
     const labReadyMs = Date.now() - launchedAt;
     await guest.waitForBoot(180_000);

@@ -88,7 +88,8 @@ serial('terraform apply converges the booted guest over ssh; a failing converge 
   t.is(report.summary.failed, 0);
   t.is(await run(g, ['stat', '-c', '%U:%G %a', '/etc/meshvm/node.yaml']), 'root:root 600');
   t.false((await g.exec(['test', '-e', '/tmp/meshvm-node.yaml'])).exitCode === 0, 'the uploaded copy is removed');
-  for (const unit of ['istio.service', 'dnsmasq.service', 'meshvm.timer']) t.is((await g.exec(['systemctl', 'is-active', unit])).stdout, 'active', unit);
+  for (const unit of ['istio.service', 'meshvm.timer']) t.is((await g.exec(['systemctl', 'is-active', unit])).stdout, 'active', unit);
+  t.is((await g.exec(['systemctl', 'is-active', 'dnsmasq.service'])).stdout, 'inactive', "cluster names are the sidecar's DNS proxy's");
   t.is(await sidecarStarts(g), 1);
 
   // nothing changed: the trigger is the same, so the apply has nothing to do

@@ -250,12 +250,28 @@ guestTest(
         },
       ],
     };
-    const refs = ['systemd_unit[/etc/systemd/system/meshvm.service]', 'systemd_unit[/etc/systemd/system/meshvm.timer]', 'service[meshvm.timer]'];
+    // and the boot converge (meshvm-boot.service, enabled, not started: it runs at the next boot, before istio)
+    const refs = [
+      'systemd_unit[/etc/systemd/system/meshvm.service]',
+      'systemd_unit[/etc/systemd/system/meshvm.timer]',
+      'service[meshvm.timer]',
+      'systemd_unit[/etc/systemd/system/meshvm-boot.service]',
+      'service[meshvm-boot.service]',
+    ];
     converged(t, await converge(guest, timer), refs, [], 'first converge');
-    const verify = await guest.exec(['systemd-analyze', 'verify', '--man=no', '/etc/systemd/system/meshvm.timer', '/etc/systemd/system/meshvm.service']);
+    const verify = await guest.exec([
+      'systemd-analyze',
+      'verify',
+      '--man=no',
+      '/etc/systemd/system/meshvm.timer',
+      '/etc/systemd/system/meshvm.service',
+      '/etc/systemd/system/meshvm-boot.service',
+    ]);
     t.is(verify.exitCode, 0, verify.stderr);
     t.is(await out(guest, ['systemctl', 'is-enabled', 'meshvm.timer']), 'enabled');
     t.is(await out(guest, ['systemctl', 'is-active', 'meshvm.timer']), 'active');
+    t.is(await out(guest, ['systemctl', 'is-enabled', 'meshvm-boot.service']), 'enabled');
+    t.is((await guest.exec(['systemctl', 'is-active', 'meshvm-boot.service'])).stdout, 'inactive', 'enabled for the next boot, not run by the converge');
     const timerFile = (await guest.readFile('/etc/systemd/system/meshvm.timer')) ?? '';
     for (const line of ['OnBootSec=1h', 'OnUnitActiveSec=30min', 'RandomizedDelaySec=5min', 'Persistent=yes', 'WantedBy=timers.target'])
       t.regex(timerFile, new RegExp(`^${line}$`, 'm'));

@@ -36,6 +36,22 @@ export const MESH_RULES = [
   { verbs: ['get'], resources: ['configmaps'], resourceNames: ['istio', 'istio-sidecar-injector'], namespaces: ['istio-system'] },
   { verbs: ['get'], resources: ['namespaces'], resourceNames: ['istio-system'] },
   { verbs: ['get'], apiGroups: ['networking.istio.io'], resources: ['workloadgroups'], namespaces: ['vm-ns'] },
+  // verify reads the WorkloadEntry istiod registers for the VM
+  { verbs: ['get'], apiGroups: ['networking.istio.io'], resources: ['workloadentries'], namespaces: ['vm-ns'] },
+];
+
+/**
+ * What registration auto adds for the lab's workload: its WorkloadGroup ensured by server-side apply (a patch that creates
+ * the object is authorized as create too). Apart from MESH_RULES so that a test can withhold it.
+ */
+export const AUTO_REGISTRATION_RULES = [
+  {
+    verbs: ['patch', 'create', 'get'],
+    apiGroups: ['networking.istio.io'],
+    resources: ['workloadgroups'],
+    resourceNames: ['reviews-vm'],
+    namespaces: ['vm-ns'],
+  },
 ];
 
 /** `root` is the VM's root: the AppRole role_id and secret_id files are written in its /etc/meshvm, as cloud-init would. */

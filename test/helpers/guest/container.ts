@@ -252,7 +252,8 @@ function sweepStale(): void {
     }
   };
   for (const name of list('/run/netns')) {
-    const m = /^meshvm-(?:test|probe)-(\d+)-[0-9a-f]+$/.exec(name);
+    // a guest's namespace, and the far side a lab adds past its NIC (<guest namespace>-far)
+    const m = /^meshvm-(?:test|probe)-(\d+)-[0-9a-f]+(?:-far)?$/.exec(name);
     if (m?.[1] && dead(m[1])) spawnSync('ip', ['netns', 'delete', name], { stdio: 'ignore', timeout: 5000 });
   }
   for (const name of list(tmpdir())) {
