@@ -9,6 +9,7 @@
 // and the private hosted zone's records once Route53 has them), istiod (test/e2e/istiod.ts) past the VM's NIC, and the
 // instance role's credentials (IMDS on EC2) as environment variables.
 import test from 'ava';
+import { until } from '../helpers/poll.ts';
 import {
   bootBaked,
   changedRefs,
@@ -116,7 +117,7 @@ serial('istio-vm-aws with a hostname load balancer: getent hosts istiod.istio-sy
   await m.lab.moveEastwest(MOVED);
   t.is(await hostsLine(m), LAB.eastwest, 'until the next converge the line still names the old address');
   const lost = Date.now();
-  while ((await readiness(m)) === '200' && Date.now() - lost < 10_000) await new Promise((resolve) => setTimeout(resolve, 100));
+  await until(async () => (await readiness(m)) !== '200', { what: 'the sidecar to notice that istiod is gone', timeoutMs: 10_000, intervalMs: 100 });
   t.is(await readiness(m), '503', 'the sidecar has lost istiod: it dials the old address');
 
   const moved = await converge(m);

@@ -401,14 +401,6 @@ export async function startLab(where: { netns: string }, opts: LabOptions): Prom
   };
 }
 
-export async function waitUntil(check: () => Promise<boolean>, ms: number, what: string): Promise<void> {
-  const until = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > until) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-}
-
 // ---------------------------------------------------------------------------------------------------------------
 // A guest booted with the example's user-data
 
