@@ -41,7 +41,8 @@ if [ -n "$ports" ] && [ "$(get ISTIO_INBOUND_INTERCEPTION_MODE REDIRECT)" != TPR
   fi
   want '-A ISTIO_IN_REDIRECT -p tcp -j REDIRECT --to-ports 15006'
 fi
-want '-A OUTPUT -p tcp -j ISTIO_OUTPUT'
+# Istio up to 1.22 sends tcp only to ISTIO_OUTPUT; 1.23 and later every protocol (istio/istio#50915)
+printf '%s\n' "$nat" | grep -qxE -- '-A OUTPUT (-p tcp )?-j ISTIO_OUTPUT' || { echo "missing: -A OUTPUT -p tcp -j ISTIO_OUTPUT (Istio 1.23 and later: -A OUTPUT -j ISTIO_OUTPUT)" >&2; missing=1; }
 want "-A ISTIO_OUTPUT -m owner --uid-owner $uid -j RETURN"
 for c in $(get ISTIO_SERVICE_CIDR '*' | tr , ' '); do
   case $c in

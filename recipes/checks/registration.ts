@@ -49,7 +49,9 @@ export async function registrationChecks(_a: object, context: CheckContext): Pro
           check: 'registration',
           ok: true,
           skipped: true,
-          detail: `the WorkloadEntry istiod registers for WorkloadGroup ${spec.namespace}/${spec.name} is named after the running machine's address: not checked under --root ${context.host.root}`,
+          detail: context.host.live
+            ? `the WorkloadEntry istiod registers for WorkloadGroup ${spec.namespace}/${spec.name} is named after the sidecar's address, which is unknown (no ISTIO_SVC_IP in cluster.env and \`hostname --all-ip-addresses\` lists none): set ISTIO_SVC_IP`
+            : `the WorkloadEntry istiod registers for WorkloadGroup ${spec.namespace}/${spec.name} is named after the running machine's address: not checked under --root ${context.host.root}`,
         });
         continue;
       }
