@@ -17,10 +17,8 @@ const gate = await canBootContainers();
 const guestTest = gate.ok ? test : test.skip;
 if (!gate.ok) {
   const reason = gate.reason;
-  test('system-resource guest tests are skipped on this machine', (t) => {
-    t.log(`skipped: ${reason}`);
-    t.pass();
-  });
+  // a skip is a skip: counted as skipped, the reason in its title
+  test.skip(`system-resource guest tests are skipped on this machine (${reason})`, () => {});
 }
 
 if (gate.ok) {
