@@ -9,17 +9,14 @@ import {
   kubeConnect,
   kubeObjectType,
   labelMap,
-  locality,
-  networkName,
   objectName,
   ownedMetadata,
   port,
-  portMap,
   presence,
   prune,
-  weight,
   workloadAddress,
   workloadAddressProblem,
+  entryFields,
 } from './workload-group.ts';
 
 /** The annotation that tells istiod to keep the entry out of load balancing until the agent's probe reports it Healthy. */
@@ -34,11 +31,7 @@ export const workloadEntrySpec = z.strictObject({
   /** spec.labels (what Services select) and the object's own labels. */
   labels: labelMap.default({}),
   annotations: annotationMap.default({}),
-  serviceAccount: objectName,
-  network: networkName.optional(),
-  ports: portMap.default({}),
-  locality: locality.optional(),
-  weight: weight.optional(),
+  ...entryFields,
   /** The VM runs a readiness probe (its WorkloadGroup's or mesh config's): istiod sends it traffic only while Healthy. */
   healthChecks: z.boolean().default(false),
   connect: kubeConnect,

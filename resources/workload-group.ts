@@ -364,6 +364,15 @@ export function ownedMetadata(spec: KubeObjectSpec, labels: Record<string, strin
 
 // ---- WorkloadGroup ----
 
+/** What a WorkloadEntry and a WorkloadGroup's template share (Istio's WorkloadEntry fields): identity, network, ports. */
+export const entryFields = {
+  serviceAccount: objectName,
+  network: networkName.optional(),
+  ports: portMap.default({}),
+  locality: locality.optional(),
+  weight: weight.optional(),
+};
+
 export const workloadGroupSpec = z.strictObject({
   name: objectName,
   namespace: dnsLabel,
@@ -373,11 +382,7 @@ export const workloadGroupSpec = z.strictObject({
   /** spec.metadata.annotations (e.g. proxy.istio.io/config). */
   annotations: annotationMap.default({}),
   /** spec.template: the identity, network and ports of the group's entries. */
-  serviceAccount: objectName,
-  network: networkName.optional(),
-  ports: portMap.default({}),
-  locality: locality.optional(),
-  weight: weight.optional(),
+  ...entryFields,
   /** spec.probe: the readiness probe the agent runs and reports to istiod. */
   probe: probe.optional(),
   /** Labels of the WorkloadGroup object itself (besides meshvm's managed-by). */
