@@ -92,7 +92,8 @@ async function unifiedDiff(field: string, from: string, to: string): Promise<str
     body.push(`@@ -${range(hunk.oldStart, hunk.oldLines)} +${range(hunk.newStart, hunk.newLines)} @@`, ...hunk.lines);
   }
   const shown = body.length > MAX_DIFF_LINES ? [...body.slice(0, MAX_DIFF_LINES), `... ${body.length - MAX_DIFF_LINES} more diff lines`] : body;
-  const head = from === '' ? `set ${field} (${to.split('\n').length - (to.endsWith('\n') ? 1 : 0)} lines)` : `update ${field}`;
+  const count = to.split('\n').length - (to.endsWith('\n') ? 1 : 0);
+  const head = from === '' ? `set ${field} (${count} ${count === 1 ? 'line' : 'lines'})` : `update ${field}`;
   return [head, ...shown.map((l) => `  ${l}`)].join('\n');
 }
 
