@@ -25,6 +25,7 @@ const TOOLS: Record<string, string> = {
   'systemd-nspawn': 'systemd-container',
   'dpkg-deb': 'dpkg',
   openssl: 'openssl',
+  objcopy: 'binutils', // the build drops the node binary's annobin notes with it (scripts/build.ts)
 };
 
 const missing: string[] = [];
