@@ -16,6 +16,7 @@ import { runChecks } from './verify.ts';
 import { buildReport, reportJson } from './report.ts';
 import { ensureStateDir, runResources } from './runner.ts';
 import { loadRunlist } from './runlist.ts';
+import { SCHEMA_KINDS, isSchemaKind, schemaText } from './schema.ts';
 import { secrets } from './secrets.ts';
 import { LAST_RUN_FILE, LOCK_FILE, NODE_FILE } from './state-paths.ts';
 
@@ -28,10 +29,11 @@ Usage:
   meshvm plan RUNLIST [options]       show what converge would change; change nothing
   meshvm verify RUNLIST [options]     check the machine works as the runlist means it to (names, ports, certs, services)
   meshvm runlist [NAME]               print a built-in runlist (to start from, or for /etc/meshvm/runlist.yaml); list them
-  meshvm --help | --version
+  meshvm schema runlist|node          print the JSON Schema of a runlist or a node file (for editors)
+  meshvm help | --help | --version
 
 Options:
-  --root DIR            map every path under DIR (default /)
+  --root DIR            map every path under DIR (default /); converge creates a missing DIR, plan and verify refuse it
   --node FILE           this machine's attributes (default /etc/meshvm/node.yaml under the root, if present)
   --set KEY=VALUE       set an attribute (repeatable; KEY may start with a recipe name: sidecar.inboundPorts=[8080])
   --json                print the JSON report on stdout (progress goes to stderr)
@@ -45,6 +47,9 @@ Attributes: recipe defaults < runlist < node file < --set.
 Exit codes: 0 success, 1 error; plan --detailed-exitcode: 0 nothing to do, 2 changes pending, 1 error;
 verify: 0 every check passed, 1 a check failed.
 The report of every converge is written to /var/lib/meshvm/last-run.json (under --root).`;
+
+/** Every command, for the unknown-command message. */
+export const COMMANDS = ['converge', 'plan', 'verify', 'runlist', 'schema', 'help'] as const;
 
 export interface CliIO {
   stdout: NodeJS.WritableStream & { isTTY?: boolean; columns?: number };
@@ -70,9 +75,11 @@ export async function main(argv: readonly string[], options: CliOptions, io: Cli
   if (values.help) return (io.stdout.write(USAGE + '\n'), 0);
   if (values.version) return (io.stdout.write(`${pkg.version}\n`), 0);
   const [command, runlistFile, ...extra] = positionals;
+  if (command === 'help') return (io.stdout.write(USAGE + '\n'), 0);
   if (command === 'runlist') return printRunlist(runlistFile, options, io);
+  if (command === 'schema') return printSchema(runlistFile, extra, options, io);
   if (command !== 'converge' && command !== 'plan' && command !== 'verify') {
-    io.stderr.write(command ? `meshvm: unknown command "${command}" (converge, plan or verify)\n` : `${USAGE}\n`);
+    io.stderr.write(command ? `meshvm: unknown command "${command}" (commands: ${COMMANDS.join(', ')}; meshvm help for usage)\n` : `${USAGE}\n`);
     return 1;
   }
   const mode = command === 'verify' ? 'plan' : command;
@@ -84,6 +91,8 @@ export async function main(argv: readonly string[], options: CliOptions, io: Cli
     return 1;
   };
   let lock: RunLock | undefined;
+  /** What this run created before it planned (root, run/, the lock file), shallowest first: removed if it fails there. */
+  const litter: string[] = [];
   // per-run services (the cluster connection, its Vault login): closed whatever happens, so a run's Vault token is revoked
   const services = new Map<string, unknown>();
   try {
@@ -93,7 +102,7 @@ export async function main(argv: readonly string[], options: CliOptions, io: Cli
     if (values.resolver && command !== 'verify') throw new InputError('--resolver', 'only verify takes it');
     const lockWait = values['lock-wait'] === undefined ? 600 : Number(values['lock-wait']);
     if (!Number.isFinite(lockWait) || lockWait < 0) throw new InputError(`--lock-wait ${values['lock-wait']}`, 'expected a number of seconds');
-    const root = await checkRoot(values.root ?? '/', mode);
+    const { root, missing } = await checkRoot(values.root ?? '/', command);
     const host = localHost({ root });
 
     const runlist = await loadRunlist(path.resolve(runlistFile), options.builtins, {
@@ -109,6 +118,14 @@ export async function main(argv: readonly string[], options: CliOptions, io: Cli
     // the lock before planning: recipes read the machine (and mint tokens) while they declare, so a run that waited
     // must plan against what the run before it left, not against what was there when it started
     if (mode === 'converge') {
+      if (missing) {
+        await fs.mkdir(root, { recursive: true, mode: 0o755 }).catch((error) => {
+          throw new InputError(`--root ${values.root}`, `no such directory, and it cannot be created: ${errorMessage(error)}`);
+        });
+        io.stderr.write(`meshvm: created the root ${root} (it did not exist)\n`);
+        litter.push(root);
+      }
+      litter.push(...(await missingPaths(host.realPath(LOCK_FILE), root)));
       lock = await acquireLock(host.realPath(LOCK_FILE), {
         waitSeconds: lockWait,
         command: `meshvm converge ${runlistFile}`,
@@ -131,6 +148,7 @@ export async function main(argv: readonly string[], options: CliOptions, io: Cli
     });
     await checkRequirements(declared, host);
     await checkComposites(declared, host);
+    litter.length = 0; // planned: from here the run's state (the lock file, last-run.json) is the machine's
     if (command === 'verify') return printChecks(await runChecks(entries, host, { resolver: values.resolver }), io, json);
 
     let signalled = false;
@@ -168,7 +186,32 @@ export async function main(argv: readonly string[], options: CliOptions, io: Cli
   } finally {
     await closeServices(services);
     await lock?.release();
+    await removeLitter(litter);
   }
+}
+
+/**
+ * A run that failed before it planned leaves no trace: the lock file it created (if still empty, the released state:
+ * a run that took the lock since has written itself in), then the directories it created, deepest first (rmdir only
+ * removes empty ones). A run that opened the lock file in the instant between could lock an unlinked file; only a run
+ * racing a failing very first run can, and both then ran from a bad runlist or root.
+ */
+async function removeLitter(litter: readonly string[]): Promise<void> {
+  for (const p of [...litter].reverse()) {
+    const stat = await fs.lstat(p).catch(() => undefined);
+    if (stat?.isDirectory()) await fs.rmdir(p).catch(() => {});
+    else if (stat?.isFile() && (await fs.readFile(p, 'utf8').catch(() => 'x')) === '') await fs.unlink(p).catch(() => {});
+  }
+}
+
+/** The path and those of its parents up to root that do not exist yet, deepest first. */
+async function missingPaths(file: string, root: string): Promise<string[]> {
+  const out: string[] = [];
+  for (let p = file; p.startsWith(root) && p !== root && p !== path.dirname(p); p = path.dirname(p)) {
+    if (await fs.lstat(p).catch(() => undefined)) break;
+    out.push(p);
+  }
+  return out.reverse();
 }
 
 /** The flags meshvm takes (node:util parseArgs, strict). */
@@ -198,6 +241,15 @@ async function closeServices(services: Map<string, unknown>): Promise<void> {
   services.clear();
 }
 
+function printSchema(kind: string | undefined, extra: readonly string[], options: CliOptions, io: CliIO): number {
+  if (!isSchemaKind(kind) || extra.length) {
+    io.stderr.write(`meshvm: schema takes one of: ${SCHEMA_KINDS.join(', ')} (meshvm schema runlist > runlist.schema.json)\n`);
+    return 1;
+  }
+  io.stdout.write(schemaText(kind, options.builtins));
+  return 0;
+}
+
 async function printRunlist(name: string | undefined, options: CliOptions, io: CliIO): Promise<number> {
   const runlists = (await options.runlists?.()) ?? new Map<string, string>();
   if (!name) {
@@ -209,7 +261,8 @@ async function printRunlist(name: string | undefined, options: CliOptions, io: C
     io.stderr.write(`meshvm: no built-in runlist "${name}" (there are: ${[...runlists.keys()].sort().join(', ')})\n`);
     return 1;
   }
-  io.stdout.write(text);
+  // the editor's schema line points into the source tree (../schemas/), which a printed copy is not beside
+  io.stdout.write(text.replace(/^# yaml-language-server: \$schema=.*\n/m, ''));
   return 0;
 }
 
@@ -226,15 +279,30 @@ function printChecks(checks: readonly Check[], io: CliIO, json: boolean): number
   return failed ? 1 : 0;
 }
 
-async function checkRoot(root: string, mode: 'plan' | 'converge'): Promise<string> {
+/**
+ * converge into a root that does not exist yet creates it (a scratch root, as the README's demo does) and says so;
+ * plan and verify only read, and a missing root is then a mistyped path.
+ */
+async function checkRoot(root: string, command: 'plan' | 'converge' | 'verify'): Promise<{ root: string; missing: boolean }> {
   const resolved = path.resolve(root);
   const stat = await fs.stat(resolved).catch(() => undefined);
-  if (!stat) throw new InputError(`--root ${root}`, 'no such directory');
+  if (!stat && command === 'converge') {
+    // created once the runlist has loaded (a bad runlist leaves nothing behind); only its last part, as mkdir does:
+    // a root whose parent is missing too is more likely a typo than a scratch directory
+    const parent = path.dirname(resolved);
+    const up = await fs.stat(parent).catch(() => undefined);
+    if (!up?.isDirectory()) throw new InputError(`--root ${root}`, `no such directory, nor its parent ${parent} (converge creates only the last part)`);
+    await fs.access(parent, fsc.W_OK).catch((error) => {
+      throw new InputError(`--root ${root}`, `no such directory, and ${parent} is not writable to create it (${(error as NodeJS.ErrnoException).code})`);
+    });
+    return { root: resolved, missing: true };
+  }
+  if (!stat) throw new InputError(`--root ${root}`, `no such directory (${command} does not create it; converge would)`);
   if (!stat.isDirectory()) throw new InputError(`--root ${root}`, 'is not a directory');
-  if (mode === 'converge') {
+  if (command === 'converge') {
     await fs.access(resolved, fsc.W_OK).catch((error) => {
       throw new InputError(`--root ${root}`, `is not writable (${(error as NodeJS.ErrnoException).code}); converge needs to write there`);
     });
   }
-  return resolved;
+  return { root: resolved, missing: false };
 }

@@ -31,7 +31,8 @@ export interface AttributeSources {
 
 const attributeMap = z.record(z.string(), z.unknown());
 
-const envelope = z.strictObject({
+/** The runlist file's envelope (each recipe's own attributes are checked by its schema); also the source of `meshvm schema runlist`. */
+export const runlistEnvelope = z.strictObject({
   name: z.string().min(1),
   description: z.string().optional(),
   /** Attributes shared by every recipe of the runlist that takes them. */
@@ -39,7 +40,8 @@ const envelope = z.strictObject({
   recipes: z.array(z.strictObject({ recipe: z.string().min(1), attributes: attributeMap.nullish().transform((a) => a ?? {}) })),
 });
 
-const nodeEnvelope = z.strictObject({ attributes: attributeMap.nullish().transform((a) => a ?? {}) });
+/** The node file's envelope; also the source of `meshvm schema node`. */
+export const nodeEnvelope = z.strictObject({ attributes: attributeMap.nullish().transform((a) => a ?? {}) });
 
 /** One layer of attributes and where it came from, for error messages. */
 interface Layer {
@@ -51,7 +53,7 @@ export async function loadRunlist(file: string, builtins: ReadonlyMap<string, Re
   const shown = displayPath(file);
   const text = await readInput(file, shown, 'runlist');
   const doc = parseYaml(text, shown);
-  const data = check(envelope, doc.value ?? {}, doc, [], 'runlist');
+  const data = check(runlistEnvelope, doc.value ?? {}, doc, [], 'runlist');
   const dir = path.dirname(path.resolve(file));
 
   const recipes: Recipe[] = [];

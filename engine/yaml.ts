@@ -24,7 +24,13 @@ export function parseYaml(text: string, file: string): ParsedYaml {
   const error = doc.errors[0];
   if (error) {
     const line = error.linePos?.[0]?.line;
-    throw new InputError(line ? `${file}:${line}` : file, `malformed YAML: ${error.message.split('\n')[0]}`);
+    // the parser's first line ends "at line L, column C:" (its excerpt follows): the line is in the location already
+    const column = error.linePos?.[0]?.col;
+    const message = error.message
+      .split('\n')[0]!
+      .replace(/\s*at line \d+, column \d+:?\s*$/, '')
+      .replace(/[:\s]+$/, '');
+    throw new InputError(line ? `${file}:${line}` : file, `malformed YAML: ${message}${column ? ` (column ${column})` : ''}`);
   }
   return {
     value: doc.toJS(),
