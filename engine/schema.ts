@@ -60,24 +60,24 @@ function rewrite(node: unknown, prefix: string): unknown {
 
 /** Attributes shared across recipes (runlist `attributes:`, the node file): every recipe's keys, plus a block per recipe name. */
 function sharedAttributes(recipes: readonly Recipe[], perRecipe: ReadonlyMap<string, JsonSchema>): JsonSchema {
-  const byKey = new Map<string, { recipes: string[]; schemas: Map<string, JsonSchema> }>();
+  // key -> the recipes taking it, grouped by identical schema (a key such as `flow` means the same to most recipes)
+  const byKey = new Map<string, { recipes: string[]; schemas: Map<string, { first: string; schema: JsonSchema }> }>();
   for (const recipe of recipes) {
     const props = (perRecipe.get(recipe.name)!.properties ?? {}) as Record<string, JsonSchema>;
     for (const [key, schema] of Object.entries(props)) {
-      const entry = byKey.get(key) ?? { recipes: [] as string[], schemas: new Map<string, JsonSchema>() };
+      const entry = byKey.get(key) ?? { recipes: [] as string[], schemas: new Map<string, { first: string; schema: JsonSchema }>() };
       entry.recipes.push(recipe.name);
-      entry.schemas.set(JSON.stringify(schema), schema);
+      const text = JSON.stringify(schema);
+      if (!entry.schemas.has(text)) entry.schemas.set(text, { first: recipe.name, schema });
       byKey.set(key, entry);
     }
   }
   const properties: Record<string, JsonSchema> = {};
   for (const [key, { recipes: takers, schemas }] of [...byKey].sort(([a], [b]) => a.localeCompare(b))) {
-    const distinct = [...schemas.values()];
-    const one = distinct.length === 1 ? { ...distinct[0] } : { anyOf: distinct };
-    properties[key] = {
-      ...one,
-      description: `${distinct.length === 1 && distinct[0]!.description ? `${distinct[0]!.description} ` : ''}(taken by: ${takers.join(', ')})`,
-    };
+    // each schema once, in its recipe's definition: referred to, not copied
+    const refs = [...schemas.values()].map(({ first }) => ({ $ref: `${recipeRef(first)}/properties/${key}` }));
+    const own = schemas.size === 1 ? ([...schemas.values()][0]!.schema.description as string | undefined) : undefined;
+    properties[key] = { description: `${own ? `${own} ` : ''}(taken by: ${takers.join(', ')})`, ...(refs.length === 1 ? { allOf: refs } : { anyOf: refs }) };
   }
   for (const recipe of recipes) {
     if (recipe.name in properties) continue; // a recipe whose name is also an attribute (files): the attribute wins, as at run time
