@@ -187,6 +187,8 @@ export async function main(argv: readonly string[], options: CliOptions, io: Cli
     await closeServices(services);
     await lock?.release();
     await removeLitter(litter);
+    if (litter[0] && !(await fs.stat(litter[0]).catch(() => undefined)))
+      io.stderr.write(`meshvm: removed ${litter[0]} again (the run failed before it planned)\n`);
   }
 }
 

@@ -87,7 +87,9 @@ test('a converge that fails while planning (the demo copied elsewhere: its certi
   t.deepEqual(await fs.readdir(root), [], 'no run/');
   // a fresh root is removed again
   const fresh = await freshRoot(t);
-  t.is((await meshvm(['converge', copy, '--root', fresh], { cwd: dir })).exitCode, 1);
+  const failed = await meshvm(['converge', copy, '--root', fresh], { cwd: dir });
+  t.is(failed.exitCode, 1);
+  t.regex(failed.stderr, /created the root .*\n.*cannot read the private key.*\n.*removed .*\/x again \(the run failed before it planned\)$/);
   await t.throwsAsync(fs.access(fresh));
 });
 
