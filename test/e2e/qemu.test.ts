@@ -9,7 +9,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
 import { ensureRootfs, testCacheDir } from '../helpers/guest/rootfs.ts';
-import { cloudAround, e2eGate, ensureArtifact, LAB, labValues, makePki, prepareArtifacts, renderUserData, startLab, type Lab, type RunReport } from './lab.ts';
+import { cloudAround, e2eGate, ensureArtifact, LAB, labValues, prepareArtifacts, renderUserData, startLab, type Lab, type RunReport } from './lab.ts';
+import { makePki } from '../stand-ins/index.ts';
 
 const VM_IMAGE = { extraPackages: ['curl', 'linux-image-cloud-amd64', 'initramfs-tools'] };
 const PUBLIC = '10.0.2.100';

@@ -20,6 +20,6 @@ export { startRoute53, normalizeName } from './route53.ts';
 export type { Route53Options, Route53StandIn, Route53Fault, RecordSet, HostedZone, ChangeInfo, AliasTarget } from './route53.ts';
 export { callsMatching, Faults, LOOPBACK } from './common.ts';
 export type { Call, CommonFault, FaultScope } from './common.ts';
-export { testPki } from './tls.ts';
+export { makePki, testPki } from './tls.ts';
 export type { TestPki } from './tls.ts';
 export { signRequest, parseAuthorization } from './sigv4.ts';

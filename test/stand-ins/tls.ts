@@ -1,4 +1,4 @@
-// Test PKI for the stand-ins (X.509 v3, RFC 5280) made with the openssl CLI: one CA, one server cert for 127.0.0.1.
+// Test PKI for the stand-ins and the e2e lab (X.509 v3, RFC 5280) made with the openssl CLI: one CA, one server cert for 127.0.0.1 and any further IPs.
 import { execFile } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -10,7 +10,7 @@ const run = promisify(execFile);
 export interface TestPki {
   /** PEM of the self-signed CA that clients must trust. */
   caPem: string;
-  /** Server certificate (SAN IP:127.0.0.1, DNS:localhost) signed by the CA, and its key. */
+  /** Server certificate (SAN IP:127.0.0.1, the IPs asked for, DNS:localhost) signed by the CA, and its key. */
   certPem: string;
   keyPem: string;
 }
@@ -24,7 +24,8 @@ export function testPki(opts: { fresh?: boolean } = {}): Promise<TestPki> {
   return shared;
 }
 
-async function makePki(): Promise<TestPki> {
+/** A new CA and a server certificate for `ips` (and 127.0.0.1, localhost); its CN is the first of them. */
+export async function makePki(ips: readonly string[] = []): Promise<TestPki> {
   const dir = await mkdtemp(join(tmpdir(), 'meshvm-pki-'));
   const p = (name: string): string => join(dir, name);
   try {
@@ -46,11 +47,11 @@ async function makePki(): Promise<TestPki> {
       '-addext',
       'keyUsage=critical,keyCertSign,cRLSign',
     ]);
-    await run('openssl', ['req', '-new', ...ec, '-keyout', p('server.key'), '-out', p('server.csr'), '-subj', '/CN=127.0.0.1']);
+    await run('openssl', ['req', '-new', ...ec, '-keyout', p('server.key'), '-out', p('server.csr'), '-subj', `/CN=${ips[0] ?? '127.0.0.1'}`]);
     await writeFile(
       p('ext.cnf'),
       [
-        'subjectAltName=IP:127.0.0.1,DNS:localhost',
+        `subjectAltName=${[...new Set([...ips, '127.0.0.1'])].map((ip) => `IP:${ip}`).join(',')},DNS:localhost`,
         'basicConstraints=CA:FALSE',
         'keyUsage=critical,digitalSignature,keyEncipherment',
         'extendedKeyUsage=serverAuth',
