@@ -16,7 +16,7 @@ export interface RootPaths {
    * the root, a relative one cannot climb above it. Never leads out to this machine's files. On '/' the same as real().
    */
   resolve(guestPath: string): Promise<string>;
-  /** Refuses a real path whose directory leads out of a non-/ root through a symlink (a scratch root stays a scratch root). */
+  /** Refuses a real path whose directory (or nearest existing ancestor) leads out of a non-/ root through a symlink (a scratch root stays a scratch root). */
   assertInside(hostPath: string): Promise<void>;
 }
 
@@ -57,8 +57,14 @@ export function rootPaths(root: string): RootPaths {
     },
     async assertInside(hostPath) {
       if (root === '/') return;
-      const dir = await fs.realpath(path.dirname(hostPath)).catch(() => undefined);
-      if (dir && !isWithin(await top(), dir)) throw new Error(`${hostPath} resolves outside the root ${root} (through a symlink)`);
+      // the nearest directory that exists: a mkdir -p below a link that leads out would create its parents out there
+      let dir = path.dirname(hostPath);
+      let resolved = await fs.realpath(dir).catch(() => undefined);
+      while (resolved === undefined && dir !== path.dirname(dir)) {
+        dir = path.dirname(dir);
+        resolved = await fs.realpath(dir).catch(() => undefined);
+      }
+      if (resolved && !isWithin(await top(), resolved)) throw new Error(`${hostPath} resolves outside the root ${root} (through a symlink)`);
     },
   };
 }

@@ -58,8 +58,10 @@ export async function makeDirectory({ paths, owners }: Place, p: string, opts: M
     throw new Error(`cannot create ${p}: its parent ${path.dirname(p)} does not exist and parents is false`);
   }
   await fs.mkdir(target, { recursive: opts.parents !== false, mode: 0o755 });
-  if (uid !== -1 || gid !== -1) await fs.lchown(target, uid, gid);
-  await fs.chmod(target, opts.mode ?? 0o755);
+  // an existing link to a directory satisfies mkdir: its owner and mode are set where it leads inside the root
+  const made = await paths.resolve(p);
+  if (uid !== -1 || gid !== -1) await fs.lchown(made, uid, gid);
+  await fs.chmod(made, opts.mode ?? 0o755);
 }
 
 /** Points the link at guest path p to target, replacing what is there in one rename. */
@@ -78,13 +80,17 @@ export async function removePath(paths: RootPaths, p: string): Promise<void> {
   await fs.rm(target, { force: true, recursive: true });
 }
 
+/** chmod follows a link, so the link is followed inside the root, as a chroot would, never out to this machine's files. */
 export async function chmodPath(paths: RootPaths, p: string, mode: number): Promise<void> {
-  await fs.chmod(paths.real(p), mode);
+  await fs.chmod(await paths.resolve(p), mode);
 }
 
+/** The path itself (a link, not what it points to), in a directory that stays inside the root. */
 export async function chownPath({ paths, owners }: Place, p: string, to: { owner?: string | undefined; group?: string | undefined }): Promise<void> {
+  const target = paths.real(p);
+  await paths.assertInside(target);
   const { uid, gid } = await owners.ids(p, to);
-  await fs.lchown(paths.real(p), uid, gid);
+  await fs.lchown(target, uid, gid);
 }
 
 async function syncDir(dir: string): Promise<void> {

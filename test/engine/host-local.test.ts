@@ -60,6 +60,23 @@ test('writes through a link that leads out of the root are refused, and nothing 
   t.deepEqual(await fs.readdir(outside), []);
 });
 
+test('chmod, chown and mkdir -p never reach out of the root through a link', async (t) => {
+  const root = await scratchRoot(t);
+  const outside = await fs.mkdtemp(path.join(os.tmpdir(), 'meshvm-outside-'));
+  t.teardown(() => fs.rm(outside, { recursive: true, force: true }));
+  await fs.writeFile(path.join(outside, 'secret'), 'x', { mode: 0o600 });
+  await seed(root, { 'etc/placeholder': '' });
+  await fs.symlink(path.join(outside, 'secret'), path.join(root, 'etc/secret'));
+  await fs.symlink(outside, path.join(root, 'var'));
+  const host = localHost({ root });
+  // the absolute link is followed inside the root, where it leads nowhere: refused, and the file out there keeps its mode
+  await t.throwsAsync(host.chmod('/etc/secret', 0o666));
+  t.is((await fs.stat(path.join(outside, 'secret'))).mode & 0o777, 0o600);
+  await t.throwsAsync(host.mkdir('/var/lib/deep'), { message: /resolves outside the root/ });
+  await t.throwsAsync(host.chown('/var/secret', { owner: 'root' }), { message: /resolves outside the root/ });
+  t.deepEqual(await fs.readdir(outside), ['secret']);
+});
+
 test('a write keeps the replaced file as a backup, the last few only, and forgets memoised facts', async (t) => {
   const root = await scratchRoot(t);
   await seed(root, { 'etc/app.conf': 'v0\n' });
