@@ -402,7 +402,17 @@ test('server-side apply of a WorkloadGroup: fieldManager required, created when 
   );
   k.rbac.set(SA_USER, [{ verbs: ['get', 'patch'], apiGroups: ['networking.istio.io'], resources: ['workloadgroups'], resourceNames: ['reviews'] }]);
   const allowed = await send(k, `${WG_PATH}/reviews?fieldManager=meshvm`, 'PATCH', 'application/apply-patch+yaml', applyYaml('owner: meshvm'), 'sa-token');
-  t.is(allowed.status, 200, 'patch on the one resourceName is the whole RBAC an apply needs');
+  t.is(allowed.status, 200, 'patch on the one resourceName is the whole RBAC an apply to an existing object needs');
+
+  // an apply that creates is authorized as create as well, as the API server's createValidation does
+  const ratingsPath = `${WG_PATH}/ratings?fieldManager=meshvm`;
+  const ratings = applyYaml('owner: meshvm').replace('name: reviews', 'name: ratings');
+  k.rbac.set(SA_USER, [{ verbs: ['get', 'patch'], apiGroups: ['networking.istio.io'], resources: ['workloadgroups'] }]);
+  const notCreated = await send(k, ratingsPath, 'PATCH', 'application/apply-patch+yaml', ratings, 'sa-token');
+  t.deepEqual([notCreated.status, notCreated.json().message], [403, 'workloadgroups.networking.istio.io "ratings" is forbidden: ']);
+  t.is(k.objects.get('workloadgroups', 'vm-ns', 'ratings'), undefined);
+  k.rbac.set(SA_USER, [{ verbs: ['patch', 'create'], apiGroups: ['networking.istio.io'], resources: ['workloadgroups'], resourceNames: ['ratings'] }]);
+  t.is((await send(k, ratingsPath, 'PATCH', 'application/apply-patch+yaml', ratings, 'sa-token')).status, 201);
 });
 
 test('server-side apply: another manager owning a field with another value is a 409 naming it; force takes it; equal values are shared', async (t) => {

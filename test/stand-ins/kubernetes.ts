@@ -844,13 +844,13 @@ export async function startKubernetes(opts: KubernetesOptions = {}): Promise<Kub
     name?: string;
   }
 
-  function authorize(id: KubeIdentity, t: Target): void {
+  function allowed(id: KubeIdentity, t: Target): boolean {
     const groups = id.groups ?? [];
-    if (groups.includes('system:masters')) return;
+    if (groups.includes('system:masters')) return true;
     const group = RESOURCES[t.resource]?.group ?? '';
     const full = t.subresource ? `${t.resource}/${t.subresource}` : t.resource;
     const rules = [id.user, ...groups].flatMap((s) => rbac.get(s) ?? []);
-    const ok = rules.some(
+    return rules.some(
       (r) =>
         (r.verbs.includes('*') || r.verbs.includes(t.verb)) &&
         (r.apiGroups ?? ['*']).some((g) => g === '*' || g === group) &&
@@ -858,7 +858,12 @@ export async function startKubernetes(opts: KubernetesOptions = {}): Promise<Kub
         (r.resourceNames === undefined || (t.name !== undefined && r.resourceNames.includes(t.name))) &&
         (r.namespaces === undefined || (t.namespace !== undefined && r.namespaces.includes(t.namespace))),
     );
-    if (ok) return;
+  }
+
+  function authorize(id: KubeIdentity, t: Target): void {
+    if (allowed(id, t)) return;
+    const group = RESOURCES[t.resource]?.group ?? '';
+    const full = t.subresource ? `${t.resource}/${t.subresource}` : t.resource;
     const what = t.name === undefined ? qualified(t.resource) : `${qualified(t.resource)} "${t.name}"`;
     const scope = t.namespace === undefined ? 'at the cluster scope' : `in the namespace "${t.namespace}"`;
     statusError(403, 'Forbidden', `${what} is forbidden: User "${id.user}" cannot ${t.verb} resource "${full}" in API group "${group}" ${scope}`, {
@@ -936,6 +941,7 @@ export async function startKubernetes(opts: KubernetesOptions = {}): Promise<Kub
   interface Writer {
     manager: string;
     contentType: string;
+    id: KubeIdentity;
   }
 
   /** A custom resource's spec as the API server keeps it (pruned, checked), or a 422 naming every invalid field. */
@@ -1122,6 +1128,14 @@ export async function startKubernetes(opts: KubernetesOptions = {}): Promise<Kub
     if (conflicts.length && force !== 'true') return applyConflict(conflicts);
     for (const { manager, path } of conflicts) manager.fieldsV1 = encodeFields(decodeFields(manager.fieldsV1).filter((p) => !overlaps(p, path)));
 
+    // an apply that creates is authorized as create too (the apiserver's createValidation), and its 403 carries RBAC's empty reason
+    if (!existing && !allowed(writer.id, { ...t, verb: 'create' })) {
+      return statusError(403, 'Forbidden', `${qualified(t.resource)} "${name}" is forbidden: `, {
+        name,
+        ...(info.group === '' ? {} : { group: info.group }),
+        kind: t.resource,
+      });
+    }
     const next: KubeObject = existing
       ? structuredClone(existing)
       : { apiVersion: apiVersionOf(info), kind: info.kind, metadata: { name, ...(t.namespace === undefined ? {} : { namespace: t.namespace }) } };
@@ -1271,7 +1285,7 @@ export async function startKubernetes(opts: KubernetesOptions = {}): Promise<Kub
         }
       }
       const agent = String(req.headers['user-agent'] ?? '').split('/')[0]!;
-      const writer: Writer = { manager: url.searchParams.get('fieldManager') || agent || 'unknown', contentType };
+      const writer: Writer = { manager: url.searchParams.get('fieldManager') || agent || 'unknown', contentType, id };
       const pruned: string[] = [];
       const [status, out] = route(target, method, url, body, writer, pruned);
       // as the API server warns of fields a CRD's schema does not know (and drops them)
