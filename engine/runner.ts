@@ -44,7 +44,7 @@ export async function runResources(declared: readonly Declared[], options: RunOp
       continue;
     }
     listener({ type: 'checking', ref: item.ref, index, total: declared.length });
-    const report = await converge(item, run);
+    const { report } = await converge(item, run);
     if (report.status === 'failed') failed = true;
     resources.push(report);
     listener({ type: 'resource', report, index, total: declared.length });
@@ -65,19 +65,27 @@ interface RunState {
   pending: Pending;
 }
 
-async function converge(item: Declared, run: RunState): Promise<ResourceReport> {
-  const report = await convergeOne(item, run);
-  const changed =
-    report.status === 'changed' ||
-    report.status === 'would-change' ||
-    (report.status === 'failed' && Boolean(report.children?.some((c) => c.status === 'changed')));
-  if (changed) for (const target of item.notifies) run.pending.owe(target.ref, item.ref);
-  if (changed && !run.plan) await run.pending.save();
-  return report;
+/**
+ * Converges one resource (a composite's child too), then owes its notifications when it changed something, even when
+ * a later step failed: a child written before a later child failed still owes the restart.
+ */
+async function converge(item: Declared, run: RunState): Promise<Converged> {
+  const converged = await convergeOne(item, run);
+  if (converged.changed && item.notifies.length) {
+    for (const target of item.notifies) run.pending.owe(target.ref, item.ref);
+    if (!run.plan) await run.pending.save();
+  }
+  return converged;
+}
+
+/** A resource's report, and whether it changed something (in plan: would), whatever its status says. */
+interface Converged {
+  report: ResourceReport;
+  changed: boolean;
 }
 
 /** Read, diff, apply; then a composite's children in order; then the actions. The first failure stops the resource. */
-async function convergeOne(item: Declared, run: RunState): Promise<ResourceReport> {
+async function convergeOne(item: Declared, run: RunState): Promise<Converged> {
   const { host, plan } = run;
   const started = performance.now();
   const base = { ref: item.ref, ...(item.declaredAt && { declaredAt: item.declaredAt }) };
@@ -88,15 +96,19 @@ async function convergeOne(item: Declared, run: RunState): Promise<ResourceRepor
   const actionLines: string[] = [];
   const children: ResourceReport[] = [];
   const done: string[] = [];
-  const finish = (status: ResourceReport['status'], error?: unknown): ResourceReport => ({
-    ...base,
-    status,
-    changes: lines,
-    fields,
-    ...(actionLines.length && { actions: actionLines }),
-    ...(children.length && { children }),
-    seconds: seconds(),
-    ...(error !== undefined && { error: secrets.redact(new ResourceError(item.ref, phase, error, item.declaredAt).message) }),
+  let changed = false;
+  const finish = (status: ResourceReport['status'], error?: unknown): Converged => ({
+    changed,
+    report: {
+      ...base,
+      status,
+      changes: lines,
+      fields,
+      ...(actionLines.length && { actions: actionLines }),
+      ...(children.length && { children }),
+      seconds: seconds(),
+      ...(error !== undefined && { error: secrets.redact(new ResourceError(item.ref, phase, error, item.declaredAt).message) }),
+    } satisfies ResourceReport,
   });
   try {
     const current = await item.type.current(host, item.spec);
@@ -111,6 +123,7 @@ async function convergeOne(item: Declared, run: RunState): Promise<ResourceRepor
       if (!item.type.apply) throw new Error(`${item.type.kind} found changes (${fields.join(', ')}) but has no apply`);
       await item.type.apply(host, item.spec, changes, current);
     }
+    if (hasChanges(changes)) changed = true;
     // the children, an action among them done when a child before it changed
     let changedSince = false;
     for (const part of parts) {
@@ -121,17 +134,22 @@ async function convergeOne(item: Declared, run: RunState): Promise<ResourceRepor
         const line = await act(part, host, plan);
         actionLines.push(line);
         lines.push(line);
-        if (!part.skip) done.push(part.action);
+        if (!part.skip) {
+          done.push(part.action);
+          changed = true;
+        }
         continue;
       }
       const child = part;
       phase = 'read';
-      const childReport = await convergeOne(child, run);
+      const { report: childReport, changed: childChanged } = await converge(child, run);
+      if (childChanged) changed = true;
       if (childReport.status === 'unchanged') continue;
       children.push(childReport);
       if (childReport.status === 'failed') {
         lines.push(...childLines(item, childReport));
-        return { ...finish('failed'), error: childReport.error! };
+        const failed = finish('failed');
+        return { ...failed, report: { ...failed.report, error: childReport.error! } };
       }
       changedSince = true;
       fields.push(child.ref.slice(item.ref.length + 3));
@@ -142,7 +160,10 @@ async function convergeOne(item: Declared, run: RunState): Promise<ResourceRepor
       const line = await act(action, host, plan);
       actionLines.push(line);
       lines.push(line);
-      if (!action.skip) done.push(action.action);
+      if (!action.skip) {
+        done.push(action.action);
+        changed = true;
+      }
     }
     if (lines.length === 0) return finish('unchanged');
     if (!plan) run.applied.set(item.ref, { changes, actions: done });
