@@ -1,6 +1,6 @@
 // The Kubernetes API client of a run, configured from what Vault returned (server, CA, scoped token): the reads a mesh VM needs, each value checked before use.
 import { AppsV1Api, CoreV1Api, CustomObjectsApi, KubeConfig, NetworkingV1Api, ServerConfiguration, createConfiguration } from '@kubernetes/client-node';
-import type { RequestContext, ResponseContext } from '@kubernetes/client-node';
+import type { RequestContext, ResponseContext, V1ServiceList } from '@kubernetes/client-node';
 import { apiCalls } from '../engine/api-calls.ts';
 import { secrets } from '../engine/secrets.ts';
 import { DEFAULT_RETRY, RetriesExhausted, withRetry, type RetryPolicy } from './retry.ts';
@@ -72,6 +72,8 @@ export class KubernetesClient {
   readonly networking: NetworkingV1Api;
   readonly custom: CustomObjectsApi;
   #refreshed = false;
+  /** The Services lists read, by namespace and selector: certs (istiod's gateway) and dns/aws (the control-plane names) share one read. */
+  readonly #serviceLists = new Map<string, Promise<V1ServiceList>>();
 
   constructor(options: KubernetesClientOptions) {
     this.server = options.server;
@@ -165,12 +167,21 @@ export class KubernetesClient {
     return found;
   }
 
-  /** Addresses of the LoadBalancer Services in a namespace (hostname first, then IP), sorted by service name. */
+  /**
+   * Addresses of the LoadBalancer Services in a namespace (hostname first, then IP), sorted by service name. The list is
+   * read once per client (one per run): whichever services each caller wants, they are picked from the same read.
+   */
   async controlPlaneAddresses(options: { namespace?: string; labelSelector?: string; services?: readonly string[] } = {}): Promise<ControlPlaneAddress[]> {
     const namespace = options.namespace ?? 'istio-system';
-    const list = await this.call(`listing Services in namespace ${namespace}`, () =>
-      this.core.listNamespacedService({ namespace, ...(options.labelSelector ? { labelSelector: options.labelSelector } : {}) }),
-    );
+    const key = JSON.stringify([namespace, options.labelSelector ?? '']);
+    let listed = this.#serviceLists.get(key);
+    if (!listed) {
+      listed = this.call(`listing Services in namespace ${namespace}`, () =>
+        this.core.listNamespacedService({ namespace, ...(options.labelSelector ? { labelSelector: options.labelSelector } : {}) }),
+      );
+      this.#serviceLists.set(key, listed);
+    }
+    const list = await listed;
     const out: ControlPlaneAddress[] = [];
     for (const svc of list.items) {
       const name = svc.metadata?.name ?? '';

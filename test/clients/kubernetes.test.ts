@@ -81,6 +81,22 @@ test('the reads of a mesh VM: root cert, cluster DNS, LoadBalancer addresses (ho
   t.is(secrets.redact('scoped-token'), '(sensitive)');
 });
 
+test('the Services of a namespace are listed once per client, whichever services each caller picks (certs, then dns)', async (t) => {
+  const k = await cluster(t);
+  const kube = client(k);
+  t.deepEqual(
+    (await kube.controlPlaneAddresses({ services: ['istio-eastwestgateway'] })).map((a) => a.address),
+    ['abc.elb.amazonaws.com'],
+  );
+  t.deepEqual(
+    (await kube.controlPlaneAddresses({ services: ['istio-eastwestgateway', 'istio-ingressgateway'] })).map((a) => a.address),
+    ['abc.elb.amazonaws.com', '203.0.113.7'],
+  );
+  t.is(callsMatching(k.calls, { action: 'list services' }).length, 1);
+  await kube.controlPlaneAddresses({ labelSelector: 'istio=eastwestgateway' });
+  t.is(callsMatching(k.calls, { action: 'list services' }).length, 2, 'another selector is another read');
+});
+
 test('the classic istio.<serviceaccount> secret, base64-decoded, the key masked', async (t) => {
   const k = await cluster(t);
   const key = '-----BEGIN EC PRIVATE KEY-----\nMHcCAQEEIKUBERNETESTESTKEYMATERIAL\n-----END EC PRIVATE KEY-----\n';
