@@ -33,6 +33,14 @@ export function expandChildren(parent: Declared, current: unknown, declared: Rea
 }
 
 /**
+ * What a composite reads, kept as a fact of the host: the runner reuses the plan-time read while nothing has changed
+ * the machine since (a no-op converge reads each composite once), and reads again after any change.
+ */
+export function readComposite(host: HostReader, item: Declared): Promise<unknown> {
+  return host.memo(`composite:${item.ref}`, () => item.type.current(host, item.spec));
+}
+
+/**
  * At plan time, before anything changes: every composite's parts as the machine is now, so a part that conflicts with
  * another declaration fails the plan (the runner checks again when it converges the composite).
  */
@@ -42,7 +50,7 @@ export async function checkComposites(declared: readonly Declared[], host: HostR
     if (!item.type.children) continue;
     let current: unknown;
     try {
-      current = await item.type.current(host, item.spec);
+      current = await readComposite(host, item);
     } catch {
       continue; // the runner reports a read that fails, in its place in the run
     }

@@ -5,7 +5,7 @@ import { hasChanges, isAction } from './resource.ts';
 import { ResourceError } from './errors.ts';
 import { describeChanges, type Listener, type RefreshReport, type ResourceReport } from './report.ts';
 import { secrets } from './secrets.ts';
-import { expandChildren } from './composite.ts';
+import { expandChildren, readComposite } from './composite.ts';
 import { PENDING_FILE, STATE_DIR } from './state-paths.ts';
 
 export { PENDING_FILE };
@@ -111,7 +111,7 @@ async function convergeOne(item: Declared, run: RunState): Promise<Converged> {
     } satisfies ResourceReport,
   });
   try {
-    const current = await item.type.current(host, item.spec);
+    const current = item.type.children ? await readComposite(host, item) : await item.type.current(host, item.spec);
     const changes = item.type.changes(item.spec, current);
     const parts = item.type.children ? expandChildren(item, current, run.byRef) : [];
     const actions = item.type.actions?.(item.spec, current, changes) ?? [];

@@ -1,10 +1,11 @@
-// A composite's notifications: owed when a part changed, even when a later part failed (this file defines kinds, so it holds no declaration-line tests).
+// Composites of kinds defined here (so no declaration-line tests): notifications owed when a part changed, even when a later part failed; one read when nothing changed.
 import test from 'ava';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { z } from 'zod';
 import { localHost } from '../../engine/host-local.ts';
 import { defineResource } from '../../engine/resource.ts';
+import { checkComposites } from '../../engine/composite.ts';
 import { File } from '../../resources/file.ts';
 import { converge, scratchRoot } from '../helpers/scratch.ts';
 
@@ -73,4 +74,28 @@ test('a composite owes when its own apply changed before a part failed; a part o
     ],
   );
   t.deepEqual(refreshed, ['by-parent', 'by-part']);
+});
+
+test('a composite is read once at plan time and reused by the run while nothing changed; read again after a change', async (t) => {
+  const root = await scratchRoot(t);
+  await fs.mkdir(path.join(root, 'etc'));
+  let reads = 0;
+  const Counted = defineResource({
+    kind: 'counted',
+    schema: z.strictObject({ name: z.string() }),
+    key: (spec: { name: string }) => spec.name,
+    current: async () => ({ read: ++reads }),
+    changes: () => ({}),
+    children: () => [File({ path: '/etc/part', content: 'x\n' })],
+  });
+  const run = async (declared: Parameters<typeof checkComposites>[0]) => {
+    reads = 0;
+    const host = localHost({ root });
+    await checkComposites(declared, host);
+    t.false((await converge(host, declared)).failed);
+    return reads;
+  };
+  t.is(await run([Counted({ name: 'c' })]), 1, 'nothing changed between the plan-time read and the run');
+  t.is(await run([Counted({ name: 'c' })]), 1, 'a no-op converge reads it once');
+  t.is(await run([File({ path: '/etc/before', content: 'y\n' }), Counted({ name: 'c' })]), 2, 'a file written before it: read again');
 });
