@@ -10,20 +10,7 @@
 // instance role's credentials (IMDS on EC2) as environment variables.
 import test from 'ava';
 import { until } from '../helpers/poll.ts';
-import {
-  bootBaked,
-  changedRefs,
-  e2eGate,
-  ensureArtifact,
-  LAB,
-  labNodeYaml,
-  run,
-  sidecarReady,
-  sidecarStarts,
-  WORKLOAD,
-  type MeshGuest,
-  type RunReport,
-} from './lab.ts';
+import { bootBaked, changedRefs, guestPerFile, LAB, labNodeYaml, run, sidecarReady, sidecarStarts, WORKLOAD, type MeshGuest, type RunReport } from './lab.ts';
 
 const ZONE = { id: 'Z0123456789MESHVME2E', name: 'mesh.internal.example.com' };
 const LB = 'eastwest-1234.elb.us-east-1.amazonaws.com';
@@ -38,25 +25,19 @@ const ENV = {
 };
 const RECORDS = [`istiod.${ZONE.name}.`, `istiod.istio-system.${ZONE.name}.`];
 
-const ok = await e2eGate(test, 'the AWS flow with a hostname load balancer');
-const serial = ok ? test.serial : test.serial.skip;
-let mg: MeshGuest | undefined;
-
-if (ok) {
-  test.before('boot a guest with meshvm in its image; its lab with an ELB hostname, Route53 and Vault AWS auth', async (t) => {
-    t.timeout(20 * 60_000, 'building the image and the artifact the first time');
-    await ensureArtifact((line) => t.log(line));
-    mg = await bootBaked({ log: (line) => t.log(line), lab: { eastwestHostname: LB, aws: { zone: ZONE, ...ROLE, ...CREDENTIALS } } });
+const { serial, guest } = await guestPerFile(
+  test,
+  'the AWS flow with a hostname load balancer',
+  'boot a guest with meshvm in its image; its lab with an ELB hostname, Route53 and Vault AWS auth',
+  (log) => bootBaked({ log, lab: { eastwestHostname: LB, aws: { zone: ZONE, ...ROLE, ...CREDENTIALS } } }),
+  async (mg) => {
     const node = labNodeYaml(mg)
       .replace(/^ {6}auth: .*$/m, `      auth: { method: aws, role: ${ROLE.role} }`)
       .concat(`  zone: { id: ${ZONE.id}, name: ${ZONE.name} }\n`, `  aws: { endpoint: "${mg.lab.ready.route53}" }\n`);
     await mg.guest.writeFile('/etc/meshvm/node.yaml', node, { mode: 0o600 });
     await mg.guest.writeFile('/etc/meshvm/runlist.yaml', await run(mg.guest, ['meshvm', 'runlist', 'istio-vm-aws']));
-  });
-  test.after.always('stop the guest and its lab', async () => {
-    await mg?.stop();
-  });
-}
+  },
+);
 
 async function converge(m: MeshGuest): Promise<RunReport> {
   const r = await m.guest.exec(['meshvm', 'converge', '/etc/meshvm/runlist.yaml', '--json'], { timeoutMs: 120_000, env: ENV });
@@ -70,7 +51,7 @@ const readiness = async (m: MeshGuest) =>
 const route53Changes = async (m: MeshGuest) => (await m.lab.stats()).route53.calls.filter((c) => c === 'ChangeResourceRecordSets').length;
 
 serial('istio-vm-aws with a hostname load balancer: getent hosts istiod.istio-system.svc answers in the guest, and follows the address', async (t) => {
-  const m = mg!;
+  const m = guest();
   const g = m.guest;
 
   // 1. the first converge: Route53 gets the CNAMEs, /etc/hosts the load balancer's address (its hostname resolved)

@@ -8,8 +8,7 @@ import {
   bootDiagnostics,
   changedRefs,
   cloudInitStatus,
-  e2eGate,
-  ensureArtifact,
+  guestPerFile,
   bootWithExample,
   lastRun,
   LAB,
@@ -21,32 +20,26 @@ import {
   type RunReport,
 } from './lab.ts';
 
-const ok = await e2eGate(test, 'cloud-init at boot, the timer, two converges');
-const serial = ok ? test.serial : test.serial.skip;
-let mg: MeshGuest | undefined;
 let boot: { bootMs: number; cloudInitDoneMs: number } | undefined;
-
-if (ok) {
-  test.before('boot a guest with the example user-data', async (t) => {
-    t.timeout(20 * 60_000, 'building the image and the artifact the first time');
-    await ensureArtifact((line) => t.log(line));
-    mg = await bootWithExample({ log: (line) => t.log(line) });
+const { serial, guest } = await guestPerFile(
+  test,
+  'cloud-init at boot, the timer, two converges',
+  'boot a guest with the example user-data',
+  (log) => bootWithExample({ log }),
+  async (mg) => {
     const state = await mg.guest.waitForBoot(180_000);
     const ci = await cloudInitStatus(mg.guest);
     if (ci.status !== 'done') throw new Error(`cloud-init did not finish cleanly: ${ci.text}\n${await bootDiagnostics(mg.guest)}`);
     boot = { bootMs: state.bootMs, cloudInitDoneMs: Date.now() - mg.launchedAt };
-  });
-  test.after.always('stop the guest and its lab', async () => {
-    await mg?.stop();
-  });
-}
+  },
+);
 
 const stat = async (m: MeshGuest, file: string) => run(m.guest, ['stat', '-c', '%U:%G %a %F', file]);
 const jwtClaims = (token: string) =>
   JSON.parse(Buffer.from(token.trim().split('.')[1] ?? '', 'base64url').toString()) as { sub: string; aud: string[] | string; exp: number };
 
 serial('cloud-init at boot: meshvm from the artifact store converges istio-vm; a second converge changes nothing; verify passes', async (t) => {
-  const m = mg!;
+  const m = guest();
   const g = m.guest;
   const report = await lastRun(g);
   t.truthy(report, 'the boot converge wrote /var/lib/meshvm/last-run.json');
@@ -190,7 +183,7 @@ serial('cloud-init at boot: meshvm from the artifact store converges istio-vm; a
 serial(
   'the timer: after a simulated reboot, a hand edit and a deleted interception rule, one run repairs all of it and restarts the sidecar once',
   async (t) => {
-    const m = mg!;
+    const m = guest();
     const g = m.guest;
     const before = await sidecarStarts(g);
     const tokenBefore = await run(g, ['cat', '/var/run/secrets/tokens/istio-token']);
@@ -254,7 +247,7 @@ serial(
 );
 
 serial('two converges started together: one waits for the lock, then finds the work done (one token, no restart)', async (t) => {
-  const m = mg!;
+  const m = guest();
   const g = m.guest;
   const before = await sidecarStarts(g);
   const minted = (await m.lab.stats()).tokenRequests;

@@ -2,11 +2,7 @@
 // done; the timer the example started completes the job once Vault is back.
 import test from 'ava';
 import type { Guest } from '../helpers/guest/container.ts';
-import { bootDiagnostics, cloudInitStatus, e2eGate, ensureArtifact, bootWithExample, lastRun, LAB, run, sidecarStarts, type MeshGuest } from './lab.ts';
-
-const ok = await e2eGate(test, 'Vault unreachable at boot');
-const serial = ok ? test.serial : test.serial.skip;
-let mg: MeshGuest | undefined;
+import { bootDiagnostics, cloudInitStatus, guestPerFile, bootWithExample, lastRun, LAB, run, sidecarStarts } from './lab.ts';
 
 /** Counts connection attempts to Vault's port (SYNs into the namespace's filter INPUT chain; a rule with no target). */
 const SYN_RULE = ['INPUT', '-p', 'tcp', '-m', 'tcp', '--dport', String(LAB.vaultPort), '--tcp-flags', 'FIN,SYN,RST,ACK', 'SYN'];
@@ -16,24 +12,21 @@ async function vaultSyns(guest: Guest): Promise<number> {
   return Number(/^\[(\d+):/.exec(line ?? '')?.[1] ?? NaN);
 }
 
-if (ok) {
-  test.before('boot a guest with the example user-data while Vault is down', async (t) => {
-    t.timeout(20 * 60_000, 'building the image and the artifact the first time');
-    await ensureArtifact((line) => t.log(line));
-    mg = await bootWithExample({
+const { serial, guest } = await guestPerFile(
+  test,
+  'Vault unreachable at boot',
+  'boot a guest with the example user-data while Vault is down',
+  (log) =>
+    bootWithExample({
       vaultDown: true,
-      log: (line) => t.log(line),
-      beforeReady: async (guest) => void (await guest.exec(['iptables', '-I', ...SYN_RULE], { check: true })),
-    });
-    await mg.guest.waitForBoot(180_000);
-  });
-  test.after.always('stop the guest and its lab', async () => {
-    await mg?.stop();
-  });
-}
+      log,
+      beforeReady: async (g) => void (await g.exec(['iptables', '-I', ...SYN_RULE], { check: true })),
+    }),
+  async (mg) => void (await mg.guest.waitForBoot(180_000)),
+);
 
 serial('Vault unreachable at boot: retries with backoff, fails cleanly, leaves no partial state; the timer completes the job once Vault is back', async (t) => {
-  const m = mg!;
+  const m = guest();
   const g = m.guest;
   const ci = await cloudInitStatus(g);
   t.is(ci.status, 'error', `cloud-init reports the failed runcmd: ${ci.text}`);

@@ -1,12 +1,13 @@
 // What the end-to-end tests share: the built artifact, the istio-sidecar .deb, the example user-data rendered, and a
 // booted guest with its far side (stand-ins, istiod, artifact store, the DHCP nameserver) running in the guest's network
 // namespace, where the guest also has a NIC with the address a DHCP server would give it.
+import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
-import type { ExecutionContext } from 'ava';
+import type { ExecutionContext, TestFn } from 'ava';
 import { execa, type ResultPromise } from 'execa';
 import { bootContainer, canBootContainers, type Guest } from '../helpers/guest/container.ts';
 import { ensureRootfs, type RootfsOptions } from '../helpers/guest/rootfs.ts';
@@ -57,6 +58,36 @@ export async function e2eGate(test: { skip: (title: string, fn: (t: ExecutionCon
     test.skip(`${what}: skipped on this machine (${reason})`, () => {});
   }
   return gate.ok;
+}
+
+/**
+ * The gate, and when it opens, one guest for the file's tests: `boot` and then `ready` run before them (the image and the
+ * artifact built first if need be), the guest is stopped after them (also when `ready` threw). `serial` is test.serial, or
+ * test.serial.skip when the gate is shut.
+ */
+export async function guestPerFile(
+  test: TestFn,
+  what: string,
+  title: string,
+  boot: (log: (line: string) => void) => Promise<MeshGuest>,
+  ready?: (mg: MeshGuest) => Promise<void>,
+): Promise<{ serial: TestFn['serial'] | TestFn['serial']['skip']; guest: () => MeshGuest }> {
+  const ok = await e2eGate(test, what);
+  let mg: MeshGuest | undefined;
+  if (ok) {
+    test.before(title, async (t) => {
+      t.timeout(20 * 60_000, 'building the image and the artifact the first time');
+      const log = (line: string) => t.log(line);
+      await ensureArtifact(log);
+      mg = await boot(log);
+      await ready?.(mg);
+    });
+    test.after.always('stop the guest and its lab', async () => {
+      await mg?.stop();
+    });
+  }
+  const guest = (): MeshGuest => mg ?? assert.fail('no guest: the boot before the tests failed');
+  return { serial: ok ? test.serial : test.serial.skip, guest };
 }
 
 // ---------------------------------------------------------------------------------------------------------------
