@@ -17,6 +17,7 @@ import {
   istiodHost,
   memberProxyConfig,
   namespaceName,
+  proxyMetadataAttribute,
   proxyUser,
   serviceAccountName,
   sidecarRestart,
@@ -79,12 +80,7 @@ export const certs = defineRecipe({
     /** istiod: how the VM is registered (the registration recipe's attribute). */
     registration: registrationAttribute.optional(),
     /** istiod: proxy metadata over the mesh config's (both files get it). */
-    proxyMetadata: z
-      .record(
-        z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'expected an environment variable name'),
-        z.string().regex(/^[^\n\r\0]*$/, 'expected one line (no newline or NUL)'),
-      )
-      .default({}),
+    proxyMetadata: proxyMetadataAttribute,
     proxyUser,
     cluster: clusterAttribute.optional(),
   }),

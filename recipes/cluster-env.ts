@@ -12,6 +12,7 @@ import {
   istiodHost,
   memberProxyMetadata,
   namespaceName,
+  proxyMetadataAttribute,
   proxyUser,
   resolveMember,
   sidecarRestart,
@@ -51,7 +52,7 @@ export const clusterEnv = defineRecipe({
     /** istiod: how the VM is registered (the registration recipe's attribute): auto sets ISTIO_META_AUTO_REGISTER_GROUP. */
     registration: registrationAttribute.optional(),
     /** istiod: proxy metadata over the mesh config's (the certs recipe takes it too: both files get it). */
-    proxyMetadata: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'expected an environment variable name'), oneLine).default({}),
+    proxyMetadata: proxyMetadataAttribute,
     /** Further KEY: value lines, over everything else. */
     extra: z.record(envName, oneLine).default({}),
     proxyUser,

@@ -60,6 +60,14 @@ export type Workload = z.output<typeof workload>;
 
 export const proxyUser = z.string().default('istio-proxy');
 
+/** istiod: proxy metadata over the mesh config's (cluster-env and certs both take it: cluster.env and the mesh config get it). */
+export const proxyMetadataAttribute = z
+  .record(
+    z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'expected an environment variable name'),
+    z.string().regex(/^[^\n\r\0]*$/, 'expected one line (no newline or NUL)'),
+  )
+  .default({});
+
 /** istiod[-rev].<ns>.svc, the name the sidecar dials (istioctl's IstiodHost). */
 export function istiodHost(systemNamespace: string, revision: string): string {
   return `${revision && revision !== 'default' ? `istiod-${revision}` : 'istiod'}.${systemNamespace}.svc`;
