@@ -71,7 +71,7 @@ export const fileType = {
         owner: spec.owner,
         group: spec.group,
         backup: spec.backup,
-        verify: verify && ((staged) => runVerify(host, verify, staged, spec.verifyOnHost, spec.path, content)),
+        verify: verify && ((staged) => runVerify(host, verify, staged, spec.verifyOnHost, spec.path, spec.sensitive ? undefined : content)),
       });
       return;
     }
@@ -80,7 +80,8 @@ export const fileType = {
 };
 
 /** The verify command on the staged file: inside the root (its guest path) unless it runs on the host (its real path). */
-async function runVerify(host: HostReader, argv: readonly string[], staged: string, onHost: boolean, path: string, content: string): Promise<void> {
+/** `content` (to quote the line a checker names) is undefined for a sensitive file: a short secret line escapes redaction. */
+async function runVerify(host: HostReader, argv: readonly string[], staged: string, onHost: boolean, path: string, content: string | undefined): Promise<void> {
   const stagedPath = onHost || host.live ? staged : staged.slice(host.root.length);
   const command = argv.map((arg) => arg.replaceAll('%{path}', stagedPath));
   const result = await host.query(command, { in: onHost ? 'host' : 'root' }).catch((error: Error) => {
@@ -94,7 +95,7 @@ async function runVerify(host: HostReader, argv: readonly string[], staged: stri
     const said = (result.stderr.trim() || result.stdout.trim()).split('\n').slice(-6).join('\n').replaceAll(stagedPath, `the new ${path}`);
     // a checker that names a line of the file (dnsmasq: "error at line 12 of FILE"): that line, so the reader need not look
     const lineNo = Number(/line (\d+) of /.exec(said)?.[1]);
-    const offending = lineNo ? content.split('\n')[lineNo - 1] : undefined;
+    const offending = lineNo ? content?.split('\n')[lineNo - 1] : undefined;
     throw new Error(
       `verify command \`${argv.join(' ')}\` refused the new content (exit ${result.exitCode})${said ? `:\n  ${said.replaceAll('\n', '\n  ')}` : ''}` +
         (offending !== undefined ? `\n  line ${lineNo}: ${offending}` : '') +

@@ -61,6 +61,20 @@ test('a verify command that refuses the staged file leaves the live file untouch
   t.deepEqual(await snapshot(root), before, 'no temp file left, live file unchanged, no backup taken');
 });
 
+test('a verify command naming a line: the line is quoted, but never from a sensitive file', async (t) => {
+  const root = await scratchRoot(t);
+  await seed(root, { '/etc/app.conf': 'good\n' });
+  const refuse = ['sh', '-c', 'echo "error at line 2 of $1" >&2; exit 1', 'sh', '%{path}'];
+  for (const sensitive of [false, true]) {
+    const result = await converge(localHost({ root }), [
+      File({ path: '/etc/app.conf', content: 'ok=1\npw=hunter2\n', verify: refuse, verifyOnHost: true, sensitive }),
+    ]);
+    t.true(result.failed);
+    if (sensitive) t.notRegex(result.resources[0]!.error!, /hunter2/);
+    else t.regex(result.resources[0]!.error!, /line 2: pw=hunter2/);
+  }
+});
+
 test('a verify command that accepts lets the file through', async (t) => {
   const root = await scratchRoot(t);
   await seed(root, { '/etc/app.conf': 'good\n' });
