@@ -180,7 +180,7 @@ export function parseInjectorValues(text: string, source: string): InjectorValue
 
 const labels = z.record(labelKey, labelValue, { error: 'a map of labels' });
 const annotations = z.record(labelKey, z.string({ error: 'a string' }), { error: 'a map of annotations' });
-const portName = z.string().refine((v) => v.length < 63 && /^[a-zA-Z0-9](?:[-a-zA-Z0-9]*[a-zA-Z0-9])?$/.test(v), 'a port name (letters, digits and "-")');
+const portName = z.string().refine((v) => v.length <= 63 && /^[a-zA-Z0-9](?:[-a-zA-Z0-9]*[a-zA-Z0-9])?$/.test(v), 'a port name (letters, digits and "-")');
 const serviceAccount = z
   .string({ error: 'a service account name' })
   .refine(

@@ -3,7 +3,7 @@
 import test from 'ava';
 import type { ExecutionContext } from 'ava';
 import { ClusterValueError, KubernetesClient } from '../../clients/kubernetes.ts';
-import { istiodVersionOf, parseMeshConfig } from '../../clients/istio-config.ts';
+import { istiodVersionOf, parseMeshConfig, parseWorkloadGroup } from '../../clients/istio-config.ts';
 import { startKubernetes, testPki, type KubernetesStandIn } from '../stand-ins/index.ts';
 
 /** The Kubernetes API server (v1.33, the stand-in on loopback) and a client with an admin token. */
@@ -106,6 +106,12 @@ test('a WorkloadGroup reads with its labels (template over metadata), proxy.isti
     probe: { httpGet: { path: '/ready', port: 9080 }, periodSeconds: 5 },
   });
   t.is(await k.workloadGroup('bookinfo', 'ghost'), undefined);
+});
+
+test('a WorkloadGroup port name may be 63 characters (a DNS-1123 label), not 64', (t) => {
+  const wg = (name: string) => ({ metadata: { name: 'wg', namespace: 'vm-ns' }, spec: { template: { ports: { [name]: 9080 } } } });
+  t.deepEqual(parseWorkloadGroup(wg('p'.repeat(63))).template.ports, { ['p'.repeat(63)]: 9080 });
+  t.throws(() => parseWorkloadGroup(wg('p'.repeat(64))), { instanceOf: ClusterValueError });
 });
 
 test('a refused read names the verb, the resource and the Role rule (here: the mesh config ConfigMap)', async (t) => {
