@@ -1,11 +1,12 @@
 // ResolvConf: points the host's resolver at meshvm's nameservers the way whoever owns the resolver expects it (resolved drop-in, managed file + dhclient hook, resolvconf head, NetworkManager told to keep off); a composite of Files and the service action.
 import path from 'node:path';
+import { isIP } from 'node:net';
 import { defineResource, type Action, type Changes, type Declaration } from '../../engine/resource.ts';
 import type { Host, HostReader } from '../../engine/host.ts';
 import { Directory } from '../directory.ts';
 import { File } from '../file.ts';
 import { chooseStrategy, detectResolverOwner, parseResolvConf, readResolverFacts } from './detect.ts';
-import { MARKER, parseNameserver, resolvConfSpec, type ResolvConfSpec } from './spec.ts';
+import { canonicalIp, MARKER, parseNameserver, resolvConfSpec, type ResolvConfSpec } from './spec.ts';
 import { Symlink } from '../symlink.ts';
 import { checkFits, layout, renderResolverFiles, RESOLVCONF_BASE, type ResolverStrategy } from './strategies.ts';
 
@@ -38,8 +39,15 @@ async function readUpstream(
   if (strategy.kind === 'resolved') return { link: RESOLVED_UPLINKS };
   const kept = (await host.stat(upstream.file))?.type === 'file' ? await host.readFile(upstream.file) : undefined;
   if (kept?.startsWith(UPSTREAM_HEADER)) return { content: kept };
-  const own = new Set(['127.0.0.53', '127.0.0.54', '127.0.0.1', '::1', ...spec.nameservers.map((n) => parseNameserver(n)!.address)]);
-  const servers = parseResolvConf(resolvConf ?? '').nameservers.filter((s) => !own.has(s));
+  const own = new Set(['127.0.0.53', '127.0.0.54', '127.0.0.1', '::1', ...spec.nameservers.map((n) => canonicalIp(parseNameserver(n)!.address))]);
+  // read from a file: only what is an IP address reaches the upstream file, in one spelling
+  const servers = [
+    ...new Set(
+      parseResolvConf(resolvConf ?? '')
+        .nameservers.filter((s) => isIP(s) !== 0)
+        .map(canonicalIp),
+    ),
+  ].filter((s) => !own.has(s));
   if (servers.length === 0)
     throw new Error(
       `no upstream nameservers: /etc/resolv.conf lists none besides local ones and ${upstream.file} keeps none; give the servers (dns.dnsmasq.upstreamServers)`,

@@ -503,3 +503,20 @@ test('bad specs are refused at declaration, naming the ref and the field', (t) =
     manage: 'auto',
   });
 });
+
+test('the upstream file keeps only the addresses /etc/resolv.conf had, one spelling each, never its other words or meshvm own', async (t) => {
+  const root = await scratchRoot(t);
+  await seed(root, {
+    '/etc/resolv.conf': 'nameserver 10.0.0.2\nnameserver not-an-ip\nnameserver 127.0.0.1\nnameserver FD00::0053\nnameserver fd00::53\n',
+    '/etc/dnsmasq.d/.keep': '',
+  });
+  const result = await converge(localHost({ root }), [
+    ResolvConf({ nameservers: ['127.0.0.1'], manage: 'file', upstream: { file: '/etc/dnsmasq.d/upstream.conf' } }),
+  ]);
+  t.false(result.failed, result.resources[0]!.error);
+  const kept = await fs.readFile(path.join(root, 'etc/dnsmasq.d/upstream.conf'), 'utf8');
+  t.deepEqual(
+    kept.split('\n').filter((l) => l.startsWith('nameserver')),
+    ['nameserver 10.0.0.2', 'nameserver fd00::53'],
+  );
+});
