@@ -51,13 +51,14 @@ export const WORKLOAD = { name: 'reviews-vm', namespace: 'vm-ns', serviceAccount
 /** When containers cannot be booted here, registers a skipped test whose title says why; returns whether they can run. */
 export async function e2eGate(test: { skip: (title: string, fn: (t: ExecutionContext) => void) => void }, what: string): Promise<boolean> {
   const gate = await canBootContainers();
-  if (!gate.ok) {
-    const reason = gate.reason;
-    console.log(`meshvm e2e (${what}) skipped: ${reason}`);
-    // a skip is a skip: counted as skipped, the reason in its title
-    test.skip(`${what}: skipped on this machine (${reason})`, () => {});
-  }
+  if (!gate.ok) skipBecause(test, what, gate.reason);
   return gate.ok;
+}
+
+/** Says why `what` cannot run here, and registers a skipped test whose title says it (a skip is counted as skipped). */
+export function skipBecause(test: { skip: (title: string, fn: (t: ExecutionContext) => void) => void }, what: string, reason: string): void {
+  console.log(`meshvm e2e (${what}) skipped: ${reason}`);
+  test.skip(`${what}: skipped on this machine (${reason})`, () => {});
 }
 
 /**

@@ -9,7 +9,19 @@ import os from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
 import { ensureRootfs, testCacheDir } from '../helpers/guest/rootfs.ts';
-import { cloudAround, e2eGate, ensureArtifact, LAB, labValues, prepareArtifacts, renderUserData, startLab, type Lab, type RunReport } from './lab.ts';
+import {
+  cloudAround,
+  e2eGate,
+  ensureArtifact,
+  LAB,
+  labValues,
+  prepareArtifacts,
+  renderUserData,
+  skipBecause,
+  startLab,
+  type Lab,
+  type RunReport,
+} from './lab.ts';
 import { makePki } from '../stand-ins/index.ts';
 
 const VM_IMAGE = { extraPackages: ['curl', 'linux-image-cloud-amd64', 'initramfs-tools'] };
@@ -31,12 +43,7 @@ if (canBoot) {
       if ((await execa('sh', ['-c', `command -v ${tool}`], { reject: false })).exitCode !== 0) reason = `${tool} is missing (apt-get install ${pkg})`;
     }
   }
-  if (reason) {
-    const why = reason;
-    console.log(`meshvm e2e (a full VM under qemu) skipped: ${why}`);
-    // a skip is a skip: counted as skipped, the reason in its title
-    test.skip(`a full VM under qemu: skipped (${why})`, () => {});
-  }
+  if (reason) skipBecause(test, 'a full VM under qemu', reason);
 }
 const vmTest = canBoot && !reason ? test : test.skip;
 

@@ -5,7 +5,7 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
-import { bootBaked, e2eGate, ensureArtifact, labNodeYaml, lastRun, PROJECT, run, sidecarStarts, type MeshGuest } from './lab.ts';
+import { bootBaked, e2eGate, skipBecause, ensureArtifact, labNodeYaml, lastRun, PROJECT, run, sidecarStarts, type MeshGuest } from './lab.ts';
 
 const canBoot = await e2eGate(test, 'Terraform remote-exec');
 const terraform = canBoot
@@ -17,10 +17,11 @@ const terraform = canBoot
   : undefined;
 const hasTerraform = terraform !== undefined && terraform.exitCode === 0;
 if (canBoot && !hasTerraform) {
-  const reason = `terraform is not on PATH (${terraform?.stderr.trim().split('\n')[0] || 'not found'}); these machines have it from no package`;
-  console.log(`meshvm e2e (Terraform remote-exec) skipped: ${reason}`);
-  // a skip is a skip: counted as skipped, the reason in its title
-  test.skip(`Terraform remote-exec: skipped on this machine (${reason})`, () => {});
+  skipBecause(
+    test,
+    'Terraform remote-exec',
+    `terraform is not on PATH (${terraform?.stderr.trim().split('\n')[0] || 'not found'}); these machines have it from no package`,
+  );
 }
 const serial = canBoot && hasTerraform ? test.serial : test.serial.skip;
 
