@@ -9,6 +9,7 @@ import { execa } from 'execa';
 import { bootContainer, canBootContainers } from '../helpers/guest/container.ts';
 import type { BindMount, Guest } from '../helpers/guest/container.ts';
 import { ensureRootfs } from '../helpers/guest/rootfs.ts';
+import { until } from '../helpers/poll.ts';
 import { PROJECT } from '../helpers/scratch.ts';
 import { testPki } from '../stand-ins/tls.ts';
 import type { RunReport } from '../../engine/report.ts';
@@ -483,11 +484,10 @@ async function startKubedns(guest: Guest): Promise<void> {
     ],
     { check: true },
   );
-  for (let i = 0; i < 50; i++) {
-    if ((await dig(guest, [`@${KUBEDNS.address}`, '-p', String(KUBEDNS.port), CLUSTER_NAME])) === CLUSTER_IP) return;
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-  throw new Error(`the kubedns stand-in does not answer:\n${(await guest.exec(['journalctl', '-u', 'kubedns', '--no-pager'])).stdout}`);
+  const answers = async () => (await dig(guest, [`@${KUBEDNS.address}`, '-p', String(KUBEDNS.port), CLUSTER_NAME])) === CLUSTER_IP;
+  await until(answers, { what: 'the kubedns stand-in to answer', timeoutMs: 10_000, intervalMs: 100 }).catch(async (error: Error) => {
+    throw new Error(`${error.message}:\n${(await guest.exec(['journalctl', '-u', 'kubedns', '--no-pager'])).stdout}`);
+  });
 }
 
 async function dig(guest: Guest, args: string[]): Promise<string> {
