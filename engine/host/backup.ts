@@ -7,6 +7,7 @@ import type { RootPaths } from './root-paths.ts';
 /** Keeps a copy of the file at guest path p (real path target) before it is replaced. */
 export async function keepBackup(paths: RootPaths, p: string, target: string): Promise<void> {
   const dir = paths.real(BACKUP_DIR);
+  await paths.assertInside(path.join(dir, 'backup'));
   await fs.mkdir(dir, { recursive: true, mode: 0o700 });
   const stem = encodeURIComponent(p);
   const stamp = new Date().toISOString().replace(/[:.]/g, '-');

@@ -13,11 +13,11 @@ export async function readText(paths: RootPaths, p: string): Promise<string | un
   }
 }
 
-/** lstat: a symlink is reported as one, not followed. */
+/** lstat: a symlink is reported as one, not followed; links in its directory are followed inside the root. */
 export async function statOf(paths: RootPaths, owners: Owners, p: string): Promise<FileStat | undefined> {
   let s: import('node:fs').Stats;
   try {
-    s = await fs.lstat(paths.real(p));
+    s = await fs.lstat(await paths.resolveParent(p));
   } catch (error) {
     if (isMissing(error)) return undefined;
     throw error;
@@ -34,12 +34,12 @@ export async function statOf(paths: RootPaths, owners: Owners, p: string): Promi
   };
 }
 
-export function readLinkOf(paths: RootPaths, p: string): Promise<string | undefined> {
-  return fs.readlink(paths.real(p)).catch((error) => (isMissing(error) || error.code === 'EINVAL' ? undefined : Promise.reject(error)));
+export async function readLinkOf(paths: RootPaths, p: string): Promise<string | undefined> {
+  return fs.readlink(await paths.resolveParent(p)).catch((error) => (isMissing(error) || error.code === 'EINVAL' ? undefined : Promise.reject(error)));
 }
 
-export function listDirOf(paths: RootPaths, p: string): Promise<string[] | undefined> {
-  return fs.readdir(paths.real(p)).catch((error) => (isMissing(error) ? undefined : Promise.reject(error)));
+export async function listDirOf(paths: RootPaths, p: string): Promise<string[] | undefined> {
+  return fs.readdir(await paths.resolve(p)).catch((error) => (isMissing(error) ? undefined : Promise.reject(error)));
 }
 
 export function isMissing(error: unknown): boolean {

@@ -16,6 +16,8 @@ export interface RootPaths {
    * the root, a relative one cannot climb above it. Never leads out to this machine's files. On '/' the same as real().
    */
   resolve(guestPath: string): Promise<string>;
+  /** The real path with its directory's symlinks followed inside the root (as resolve), the last component not followed. */
+  resolveParent(guestPath: string): Promise<string>;
   /** Refuses a real path whose directory (or nearest existing ancestor) leads out of a non-/ root through a symlink (a scratch root stays a scratch root). */
   assertInside(hostPath: string): Promise<void>;
 }
@@ -44,16 +46,25 @@ export function rootPaths(root: string): RootPaths {
     return current || '/';
   }
 
+  /** The real path with every symlink followed inside the root. */
+  async function resolve(guestPath: string): Promise<string> {
+    const target = real(guestPath);
+    if (root === '/') return target;
+    const inside = await top();
+    const resolved = await fs.realpath(target).catch(() => undefined);
+    if (resolved && isWithin(inside, resolved)) return resolved;
+    return path.join(root, await follow(guestPath, { count: 0 }));
+  }
+
   return {
     root,
     real,
-    async resolve(guestPath) {
-      const target = real(guestPath);
-      if (root === '/') return target;
-      const inside = await top();
-      const resolved = await fs.realpath(target).catch(() => undefined);
-      if (resolved && isWithin(inside, resolved)) return resolved;
-      return path.join(root, await follow(guestPath, { count: 0 }));
+    resolve,
+    async resolveParent(guestPath) {
+      if (root === '/') return real(guestPath);
+      const normal = path.posix.normalize(`/${guestPath}`);
+      if (normal === '/') return real('/');
+      return path.join(await resolve(path.posix.dirname(normal)), path.posix.basename(normal));
     },
     async assertInside(hostPath) {
       if (root === '/') return;

@@ -60,6 +60,19 @@ test('writes through a link that leads out of the root are refused, and nothing 
   t.deepEqual(await fs.readdir(outside), []);
 });
 
+test('stat, readLink and listDir follow a link in the directory inside the root, as reads do', async (t) => {
+  const root = await scratchRoot(t);
+  await seed(root, { 'meshvm-real-etc/app.conf': 'x\n' });
+  await fs.symlink('/meshvm-real-etc', path.join(root, 'etc'));
+  await fs.symlink('app.conf', path.join(root, 'meshvm-real-etc/app.link'));
+  const host = localHost({ root });
+  t.is(await host.readFile('/etc/app.conf'), 'x\n');
+  t.is((await host.stat('/etc/app.conf'))?.type, 'file');
+  t.is((await host.stat('/etc/app.link'))?.type, 'symlink', 'the last component is not followed');
+  t.is(await host.readLink('/etc/app.link'), 'app.conf');
+  t.deepEqual((await host.listDir('/etc'))?.sort(), ['app.conf', 'app.link']);
+});
+
 test('chmod, chown and mkdir -p never reach out of the root through a link', async (t) => {
   const root = await scratchRoot(t);
   const outside = await fs.mkdtemp(path.join(os.tmpdir(), 'meshvm-outside-'));
