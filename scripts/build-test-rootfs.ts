@@ -1,34 +1,14 @@
-// Owns building the guest-test root filesystems ahead of the tests (CI): `node scripts/build-test-rootfs.ts [--install-deps] [--quiet]`.
+// Owns building the guest-test root filesystems ahead of the tests (CI): `node scripts/build-test-rootfs.ts [--quiet]`;
+// the host tools it needs (mmdebstrap, systemd-nspawn, ...) are scripts/test-deps.ts's to install, services held.
 import { execa } from 'execa';
 import { ensureRootfs, planRootfs } from '../test/helpers/guest/rootfs.ts';
 import type { RootfsOptions } from '../test/helpers/guest/rootfs.ts';
-
-/** Host packages the guest harness needs (Debian names). */
-const HOST_PACKAGES = ['mmdebstrap', 'systemd-container', 'iproute2', 'util-linux'];
 
 const quiet = process.argv.includes('--quiet');
 const variants: { name: string; opts: RootfsOptions }[] = [
   { name: 'default', opts: {} },
   { name: 'resolved', opts: { resolved: true } },
 ];
-
-if (process.argv.includes('--install-deps')) {
-  const missing: string[] = [];
-  for (const pkg of HOST_PACKAGES) {
-    const r = await execa('dpkg-query', ['-W', '-f=${Status}', pkg], { reject: false });
-    if (!r.stdout.includes('install ok installed')) missing.push(pkg);
-  }
-  if (missing.length > 0) {
-    console.log(`installing ${missing.join(' ')}`);
-    // Another process may hold the dpkg lock for a while: wait for it rather than fail.
-    const apt = ['-o', 'DPkg::Lock::Timeout=300', '-o', 'Acquire::Retries=3'];
-    await execa('apt-get', [...apt, 'update', '-qq'], { stdio: 'inherit' });
-    await execa('apt-get', [...apt, 'install', '-y', '-qq', '--no-install-recommends', ...missing], {
-      stdio: 'inherit',
-      env: { DEBIAN_FRONTEND: 'noninteractive' },
-    });
-  }
-}
 
 const total = Date.now();
 for (const { name, opts } of variants) {
