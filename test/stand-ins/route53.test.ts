@@ -279,7 +279,7 @@ test('allowedActions: a read-only IAM policy lists but any change answers 403 Ac
   t.is(denied.status, 403);
   t.regex(
     denied.xml,
-    /<Error><Type>Sender<\/Type><Code>AccessDenied<\/Code><Message>User: arn:aws:sts::123456789012:assumed-role\/AKIDEXAMPLE\/meshvm is not authorized to perform: route53:ChangeResourceRecordSets on resource: arn:aws:route53:::hostedzone\/Z0000000000000000TEST because no identity-based policy allows the route53:ChangeResourceRecordSets action<\/Message>/,
+    /<Error><Type>Sender<\/Type><Code>AccessDenied<\/Code><Message>User: arn:aws:sts::123456789012:assumed-role\/mesh-vm\/i-0123456789abcdef0 is not authorized to perform: route53:ChangeResourceRecordSets on resource: arn:aws:route53:::hostedzone\/Z0000000000000000TEST because no identity-based policy allows the route53:ChangeResourceRecordSets action<\/Message>/,
   );
   t.is(r.records(ZONE).length, 3, 'not applied');
   r.allowedActions = undefined;

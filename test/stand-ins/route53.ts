@@ -437,7 +437,7 @@ export async function startRoute53(opts: Route53Options = {}): Promise<Route53St
           new AwsError(
             403,
             'AccessDenied',
-            `User: arn:aws:sts::123456789012:assumed-role/${parsed.accessKeyId}/meshvm is not authorized to perform: route53:${action} on resource: arn:aws:route53:::${resource ? `hostedzone/${resource}` : 'change/*'} because no identity-based policy allows the route53:${action} action`,
+            `User: arn:aws:sts::123456789012:assumed-role/mesh-vm/i-0123456789abcdef0 is not authorized to perform: route53:${action} on resource: arn:aws:route53:::${resource ? `hostedzone/${resource}` : 'change/*'} because no identity-based policy allows the route53:${action} action`,
           ),
         );
       }
