@@ -24,26 +24,21 @@ export type TokenMinter = (request: {
   expirationSeconds: number;
 }) => Promise<{ token: string; expiresAt: Date }>;
 
-export const istioTokenSpec = z
-  .strictObject({
-    path: guestPath.default('/var/run/secrets/tokens/istio-token'),
-    /** Whose token: the workload's namespace and service account. */
-    namespace: z.string().min(1),
-    serviceAccount: z.string().min(1),
-    audiences: z.array(z.string().min(1)).min(1).default(['istio-ca']),
-    /** How long a minted token lives (a TokenRequest asks at least 600 s). */
-    expirationSeconds: z.number().int().min(600, 'a TokenRequest must ask for at least 600 seconds').default(43_200),
-    /** A token expiring sooner than this is minted again. */
-    renewBeforeSeconds: z.number().int().min(0).default(21_600),
-    mode: fileMode.default(0o600),
-    owner: accountName.optional(),
-    group: accountName.optional(),
-    mint: z.custom<TokenMinter>((v) => typeof v === 'function', 'expected the function that mints a token'),
-  })
-  .refine((spec) => spec.renewBeforeSeconds < spec.expirationSeconds, {
-    path: ['renewBeforeSeconds'],
-    message: 'must be less than expirationSeconds: a token minted for that long would be due for renewal at once, and minted again every run',
-  });
+export const istioTokenSpec = z.strictObject({
+  path: guestPath.default('/var/run/secrets/tokens/istio-token'),
+  /** Whose token: the workload's namespace and service account. */
+  namespace: z.string().min(1),
+  serviceAccount: z.string().min(1),
+  audiences: z.array(z.string().min(1)).min(1).default(['istio-ca']),
+  /** How long a minted token lives (a TokenRequest asks at least 600 s). */
+  expirationSeconds: z.number().int().min(600, 'a TokenRequest must ask for at least 600 seconds').default(43_200),
+  /** A token expiring sooner than this is minted again. */
+  renewBeforeSeconds: z.number().int().min(0).default(21_600),
+  mode: fileMode.default(0o600),
+  owner: accountName.optional(),
+  group: accountName.optional(),
+  mint: z.custom<TokenMinter>((v) => typeof v === 'function', 'expected the function that mints a token'),
+});
 export type IstioTokenSpec = z.output<typeof istioTokenSpec>;
 
 /** The token on disk as judged for this spec; its text is never part of the state. */
