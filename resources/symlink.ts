@@ -3,7 +3,7 @@ import { z } from 'zod';
 import { compareFields, defineResource, type Changes } from '../engine/resource.ts';
 import { guestPath } from '../engine/validate.ts';
 import type { Host, HostReader } from '../engine/host.ts';
-import { describePresence } from './fields.ts';
+import { describePresence, ownedPathRequires } from './fields.ts';
 
 export const symlinkSpec = z.strictObject({
   path: guestPath,
@@ -24,7 +24,7 @@ export const symlinkType = {
   kind: 'symlink',
   schema: symlinkSpec,
   key: (spec: SymlinkSpec) => spec.path,
-  requires: (spec: SymlinkSpec) => [{ path: spec.path.slice(0, spec.path.lastIndexOf('/')) || '/' }],
+  requires: ownedPathRequires,
   describe: describePresence,
 
   async current(host: HostReader, spec: SymlinkSpec): Promise<SymlinkState | undefined> {
