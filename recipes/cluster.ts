@@ -3,6 +3,7 @@ import { z } from 'zod';
 import type { RecipeContext } from '../engine/recipe.ts';
 import { kubernetesAccessSource, vaultConfig } from '../clients/vault-config.ts';
 import type { KubernetesClient } from '../clients/kubernetes.ts';
+import { readObject, type KubeObject, type ObjectApi } from '../clients/workload-group.ts';
 import type { VaultClient } from '../clients/vault.ts';
 
 /** Through Vault (the VM logs in with its cloud identity and reads a scoped token), or directly from files on the VM. */
@@ -45,6 +46,14 @@ export class Cluster {
       this.#answers.set(key, answer);
     }
     return answer;
+  }
+
+  /**
+   * An API object as the run found it, before any write: one GET whoever asks (the WorkloadGroup is read by the mesh inputs
+   * and by the registration's resource). Not for a read that must see this run's own writes.
+   */
+  object(api: ObjectApi, namespace: string, name: string): Promise<KubeObject | undefined> {
+    return this.once(`object:${api.group}/${api.plural}:${namespace}/${name}`, (k) => readObject(k, api, namespace, name));
   }
 
   async close(): Promise<void> {

@@ -4,6 +4,7 @@ import type { RecipeContext } from '../engine/recipe.ts';
 import type { Notifiable } from '../engine/resource.ts';
 import { Service } from '../resources/service.ts';
 import type { InjectorValues, MeshConfig, Probe, ProxyConfig, WorkloadGroup } from '../clients/istio-config.ts';
+import { WORKLOAD_GROUPS } from '../clients/workload-group.ts';
 import { cluster, type ClusterAttribute } from './cluster.ts';
 
 /** A namespace name as Kubernetes accepts it (a DNS-1123 label). */
@@ -260,7 +261,10 @@ export async function readMeshInputs(
   const key = `${a.systemNamespace}:${w.revision}`;
   const [mesh, group] = await Promise.all([
     c.once(`mesh-config:${key}`, (k) => k.meshConfig(cp)),
-    c.once(`workload-group:${w.namespace}/${w.name}`, (k) => k.workloadGroup(w.namespace, w.name)),
+    // the same GET as the registration recipe's WorkloadGroup (Cluster.object), parsed here
+    c
+      .object(WORKLOAD_GROUPS, w.namespace, w.name)
+      .then(async (object) => object && (await import('../clients/istio-config.ts')).parseWorkloadGroup(object, w.namespace)),
   ]);
   // the cluster ID and network: read only when no attribute gives them
   const needNetwork = w.network === undefined && !group?.template.network;

@@ -15,7 +15,8 @@ import {
   workloadAddress,
   type KubeConnect,
 } from '../resources/workload-group.ts';
-import { clusterAttribute, cluster, type ClusterAttribute } from './cluster.ts';
+import { WORKLOAD_GROUPS } from '../clients/workload-group.ts';
+import { clusterAttribute, cluster } from './cluster.ts';
 import { flow, workload, type Workload } from './mesh.ts';
 import { registrationChecks } from './checks/registration.ts';
 
@@ -119,7 +120,8 @@ export const registration = defineRecipe({
     if (!a.workload) throw new Error(`registration ${mode} needs the "workload" attribute (name, namespace, serviceAccount)`);
     const w = a.workload;
     const r = a.registration ?? settings.parse({});
-    const connect = connection(ctx, a.cluster);
+    const connected = cluster(ctx, a.cluster, 'the mesh registration (WorkloadGroup or WorkloadEntry)');
+    const connect: KubeConnect = () => connected.kubernetes();
     const labels = { ...w.labels, ...r.labels };
     const ports = registrationPorts(w, r);
     const common = {
@@ -144,17 +146,15 @@ export const registration = defineRecipe({
         ports: r.service.ports ?? Object.entries(ports).map(([name, port]) => ({ name, port })),
         connect,
       });
-    if (mode === 'auto') return [WorkloadGroup({ ...common, name: w.name, ...(r.probe ? { probe: r.probe } : {}) }), service];
+    if (mode === 'auto') {
+      // read as the mesh inputs (cluster-env, certs) read it: one GET per run
+      const read = () => connected.object(WORKLOAD_GROUPS, w.namespace, w.name);
+      return [WorkloadGroup({ ...common, name: w.name, read, ...(r.probe ? { probe: r.probe } : {}) }), service];
+    }
     const address = r.address ?? (await discoverAddress(ctx, r));
     return [WorkloadEntry({ ...common, name: r.entryName ?? entryName(w.name, address), address, healthChecks: r.probe !== undefined }), service];
   },
 });
-
-/** The run's connection to the cluster, opened when a resource first reads (plan reads; only converge writes). */
-function connection(ctx: RecipeContext, config: ClusterAttribute | undefined): KubeConnect {
-  const connected = cluster(ctx, config, 'the mesh registration (WorkloadGroup or WorkloadEntry)');
-  return () => connected.kubernetes();
-}
 
 async function discoverAddress(ctx: RecipeContext, r: Registration): Promise<string> {
   const family = r.family === 'ipv6' ? 6 : r.family === 'ipv4' ? 4 : undefined;

@@ -185,6 +185,13 @@ export const kubeConnect = z.custom<KubeConnect>(
   'expected the function that opens the cluster connection (cluster(ctx, attr, what).kubernetes())',
 );
 
+/**
+ * The object as the run found it, when the recipe shares that read with another (the WorkloadGroup the mesh inputs read
+ * too): one GET per run. Without it current() reads the object itself.
+ */
+export type KubeRead = () => Promise<KubeObject | undefined>;
+export const kubeRead = z.custom<KubeRead>((v) => typeof v === 'function', 'expected the function that reads the object (cluster(...).object(...))');
+
 export const presence = z.enum(['present', 'absent']).default('present');
 
 // ---- an API object meshvm owns, as state: the value at every path meshvm sets ----
@@ -195,6 +202,7 @@ export interface KubeObjectSpec {
   namespace: string;
   ensure: 'present' | 'absent';
   connect: KubeConnect;
+  read?: KubeRead | undefined;
 }
 
 /**
@@ -329,8 +337,7 @@ export function kubeObjectType<Schema extends z.ZodType<KubeObjectSpec>>(o: {
     key: (spec: Spec) => `${spec.namespace}/${spec.name}`,
 
     async current(_host: HostReader, spec: Spec): Promise<KubeObjectState | undefined> {
-      const k = await spec.connect();
-      const object = await readObject(k, o.api, spec.namespace, spec.name);
+      const object = spec.read ? await spec.read() : await readObject(await spec.connect(), o.api, spec.namespace, spec.name);
       if (!object) return undefined;
       if (spec.ensure === 'absent') {
         if (!managedByMeshvm(object))
@@ -388,6 +395,7 @@ export const workloadGroupSpec = z.strictObject({
   /** Labels of the WorkloadGroup object itself (besides meshvm's managed-by). */
   objectLabels: labelMap.default({}),
   connect: kubeConnect,
+  read: kubeRead.optional(),
 });
 export type WorkloadGroupSpec = z.output<typeof workloadGroupSpec>;
 

@@ -92,6 +92,24 @@ test('auto: plan shows the WorkloadGroup to create and writes nothing; converge 
   t.deepEqual((l.kube.objects.get('workloadgroups', 'vm-ns', 'reviews-vm')!['spec'] as { template: { ports: unknown } }).template.ports, { 'port-9081': 9081 });
 });
 
+test('auto with cluster-env: the WorkloadGroup both read is one GET per run (the mesh inputs and the registration share it)', async (t) => {
+  const { root, lab: l } = await lab(t, [AUTO_ROLE]);
+  const both = JSON.stringify({
+    name: 'registration-lab',
+    attributes: { flow: 'istiod', workload: WORKLOAD, cluster: l.cluster, registration: 'auto' },
+    recipes: [{ recipe: 'istio-proxy-user' }, { recipe: 'cluster-env' }, { recipe: 'registration' }],
+  });
+  const file = await writeRunlist(l.dir, 'both.yaml', both);
+  const groupReads = () => l.kube.calls.filter((c) => c.method === 'GET' && c.path.endsWith('/workloadgroups/reviews-vm')).length;
+  report(t, await meshvm(['converge', file, '--root', root, '--json']));
+  t.is(groupReads(), 1, 'first run: one GET (it did not exist), then the apply');
+  t.deepEqual(writes(l), ['PATCH /apis/networking.istio.io/v1/namespaces/vm-ns/workloadgroups/reviews-vm']);
+  const again = report(t, await meshvm(['converge', file, '--root', root, '--json']));
+  t.is(again.summary.changed, 0);
+  t.is(groupReads(), 2, 're-converge: one GET');
+  t.is(writes(l).length, 1, 're-converge: 0 API writes');
+});
+
 test('manual: a WorkloadEntry with health checks and a selector Service; created, then unchanged with 0 writes; offboarding deletes both', async (t) => {
   const { root, lab: l } = await lab(t, [...MANUAL_ROLE.map((r) => ({ ...r, verbs: [...r.verbs, 'delete'] }))]);
   const registration = {
