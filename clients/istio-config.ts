@@ -3,6 +3,7 @@ import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import type { KubernetesClient } from './kubernetes.ts';
 import { KubernetesError } from './kubernetes-errors.ts';
+import { readObject, WORKLOAD_GROUPS } from './workload-group.ts';
 import {
   CONTROL,
   ClusterValueError,
@@ -374,16 +375,8 @@ export async function readNamespaceNetwork(k: KubernetesClient, namespace: strin
 
 /** The WorkloadGroup (networking.istio.io/v1), or undefined when it does not exist. */
 export async function readWorkloadGroup(k: KubernetesClient, namespace: string, name: string): Promise<WorkloadGroup | undefined> {
-  let found: unknown;
-  try {
-    found = await k.call(`reading WorkloadGroup ${namespace}/${name}`, () =>
-      k.custom.getNamespacedCustomObject({ group: 'networking.istio.io', version: 'v1', plural: 'workloadgroups', namespace, name }),
-    );
-  } catch (error) {
-    if (error instanceof KubernetesError && error.status === 404) return undefined;
-    throw error;
-  }
-  return parseWorkloadGroup(JSON.parse(JSON.stringify(found)), namespace);
+  const found = await readObject(k, WORKLOAD_GROUPS, namespace, name);
+  return found && parseWorkloadGroup(found, namespace);
 }
 
 /**
