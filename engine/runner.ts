@@ -5,7 +5,7 @@ import { hasChanges, isAction } from './resource.ts';
 import { ResourceError } from './errors.ts';
 import { describeChanges, type Listener, type RefreshReport, type ResourceReport } from './report.ts';
 import { secrets } from './secrets.ts';
-import { expandChildren, readComposite } from './composite.ts';
+import { expandChildren, PART_OF, readComposite } from './composite.ts';
 import { PENDING_FILE, STATE_DIR } from './state-paths.ts';
 
 export { PENDING_FILE };
@@ -152,7 +152,7 @@ async function convergeOne(item: Declared, run: RunState): Promise<Converged> {
         return { ...failed, report: { ...failed.report, error: childReport.error! } };
       }
       changedSince = true;
-      fields.push(child.ref.slice(item.ref.length + 3));
+      fields.push(child.ref.slice(item.ref.length + PART_OF.length));
       lines.push(...childLines(item, childReport));
     }
     for (const action of actions) {
@@ -182,7 +182,7 @@ async function act(action: Action, host: Host, plan: boolean): Promise<string> {
 
 /** A child's lines in its parent's report: the child's own ref (the part after "parent > "), then its lines indented. */
 function childLines(parent: Declared, child: ResourceReport): string[] {
-  const own = child.ref.slice(parent.ref.length + 3);
+  const own = child.ref.slice(parent.ref.length + PART_OF.length);
   if (child.changes.length === 0) return [];
   return [
     `${own}:\n${child.changes
