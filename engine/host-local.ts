@@ -21,8 +21,8 @@ export interface LocalHostOptions {
 export function localHost(options: LocalHostOptions = {}): Host {
   const root = path.resolve(options.root ?? '/');
   const netns = options.netns;
-  const paths = rootPaths(root);
   const facts = factCache();
+  const paths = rootPaths(root, facts.memo);
   const readFile = (p: string) => readText(paths, p);
   const owners = rootOwners(readFile, facts.memo);
   const place = { paths, owners };
