@@ -35,6 +35,7 @@ export { Symlink } from './resources/symlink.ts';
 export { IstioToken } from './resources/istio-token.ts';
 export { WorkloadGroup } from './resources/workload-group.ts';
 export { WorkloadEntry, KubeService } from './resources/workload-entry.ts';
+export { SidecarObject } from './resources/sidecar-object.ts';
 export { Iptables } from './resources/iptables/index.ts';
 export { Route53Records } from './resources/route53-record.ts';
 export { builtins } from './recipes/index.ts';

@@ -1,10 +1,20 @@
-// Recipe interception: checks the sidecar's nat interception rules while istio runs and, when one is missing, has istio restarted to reinstall them.
+// Recipe interception: iptables (the sidecar's nat rules checked, istio restarted once if one is missing) or none (the Tetrate
+// guide's VM without iptables: the VM's Sidecar object, /etc/hosts pointing the mesh services at the egress address).
 import { z } from 'zod';
-import { defineRecipe } from '../engine/recipe.ts';
+import { defineRecipe, type RecipeContext } from '../engine/recipe.ts';
+import { dnsName, unique } from '../engine/validate.ts';
 import { Execute } from '../resources/execute.ts';
+import { ManagedBlock } from '../resources/managed-block.ts';
+import { egressAddress, SidecarObject, sidecarIngress } from '../resources/sidecar-object.ts';
+import type { KubeConnect } from '../resources/workload-group.ts';
+import { noIptablesChecks } from './checks/interception.ts';
 import { ENVOY_DIR } from './cluster-env.ts';
-import { flow, proxyUser, sidecarServiceSpecs } from './mesh.ts';
+import { clusterAttribute, cluster } from './cluster.ts';
+import { dnsmasqRestart, flow, proxyUser, sidecarServiceSpecs, workload, type Workload } from './mesh.ts';
 import { SidecarService } from './sidecar-services.ts';
+
+/** iptables: istio-start.sh installs Istio's nat rules; none: no rules, the Sidecar object binds the proxy's listeners instead. */
+export const interceptionMode = z.enum(['iptables', 'none']).default('iptables');
 
 /**
  * The rules are the sidecar's own: istio-start.sh (pilot-agent istio-iptables) cleans and installs them each time istio
@@ -56,31 +66,126 @@ want '-A ISTIO_REDIRECT -p tcp -j REDIRECT --to-ports 15001'
 exit $missing
 `;
 
+/** Exit 0 when the nat or mangle table holds a chain named ISTIO_* (left by a sidecar that ran with iptables). */
+export const HAS_ISTIO_CHAINS = `command -v iptables-save >/dev/null 2>&1 || exit 1
+for t in nat mangle; do iptables-save -t "$t" 2>/dev/null | grep -q '^:ISTIO_' && exit 0; done
+exit 1
+`;
+
+/**
+ * Removes what a sidecar run with iptables left (istio-start.sh does not clean up when ISTIO_CUSTOM_IP_TABLES is true):
+ * per table, the jumps to ISTIO_* chains from other chains, then the ISTIO_* chains, in one iptables-restore --noflush
+ * (all or nothing; nothing else in the table is touched).
+ */
+export const REMOVE_ISTIO_CHAINS = String.raw`set -f
+for t in nat mangle; do
+  rules=$(iptables-save -t "$t" 2>/dev/null) || continue
+  chains=$(printf '%s\n' "$rules" | sed -n 's/^:\(ISTIO_[A-Za-z0-9_]*\) .*/\1/p')
+  [ -n "$chains" ] || continue
+  {
+    echo "*$t"
+    printf '%s\n' "$rules" | grep -E -- '^-A [^ ]+ .*-j ISTIO_[A-Za-z0-9_]+( |$)' | grep -v -- '^-A ISTIO_' | sed 's/^-A /-D /'
+    for c in $chains; do echo "-F $c"; done
+    for c in $chains; do echo "-X $c"; done
+    echo COMMIT
+  } | iptables-restore --noflush || exit 1
+done
+`;
+
+const interceptionAttributes = z.strictObject({
+  flow,
+  proxyUser,
+  interception: interceptionMode,
+  /** none: the workload this VM is (the Sidecar object is named after it and selects its labels). */
+  workload: workload.optional(),
+  /** none: the ports the mesh calls the VM on; default the workload's, TCP, each forwarded to the same port on 127.0.0.1. */
+  ingress: z.array(sidecarIngress).min(1).optional(),
+  /** none: the mesh services the workload calls (full DNS names): /etc/hosts points them at egressAddress. */
+  meshHosts: unique(dnsName).default([]),
+  /** none: where the proxy's egress listener binds (a loopback address other than 127.0.0.1). */
+  egressAddress: egressAddress.default('127.0.0.2'),
+  cluster: clusterAttribute.optional(),
+});
+export type InterceptionAttributes = z.output<typeof interceptionAttributes>;
+
 export const interception = defineRecipe({
   name: 'interception',
   description:
-    "The sidecar's nat interception rules checked on every converge; a missing one gets istio restarted (once, with any other restart owed), which reinstalls them.",
-  attributes: z.strictObject({ flow, proxyUser }),
+    "iptables: the sidecar's nat interception rules checked on every converge, a missing one gets istio restarted (once). none: the VM's Sidecar object (ingress to the workload's local ports, egress bound to a loopback address), the mesh services in /etc/hosts at that address, leftover ISTIO chains removed.",
+  attributes: interceptionAttributes,
+  checks: noIptablesChecks,
   async declare(a, ctx) {
     if (a.flow !== 'istiod')
-      throw new Error("the interception check knows the rules of Istio 1.5 and later (the istiod flow); the classic flow's sidecars wrote others");
-    // the rules live in the running kernel: nothing to check under --root, and nothing to restart without sidecar-services
-    if (!ctx.host.live || !ctx.runlist.recipes.includes('sidecar-services')) return [];
-    // istio installs them when it starts: while it is not running (first install, its start queued at boot) none are due
-    if ((await ctx.host.query(['systemctl', 'is-active', 'istio.service'])).stdout.trim() !== 'active') return [];
-    const istio = sidecarServiceSpecs(a.flow)
-      .filter((spec) => spec.name === 'istio')
-      .map((spec) => SidecarService(spec));
-    // the script travels in the environment, so that the plan and the report name the check in one line, not 50
-    return Execute(
-      {
-        name: 'istio interception rules',
-        command: ['true'],
-        notIf: ['sh', '-c', 'eval "$MESHVM_CHECK_RULES"', 'check-interception', ENVOY_DIR, a.proxyUser],
-        env: { MESHVM_CHECK_RULES: CHECK_RULES },
-        timeoutSeconds: 30,
-      },
-      { notifies: istio },
-    );
+      throw new Error("the interception recipe knows the rules of Istio 1.5 and later (the istiod flow); the classic flow's sidecars wrote others");
+    return a.interception === 'none' ? withoutIptables(ctx, a) : iptablesCheck(ctx, a);
   },
 });
+
+async function iptablesCheck(ctx: RecipeContext, a: InterceptionAttributes) {
+  // the rules live in the running kernel: nothing to check under --root, and nothing to restart without sidecar-services
+  if (!ctx.host.live || !ctx.runlist.recipes.includes('sidecar-services')) return [];
+  // istio installs them when it starts: while it is not running (first install, its start queued at boot) none are due
+  if ((await ctx.host.query(['systemctl', 'is-active', 'istio.service'])).stdout.trim() !== 'active') return [];
+  const istio = sidecarServiceSpecs(a.flow)
+    .filter((spec) => spec.name === 'istio')
+    .map((spec) => SidecarService(spec));
+  // the script travels in the environment, so that the plan and the report name the check in one line, not 50
+  return Execute(
+    {
+      name: 'istio interception rules',
+      command: ['true'],
+      notIf: ['sh', '-c', 'eval "$MESHVM_CHECK_RULES"', 'check-interception', ENVOY_DIR, a.proxyUser],
+      env: { MESHVM_CHECK_RULES: CHECK_RULES },
+      timeoutSeconds: 30,
+    },
+    { notifies: istio },
+  );
+}
+
+/** The lines of the /etc/hosts block: each mesh service at the egress address. */
+export function meshHostsLines(a: Pick<InterceptionAttributes, 'meshHosts' | 'egressAddress'>): string[] {
+  return a.meshHosts.map((host) => `${a.egressAddress} ${host}`);
+}
+
+/** The ingress ports: the attribute's, else the workload's (TCP, same local port). */
+export function ingressPorts(a: Pick<InterceptionAttributes, 'ingress'>, w: Pick<Workload, 'ports'>) {
+  const ports = a.ingress ?? w.ports.map((port) => sidecarIngress.parse({ port }));
+  if (ports.length === 0)
+    throw new Error(
+      'interception none needs the ports the mesh calls this VM on: set workload.ports (each forwarded to 127.0.0.1 on the same port) or interception.ingress ([{ port, protocol, localPort }])',
+    );
+  return ports;
+}
+
+function withoutIptables(ctx: RecipeContext, a: InterceptionAttributes) {
+  if (!a.workload) throw new Error('interception none needs the "workload" attribute (name, namespace, labels): the Sidecar object is named after it');
+  const w = a.workload;
+  if (a.meshHosts.length === 0)
+    throw new Error(
+      'interception none needs meshHosts, the mesh services the workload calls (e.g. [ratings.bookinfo.svc.cluster.local]): without iptables nothing reaches the proxy but these names',
+    );
+  const connected = cluster(ctx, a.cluster, 'the Sidecar object (interception: none)');
+  const connect: KubeConnect = () => connected.kubernetes();
+  return [
+    SidecarObject({
+      name: w.name,
+      namespace: w.namespace,
+      selector: w.labels,
+      ingress: ingressPorts(a, w),
+      egressAddress: a.egressAddress,
+      hosts: a.meshHosts,
+      connect,
+    }),
+    // dnsmasq answers from /etc/hosts: it restarts when the block changes (when the dns recipe manages it)
+    ManagedBlock({ path: '/etc/hosts', name: 'mesh-services', lines: meshHostsLines(a) }, dnsmasqRestart(ctx)),
+    // chains in the running kernel: only on the live system
+    ctx.host.live &&
+      Execute({
+        name: 'remove leftover ISTIO iptables chains',
+        shell: true,
+        script: REMOVE_ISTIO_CHAINS,
+        onlyIf: ['sh', '-c', HAS_ISTIO_CHAINS],
+        timeoutSeconds: 30,
+      }),
+  ];
+}

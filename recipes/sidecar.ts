@@ -11,6 +11,7 @@ import { ENVOY_DIR } from './cluster-env.ts';
 import { clusterAttribute, cluster } from './cluster.ts';
 import { renderEnvFile } from './env-file.ts';
 import { flow, namespaceName, proxyUser, sidecarRestart, workload, type Workload } from './mesh.ts';
+import { interceptionMode } from './interception.ts';
 
 const debianVersion = z.string().regex(/^[A-Za-z0-9.+~:-]+$/, 'expected a Debian version string such as 1.24.0');
 
@@ -42,6 +43,8 @@ export const sidecarAttributes = z
     excludeInboundPorts: unique(port).default([]),
     /** REDIRECT (default) or TPROXY. */
     interceptionMode: z.enum(['REDIRECT', 'TPROXY']).optional(),
+    /** none: ISTIO_CUSTOM_IP_TABLES=true, istio-start.sh installs no nat rules (the interception recipe's no-iptables mode). */
+    interception: interceptionMode,
     proxyUser,
     /** istiod: the workload this VM is (its ports are cluster.env's, its revision names the istiod to match). */
     workload: workload.optional(),
@@ -85,6 +88,7 @@ export const sidecar = defineRecipe({
             ISTIO_INBOUND_PORTS: inboundPorts,
             ISTIO_INBOUND_EXCLUDE_PORTS: a.excludeInboundPorts.length ? a.excludeInboundPorts.join(',') : undefined,
             ISTIO_INBOUND_INTERCEPTION_MODE: a.interceptionMode,
+            ISTIO_CUSTOM_IP_TABLES: a.interception === 'none' ? 'true' : undefined,
           }),
         },
         restart,

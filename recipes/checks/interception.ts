@@ -1,11 +1,15 @@
 // The sidecar's interception checks: the nat chains istio sets up when it starts (ISTIO_INBOUND, ISTIO_OUTPUT, ISTIO_REDIRECT), and
 // with the DNS proxy on (ISTIO_META_DNS_CAPTURE=true in the sidecar's environment) the redirect of port 53 to it (15053).
+// Without iptables (interception: none): no ISTIO chains, ISTIO_CUSTOM_IP_TABLES in the sidecar's environment, the mesh services
+// resolving to the egress address.
 import type { z } from 'zod';
 import type { Check, CheckContext } from '../../engine/check.ts';
 import { errorMessage } from '../../engine/errors.ts';
+import type { HostReader } from '../../engine/host.ts';
 import type { ServiceSpec } from '../../resources/service.ts';
 import type { flow } from '../mesh.ts';
 import { sidecarEnvironment } from './istiod.ts';
+import { lookupFor, resolverName } from './lookup.ts';
 
 /** The sidecar-services attributes ({ flow }), spelled from mesh.ts's schema: a type taken from the recipe it is wired into would be circular. */
 export interface SidecarServicesAttributes {
@@ -22,6 +26,16 @@ export async function interceptionChecks(_a: SidecarServicesAttributes, context:
   if (!context.declared.some((d) => d.type.kind === 'service' && (d.spec as ServiceSpec).name === 'istio.service')) return [];
   if (!context.host.live)
     return [{ check: 'interception', ok: true, skipped: true, detail: `not checked under --root ${context.host.root} (the rules live in the running kernel)` }];
+  const environment = await sidecarEnvironment(context.host);
+  if (environment.ISTIO_CUSTOM_IP_TABLES === 'true')
+    return [
+      {
+        check: 'interception',
+        ok: true,
+        skipped: true,
+        detail: 'ISTIO_CUSTOM_IP_TABLES=true: the sidecar installs no chains (interception: none; the interception recipe checks that mode)',
+      },
+    ];
   let nat: string;
   try {
     const result = await context.host.query(['iptables-save', '-t', 'nat']);
@@ -38,7 +52,7 @@ export async function interceptionChecks(_a: SidecarServicesAttributes, context:
     ];
   }
   const missing = ISTIO_NAT_CHAINS.filter((chain) => !nat.includes(`:${chain} `));
-  const capture = (await sidecarEnvironment(context.host)).ISTIO_META_DNS_CAPTURE === 'true' ? [dnsCaptureCheck(nat)] : [];
+  const capture = environment.ISTIO_META_DNS_CAPTURE === 'true' ? [dnsCaptureCheck(nat)] : [];
   return [
     {
       check: 'interception',
@@ -113,4 +127,97 @@ export function dnsCaptureCheck(nat: string): Check {
       ? { fix: 'istio-iptables installs them when istio starts with ISTIO_META_DNS_CAPTURE=true in cluster.env: systemctl restart istio' }
       : {}),
   };
+}
+
+/** What the interception recipe's checks need of its attributes (spelled here: a type taken from the recipe would be circular). */
+export interface InterceptionCheckAttributes {
+  interception: 'iptables' | 'none';
+  meshHosts: string[];
+  egressAddress: string;
+}
+
+/** The ISTIO_* chains of the nat and mangle tables (iptables-save), or why they could not be read. */
+async function istioChains(host: HostReader): Promise<{ chains: string[]; error?: string }> {
+  const chains: string[] = [];
+  for (const table of ['nat', 'mangle']) {
+    try {
+      const result = await host.query(['iptables-save', '-t', table]);
+      if (result.exitCode !== 0) return { chains, error: `iptables-save -t ${table}: exit ${result.exitCode}: ${result.stderr.trim()}` };
+      for (const m of result.stdout.matchAll(/^:(ISTIO_[A-Za-z0-9_]+) /gm)) chains.push(`${table} ${m[1]}`);
+    } catch (error) {
+      return { chains, error: `iptables-save -t ${table}: ${errorMessage(error)}` };
+    }
+  }
+  return { chains };
+}
+
+/** The addresses /etc/hosts gives a name, first line first (pure). */
+export function hostsFileAddresses(text: string, name: string): string[] {
+  return text
+    .split('\n')
+    .map((line) => line.replace(/#.*/, '').trim().split(/\s+/))
+    .filter(([address, ...names]) => address && names.includes(name))
+    .map(([address]) => address!);
+}
+
+/**
+ * interception none: the sidecar's environment says ISTIO_CUSTOM_IP_TABLES=true, no ISTIO chain is in the kernel, and each
+ * mesh service resolves to the egress address first (the system resolver; under --root or with --resolver, the root's
+ * /etc/hosts, which is where the answer comes from).
+ */
+export async function noIptablesChecks(a: InterceptionCheckAttributes, context: CheckContext): Promise<Check[]> {
+  if (a.interception !== 'none') return [];
+  const checks: Check[] = [];
+  const environment = await sidecarEnvironment(context.host);
+  const custom = environment.ISTIO_CUSTOM_IP_TABLES === 'true';
+  checks.push({
+    check: 'no iptables',
+    ok: custom,
+    detail: custom
+      ? "ISTIO_CUSTOM_IP_TABLES=true in the sidecar's environment: istio-start.sh installs no chains"
+      : `ISTIO_CUSTOM_IP_TABLES is ${JSON.stringify(environment.ISTIO_CUSTOM_IP_TABLES ?? '')} in sidecar.env and cluster.env, not true: the sidecar installs its nat rules when it starts`,
+    ...(custom ? {} : { fix: 'converge with the sidecar recipe given interception: none (it writes ISTIO_CUSTOM_IP_TABLES=true to sidecar.env)' }),
+  });
+  if (!context.host.live)
+    checks.push({
+      check: 'no iptables',
+      ok: true,
+      skipped: true,
+      detail: `chains not checked under --root ${context.host.root} (they live in the running kernel)`,
+    });
+  else {
+    const found = await istioChains(context.host);
+    checks.push(
+      found.error
+        ? {
+            check: 'no iptables',
+            ok: false,
+            detail: `cannot read the tables: ${found.error}`,
+            fix: 'is iptables installed, and does meshvm verify run as root?',
+          }
+        : {
+            check: 'no iptables',
+            ok: found.chains.length === 0,
+            detail: found.chains.length ? `ISTIO chains present: ${found.chains.join(', ')}` : 'no ISTIO chain in the nat and mangle tables',
+            ...(found.chains.length ? { fix: 'meshvm converge removes them (the interception recipe), or: pilot-agent istio-clean-iptables' } : {}),
+          },
+    );
+  }
+  const fromHostsFile = !context.host.live || context.resolver !== undefined;
+  const hostsText = fromHostsFile ? ((await context.host.readFile('/etc/hosts')) ?? '') : '';
+  const lookup = lookupFor({ timeoutMs: context.timeoutMs });
+  for (const name of a.meshHosts) {
+    const addresses = fromHostsFile ? hostsFileAddresses(hostsText, name) : (await lookup(name)).addresses;
+    const ok = addresses[0] === a.egressAddress;
+    const where = fromHostsFile ? '/etc/hosts' : resolverName({});
+    checks.push({
+      check: 'mesh hosts',
+      ok,
+      detail: ok
+        ? `${name} is ${a.egressAddress} (${where}), the proxy's egress listener`
+        : `${name} is ${addresses.join(', ') || 'not found'} (${where}), not the egress address ${a.egressAddress}`,
+      ...(ok ? {} : { fix: `meshvm converge writes "${a.egressAddress} ${name}" to /etc/hosts; an earlier line for the name wins, remove it` }),
+    });
+  }
+  return checks;
 }

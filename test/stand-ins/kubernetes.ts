@@ -1,5 +1,5 @@
 // Kubernetes API server v1.33 (core/v1, apps/v1 Deployment, networking.k8s.io/v1 ServiceCIDR, authentication.k8s.io/v1 TokenRequest,
-// networking.istio.io/v1 WorkloadEntry and WorkloadGroup with their CRD schemas and status subresource), bearer tokens, RBAC,
+// networking.istio.io/v1 WorkloadEntry, WorkloadGroup and Sidecar with their CRD schemas and status subresource), bearer tokens, RBAC,
 // PATCH as merge-patch+json and server-side apply (apply-patch+yaml, managedFields), and an Istio control plane to install.
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { generateKeyPair, randomUUID, sign } from 'node:crypto';
@@ -174,6 +174,36 @@ const WORKLOAD_GROUP: Schema = {
   },
 };
 
+/** networking.istio.io/v1 Sidecar spec (Istio's CRD, crd-all.gen.yaml; tls and connection pools left out: unknown fields are pruned). */
+const sidecarPort: Schema = {
+  type: 'object',
+  properties: { number: { type: 'integer', ...u32 }, protocol: { type: 'string' }, name: { type: 'string' }, targetPort: { type: 'integer', ...u32 } },
+};
+const captureMode: Schema = { type: 'string', pattern: /^(DEFAULT|IPTABLES|NONE)$/ };
+const SIDECAR: Schema = {
+  type: 'object',
+  properties: {
+    workloadSelector: { type: 'object', properties: { labels: stringMap(256) } },
+    ingress: {
+      type: 'array',
+      items: {
+        type: 'object',
+        required: ['port'],
+        properties: { port: sidecarPort, bind: { type: 'string' }, captureMode, defaultEndpoint: { type: 'string' } },
+      },
+    },
+    egress: {
+      type: 'array',
+      items: {
+        type: 'object',
+        required: ['hosts'],
+        properties: { port: sidecarPort, bind: { type: 'string' }, captureMode, hosts: { type: 'array', items: { type: 'string' } } },
+      },
+    },
+    outboundTrafficPolicy: { type: 'object', properties: { mode: { type: 'string', pattern: /^(REGISTRY_ONLY|ALLOW_ANY)$/ } } },
+  },
+};
+
 const RESOURCES: Record<string, ResourceInfo> = {
   configmaps: { group: '', version: 'v1', kind: 'ConfigMap', namespaced: true },
   namespaces: { group: '', version: 'v1', kind: 'Namespace', namespaced: false },
@@ -184,6 +214,7 @@ const RESOURCES: Record<string, ResourceInfo> = {
   servicecidrs: { group: 'networking.k8s.io', version: 'v1', kind: 'ServiceCIDR', namespaced: false },
   workloadentries: { group: 'networking.istio.io', version: 'v1', kind: 'WorkloadEntry', namespaced: true, statusSubresource: true, spec: WORKLOAD_ENTRY },
   workloadgroups: { group: 'networking.istio.io', version: 'v1', kind: 'WorkloadGroup', namespaced: true, statusSubresource: true, spec: WORKLOAD_GROUP },
+  sidecars: { group: 'networking.istio.io', version: 'v1', kind: 'Sidecar', namespaced: true, statusSubresource: true, spec: SIDECAR },
 };
 const resourceOfKind = (kind: string | undefined): string | undefined => Object.keys(RESOURCES).find((r) => RESOURCES[r]!.kind === kind);
 const apiVersionOf = (i: ResourceInfo): string => (i.group === '' ? i.version : `${i.group}/${i.version}`);
