@@ -272,3 +272,37 @@ test("sidecar-services' interception check (live): with ISTIO_CUSTOM_IP_TABLES=t
     },
   ]);
 });
+
+test('the shipped runlist istio-vm-no-iptables under a scratch root: converges, then a second converge changes nothing and makes no API write', async (t) => {
+  const root = await scratchRoot(t);
+  await seed(root, { '/etc/hosts': HOSTS });
+  // the units the istio-sidecar package installs, so that systemctl --root can enable istio
+  await seed(root, { '/lib/systemd/system/istio.service': '[Service]\nExecStart=/usr/local/bin/istio-start.sh\n[Install]\nWantedBy=multi-user.target\n' });
+  const lab = await startMeshLab(t, root, {
+    rules: [
+      ...MESH_RULES,
+      SIDECAR_ROLE,
+      {
+        verbs: ['get', 'create', 'patch'],
+        apiGroups: ['networking.istio.io'],
+        resources: ['workloadgroups'],
+        resourceNames: ['reviews-vm'],
+        namespaces: ['vm-ns'],
+      },
+    ] as typeof MESH_RULES,
+  });
+  const node = await writeRunlist(lab.dir, 'node.yaml', JSON.stringify({ attributes: { workload: WORKLOAD, meshHosts: MESH_HOSTS, cluster: lab.cluster } }));
+  const run = () =>
+    meshvm(['converge', 'runlists/istio-vm-no-iptables.yaml', '--root', root, '--node', node, '--set', 'sidecar.package={from: none}', '--json']);
+  const first = await run();
+  t.is(first.exitCode, 0, first.stderr + first.stdout);
+  t.like(lab.kube.objects.get('sidecars', 'vm-ns', 'reviews-vm'), { spec: { egress: [{ bind: '127.0.0.2' }] } });
+  const clusterEnv = await fs.readFile(path.join(root, 'var/lib/istio/envoy/cluster.env'), 'utf8');
+  t.notRegex(clusterEnv, /ISTIO_META_DNS_CAPTURE/, 'no DNS capture: it would be an iptables rule');
+  const before = writes(lab).length;
+  const second = await run();
+  t.is(second.exitCode, 0, second.stderr);
+  const report = JSON.parse(second.stdout) as Report;
+  t.is(report.summary.changed, 0, JSON.stringify(report.resources.filter((r) => r.status !== 'unchanged')));
+  t.is(writes(lab).length, before, 'no API write');
+});
