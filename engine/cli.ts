@@ -1,4 +1,4 @@
-// The command line: meshvm converge|plan RUNLIST, flags, exit codes, the run lock, signals and the report.
+// The command line: meshvm converge|plan|offboard RUNLIST, flags, exit codes, the run lock, signals and the report.
 import fs from 'node:fs/promises';
 import { constants as fsc } from 'node:fs';
 import path from 'node:path';
@@ -9,6 +9,7 @@ import { localHost } from './host-local.ts';
 import { acquireLock, type RunLock } from './lock.ts';
 import { humanListener } from './output.ts';
 import { checkRequirements, planRunlist } from './plan.ts';
+import { offboardRunlist } from './offboard.ts';
 import { checkComposites } from './composite.ts';
 import type { Recipe } from './recipe.ts';
 import type { Check } from './check.ts';
@@ -18,7 +19,8 @@ import { ensureStateDir, runResources } from './runner.ts';
 import { loadRunlist } from './runlist.ts';
 import { SCHEMA_KINDS, isSchemaKind, schemaText } from './schema.ts';
 import { secrets } from './secrets.ts';
-import { LAST_RUN_FILE, LOCK_FILE, NODE_FILE } from './state-paths.ts';
+import { INSTALLED_DEBS_DIR, INSTALLED_PACKAGES_DIR, LAST_RUN_FILE, LOCK_FILE, NODE_FILE, WRITTEN_DIR } from './state-paths.ts';
+import type { Host } from './host.ts';
 
 export { LAST_RUN_FILE, NODE_FILE };
 
@@ -27,6 +29,7 @@ const USAGE = `meshvm ${pkg.version}: converge this machine to a runlist (Istio 
 Usage:
   meshvm converge RUNLIST [options]   make the machine match the runlist
   meshvm plan RUNLIST [options]       show what converge would change; change nothing
+  meshvm offboard RUNLIST [options]   take the machine out of the mesh: undo what the runlist's recipes did, last first
   meshvm verify RUNLIST [options]     check the machine works as the runlist means it to (names, ports, certs, services)
   meshvm runlist [NAME]               print a built-in runlist (to start from, or for /etc/meshvm/runlist.yaml); list them
   meshvm schema runlist|node          print the JSON Schema of a runlist or a node file (for editors)
@@ -41,15 +44,17 @@ Options:
   --lock-wait SECONDS   how long to wait for another run's lock (default 600)
   --no-color            plain output even on a terminal
   --detailed-exitcode   (plan) exit 0 when nothing would change, 2 when something would
+  --offboard            (plan) show what offboard would change
+  --purge               (offboard, plan --offboard) also remove the sidecar package and the istio-proxy account
   --resolver IP[:PORT]  (verify) ask this DNS server instead of the system resolver
 
 Attributes: recipe defaults < runlist < node file < --set.
 Exit codes: 0 success, 1 error; plan --detailed-exitcode: 0 nothing to do, 2 changes pending, 1 error;
 verify: 0 every check passed, 1 a check failed.
-The report of every converge is written to /var/lib/meshvm/last-run.json (under --root).`;
+The report of every converge and offboard is written to /var/lib/meshvm/last-run.json (under --root).`;
 
 /** Every command, for the unknown-command message. */
-export const COMMANDS = ['converge', 'plan', 'verify', 'runlist', 'schema', 'help'] as const;
+export const COMMANDS = ['converge', 'plan', 'offboard', 'verify', 'runlist', 'schema', 'help'] as const;
 
 export interface CliIO {
   stdout: NodeJS.WritableStream & { isTTY?: boolean; columns?: number };
@@ -78,11 +83,14 @@ export async function main(argv: readonly string[], options: CliOptions, io: Cli
   if (command === 'help') return (io.stdout.write(USAGE + '\n'), 0);
   if (command === 'runlist') return printRunlist(runlistFile, options, io);
   if (command === 'schema') return printSchema(runlistFile, extra, options, io);
-  if (command !== 'converge' && command !== 'plan' && command !== 'verify') {
+  if (command !== 'converge' && command !== 'plan' && command !== 'offboard' && command !== 'verify') {
     io.stderr.write(command ? `meshvm: unknown command "${command}" (commands: ${COMMANDS.join(', ')}; meshvm help for usage)\n` : `${USAGE}\n`);
     return 1;
   }
-  const mode = command === 'verify' ? 'plan' : command;
+  const mode = command === 'verify' ? 'plan' : command === 'offboard' ? 'converge' : command;
+  const offboard = command === 'offboard' || Boolean(values.offboard);
+  /** What the recipes' undo found and left alone. */
+  const notes: string[] = [];
   const json = Boolean(values.json);
   const fail = (error: unknown) => {
     const message = secrets.redact(errorMessage(error));
@@ -100,12 +108,15 @@ export async function main(argv: readonly string[], options: CliOptions, io: Cli
     if (extra.length) throw new InputError(`meshvm ${command}`, `unexpected arguments: ${extra.join(' ')}`);
     if (values['detailed-exitcode'] && command !== 'plan') throw new InputError('--detailed-exitcode', 'only plan takes it');
     if (values.resolver && command !== 'verify') throw new InputError('--resolver', 'only verify takes it');
+    if (values.offboard && command !== 'plan')
+      throw new InputError('--offboard', `only plan takes it (meshvm plan --offboard RUNLIST; to offboard: meshvm offboard RUNLIST)`);
+    if (values.purge && !offboard) throw new InputError('--purge', 'only offboard and plan --offboard take it');
     const lockWait = values['lock-wait'] === undefined ? 600 : Number(values['lock-wait']);
     if (!Number.isFinite(lockWait) || lockWait < 0) throw new InputError(`--lock-wait ${values['lock-wait']}`, 'expected a number of seconds');
     const { root, missing } = await checkRoot(values.root ?? '/', command);
     const host = localHost({ root });
 
-    const runlist = await loadRunlist(path.resolve(runlistFile), options.builtins, {
+    const loaded = await loadRunlist(path.resolve(runlistFile), options.builtins, {
       nodeFile: values.node ? { path: path.resolve(values.node), required: true } : { path: host.realPath(NODE_FILE), required: false },
       sets: values.set ?? [],
     });
@@ -115,6 +126,11 @@ export async function main(argv: readonly string[], options: CliOptions, io: Cli
       color: !values['no-color'] && !io.env.NO_COLOR && Boolean((json ? io.stderr : io.stdout).isTTY),
       verbose: Boolean(values.verbose),
     });
+    const note = (text: string) => {
+      notes.push(text);
+      human({ type: 'message', level: 'info', text: `offboard: ${text}` });
+    };
+    const runlist = offboard ? offboardRunlist(loaded, { purge: Boolean(values.purge), note }) : loaded;
     // the lock before planning: recipes read the machine (and mint tokens) while they declare, so a run that waited
     // must plan against what the run before it left, not against what was there when it started
     if (mode === 'converge') {
@@ -128,7 +144,7 @@ export async function main(argv: readonly string[], options: CliOptions, io: Cli
       litter.push(...(await missingPaths(host.realPath(LOCK_FILE), root)));
       lock = await acquireLock(host.realPath(LOCK_FILE), {
         waitSeconds: lockWait,
-        command: `meshvm converge ${runlistFile}`,
+        command: `meshvm ${command} ${runlistFile}`,
         onWait: (holder) =>
           human({
             type: 'message',
@@ -162,7 +178,7 @@ export async function main(argv: readonly string[], options: CliOptions, io: Cli
     process.on('SIGTERM', onTerm);
     let result: Awaited<ReturnType<typeof runResources>>;
     try {
-      human({ type: 'start', mode, runlist: runlist.file, root: host.root, total: declared.length });
+      human({ type: 'start', mode, ...(offboard && { offboard }), runlist: runlist.file, root: host.root, total: declared.length });
       result = await runResources(declared, { host, mode, listener: human, interrupted: () => signalled });
     } finally {
       process.off('SIGINT', onInt);
@@ -170,7 +186,9 @@ export async function main(argv: readonly string[], options: CliOptions, io: Cli
     }
     await closeServices(services);
 
+    if (offboard && mode === 'converge' && !result.failed) await tidyState(host);
     const report = buildReport(result, { meshvm: pkg.version, mode, runlist: runlist.file, root: host.root, startedAt });
+    if (offboard) Object.assign(report, { offboard, notes });
     human({ type: 'done', report });
     const text = reportJson(report);
     if (mode === 'converge') {
@@ -216,6 +234,13 @@ async function missingPaths(file: string, root: string): Promise<string[]> {
   return out.reverse();
 }
 
+/** After an offboard: meshvm's record directories it emptied (what it wrote, the .debs it installed) go too; its report stays. */
+async function tidyState(host: Host): Promise<void> {
+  for (const dir of [WRITTEN_DIR, INSTALLED_DEBS_DIR, INSTALLED_PACKAGES_DIR]) {
+    if ((await host.listDir(dir))?.length === 0) await host.remove(dir);
+  }
+}
+
 /** The flags meshvm takes (node:util parseArgs, strict). */
 function parseFlags(argv: readonly string[]) {
   return parseArgs({
@@ -231,6 +256,8 @@ function parseFlags(argv: readonly string[]) {
       'lock-wait': { type: 'string' },
       'no-color': { type: 'boolean' },
       'detailed-exitcode': { type: 'boolean' },
+      offboard: { type: 'boolean' },
+      purge: { type: 'boolean' },
       resolver: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
       version: { type: 'boolean', short: 'V' },
@@ -285,7 +312,7 @@ function printChecks(checks: readonly Check[], io: CliIO, json: boolean): number
  * converge into a root that does not exist yet creates it (a scratch root, as the README's demo does) and says so;
  * plan and verify only read, and a missing root is then a mistyped path.
  */
-async function checkRoot(root: string, command: 'plan' | 'converge' | 'verify'): Promise<{ root: string; missing: boolean }> {
+async function checkRoot(root: string, command: 'plan' | 'converge' | 'offboard' | 'verify'): Promise<{ root: string; missing: boolean }> {
   const resolved = path.resolve(root);
   const stat = await fs.stat(resolved).catch(() => undefined);
   if (!stat && command === 'converge') {
@@ -299,11 +326,15 @@ async function checkRoot(root: string, command: 'plan' | 'converge' | 'verify'):
     });
     return { root: resolved, missing: true };
   }
-  if (!stat) throw new InputError(`--root ${root}`, `no such directory (${command} does not create it; converge would)`);
+  if (!stat)
+    throw new InputError(
+      `--root ${root}`,
+      `no such directory (${command} does not create it${command === 'offboard' ? ': there is nothing to take out of the mesh' : '; converge would'})`,
+    );
   if (!stat.isDirectory()) throw new InputError(`--root ${root}`, 'is not a directory');
-  if (command === 'converge') {
+  if (command === 'converge' || command === 'offboard') {
     await fs.access(resolved, fsc.W_OK).catch((error) => {
-      throw new InputError(`--root ${root}`, `is not writable (${(error as NodeJS.ErrnoException).code}); converge needs to write there`);
+      throw new InputError(`--root ${root}`, `is not writable (${(error as NodeJS.ErrnoException).code}); ${command} needs to write there`);
     });
   }
   return { root: resolved, missing: false };

@@ -31,7 +31,9 @@ export function humanListener(options: HumanOptions): Listener {
   return (event: RunEvent) => {
     switch (event.type) {
       case 'start':
-        write(`meshvm ${event.mode} ${event.runlist}: ${event.total} resources${event.root === '/' ? '' : ` (root ${event.root})`}`);
+        write(
+          `meshvm ${event.offboard ? (event.mode === 'plan' ? 'plan --offboard' : 'offboard') : event.mode} ${event.runlist}: ${event.total} resources${event.root === '/' ? '' : ` (root ${event.root})`}`,
+        );
         break;
       case 'checking':
         if (tty) {
@@ -106,8 +108,8 @@ function summaryLine(report: RunReport, c: { green: (s: string) => string; yello
     case 'would-change':
       return c.yellow(`plan: ${counts}`);
     case 'changed':
-      return c.green(`converged: ${counts}`);
+      return c.green(`${report.offboard ? 'offboarded' : 'converged'}: ${counts}`);
     default:
-      return `${report.mode === 'plan' ? 'plan: nothing to do' : 'converged, nothing to do'}: ${counts}`;
+      return `${report.mode === 'plan' ? 'plan: nothing to do' : report.offboard ? 'offboarded, nothing to do' : 'converged, nothing to do'}: ${counts}`;
   }
 }

@@ -19,6 +19,14 @@ export interface RecipeContext {
   service<T>(key: string, create: () => T): T;
 }
 
+/** What a recipe's undo gets: the run's context, whether to purge, and a way to say what it found and left alone. */
+export interface UndoContext extends RecipeContext {
+  /** --purge: also remove what a later join would reuse (the sidecar package, the istio-proxy account). */
+  purge: boolean;
+  /** Says what offboarding found and leaves as it is (not provably meshvm's): printed, and kept in the report's notes. */
+  note(text: string): void;
+}
+
 export interface Recipe<Schema extends z.ZodObject = z.ZodObject> {
   readonly kind: 'recipe';
   readonly name: string;
@@ -27,6 +35,13 @@ export interface Recipe<Schema extends z.ZodObject = z.ZodObject> {
   declare(attributes: z.output<Schema>, context: RecipeContext): Declaration | Promise<Declaration>;
   /** What `meshvm verify` checks for this recipe: that what it declared works (names resolve, ports answer, certs chain). */
   checks?(attributes: z.output<Schema>, context: CheckContext): Promise<Check[]>;
+  /**
+   * How `meshvm offboard` undoes what declare did, written next to it: declarations that remove only what is provably
+   * meshvm's (files it wrote, its markers, objects it owns), services stopped and disabled. Offboarding plans the undo of
+   * every recipe in reverse runlist order and runs them as converge runs declarations; a recipe without undo leaves its
+   * resources as they are.
+   */
+  undo?(attributes: z.output<Schema>, context: UndoContext): Declaration | Promise<Declaration>;
 }
 
 export function defineRecipe<Schema extends z.ZodObject>(recipe: Omit<Recipe<Schema>, 'kind' | 'description'> & { description?: string }): Recipe<Schema> {

@@ -45,11 +45,15 @@ export interface RunReport {
   notifications: RefreshReport[];
   /** API calls per service during the run (vault, kubernetes, route53). */
   apiCalls: Record<string, number>;
+  /** Set when the run was an offboard (meshvm offboard, plan --offboard): the recipes' undo. */
+  offboard?: boolean;
+  /** Offboard: what the recipes found and left alone, not being provably meshvm's. */
+  notes?: string[];
   error?: string;
 }
 
 export type RunEvent =
-  | { type: 'start'; mode: RunReport['mode']; runlist: string; root: string; total: number }
+  | { type: 'start'; mode: RunReport['mode']; offboard?: boolean; runlist: string; root: string; total: number }
   | { type: 'checking'; ref: string; index: number; total: number }
   | { type: 'resource'; report: ResourceReport; index: number; total: number }
   | { type: 'refresh'; report: RefreshReport }

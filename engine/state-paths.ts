@@ -12,6 +12,10 @@ export const BACKUP_DIR = `${STATE_DIR}/backup`;
 export const BACKUPS_KEPT = 5;
 /** The .deb files meshvm installed by path or URL, with their checksums. */
 export const INSTALLED_DEBS_DIR = `${STATE_DIR}/debs`;
+/** What meshvm wrote into the files it tracks (File track: true): one sha256 per path, so offboarding knows they are its own. */
+export const WRITTEN_DIR = `${STATE_DIR}/written`;
+/** The packages meshvm installed from apt where none was installed: one empty file per package, so offboarding knows them. */
+export const INSTALLED_PACKAGES_DIR = `${STATE_DIR}/packages`;
 /** The run lock shared by cloud-init, Terraform, the timer and people. */
 export const LOCK_FILE = '/run/meshvm.lock';
 /** The operator's configuration. */

@@ -4,7 +4,8 @@ import path from 'node:path';
 import { isIP } from 'node:net';
 import { lookup, Resolver } from 'node:dns/promises';
 import { z } from 'zod';
-import { defineRecipe, type RecipeContext } from '../engine/recipe.ts';
+import { defineRecipe, type RecipeContext, type UndoContext } from '../engine/recipe.ts';
+import type { Declared } from '../engine/resource.ts';
 import { dnsName } from '../engine/validate.ts';
 import { Directory } from '../resources/directory.ts';
 import { File } from '../resources/file.ts';
@@ -28,6 +29,7 @@ import {
 import { registrationAttribute } from './registration.ts';
 import { IstioToken, jwtClaims } from '../resources/istio-token.ts';
 import { certsChecks } from './checks/certs.ts';
+import { removeOwnFiles } from './undo.ts';
 
 export { jwtClaims };
 
@@ -91,11 +93,12 @@ export const certs = defineRecipe({
     const dir = Directory({ path: a.dir, mode: 0o755, ...owner });
     if (a.flow === 'classic') {
       const pems = a.source.from === 'files' ? await readPemFiles(a.source, ctx) : await clusterPems(ctx, a);
+      const files = certFiles(a);
       return [
         dir,
-        File({ path: `${a.dir}/root-cert.pem`, mode: 0o644, ...owner, content: pems.rootCert }, restart),
-        pems.certChain !== undefined && File({ path: `${a.dir}/cert-chain.pem`, mode: 0o644, ...owner, content: pems.certChain }, restart),
-        pems.key !== undefined && File({ path: `${a.dir}/key.pem`, mode: 0o600, ...owner, sensitive: true, content: pems.key }, restart),
+        File({ path: files.rootCert, mode: 0o644, ...owner, content: pems.rootCert, track: true }, restart),
+        pems.certChain !== undefined && File({ path: files.certChain, mode: 0o644, ...owner, content: pems.certChain, track: true }, restart),
+        pems.key !== undefined && File({ path: files.key, mode: 0o600, ...owner, sensitive: true, content: pems.key, track: true }, restart),
       ];
     }
     if (!a.workload) throw new Error('the istiod flow needs the "workload" attribute (name, namespace, serviceAccount)');
@@ -106,7 +109,7 @@ export const certs = defineRecipe({
     const hosts = await istiodHosts(ctx, { ...a, workload: w });
     return [
       dir,
-      File({ path: `${a.dir}/root-cert.pem`, mode: 0o644, ...owner, content: rootCert }, restart),
+      File({ path: certFiles(a).rootCert, mode: 0o644, ...owner, content: rootCert, track: true }, restart),
       Directory({ path: '/var/run/secrets', mode: 0o755, ...owner }),
       Directory({ path: path.dirname(TOKEN_PATH), mode: 0o755, ...owner }),
       // a re-minted token restarts nothing: the agent reads the file again for each certificate request
@@ -123,12 +126,47 @@ export const certs = defineRecipe({
       }),
       Directory({ path: '/etc/istio/config', mode: 0o755, ...owner }),
       Directory({ path: '/etc/istio/proxy', mode: 0o755, ...owner }),
-      File({ path: MESH_CONFIG, mode: 0o644, ...owner, content: renderMeshConfig(member, options) }, restart),
+      File({ path: MESH_CONFIG, mode: 0o644, ...owner, content: renderMeshConfig(member, options), track: true }, restart),
       // dnsmasq answers from /etc/hosts: it restarts when the line moves (when the dns recipe manages it)
-      ManagedBlock({ path: '/etc/hosts', name: 'istiod', lines: hosts }, dnsmasqRestart(ctx)),
+      ManagedBlock({ path: '/etc/hosts', name: HOSTS_BLOCK, lines: hosts }, dnsmasqRestart(ctx)),
+    ];
+  },
+  /**
+   * The files declare writes, where they hold what meshvm wrote; the token where it is this workload's; istiod's block of
+   * /etc/hosts (between meshvm's markers); with --purge the directories too, when nothing else is left in them.
+   */
+  async undo(a, ctx) {
+    const files = certFiles(a);
+    if (a.flow === 'classic')
+      return [...(await removeOwnFiles(ctx, [files.rootCert, files.certChain, files.key])), ctx.purge && Directory({ path: a.dir, ensure: 'absent' })];
+    return [
+      ManagedBlock({ path: '/etc/hosts', name: HOSTS_BLOCK, lines: [], ensure: 'absent' }),
+      ...(await removeOwnFiles(ctx, [MESH_CONFIG, files.rootCert])),
+      ...(await removeToken(ctx, a.workload)),
+      ...(ctx.purge ? [...ISTIOD_DIRS, a.dir].map((path) => Directory({ path, ensure: 'absent' })) : []),
     ];
   },
 });
+
+/** The certificate files of each flow, where declare writes them and undo removes them. */
+function certFiles(a: { dir: string }) {
+  return { rootCert: `${a.dir}/root-cert.pem`, certChain: `${a.dir}/cert-chain.pem`, key: `${a.dir}/key.pem` };
+}
+
+/** The name of istiod's block in /etc/hosts (its markers: # BEGIN meshvm istiod). */
+const HOSTS_BLOCK = 'istiod';
+/** The directories of the istiod flow's files, deepest first (undo removes them in this order when empty). */
+const ISTIOD_DIRS = [path.dirname(TOKEN_PATH), '/var/run/secrets', '/etc/istio/proxy', '/etc/istio/config'];
+
+/** The token, when it is one for this workload's service account (a JWT whose subject says so); anything else is noted. */
+async function removeToken(ctx: UndoContext, w: { namespace: string; serviceAccount: string } | undefined): Promise<Declared[]> {
+  const text = (await ctx.host.stat(TOKEN_PATH))?.type === 'file' ? await ctx.host.readFile(TOKEN_PATH) : undefined;
+  if (text === undefined) return [];
+  const subject = jwtClaims(text.trim())?.sub;
+  if (w && subject === `system:serviceaccount:${w.namespace}:${w.serviceAccount}`) return [File({ path: TOKEN_PATH, ensure: 'absent', sensitive: true })];
+  ctx.note(`left ${TOKEN_PATH}: it is not a token of ${w ? `${w.namespace}/${w.serviceAccount}` : 'this workload'}`);
+  return [];
+}
 
 async function readPemFiles(source: z.output<typeof fromFiles>, ctx: RecipeContext) {
   const read = async (file: string, what: string) => {

@@ -22,8 +22,10 @@ import {
 } from './mesh.ts';
 import { primaryAddress } from '../resources/workload-entry.ts';
 import { registrationAttribute, registrationProxyMetadata, resolveMode, type Registration } from './registration.ts';
+import { removeOwnFiles } from './undo.ts';
 
 export const ENVOY_DIR = '/var/lib/istio/envoy';
+const CLUSTER_ENV = `${ENVOY_DIR}/cluster.env`;
 const envName = z.string().regex(/^[A-Z_][A-Z0-9_]*$/, 'expected an environment variable name');
 const oneLine = z.string().regex(/^[^\n\r\0]*$/, 'expected one line (no newline or NUL)');
 
@@ -84,9 +86,11 @@ export const clusterEnv = defineRecipe({
     }
     return [
       Directory({ path: ENVOY_DIR, mode: 0o755, owner: a.proxyUser, group: a.proxyUser }),
-      File({ path: `${ENVOY_DIR}/cluster.env`, mode: 0o644, owner: a.proxyUser, group: a.proxyUser, content }, sidecarRestart(ctx, a.flow)),
+      File({ path: CLUSTER_ENV, mode: 0o644, owner: a.proxyUser, group: a.proxyUser, content, track: true }, sidecarRestart(ctx, a.flow)),
     ];
   },
+  /** cluster.env, when it holds what meshvm wrote; with --purge the directory too, when nothing else is left in it. */
+  undo: async (_a, ctx) => [...(await removeOwnFiles(ctx, [CLUSTER_ENV])), ctx.purge && Directory({ path: ENVOY_DIR, ensure: 'absent' })],
 });
 
 /** The member and the flags of the istiod flow, as cluster-env and certs both work them out (the cluster read once). */

@@ -3,10 +3,13 @@
 import { z } from 'zod';
 import { defineRecipe } from '../engine/recipe.ts';
 import { Service } from '../resources/service.ts';
-import { SystemdUnit } from '../resources/systemd-unit.ts';
+import { SystemdUnit, type systemdUnitSpec, unitPath } from '../resources/systemd-unit.ts';
+import { ownFiles } from './undo.ts';
 import { flow, sidecarServiceSpecs } from './mesh.ts';
 
 const duration = z.string().regex(/^\d+(us|ms|s|min|h|d)?( \d+(us|ms|s|min|h|d)?)*$/, 'expected a systemd time span such as 30min or 1h 30min');
+
+type SystemdUnitInput = z.input<typeof systemdUnitSpec>;
 
 /** The boot converge: what lives on tmpfs (the istio-token) is back before the sidecar starts. */
 export const BOOT_UNIT = 'meshvm-boot.service';
@@ -29,8 +32,42 @@ export const convergeTimer = defineRecipe({
      */
     bootTimeout: duration.default('90s'),
   }),
-  declare: (a) => [
-    SystemdUnit({
+  declare: (a) => {
+    const [service, timer, boot] = units(a);
+    return [
+      SystemdUnit(service),
+      SystemdUnit(timer),
+      Service({ name: 'meshvm.timer', enabled: true, running: true }),
+      SystemdUnit(boot),
+      // enabled for the next boot, never started by a converge: it would wait for the run lock this converge holds
+      Service({ name: BOOT_UNIT, enabled: true }),
+    ];
+  },
+  /** The timer stopped and both disabled, then the unit files removed and systemd reloaded: those that carry meshvm's marker. */
+  undo: async (a, ctx) => {
+    const own = await ownFiles(ctx, units(a).map(unitPath));
+    const isOwn = (name: string) => own.includes(unitPath({ name }));
+    return [
+      isOwn('meshvm.timer') && Service({ name: 'meshvm.timer', enabled: false, running: false }),
+      isOwn(BOOT_UNIT) && Service({ name: BOOT_UNIT, enabled: false }),
+      ...units(a)
+        .filter((unit) => own.includes(unitPath(unit)))
+        .map((unit) => SystemdUnit({ ...unit, ensure: 'absent' })),
+    ];
+  },
+});
+
+/** meshvm's three units, as declare writes them and undo removes them. */
+function units(a: {
+  command: string;
+  onBootSec: string;
+  every: string;
+  splay: string;
+  bootTimeout: string;
+  flow: 'classic' | 'istiod';
+}): [SystemdUnitInput, SystemdUnitInput, SystemdUnitInput] {
+  return [
+    {
       name: 'meshvm.service',
       sections: {
         Unit: {
@@ -40,17 +77,16 @@ export const convergeTimer = defineRecipe({
         },
         Service: { Type: 'oneshot', ExecStart: a.command, TimeoutStartSec: '15min' },
       },
-    }),
-    SystemdUnit({
+    },
+    {
       name: 'meshvm.timer',
       sections: {
         Unit: { Description: 'Re-converge meshvm periodically' },
         Timer: { OnBootSec: a.onBootSec, OnUnitActiveSec: a.every, RandomizedDelaySec: a.splay, Persistent: true },
         Install: { WantedBy: 'timers.target' },
       },
-    }),
-    Service({ name: 'meshvm.timer', enabled: true, running: true }),
-    SystemdUnit({
+    },
+    {
       name: BOOT_UNIT,
       sections: {
         Unit: {
@@ -64,8 +100,6 @@ export const convergeTimer = defineRecipe({
         Service: { Type: 'oneshot', ExecStart: a.command, TimeoutStartSec: a.bootTimeout, TimeoutStopSec: '15s' },
         Install: { WantedBy: 'multi-user.target' },
       },
-    }),
-    // enabled for the next boot, never started by a converge: it would wait for the run lock this converge holds
-    Service({ name: BOOT_UNIT, enabled: true }),
-  ],
-});
+    },
+  ];
+}

@@ -6,7 +6,8 @@ import { defineRecipe, type RecipeContext } from '../engine/recipe.ts';
 import { dnsName, guestPath, ipAddress } from '../engine/validate.ts';
 import { Directory } from '../resources/directory.ts';
 import { File } from '../resources/file.ts';
-import { Package } from '../resources/package.ts';
+import { installedByMeshvm, Package } from '../resources/package.ts';
+import { purgePackage, removeOwnFiles } from './undo.ts';
 import { Service } from '../resources/service.ts';
 import { DnsmasqConfig } from '../resources/dnsmasq-config.ts';
 import { ResolvConf } from '../resources/resolv-conf/index.ts';
@@ -98,7 +99,7 @@ export const dns = defineRecipe({
     }
     const clusterDns = await reachableClusterDns(ctx, a);
     const controlPlane = a.controlPlane ?? (await discoverControlPlane(ctx, a));
-    const dir = a.configFile.slice(0, a.configFile.lastIndexOf('/')) || '/';
+    const dir = dirOf(a.configFile);
     const dnsmasq = Service(DNSMASQ_SERVICE);
     const notify = a.dnsmasq.manage ? { notifies: dnsmasq } : {};
     const declared = [
@@ -111,6 +112,7 @@ export const dns = defineRecipe({
           owner: 'root',
           group: 'root',
           content: renderKubedns({ ...a, clusterDns, controlPlane }),
+          track: true,
           verify: DNSMASQ_TEST,
           verifyOnHost: true,
         },
@@ -130,7 +132,7 @@ export const dns = defineRecipe({
         : { from: 'resolv-file' as const, path: '/etc/resolv.conf' };
     return [
       ...declared,
-      DnsmasqConfig({ path: `${dir}/meshvm.conf`, listenAddresses: [a.dnsmasq.listenAddress], bindInterfaces: true, upstream }, notify),
+      DnsmasqConfig({ path: dnsmasqConfig(a), listenAddresses: [a.dnsmasq.listenAddress], bindInterfaces: true, upstream }, notify),
       dnsmasq,
       managed &&
         ResolvConf({
@@ -142,7 +144,29 @@ export const dns = defineRecipe({
         }),
     ];
   },
+  /**
+   * The drop-ins, where they are meshvm's (its record, its marker). dnsmasq, when meshvm installed it, is stopped and
+   * disabled (purged with --purge); one that was there before is restarted if it runs, so it forgets the cluster's names.
+   */
+  async undo(a, ctx) {
+    if (dnsMode(a) === 'istio') return [];
+    const installed = a.dnsmasq.manage && (await installedByMeshvm(ctx.host, 'dnsmasq'));
+    const dnsmasq = installed
+      ? Service({ name: DNSMASQ_SERVICE.name, enabled: false, running: false })
+      : Service({ name: DNSMASQ_SERVICE.name, refresh: 'try-restart' });
+    const notify = a.dnsmasq.manage && !installed ? { notifies: dnsmasq } : {};
+    return [
+      ...(await removeOwnFiles(ctx, [a.configFile, dnsmasqConfig(a)], notify)),
+      ctx.purge && Directory({ path: dirOf(a.configFile), ensure: 'absent' }),
+      a.dnsmasq.manage && dnsmasq,
+      ...(installed && ctx.purge ? await purgePackage(ctx, 'dnsmasq') : []),
+    ];
+  },
 });
+
+const dirOf = (file: string) => file.slice(0, file.lastIndexOf('/')) || '/';
+/** meshvm's own dnsmasq settings, beside the kubedns drop-in. */
+const dnsmasqConfig = (a: Pick<DnsAttributes, 'configFile'>) => `${dirOf(a.configFile)}/meshvm.conf`;
 
 /**
  * The address dnsmasq forwards the cluster domain to: given (dns.clusterDns) or read from dns.dnsService. A ClusterIP (a

@@ -15,8 +15,18 @@ import {
   workloadAddress,
   type KubeConnect,
 } from '../resources/workload-group.ts';
-import { WORKLOAD_GROUPS } from '../clients/workload-group.ts';
-import { clusterAttribute, cluster } from './cluster.ts';
+import {
+  MANAGED_BY_LABEL,
+  MANAGED_BY_VALUE,
+  managedByMeshvm,
+  readObject,
+  SERVICES,
+  WORKLOAD_ENTRIES,
+  WORKLOAD_GROUPS,
+  type KubeObject,
+} from '../clients/workload-group.ts';
+import type { Declared } from '../engine/resource.ts';
+import { clusterAttribute, cluster, type ClusterAttribute } from './cluster.ts';
 import { flow, workload, type Workload } from './mesh.ts';
 import { registrationChecks } from './checks/registration.ts';
 
@@ -114,47 +124,74 @@ export const registration = defineRecipe({
     registration: registrationAttribute.optional(),
     cluster: clusterAttribute.optional(),
   }),
-  async declare(a, ctx) {
-    const mode = resolveMode(a);
-    if (mode === 'none') return [];
-    if (!a.workload) throw new Error(`registration ${mode} needs the "workload" attribute (name, namespace, serviceAccount)`);
-    const w = a.workload;
-    const r = a.registration ?? settings.parse({});
-    const connected = cluster(ctx, a.cluster, 'the mesh registration (WorkloadGroup or WorkloadEntry)');
-    const connect: KubeConnect = () => connected.kubernetes();
-    const labels = { ...w.labels, ...r.labels };
-    const ports = registrationPorts(w, r);
-    const common = {
-      namespace: w.namespace,
-      ensure: r.ensure,
-      labels,
-      annotations: r.annotations,
-      serviceAccount: w.serviceAccount,
-      ...(w.network ? { network: w.network } : {}),
-      ports,
-      ...(r.locality ? { locality: r.locality } : {}),
-      ...(r.weight ? { weight: r.weight } : {}),
-      connect,
-    };
-    const service =
-      r.service &&
-      KubeService({
-        name: r.service.name ?? w.name,
-        namespace: w.namespace,
-        ensure: r.ensure,
-        selector: labels,
-        ports: r.service.ports ?? Object.entries(ports).map(([name, port]) => ({ name, port })),
-        connect,
-      });
-    if (mode === 'auto') {
-      // read as the mesh inputs (cluster-env, certs) read it: one GET per run
-      const read = () => connected.object(WORKLOAD_GROUPS, w.namespace, w.name);
-      return [WorkloadGroup({ ...common, name: w.name, read, ...(r.probe ? { probe: r.probe } : {}) }), service];
+  declare: (a, ctx) => registrationObjects(a, ctx, a.registration?.ensure ?? 'present'),
+  /**
+   * The objects declare applies, deleted: only those carrying meshvm's managed-by label (the resources refuse the others;
+   * undo notes them and leaves them). The WorkloadEntry istiod made for an auto-registered VM is istiod's: istiod removes
+   * it once the stopped sidecar's grace period ends, and Kubernetes with the WorkloadGroup it belongs to.
+   */
+  async undo(a, ctx) {
+    const objects = await registrationObjects(a, ctx, 'absent');
+    const mine: Declared[] = [];
+    for (const object of objects) {
+      const spec = object.spec as { namespace: string; name: string; connect: KubeConnect; read?: () => Promise<KubeObject | undefined> };
+      const api = object.type.kind === 'workload_group' ? WORKLOAD_GROUPS : object.type.kind === 'workload_entry' ? WORKLOAD_ENTRIES : SERVICES;
+      const found = spec.read ? await spec.read() : await readObject(await spec.connect(), api, spec.namespace, spec.name);
+      if (found && !managedByMeshvm(found))
+        ctx.note(`left ${api.kind} ${spec.namespace}/${spec.name}: it does not carry ${MANAGED_BY_LABEL}=${MANAGED_BY_VALUE}`);
+      else mine.push(object);
     }
-    const address = r.address ?? (await discoverAddress(ctx, r));
-    return [WorkloadEntry({ ...common, name: r.entryName ?? entryName(w.name, address), address, healthChecks: r.probe !== undefined }), service];
+    return mine;
   },
 });
+
+/** The registration objects for the mode: a WorkloadGroup (auto) or a WorkloadEntry (manual), and the selector Service. */
+async function registrationObjects(
+  a: { flow: 'classic' | 'istiod'; workload?: Workload | undefined; registration?: Registration | undefined; cluster?: ClusterAttribute | undefined },
+  ctx: RecipeContext,
+  ensure: 'present' | 'absent',
+): Promise<Declared[]> {
+  const mode = resolveMode(a);
+  if (mode === 'none') return [];
+  if (!a.workload) throw new Error(`registration ${mode} needs the "workload" attribute (name, namespace, serviceAccount)`);
+  const w = a.workload;
+  const r = a.registration ?? settings.parse({});
+  const connected = cluster(ctx, a.cluster, 'the mesh registration (WorkloadGroup or WorkloadEntry)');
+  const connect: KubeConnect = () => connected.kubernetes();
+  const labels = { ...w.labels, ...r.labels };
+  const ports = registrationPorts(w, r);
+  const common = {
+    namespace: w.namespace,
+    ensure,
+    labels,
+    annotations: r.annotations,
+    serviceAccount: w.serviceAccount,
+    ...(w.network ? { network: w.network } : {}),
+    ports,
+    ...(r.locality ? { locality: r.locality } : {}),
+    ...(r.weight ? { weight: r.weight } : {}),
+    connect,
+  };
+  const service =
+    r.service &&
+    KubeService({
+      name: r.service.name ?? w.name,
+      namespace: w.namespace,
+      ensure,
+      selector: labels,
+      ports: r.service.ports ?? Object.entries(ports).map(([name, port]) => ({ name, port })),
+      connect,
+    });
+  if (mode === 'auto') {
+    // read as the mesh inputs (cluster-env, certs) read it: one GET per run
+    const read = () => connected.object(WORKLOAD_GROUPS, w.namespace, w.name);
+    return [WorkloadGroup({ ...common, name: w.name, read, ...(r.probe ? { probe: r.probe } : {}) }), service].filter((d) => d !== undefined);
+  }
+  const address = r.address ?? (await discoverAddress(ctx, r));
+  return [WorkloadEntry({ ...common, name: r.entryName ?? entryName(w.name, address), address, healthChecks: r.probe !== undefined }), service].filter(
+    (d) => d !== undefined,
+  );
+}
 
 async function discoverAddress(ctx: RecipeContext, r: Registration): Promise<string> {
   const family = r.family === 'ipv6' ? 6 : r.family === 'ipv4' ? 4 : undefined;

@@ -9,6 +9,8 @@ import { serviceType, type ServiceSpec, type ServiceState } from '../resources/s
 import { BOOT_UNIT } from './converge-timer.ts';
 import { flow, sidecarServiceSpecs } from './mesh.ts';
 import { servicesChecks } from './checks/services.ts';
+import { Service } from '../resources/service.ts';
+import { joinedByMeshvm } from './undo.ts';
 
 /** A unit's jobs as `systemctl list-jobs --no-legend --plain UNIT` prints them: "75 istio.service start waiting" (pure). */
 export function parseListJobs(text: string): { id: number; unit: string; type: string; state: string }[] {
@@ -61,4 +63,7 @@ export const sidecarServices = defineRecipe({
   attributes: z.strictObject({ flow }),
   checks: servicesChecks,
   declare: (a) => sidecarServiceSpecs(a.flow).map((spec) => SidecarService(spec)),
+  /** Stopped (its ExecStopPost removes the sidecar's nat rules) and disabled, on a machine meshvm converged. */
+  undo: async (a, ctx) =>
+    (await joinedByMeshvm(ctx)) ? sidecarServiceSpecs(a.flow).map((spec) => Service({ name: spec.name, enabled: false, running: false })) : [],
 });

@@ -12,6 +12,7 @@ import { clusterAttribute, cluster } from './cluster.ts';
 import { renderEnvFile } from './env-file.ts';
 import { flow, namespaceName, proxyUser, sidecarRestart, workload, type Workload } from './mesh.ts';
 import { interceptionMode } from './interception.ts';
+import { purgePackage, removeOwnFiles } from './undo.ts';
 
 const debianVersion = z.string().regex(/^[A-Za-z0-9.+~:-]+$/, 'expected a Debian version string such as 1.24.0');
 
@@ -80,7 +81,8 @@ export const sidecar = defineRecipe({
       Directory({ path: ENVOY_DIR, mode: 0o755, owner: a.proxyUser, group: a.proxyUser }),
       File(
         {
-          path: `${ENVOY_DIR}/sidecar.env`,
+          path: SIDECAR_ENV,
+          track: true,
           mode: 0o644,
           owner: a.proxyUser,
           group: a.proxyUser,
@@ -95,7 +97,16 @@ export const sidecar = defineRecipe({
       ),
     ];
   },
+  /** sidecar.env when it holds what meshvm wrote; with --purge the package too (apt-get purge), then its emptied directory. */
+  undo: async (a, ctx) => [
+    ...(await removeOwnFiles(ctx, [SIDECAR_ENV])),
+    ...(ctx.purge && a.package.from !== 'none' ? await purgePackage(ctx, a.package.name) : []),
+    // the directory cluster.env shares: removed by the cluster-env recipe's undo, which comes after this one
+    ctx.purge && !ctx.runlist.recipes.includes('cluster-env') && Directory({ path: ENVOY_DIR, ensure: 'absent' }),
+  ],
 });
+
+const SIDECAR_ENV = `${ENVOY_DIR}/sidecar.env`;
 
 /**
  * ISTIO_INBOUND_PORTS for sidecar.env. Classic: the attribute. istiod: none by default, since cluster.env carries the

@@ -19,6 +19,8 @@ export const groupSpec = z.strictObject({
     .max(2 ** 31 - 1)
     .optional(),
   system: z.boolean().default(true),
+  /** absent: deleted (groupdel); a group that is still some user's primary group cannot be, and groupdel says so. */
+  ensure: z.enum(['present', 'absent']).default('present'),
 });
 export type GroupSpec = z.output<typeof groupSpec>;
 export interface GroupState {
@@ -46,6 +48,8 @@ export const userSpec = z.strictObject({
     .optional(),
   system: z.boolean().default(true),
   createHome: z.boolean().default(false),
+  /** absent: deleted (userdel, its home left in place). */
+  ensure: z.enum(['present', 'absent']).default('present'),
 });
 export type UserSpec = z.output<typeof userSpec>;
 export interface UserState {
@@ -77,7 +81,7 @@ export const groupType = {
   kind: 'group',
   schema: groupSpec,
   key: (spec: GroupSpec) => spec.name,
-  provides: (spec: GroupSpec) => [{ account: 'group' as const, name: spec.name }],
+  provides: (spec: GroupSpec) => (spec.ensure === 'absent' ? [] : [{ account: 'group' as const, name: spec.name }]),
   describe: describePresence,
 
   async current(host: HostReader, spec: GroupSpec): Promise<GroupState | undefined> {
@@ -86,12 +90,14 @@ export const groupType = {
   },
 
   changes(spec: GroupSpec, current: GroupState | undefined): Changes<GroupState> {
+    if (spec.ensure === 'absent') return current ? { ensure: { from: 'present', to: 'absent' } } : {};
     const changes = compareFields(spec, current, ['gid']);
     return current ? changes : { ensure: { from: 'absent', to: 'present' }, ...changes };
   },
 
   async apply(host: Host, spec: GroupSpec, _changes: Changes<GroupState>, current: GroupState | undefined): Promise<void> {
     const prefix = await prefixArgs(host);
+    if (spec.ensure === 'absent') return void (await host.run(['groupdel', ...prefix, spec.name]));
     const gid = spec.gid === undefined ? [] : ['--gid', String(spec.gid)];
     if (current) await host.run(['groupmod', ...prefix, ...gid, spec.name]);
     else await host.run(['groupadd', ...prefix, ...(spec.system ? ['--system'] : []), ...gid, spec.name]);
@@ -102,10 +108,13 @@ export const userType = {
   kind: 'user',
   schema: userSpec,
   key: (spec: UserSpec) => spec.name,
-  provides: (spec: UserSpec) => [
-    { account: 'user' as const, name: spec.name },
-    { account: 'group' as const, name: spec.group ?? spec.name },
-  ],
+  provides: (spec: UserSpec) =>
+    spec.ensure === 'absent'
+      ? []
+      : [
+          { account: 'user' as const, name: spec.name },
+          { account: 'group' as const, name: spec.group ?? spec.name },
+        ],
   describe: describePresence,
 
   async current(host: HostReader, spec: UserSpec): Promise<UserState | undefined> {
@@ -121,6 +130,7 @@ export const userType = {
   },
 
   changes(spec: UserSpec, current: UserState | undefined): Changes<UserState> {
+    if (spec.ensure === 'absent') return current ? { ensure: { from: 'present', to: 'absent' } } : {};
     const wanted = { ...spec, groups: spec.groups && [...spec.groups].sort() };
     const changes = compareFields(wanted, current, ['uid', 'group', 'groups', 'home', 'shell', 'comment']);
     return current ? changes : { ensure: { from: 'absent', to: 'present' }, ...changes };
@@ -128,6 +138,7 @@ export const userType = {
 
   async apply(host: Host, spec: UserSpec, changes: Changes<UserState>, current: UserState | undefined): Promise<void> {
     const prefix = await prefixArgs(host);
+    if (spec.ensure === 'absent') return void (await host.run(['userdel', ...prefix, spec.name]));
     const args: string[] = [];
     if (changes.uid && spec.uid !== undefined) args.push('-u', String(spec.uid));
     if (changes.home) args.push('-d', spec.home!);

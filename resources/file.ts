@@ -6,6 +6,7 @@ import type { Host, HostReader } from '../engine/host.ts';
 import { fixOwnership } from './ownership.ts';
 import { NotInRootError } from '../engine/host/confine.ts';
 import { describePresence, formatModeField, ownedPathRequires } from './fields.ts';
+import { forgetWritten, recordWritten } from './written.ts';
 
 export const fileSpec = z.strictObject({
   path: guestPath,
@@ -24,6 +25,11 @@ export const fileSpec = z.strictObject({
   sensitive: z.boolean().default(false),
   /** Keep the replaced file under /var/lib/meshvm/backup. */
   backup: z.boolean().default(true),
+  /**
+   * Keep a record of the content meshvm writes (/var/lib/meshvm/written), so that offboarding can tell the file is its own;
+   * with ensure: absent, the record goes with the file.
+   */
+  track: z.boolean().default(false),
 });
 export type FileSpec = z.output<typeof fileSpec>;
 
@@ -61,7 +67,11 @@ export const fileType = {
   },
 
   async apply(host: Host, spec: FileSpec, changes: Changes<FileState>, current: FileState | undefined): Promise<void> {
-    if (spec.ensure === 'absent') return host.remove(spec.path);
+    if (spec.ensure === 'absent') {
+      await host.remove(spec.path);
+      if (spec.track) await forgetWritten(host, spec.path);
+      return;
+    }
     if (current?.type === 'directory') throw new Error(`${spec.path} is a directory; meshvm will not replace a directory with a file`);
     if (!current || changes.content || changes.type) {
       const verify = spec.verify;
@@ -73,6 +83,7 @@ export const fileType = {
         backup: spec.backup,
         verify: verify && ((staged) => runVerify(host, verify, staged, spec.verifyOnHost, spec.path, spec.sensitive ? undefined : content)),
       });
+      if (spec.track) await recordWritten(host, spec.path, content);
       return;
     }
     await fixOwnership(host, spec.path, spec, changes);

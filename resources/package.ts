@@ -2,7 +2,7 @@
 import { z } from 'zod';
 import { defineResource, type Changes } from '../engine/resource.ts';
 import type { Host, HostReader } from '../engine/host.ts';
-import { INSTALLED_DEBS_DIR } from '../engine/state-paths.ts';
+import { INSTALLED_DEBS_DIR, INSTALLED_PACKAGES_DIR } from '../engine/state-paths.ts';
 
 const DEB_CACHE = '/var/cache/meshvm/debs';
 const INSTALLED_MARKS = INSTALLED_DEBS_DIR;
@@ -32,6 +32,8 @@ export const packageSpec = z
     listsMaxAgeSeconds: z.number().int().min(0).default(86_400),
     /** How long to wait for another apt/dpkg to let go of the dpkg lock. */
     lockWaitSeconds: z.number().int().min(0).default(300),
+    /** With ensure: absent, its configuration files go too (apt-get purge). */
+    purge: z.boolean().default(false),
   })
   .refine((s) => !(s.deb && s.ensure === 'absent'), 'a .deb source makes no sense with ensure: absent');
 export type PackageSpec = z.output<typeof packageSpec>;
@@ -90,9 +92,12 @@ export const packageType = {
     return changes;
   },
 
-  async apply(host: Host, spec: PackageSpec): Promise<void> {
+  async apply(host: Host, spec: PackageSpec, _changes: Changes<PackageState>, current: PackageState | undefined): Promise<void> {
     if (spec.ensure === 'absent') {
-      await host.run(['apt-get', 'remove', '-y', ...aptOptions(spec), spec.name], { env: APT_ENV });
+      await host.run(['apt-get', spec.purge ? 'purge' : 'remove', '-y', ...aptOptions(spec), spec.name], { env: APT_ENV });
+      // the marks of what meshvm installed go with the package
+      for (const mark of [`${INSTALLED_MARKS}/${spec.name}.sha256`, `${INSTALLED_PACKAGES_DIR}/${spec.name}`])
+        if (await host.stat(mark)) await host.remove(mark);
       return;
     }
     if (spec.deb) {
@@ -110,6 +115,10 @@ export const packageType = {
     await host.run(['apt-get', 'install', '-y', '--no-install-recommends', ...(spec.version ? ['--allow-downgrades'] : []), ...aptOptions(spec), target], {
       env: APT_ENV,
     });
+    if (!current?.installed) {
+      if (!(await host.stat(INSTALLED_PACKAGES_DIR))) await host.mkdir(INSTALLED_PACKAGES_DIR, { mode: 0o755, parents: true });
+      await host.writeFile(`${INSTALLED_PACKAGES_DIR}/${spec.name}`, '', { mode: 0o644, backup: false });
+    }
   },
 
   describe(field: string, change: { from: unknown; to: unknown }): string | undefined {
@@ -159,6 +168,11 @@ async function listsNeedUpdate(host: HostReader, spec: PackageSpec): Promise<boo
     `-${Math.ceil(spec.listsMaxAgeSeconds / 60)}`,
   ]);
   return stamp.stdout.trim() === '';
+}
+
+/** Whether meshvm installed the package (from a .deb, or from apt where none was installed): its mark says so. */
+export async function installedByMeshvm(host: HostReader, name: string): Promise<boolean> {
+  return Boolean((await host.stat(`${INSTALLED_MARKS}/${name}.sha256`)) ?? (await host.stat(`${INSTALLED_PACKAGES_DIR}/${name}`)));
 }
 
 export const Package = defineResource(packageType);

@@ -9,8 +9,8 @@ export const serviceSpec = z.strictObject({
   enabled: z.boolean().optional(),
   running: z.boolean().optional(),
   masked: z.boolean().optional(),
-  /** What a notification does. */
-  refresh: z.enum(['restart', 'reload', 'reload-or-restart']).default('restart'),
+  /** What a notification does; try-restart restarts it only if it runs. */
+  refresh: z.enum(['restart', 'reload', 'reload-or-restart', 'try-restart']).default('restart'),
 });
 export type ServiceSpec = z.output<typeof serviceSpec>;
 

@@ -26,6 +26,8 @@ export const systemdUnitSpec = z
     content: z.string().optional(),
     /** Check with systemd-analyze verify (units only, on a live systemd host, where the tool exists). */
     verify: z.boolean().default(true),
+    /** absent: the file removed (stop and disable the unit first, with Service), then systemd reloaded. */
+    ensure: z.enum(['present', 'absent']).default('present'),
   })
   .refine((s) => (s.sections === undefined) !== (s.content === undefined), 'give exactly one of sections and content');
 export type SystemdUnitSpec = z.output<typeof systemdUnitSpec>;
@@ -75,6 +77,12 @@ export const systemdUnitType = {
   /** The drop-in directory, the unit file (verified where systemd runs), then daemon-reload when it changed. */
   children(spec: SystemdUnitSpec, facts: SystemdUnitFacts | undefined): (Declaration | Action)[] {
     const path = unitPath(spec);
+    const reload: Action = {
+      action: 'daemon-reload (`systemctl daemon-reload`)',
+      ...(!facts?.live && { skip: 'systemd is not running this root; it reads the unit when it starts' }),
+      run: async (host: Host) => void (await host.run(['systemctl', 'daemon-reload'])),
+    };
+    if (spec.ensure === 'absent') return [File({ path, ensure: 'absent' }), reload];
     return [
       Directory({ path: path.slice(0, path.lastIndexOf('/')) }),
       File({
@@ -85,11 +93,7 @@ export const systemdUnitType = {
         group: 'root',
         ...(spec.verify && !spec.dropIn && facts?.live && { verify: [...VERIFY, spec.name], verifyOnHost: true }),
       }),
-      {
-        action: 'daemon-reload (`systemctl daemon-reload`)',
-        ...(!facts?.live && { skip: 'systemd is not running this root; it reads the unit when it starts' }),
-        run: async (host: Host) => void (await host.run(['systemctl', 'daemon-reload'])),
-      },
+      reload,
     ];
   },
 };

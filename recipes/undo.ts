@@ -1,0 +1,80 @@
+// What the recipes' undo share: files removed only while they hold what meshvm wrote (its record, or its marker), the rest noted.
+import type { UndoContext } from '../engine/recipe.ts';
+import type { Declared, DeclareOptions } from '../engine/resource.ts';
+import { File } from '../resources/file.ts';
+import { installedByMeshvm, Package } from '../resources/package.ts';
+import { readWritten, sha256, writtenRecord } from '../resources/written.ts';
+import { LAST_RUN_FILE, WRITTEN_DIR } from '../engine/state-paths.ts';
+
+/** The first line of every file meshvm renders with its marker (units, drop-ins, hooks). */
+const MARKER = '# Managed by meshvm';
+
+/**
+ * Removes each file that is provably meshvm's: its content is what meshvm recorded writing (File track: true), or it opens
+ * with meshvm's marker. Any other file at such a path is left, and said so: it may be the operator's. A record whose file
+ * is gone already is removed too.
+ */
+export async function removeOwnFiles(ctx: UndoContext, paths: readonly string[], options: DeclareOptions = {}): Promise<Declared[]> {
+  const own = await ownFiles(ctx, paths);
+  const out: Declared[] = [];
+  for (const path of paths) {
+    if (own.includes(path)) out.push(File({ path, ensure: 'absent', track: true }, options));
+    else if (!(await ctx.host.stat(path)) && (await readWritten(ctx.host, path))) out.push(File({ path: writtenRecord(path), ensure: 'absent' }));
+  }
+  return out;
+}
+
+/** Which of the paths hold files that are provably meshvm's (its record, its marker); the others that exist are noted. */
+export async function ownFiles(ctx: UndoContext, paths: readonly string[]): Promise<string[]> {
+  const own: string[] = [];
+  for (const path of paths) {
+    const stat = await ctx.host.stat(path);
+    if (!stat) continue;
+    const recorded = await readWritten(ctx.host, path);
+    const content = stat.type === 'file' ? ((await ctx.host.readFile(path)) ?? '') : undefined;
+    if (content !== undefined && ((recorded && recorded === sha256(content)) || content.startsWith(MARKER))) {
+      own.push(path);
+      continue;
+    }
+    ctx.note(
+      `left ${path}: ${
+        content === undefined
+          ? `it is a ${stat.type}, not a file meshvm writes`
+          : recorded
+            ? 'its content changed since meshvm wrote it'
+            : 'meshvm keeps no record of writing it (not written by meshvm, or by a meshvm older than offboarding)'
+      }`,
+    );
+  }
+  return own;
+}
+
+/** A package purged, when meshvm installed it (its mark); one it found installed is noted and left. */
+export async function purgePackage(ctx: UndoContext, name: string): Promise<Declared[]> {
+  if (await installedByMeshvm(ctx.host, name)) return [Package({ name, ensure: 'absent', purge: true })];
+  if (ctx.host.live && /^.i/.test((await ctx.host.query(['dpkg-query', '-W', '-f', '${db:Status-Abbrev}', name])).stdout))
+    ctx.note(`left the package ${name}: meshvm did not install it (no mark in /var/lib/meshvm)`);
+  return [];
+}
+
+/**
+ * Whether meshvm converged this machine, and the evidence: its last report is a converge's, or it keeps records of files
+ * it wrote. Without either, only what carries meshvm's marker or ownership label is meshvm's; the first undo to ask says so.
+ */
+export async function joinedByMeshvm(ctx: UndoContext): Promise<boolean> {
+  return ctx.service('undo:joined', async () => {
+    const report = await ctx.host.readFile(LAST_RUN_FILE);
+    let converged = false;
+    try {
+      converged = report !== undefined && (JSON.parse(report) as { offboard?: boolean }).offboard !== true;
+    } catch {
+      // a torn or hand-edited report proves nothing
+    }
+    const records = ((await ctx.host.listDir(WRITTEN_DIR)) ?? []).length > 0;
+    if (!converged && !records)
+      ctx.note(
+        `found no sign that meshvm converged this machine (no converge report in ${LAST_RUN_FILE}, no record of files it wrote in ${WRITTEN_DIR}): removing only what carries meshvm's marker or its ownership label, leaving services as they are`,
+      );
+    return converged || records;
+  });
+}
