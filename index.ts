@@ -13,6 +13,7 @@ export {
   type Applied,
   type Requirement,
   type Provision,
+  type PrepareContext,
 } from './engine/resource.ts';
 export type { Check, CheckContext } from './engine/check.ts';
 export type { Host, HostReader, CommandResult, FileStat } from './engine/host.ts';

@@ -11,6 +11,7 @@ import { humanListener } from './output.ts';
 import { checkRequirements, planRunlist } from './plan.ts';
 import { offboardRunlist } from './offboard.ts';
 import { checkComposites } from './composite.ts';
+import { preflight } from './preflight.ts';
 import type { Recipe } from './recipe.ts';
 import type { Check } from './check.ts';
 import { runChecks } from './verify.ts';
@@ -164,6 +165,8 @@ export async function main(argv: readonly string[], options: CliOptions, io: Cli
     });
     await checkRequirements(declared, host);
     await checkComposites(declared, host);
+    // artifacts fetched and verified, before the first change: a failure here changes nothing (the litter goes too)
+    if (command !== 'verify') await preflight(declared, { host, mode, listener: human });
     litter.length = 0; // planned: from here the run's state (the lock file, last-run.json) is the machine's
     if (command === 'verify') return printChecks(await runChecks(entries, host, { resolver: values.resolver }), io, json);
 
@@ -205,7 +208,8 @@ export async function main(argv: readonly string[], options: CliOptions, io: Cli
     await closeServices(services);
     await lock?.release();
     await removeLitter(litter);
-    if (litter[0] && !(await fs.stat(litter[0]).catch(() => undefined)))
+    // said of the root only, as its creation was: the lock file and /run are a run's own litter
+    if (litter[0] === path.resolve(values.root ?? '/') && !(await fs.stat(litter[0]).catch(() => undefined)))
       io.stderr.write(`meshvm: removed ${litter[0]} again (the run failed before it planned)\n`);
   }
 }

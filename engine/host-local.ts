@@ -1,7 +1,7 @@
 // localHost: the Host for this machine, every guest path under a root; composes engine/host/ (paths, reads, writes, commands, downloads).
 import path from 'node:path';
 import type { Host } from './host.ts';
-import { downloadTo } from './host/download.ts';
+import { downloadTo, hashDownload } from './host/download.ts';
 import { runCommand } from './host/exec.ts';
 import { factCache } from './host/facts.ts';
 import { rootOwners } from './host/owners.ts';
@@ -61,5 +61,6 @@ export function localHost(options: LocalHostOptions = {}): Host {
     chown: (p, to) => changing(() => chownPath(place, p, to)),
     symlink: (target, p) => changing(() => replaceSymlink(paths, target, p)),
     download: (url, p, opts) => changing(() => downloadTo(paths, url, p, opts)),
+    hashDownload: (url, opts) => hashDownload(paths, url, opts),
   };
 }

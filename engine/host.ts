@@ -1,4 +1,7 @@
 // The one door to the machine: what resources may read (HostReader) and change (Host).
+import type { DownloadOptions, Fetched } from './host/download.ts';
+
+export type { DownloadOptions, Fetched };
 
 export interface CommandResult {
   stdout: string;
@@ -108,7 +111,9 @@ export interface Host extends HostReader {
   chown(path: string, to: { owner?: string | undefined; group?: string | undefined }): Promise<void>;
   symlink(target: string, path: string): Promise<void>;
   /** Fetches an https URL to a file atomically; refused (nothing written) when its sha256 differs. */
-  download(url: string, path: string, opts: { sha256: string; caFile?: string | undefined; timeoutMs?: number }): Promise<void>;
+  download(url: string, path: string, opts: DownloadOptions): Promise<Fetched>;
+  /** Streams an https URL through sha256 and keeps nothing (plan's preflight); refused as download is when it differs. */
+  hashDownload(url: string, opts: DownloadOptions): Promise<Fetched>;
   /** Runs a command that may change the machine. Throws CommandError on a non-zero exit unless allowFailure. */
   run(argv: readonly string[], opts?: CommandOptions): Promise<CommandResult>;
 }

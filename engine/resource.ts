@@ -29,6 +29,15 @@ export type Requirement = { account: 'user' | 'group'; name: string } | { path: 
 /** What a resource makes exist: declared before a resource that requires it, it satisfies that requirement. */
 export type Provision = { account: 'user' | 'group'; name: string } | { path: string };
 
+/** What prepare is told: the mode, and where to record what it created (removed again when a later preflight fails). */
+export interface PrepareContext {
+  readonly mode: 'plan' | 'converge';
+  /** A path (guest) this preflight created, a cache entry: removed again if the preflight fails. */
+  created(path: string): void;
+  /** Makes a directory and its missing parents (mode 0755), each recorded as created; converge only. */
+  directory(path: string): Promise<void>;
+}
+
 /** What converge did to a resource this run, given to refresh: the changes applied and the actions run. */
 export interface Applied<State> {
   changes: Changes<State>;
@@ -48,6 +57,12 @@ export interface ResourceType<Spec, State> {
   changes(spec: Spec, current: State | undefined): Changes<State>;
   /** Converges only what differs (called only when changes() found something). */
   apply?(host: Host, spec: Spec, changes: Changes<State>, current: State | undefined): Promise<void>;
+  /**
+   * Preflight: fetches and checks what apply will need (a download verified into a cache, a file read) once the run is
+   * planned and before the first resource changes, in plan and converge alike (plan checks without writing). Throw to
+   * stop the run with nothing changed; return a line saying what was checked (or could not be, in plan).
+   */
+  prepare?(host: Host, spec: Spec, context: PrepareContext): Promise<string | undefined | void>;
   /** What it will do besides changing state (run a command), from what was read; done after apply. */
   actions?(spec: Spec, current: State | undefined, changes: Changes<State>): readonly Action[];
   /**

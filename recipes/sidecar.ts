@@ -76,8 +76,10 @@ export const sidecar = defineRecipe({
     // a new package version replaces the binaries istio runs: it restarts once (not at all when this run starts it)
     const restart = sidecarRestart(ctx, a.flow);
     return [
-      pkg.from === 'apt' && Package(packageSpec.parse({ name: pkg.name, ...(pkg.version && { version: pkg.version }) }), restart),
-      pkg.from === 'deb' && Package({ name: pkg.name, deb: { url: pkg.url, sha256: pkg.sha256, ...(pkg.caFile && { caFile: pkg.caFile }) } }, restart),
+      // a failed upgrade puts the previous version back, and its error says whether istio still runs it
+      pkg.from === 'apt' && Package(packageSpec.parse({ name: pkg.name, service: 'istio', ...(pkg.version && { version: pkg.version }) }), restart),
+      pkg.from === 'deb' &&
+        Package({ name: pkg.name, service: 'istio', deb: { url: pkg.url, sha256: pkg.sha256, ...(pkg.caFile && { caFile: pkg.caFile }) } }, restart),
       Directory({ path: ENVOY_DIR, mode: 0o755, owner: a.proxyUser, group: a.proxyUser }),
       File(
         {

@@ -1,10 +1,13 @@
-// Package: a Debian package present (optionally pinned), absent, or installed from a .deb whose sha256 is checked first.
+// Package: a Debian package present (optionally pinned), absent, or installed from a .deb fetched and checked in preflight; a failed upgrade puts the previous version back.
 import { z } from 'zod';
-import { defineResource, type Changes } from '../engine/resource.ts';
+import { defineResource, hasChanges, type Changes, type PrepareContext } from '../engine/resource.ts';
 import type { Host, HostReader } from '../engine/host.ts';
+import { errorMessage } from '../engine/errors.ts';
 import { INSTALLED_DEBS_DIR, INSTALLED_PACKAGES_DIR } from '../engine/state-paths.ts';
+import { unitName } from './systemd.ts';
 
-const DEB_CACHE = '/var/cache/meshvm/debs';
+/** Where .debs fetched by URL are kept, under their sha256 (the previous one too, for putting it back after a failed upgrade). */
+export const DEB_CACHE = '/var/cache/meshvm/debs';
 const INSTALLED_MARKS = INSTALLED_DEBS_DIR;
 
 const sha256 = z
@@ -32,6 +35,8 @@ export const packageSpec = z
     listsMaxAgeSeconds: z.number().int().min(0).default(86_400),
     /** How long to wait for another apt/dpkg to let go of the dpkg lock. */
     lockWaitSeconds: z.number().int().min(0).default(300),
+    /** The service that runs what the package installs: a failed upgrade's error says whether it still runs the previous version. */
+    service: unitName.optional(),
     /** With ensure: absent, its configuration files go too (apt-get purge). */
     purge: z.boolean().default(false),
   })
@@ -75,8 +80,7 @@ export const packageType = {
 
   async current(host: HostReader, spec: PackageSpec): Promise<PackageState> {
     if (!host.live) throw new Error(`packages can only be managed on the running system (root /), not under --root ${host.root}`);
-    const result = await host.query(['dpkg-query', '-W', '-f', '${Package}\t${db:Status-Abbrev}\t${Version}\n', spec.name]);
-    const found = parseDpkgQuery(result.stdout).get(spec.name);
+    const found = await dpkgStatus(host, spec.name);
     const mark = spec.deb ? (await host.readFile(`${INSTALLED_MARKS}/${spec.name}.sha256`))?.trim() : undefined;
     return { installed: found?.installed ?? false, version: found?.installed ? found.version : undefined, deb: mark };
   },
@@ -92,6 +96,24 @@ export const packageType = {
     return changes;
   },
 
+  /** Preflight: the .deb this run will install, checked (a path) or fetched into the cache and checked (a URL; plan only hashes it). */
+  async prepare(host: Host, spec: PackageSpec, context: PrepareContext): Promise<string | undefined> {
+    if (!spec.deb || !hasChanges(packageType.changes(spec, await packageType.current(host, spec)))) return undefined;
+    const deb = spec.deb;
+    if ('path' in deb) {
+      await checkLocalDeb(host, deb.path, deb.sha256);
+      return deb.sha256 ? `${deb.path} has the sha256 required` : `${deb.path} is there (no sha256 given to check)`;
+    }
+    const cached = cachedDeb(spec.name, deb.sha256);
+    if ((await host.stat(cached))?.type === 'file' && (await fileSha256(host, cached)) === deb.sha256) return `${cached} (cached) has the sha256 required`;
+    if (context.mode === 'plan') {
+      const got = await host.hashDownload(deb.url, { sha256: deb.sha256, caFile: deb.caFile });
+      return `${deb.url}: ${got.bytes} bytes with the sha256 required (plan fetched it without keeping it)`;
+    }
+    const got = await downloadToCache(host, spec, context);
+    return `${deb.url}: ${got.bytes} bytes with the sha256 required, in ${cached}`;
+  },
+
   async apply(host: Host, spec: PackageSpec, _changes: Changes<PackageState>, current: PackageState | undefined): Promise<void> {
     if (spec.ensure === 'absent') {
       await host.run(['apt-get', spec.purge ? 'purge' : 'remove', '-y', ...aptOptions(spec), spec.name], { env: APT_ENV });
@@ -102,7 +124,7 @@ export const packageType = {
     }
     if (spec.deb) {
       const file = await fetchDeb(host, spec);
-      await host.run(['apt-get', 'install', '-y', '--no-install-recommends', ...aptOptions(spec), host.realPath(file)], { env: APT_ENV });
+      await installOrPutBack(host, spec, host.realPath(file), current);
       const sha = spec.deb.sha256;
       if (sha) {
         if (!(await host.stat(INSTALLED_MARKS))) await host.mkdir(INSTALLED_MARKS, { mode: 0o755 });
@@ -111,10 +133,7 @@ export const packageType = {
       return;
     }
     if (await listsNeedUpdate(host, spec)) await host.run(['apt-get', 'update', ...aptOptions(spec)], { env: APT_ENV });
-    const target = spec.version ? `${spec.name}=${spec.version}` : spec.name;
-    await host.run(['apt-get', 'install', '-y', '--no-install-recommends', ...(spec.version ? ['--allow-downgrades'] : []), ...aptOptions(spec), target], {
-      env: APT_ENV,
-    });
+    await installOrPutBack(host, spec, spec.version ? `${spec.name}=${spec.version}` : spec.name, current);
     if (!current?.installed) {
       if (!(await host.stat(INSTALLED_PACKAGES_DIR))) await host.mkdir(INSTALLED_PACKAGES_DIR, { mode: 0o755, parents: true });
       await host.writeFile(`${INSTALLED_PACKAGES_DIR}/${spec.name}`, '', { mode: 0o644, backup: false });
@@ -128,28 +147,112 @@ export const packageType = {
   },
 };
 
-/** A .deb ready to install: a local file checked against its sha256, or a download into the cache, checked first. */
+const cachedDeb = (name: string, sha256: string) => `${DEB_CACHE}/${name}_${sha256}.deb`;
+
+/** The package as dpkg has it now (installed means "ii"), or undefined when dpkg does not know it. */
+async function dpkgStatus(host: HostReader, name: string): Promise<{ installed: boolean; version: string } | undefined> {
+  const result = await host.query(['dpkg-query', '-W', '-f', '${Package}\t${db:Status-Abbrev}\t${Version}\n', name]);
+  return parseDpkgQuery(result.stdout).get(name);
+}
+
+/** apt-get install of a package (name, name=version) or a .deb file; downgrades allowed, as a rollback is one. */
+async function aptInstall(host: Host, spec: PackageSpec, target: string): Promise<void> {
+  await host.run(['apt-get', 'install', '-y', '--no-install-recommends', '--allow-downgrades', ...aptOptions(spec), target], { env: APT_ENV });
+}
+
+/**
+ * Installs; when that fails with a version installed before (an upgrade, a downgrade), puts that version back, from its
+ * cached .deb or apt, and fails saying what is installed now and whether the package's service still runs it.
+ */
+async function installOrPutBack(host: Host, spec: PackageSpec, target: string, current: PackageState | undefined): Promise<void> {
+  const before = await serviceRun(host, spec.service);
+  try {
+    await aptInstall(host, spec, target);
+  } catch (error) {
+    if (!current?.installed || !current.version) throw error;
+    const back = await putBack(host, spec, current as PackageState & { version: string });
+    const runs = back.ok ? await stillRuns(host, spec.service, before) : '';
+    throw new Error(`installing ${target} failed, and ${back.text}${runs}: ${errorMessage(error)}`);
+  }
+}
+
+/** After a failed install: the version installed before, as dpkg left it or installed again; says which. */
+async function putBack(host: Host, spec: PackageSpec, previous: PackageState & { version: string }): Promise<{ ok: boolean; text: string }> {
+  const what = `${spec.name} ${previous.version}`;
+  const now = await dpkgStatus(host, spec.name);
+  if (now?.installed && now.version === previous.version) return { ok: true, text: `${what} is still installed` };
+  const oldDeb = previous.deb && cachedDeb(spec.name, previous.deb);
+  const source = oldDeb && (await host.stat(oldDeb)) ? host.realPath(oldDeb) : `${spec.name}=${previous.version}`;
+  try {
+    await aptInstall(host, spec, source);
+  } catch (error) {
+    const why = errorMessage(error).split('\n')[0];
+    return {
+      ok: false,
+      text: `${what} (installed before) could not be put back from ${source} (${why}); dpkg has ${spec.name} ${now?.version ?? '?'} half-installed`,
+    };
+  }
+  const again = await dpkgStatus(host, spec.name);
+  return again?.installed && again.version === previous.version
+    ? { ok: true, text: `${what} is installed again (put back from ${source})` }
+    : { ok: false, text: `${what} was installed again from ${source}, yet dpkg has ${spec.name} ${again?.version ?? '?'} not fully installed` };
+}
+
+/** A service's state and invocation (systemd's InvocationID changes with every start), when the package names one. */
+async function serviceRun(host: HostReader, service: string | undefined): Promise<{ active: string; invocation: string } | undefined> {
+  if (!service || !host.live) return undefined;
+  const result = await host.query(['systemctl', 'show', '-p', 'ActiveState', '-p', 'InvocationID', service]);
+  const values = Object.fromEntries(result.stdout.split('\n').map((line) => [line.slice(0, line.indexOf('=')), line.slice(line.indexOf('=') + 1)]));
+  return { active: values.ActiveState ?? '', invocation: values.InvocationID ?? '' };
+}
+
+/** " and istio still runs it", or what became of the service during the failed install. */
+async function stillRuns(host: HostReader, service: string | undefined, before: { active: string; invocation: string } | undefined): Promise<string> {
+  const after = await serviceRun(host, service);
+  if (!service || !before || !after) return '';
+  const name = service.replace(/\.service$/, '');
+  if (before.active !== 'active') return ` (${name} was not running)`;
+  if (after.active === 'active' && after.invocation === before.invocation) return ` and ${name} still runs it`;
+  return after.active === 'active' ? `; ${name} was restarted during the failed install` : `; ${name} is ${after.active} now`;
+}
+
+/** A local .deb: there, and of the sha256 required when one is given. */
+async function checkLocalDeb(host: HostReader, file: string, sha256: string | undefined): Promise<void> {
+  if (!(await host.stat(file))) throw new Error(`the .deb ${file} does not exist`);
+  if (sha256) {
+    const got = await fileSha256(host, file);
+    if (got !== sha256) throw new Error(`${file} has sha256 ${got}, not ${sha256}; refusing to install it`);
+  }
+}
+
+/** A .deb ready to install: a local file checked against its sha256, or the cached download (preflight put it there), checked again. */
 async function fetchDeb(host: Host, spec: PackageSpec): Promise<string> {
   const deb = spec.deb!;
   if ('path' in deb) {
-    if (!(await host.stat(deb.path))) throw new Error(`the .deb ${deb.path} does not exist`);
-    if (deb.sha256) await checkSha256(host, deb.path, deb.sha256);
+    await checkLocalDeb(host, deb.path, deb.sha256);
     return deb.path;
   }
-  const cached = `${DEB_CACHE}/${spec.name}_${deb.sha256}.deb`;
-  if (!(await host.stat(cached))) {
-    if (!(await host.stat(DEB_CACHE))) await host.mkdir(DEB_CACHE, { mode: 0o755 });
-    await host.download(deb.url, cached, { sha256: deb.sha256, caFile: deb.caFile });
-  } else {
-    await checkSha256(host, cached, deb.sha256);
-  }
+  const cached = cachedDeb(spec.name, deb.sha256);
+  if ((await host.stat(cached)) && (await fileSha256(host, cached)) === deb.sha256) return cached;
+  await downloadToCache(host, spec);
   return cached;
 }
 
-async function checkSha256(host: HostReader, file: string, want: string): Promise<void> {
+/** Downloads the .deb into the cache (a wrong or corrupt cached copy replaced), recording what it created for preflight. */
+async function downloadToCache(host: Host, spec: PackageSpec, context?: PrepareContext) {
+  const deb = spec.deb as { url: string; sha256: string; caFile?: string | undefined };
+  const cached = cachedDeb(spec.name, deb.sha256);
+  if (context) await context.directory(DEB_CACHE);
+  else if (!(await host.stat(DEB_CACHE))) await host.mkdir(DEB_CACHE, { mode: 0o755, parents: true });
+  const existed = Boolean(await host.stat(cached));
+  const got = await host.download(deb.url, cached, { sha256: deb.sha256, caFile: deb.caFile });
+  if (!existed) context?.created(cached);
+  return got;
+}
+
+async function fileSha256(host: HostReader, file: string): Promise<string | undefined> {
   const result = await host.query(['sha256sum', host.realPath(file)]);
-  const got = result.stdout.split(/\s/)[0];
-  if (got !== want) throw new Error(`${file} has sha256 ${got}, not ${want}; refusing to install it`);
+  return result.exitCode === 0 ? result.stdout.split(/\s/)[0] : undefined;
 }
 
 /** apt-get update only when the package is unknown to apt or the lists are older than the bound. */

@@ -1,42 +1,72 @@
-// Downloads to guest paths: an https URL streamed to a staged file, kept only when its sha256 is the one required.
+// Downloads to guest paths: an https URL streamed to a staged file, kept only when its sha256 is the one required; or only hashed (plan).
 import fs from 'node:fs/promises';
 import type { RootPaths } from './root-paths.ts';
 import { stagedName } from './write.ts';
 
 export interface DownloadOptions {
   sha256: string;
+  /** A guest path: the PEM of the CA the server's certificate chains to (else the system's). */
   caFile?: string | undefined;
   timeoutMs?: number;
 }
 
-export async function downloadTo(paths: RootPaths, url: string, p: string, opts: DownloadOptions): Promise<void> {
+/** What arrived: its sha256 and size. */
+export interface Fetched {
+  sha256: string;
+  bytes: number;
+}
+
+export async function downloadTo(paths: RootPaths, url: string, p: string, opts: DownloadOptions): Promise<Fetched> {
   const target = paths.real(p);
   await paths.assertInside(target);
+  const ca = await readCa(paths, opts.caFile);
   const temp = stagedName(target);
   await fs.rm(temp, { force: true });
   try {
-    const ca = opts.caFile ? await fs.readFile(opts.caFile, 'utf8') : undefined;
-    const got = await fetchToFile(url, temp, { ca, timeoutMs: opts.timeoutMs ?? 300_000 });
-    if (got !== opts.sha256.toLowerCase()) {
-      throw new Error(`the download of ${url} has sha256 ${got}, not the ${opts.sha256} the spec requires; refusing it`);
-    }
+    const { createWriteStream } = await import('node:fs');
+    const got = await fetchThrough(url, { ca, timeoutMs: opts.timeoutMs }, () => createWriteStream(temp, { mode: 0o644, flags: 'wx' }));
+    checkSha256(url, got, opts.sha256);
     await fs.rename(temp, target);
+    return got;
   } finally {
     await fs.rm(temp, { force: true });
   }
 }
 
-/** Streams an https response to a file, returning the sha256 of what arrived. */
-async function fetchToFile(url: string, file: string, opts: { ca: string | undefined; timeoutMs: number }): Promise<string> {
+/** Streams an https URL through sha256 and keeps nothing (plan's preflight): refused like a download when it differs. */
+export async function hashDownload(paths: RootPaths, url: string, opts: DownloadOptions): Promise<Fetched> {
+  const ca = await readCa(paths, opts.caFile);
+  const { Writable } = await import('node:stream');
+  const got = await fetchThrough(url, { ca, timeoutMs: opts.timeoutMs }, () => new Writable({ write: (_chunk, _encoding, done) => done() }));
+  checkSha256(url, got, opts.sha256);
+  return got;
+}
+
+function checkSha256(url: string, got: Fetched, want: string): void {
+  if (got.sha256 !== want.toLowerCase()) throw new Error(`the download of ${url} has sha256 ${got.sha256}, not the ${want} the spec requires; refusing it`);
+}
+
+/** The CA file, read inside the root and checked to be PEM certificates before it is trusted. */
+async function readCa(paths: RootPaths, caFile: string | undefined): Promise<string | undefined> {
+  if (caFile === undefined) return undefined;
+  const text = await fs.readFile(await paths.resolve(caFile), 'utf8').catch((error: NodeJS.ErrnoException) => {
+    throw new Error(`the CA file ${caFile} (caFile) cannot be read: ${error.code ?? error.message}`);
+  });
+  if (!/^-----BEGIN CERTIFICATE-----$/m.test(text)) throw new Error(`the CA file ${caFile} (caFile) holds no PEM certificate (-----BEGIN CERTIFICATE-----)`);
+  return text;
+}
+
+/** Streams an https response into what sink() makes, returning the sha256 and size of what arrived. */
+async function fetchThrough(url: string, opts: { ca: string | undefined; timeoutMs: number | undefined }, sink: () => NodeJS.WritableStream): Promise<Fetched> {
   const { request } = await import('node:https');
   const { createHash } = await import('node:crypto');
-  const { createWriteStream } = await import('node:fs');
   const { pipeline } = await import('node:stream/promises');
+  const timeoutMs = opts.timeoutMs ?? 300_000;
   if (!url.startsWith('https://')) throw new Error(`refusing to download ${url}: only https URLs are allowed`);
   const response = await new Promise<import('node:http').IncomingMessage>((resolve, reject) => {
-    const req = request(url, { ca: opts.ca, timeout: opts.timeoutMs }, resolve);
-    req.on('timeout', () => req.destroy(new Error(`no answer from ${url} within ${opts.timeoutMs / 1000} s`)));
-    req.on('error', reject);
+    const req = request(url, { ca: opts.ca, timeout: timeoutMs }, resolve);
+    req.on('timeout', () => req.destroy(new Error(`no answer from ${url} within ${timeoutMs / 1000} s`)));
+    req.on('error', (error) => reject(new Error(`downloading ${url} failed: ${error.message}`)));
     req.end();
   });
   if (response.statusCode !== 200) {
@@ -44,7 +74,11 @@ async function fetchToFile(url: string, file: string, opts: { ca: string | undef
     throw new Error(`downloading ${url} failed: HTTP ${response.statusCode}`);
   }
   const hash = createHash('sha256');
-  response.on('data', (chunk: Buffer) => hash.update(chunk));
-  await pipeline(response, createWriteStream(file, { mode: 0o644, flags: 'wx' }));
-  return hash.digest('hex');
+  let bytes = 0;
+  response.on('data', (chunk: Buffer) => {
+    hash.update(chunk);
+    bytes += chunk.length;
+  });
+  await pipeline(response, sink());
+  return { sha256: hash.digest('hex'), bytes };
 }

@@ -99,6 +99,17 @@ function refused(t: ExecutionContext, run: Converge, ref: string): string {
   return failed?.error ?? '';
 }
 
+/** Asserts a converge was refused by its preflight (nothing changed, one error line naming the resource); returns the error. */
+function refusedInPreflight(t: ExecutionContext, run: Converge, ref: string): string {
+  t.is(run.exitCode, 1, run.stderr);
+  t.is(run.report.outcome, 'failed');
+  t.deepEqual(run.changed, [], 'nothing changed');
+  const error = (run.report as unknown as { error?: string }).error ?? '';
+  t.true(error.startsWith(`preflight: ${ref} `), error);
+  t.is(run.stderr.trim().split('\n').length, 1, run.stderr);
+  return error;
+}
+
 async function out(guest: Guest, argv: string[]): Promise<string> {
   return (await guest.exec(argv, { check: true })).stdout.trim();
 }
@@ -421,15 +432,15 @@ guestTest(
     converged(t, await converge(guest, packages('present')), [], [], 'second converge');
     t.is(https.requests.length, 1, 'nothing downloaded when nothing changed');
 
-    // A wrong checksum, local or downloaded: refused before dpkg sees the file; nothing installed, nothing cached.
+    // A wrong checksum, local or downloaded: refused in preflight, before anything changes; nothing installed, nothing cached.
     const wrong = 'f'.repeat(64);
-    const fromPath = refused(
+    const fromPath = refusedInPreflight(
       t,
       await converge(guest, system({ packages: [{ name: 'meshvm-test-other', deb: { path: `/srv/debs/${path.basename(other.file)}`, sha256: wrong } }] })),
       'package[meshvm-test-other]',
     );
     t.regex(fromPath, new RegExp(`has sha256 ${other.sha256}, not ${wrong}; refusing to install it`));
-    const fromUrl = refused(
+    const fromUrl = refusedInPreflight(
       t,
       await converge(
         guest,
