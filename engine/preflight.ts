@@ -39,7 +39,7 @@ export async function preflight(declared: readonly Declared[], options: Prefligh
       const missing: string[] = [];
       for (let p = path.posix.resolve(dir); p !== '/' && !(await host.stat(p)); p = path.posix.dirname(p)) missing.unshift(p);
       for (const p of missing) {
-        await host.mkdir(p, { mode: 0o755 });
+        await host.mkdir(p, { mode: 0o755, parents: false }); // one that appeared meanwhile is an error, never recorded as ours
         created.push(p);
       }
     },

@@ -2,7 +2,7 @@
 import { z } from 'zod';
 import { defineResource, hasChanges, type Changes, type PrepareContext } from '../engine/resource.ts';
 import type { Host, HostReader } from '../engine/host.ts';
-import { errorMessage } from '../engine/errors.ts';
+import { CommandError, errorMessage } from '../engine/errors.ts';
 import { INSTALLED_DEBS_DIR, INSTALLED_PACKAGES_DIR } from '../engine/state-paths.ts';
 import { unitName } from './systemd.ts';
 
@@ -157,7 +157,18 @@ async function dpkgStatus(host: HostReader, name: string): Promise<{ installed: 
 
 /** apt-get install of a package (name, name=version) or a .deb file; downgrades allowed, as a rollback is one. */
 async function aptInstall(host: Host, spec: PackageSpec, target: string): Promise<void> {
-  await host.run(['apt-get', 'install', '-y', '--no-install-recommends', '--allow-downgrades', ...aptOptions(spec), target], { env: APT_ENV });
+  const argv = ['apt-get', 'install', '-y', '--no-install-recommends', '--allow-downgrades', ...aptOptions(spec), target];
+  const result = await host.run(argv, { env: APT_ENV, allowFailure: true });
+  if (result.exitCode !== 0) throw new CommandError(argv, result.exitCode, dpkgErrors(`${result.stdout}\n${result.stderr}`));
+}
+
+/** What dpkg and apt said went wrong (apt prints dpkg's errors on stdout): their error lines and the lines they indent (pure). */
+export function dpkgErrors(output: string): string {
+  const lines = output.split('\n');
+  const picked = lines.filter(
+    (line, i) => /^(dpkg: error|E: |Errors were encountered)/.test(line) || (/^\s/.test(line) && /^(dpkg: error|Errors were)/.test(lines[i - 1] ?? '')),
+  );
+  return (picked.length ? picked : lines.filter(Boolean).slice(-8)).join('\n');
 }
 
 /**
