@@ -12,6 +12,7 @@ import { ENVOY_DIR } from './cluster-env.ts';
 import { clusterAttribute, cluster } from './cluster.ts';
 import { dnsmasqRestart, flow, proxyUser, sidecarServiceSpecs, workload, type Workload } from './mesh.ts';
 import { SidecarService } from './sidecar-services.ts';
+import { joinedByMeshvm } from './undo.ts';
 
 /** iptables: istio-start.sh installs Istio's nat rules; none: no rules, the Sidecar object binds the proxy's listeners instead. */
 export const interceptionMode = z.enum(['iptables', 'none']).default('iptables');
@@ -119,7 +120,26 @@ export const interception = defineRecipe({
       throw new Error("the interception recipe knows the rules of Istio 1.5 and later (the istiod flow); the classic flow's sidecars wrote others");
     return a.interception === 'none' ? withoutIptables(ctx, a) : iptablesCheck(ctx, a);
   },
+  /** The ISTIO chains a stopped sidecar left (its ExecStopPost removes them; a crash or a kill does not), on a machine meshvm converged. */
+  async undo(a, ctx) {
+    if (a.flow !== 'istiod' || !(await joinedByMeshvm(ctx))) return [];
+    return [removeLeftoverChains(ctx)];
+  },
 });
+
+/** Removes the ISTIO_* chains and the jumps into them, when any are there (the running kernel's: only on the live system). */
+function removeLeftoverChains(ctx: RecipeContext) {
+  return (
+    ctx.host.live &&
+    Execute({
+      name: 'remove leftover ISTIO iptables chains',
+      shell: true,
+      script: REMOVE_ISTIO_CHAINS,
+      onlyIf: ['sh', '-c', HAS_ISTIO_CHAINS],
+      timeoutSeconds: 30,
+    })
+  );
+}
 
 async function iptablesCheck(ctx: RecipeContext, a: InterceptionAttributes) {
   // the rules live in the running kernel: nothing to check under --root, and nothing to restart without sidecar-services
@@ -178,14 +198,6 @@ function withoutIptables(ctx: RecipeContext, a: InterceptionAttributes) {
     }),
     // dnsmasq answers from /etc/hosts: it restarts when the block changes (when the dns recipe manages it)
     ManagedBlock({ path: '/etc/hosts', name: 'mesh-services', lines: meshHostsLines(a) }, dnsmasqRestart(ctx)),
-    // chains in the running kernel: only on the live system
-    ctx.host.live &&
-      Execute({
-        name: 'remove leftover ISTIO iptables chains',
-        shell: true,
-        script: REMOVE_ISTIO_CHAINS,
-        onlyIf: ['sh', '-c', HAS_ISTIO_CHAINS],
-        timeoutSeconds: 30,
-      }),
+    removeLeftoverChains(ctx),
   ];
 }
