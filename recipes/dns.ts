@@ -134,14 +134,7 @@ export const dns = defineRecipe({
       ...declared,
       DnsmasqConfig({ path: dnsmasqConfig(a), listenAddresses: [a.dnsmasq.listenAddress], bindInterfaces: true, upstream }, notify),
       dnsmasq,
-      managed &&
-        ResolvConf({
-          nameservers: [a.dnsmasq.listenAddress],
-          search: a.search,
-          routeDomains: [...new Set(['cluster.local', a.clusterDomain, a.systemNamespace])],
-          manage: a.resolver as 'auto' | 'resolved' | 'file',
-          upstream: { file: UPSTREAM_FILE, ...(a.dnsmasq.upstreamServers && { servers: a.dnsmasq.upstreamServers }) },
-        }),
+      managed && ResolvConf(resolverSpec(a)),
     ];
   },
   /**
@@ -156,6 +149,8 @@ export const dns = defineRecipe({
       : Service({ name: DNSMASQ_SERVICE.name, refresh: 'try-restart' });
     const notify = a.dnsmasq.manage && !installed ? { notifies: dnsmasq } : {};
     return [
+      // the resolver first: back to what the machine had before meshvm (byte for byte where meshvm replaced a file)
+      a.dnsmasq.manage && a.resolver !== 'none' && ResolvConf({ ...resolverSpec(a), ensure: 'absent' }),
       ...(await removeOwnFiles(ctx, [a.configFile, dnsmasqConfig(a)], notify)),
       ctx.purge && Directory({ path: dirOf(a.configFile), ensure: 'absent' }),
       a.dnsmasq.manage && dnsmasq,
@@ -163,6 +158,17 @@ export const dns = defineRecipe({
     ];
   },
 });
+
+/** The resolver pointed at dnsmasq, as declare sets it and undo takes it back. */
+function resolverSpec(a: DnsAttributes) {
+  return {
+    nameservers: [a.dnsmasq.listenAddress],
+    search: a.search,
+    routeDomains: [...new Set(['cluster.local', a.clusterDomain, a.systemNamespace])],
+    manage: a.resolver as 'auto' | 'resolved' | 'file',
+    upstream: { file: UPSTREAM_FILE, ...(a.dnsmasq.upstreamServers && { servers: a.dnsmasq.upstreamServers }) },
+  };
+}
 
 const dirOf = (file: string) => file.slice(0, file.lastIndexOf('/')) || '/';
 /** meshvm's own dnsmasq settings, beside the kubedns drop-in. */

@@ -9,6 +9,7 @@ import { chooseStrategy, detectResolverOwner, parseResolvConf, readResolverFacts
 import { canonicalIp, MARKER, parseNameserver, resolvConfSpec, type ResolvConfSpec } from './spec.ts';
 import { Symlink } from '../symlink.ts';
 import { checkFits, layout, renderResolverFiles, RESOLVCONF_BASE, type ResolverStrategy } from './strategies.ts';
+import { keptOriginal, ORIGINALS_DIR, originalRecord, readOriginal, renderOriginal, SHARED_PATHS, type Original } from './original.ts';
 
 export * from './spec.ts';
 export * from './detect.ts';
@@ -17,10 +18,15 @@ export { renderResolverFiles, type ResolverStrategy } from './strategies.ts';
 /** What current() read: the strategy for this host (detected once, here), and whether meshvm wrote resolvconf's base file. */
 export interface ResolvConfFacts {
   strategy: ResolverStrategy;
-  /** Content of the files the strategy may remove (only meshvm's own are removed). */
+  /** Content of the files the strategy may remove (only meshvm's own are removed); with ensure absent, of every file of the strategy. */
   files: Record<string, string | undefined>;
   /** What the upstream file should be: a link (resolved's uplink list) or the servers kept. */
   upstream?: { link: string } | { content: string };
+  /** Present: what the files meshvm is about to replace hold, kept (once) before they are replaced. */
+  toKeep: Record<string, Original>;
+  /** Absent: the originals kept, to put back; and whether the upstream file is meshvm's. */
+  kept: Record<string, { original: Original; from: 'record' | 'backup' }>;
+  upstreamOwn?: boolean;
 }
 
 const RESOLVED_UPLINKS = '/run/systemd/resolve/resolv.conf';
@@ -70,14 +76,21 @@ export const resolvConfType = {
         ? undefined
         : 'systemd is not running here (no /run/systemd/system); the change takes effect when the service next starts';
     const strategy: ResolverStrategy = { kind, owner, dhclient: facts.has.includes('dhclient'), notLive, noSystemd };
+    if (spec.ensure === 'absent') return readForUndo(host, spec, strategy);
     checkFits(spec, strategy);
     const files: Record<string, string | undefined> = {};
+    const toKeep: Record<string, Original> = {};
     for (const p of layout(spec, strategy).paths) {
       const stat = await host.stat(p);
       if (stat && stat.type !== 'file' && stat.type !== 'symlink') throw new Error(`${p} is a ${stat.type}, not a file; move it away`);
       if (p === RESOLVCONF_BASE) files[p] = stat?.type === 'file' ? await host.readFile(p) : undefined;
+      // a file the machine had before meshvm: kept on the first replacement, so offboarding can put it back
+      if (SHARED_PATHS.has(p) && !(await host.stat(originalRecord(p)))) {
+        const found = await readOriginal(host, p);
+        if (found) toKeep[p] = found;
+      }
     }
-    return { strategy, files, upstream: await readUpstream(host, spec, strategy, facts.resolvConf.content) };
+    return { strategy, files, toKeep, kept: {}, upstream: await readUpstream(host, spec, strategy, facts.resolvConf.content) };
   },
 
   /** Its state is its files'; the strategy is decided, not compared. */
@@ -86,10 +99,12 @@ export const resolvConfType = {
   /** The strategy's files in order (their directories first), the service told after the file it reads. */
   children(spec: ResolvConfSpec, facts: ResolvConfFacts | undefined): (Declaration | Action)[] {
     if (!facts) throw new Error('the resolver was not read');
+    if (spec.ensure === 'absent') return undoParts(spec, facts);
     const { strategy } = facts;
     const desired = renderResolverFiles(spec, strategy, facts.files);
     const { paths, action } = layout(spec, strategy);
     const parts: (Declaration | Action)[] = [];
+    let keeping = false;
     // the upstream list first: the forwarder must know where other names go before the resolver sends it everything
     if (spec.upstream && facts.upstream) {
       const file = spec.upstream.file;
@@ -108,19 +123,79 @@ export const resolvConfType = {
       } else {
         const dir = path.posix.dirname(p);
         if (dir !== '/etc') parts.push(Directory({ path: dir }));
+        const found = facts.toKeep[p];
+        if (found) {
+          if (!keeping) parts.push(Directory({ path: ORIGINALS_DIR, mode: 0o700 }));
+          keeping = true;
+          parts.push(File({ path: originalRecord(p), content: renderOriginal(found), mode: 0o600, owner: 'root', group: 'root', backup: false }));
+        }
         parts.push(File({ path: p, content, mode: 0o644, owner: 'root', group: 'root' }));
       }
-      if (action && p === action.after) {
-        const skip = strategy.notLive ?? (action.needsSystemd ? strategy.noSystemd : undefined);
-        parts.push({
-          action: `${action.service} (\`${action.argv.join(' ')}\`)`,
-          ...(skip && { skip }),
-          run: async (host: Host) => void (await host.run(action.argv)),
-        });
-      }
+      if (action && p === action.after) parts.push(serviceAction(action, strategy));
     }
     return parts;
   },
 };
+
+/** The owner told of the change (restart resolved, reload NetworkManager, resolvconf -u), or why not here. */
+function serviceAction(action: NonNullable<ReturnType<typeof layout>['action']>, strategy: ResolverStrategy): Action {
+  const skip = strategy.notLive ?? (action.needsSystemd ? strategy.noSystemd : undefined);
+  return {
+    action: `${action.service} (\`${action.argv.join(' ')}\`)`,
+    ...(skip && { skip }),
+    run: async (host: Host) => void (await host.run(action.argv)),
+  };
+}
+
+/** For the undo: each file of the strategy as it is, the originals kept, whether the upstream file is meshvm's. */
+async function readForUndo(host: HostReader, spec: ResolvConfSpec, strategy: ResolverStrategy): Promise<ResolvConfFacts> {
+  const files: Record<string, string | undefined> = {};
+  const kept: ResolvConfFacts['kept'] = {};
+  for (const p of layout(spec, strategy).paths) {
+    files[p] = (await host.stat(p))?.type === 'file' ? await host.readFile(p) : undefined;
+    if (!SHARED_PATHS.has(p)) continue;
+    const found = await keptOriginal(host, p);
+    if (found) kept[p] = found;
+  }
+  let upstreamOwn = false;
+  if (spec.upstream) {
+    const stat = await host.stat(spec.upstream.file);
+    upstreamOwn =
+      stat?.type === 'symlink'
+        ? (await host.readLink(spec.upstream.file)) === RESOLVED_UPLINKS
+        : stat?.type === 'file' && ((await host.readFile(spec.upstream.file)) ?? '').startsWith(UPSTREAM_HEADER);
+  }
+  return { strategy, files, toKeep: {}, kept, upstreamOwn };
+}
+
+/**
+ * The undo, last file first: each file meshvm replaced put back as it was (where it still holds meshvm's text; one someone
+ * rewrote since is theirs), its record dropped; meshvm's drop-ins and hook removed; the owner told; the upstream file removed.
+ */
+function undoParts(spec: ResolvConfSpec, facts: ResolvConfFacts): (Declaration | Action)[] {
+  const { paths, action } = layout(spec, facts.strategy);
+  const parts: (Declaration | Action)[] = [];
+  for (const p of [...paths].reverse()) {
+    const mine = facts.files[p]?.startsWith(MARKER) ?? false;
+    const kept = facts.kept[p];
+    if (!SHARED_PATHS.has(p)) {
+      // meshvm's drop-in or hook, and the directory it made for it, once nothing else is in it
+      if (mine) parts.push(File({ path: p, ensure: 'absent' }), Directory({ path: path.posix.dirname(p), ensure: 'absent' }));
+      continue;
+    }
+    if (mine && kept) parts.push(restoreOriginal(p, kept.original));
+    if (kept?.from === 'record') parts.push(File({ path: originalRecord(p), ensure: 'absent' }));
+  }
+  if (action) parts.push(serviceAction(action, facts.strategy));
+  if (Object.values(facts.kept).some((k) => k.from === 'record')) parts.push(Directory({ path: ORIGINALS_DIR, ensure: 'absent' }));
+  if (spec.upstream && facts.upstreamOwn) parts.push(File({ path: spec.upstream.file, ensure: 'absent' }));
+  return parts;
+}
+
+function restoreOriginal(p: string, found: Original): Declaration {
+  if (found.type === 'symlink') return Symlink({ path: p, target: found.target });
+  if (found.type === 'missing') return File({ path: p, ensure: 'absent' });
+  return File({ path: p, content: found.content, mode: found.mode, owner: found.owner, group: found.group });
+}
 
 export const ResolvConf = defineResource(resolvConfType);

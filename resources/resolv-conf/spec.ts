@@ -77,6 +77,12 @@ export const resolvConfSpec = z.strictObject({
    * /etc/resolv.conf had before meshvm, saved on the first run and kept after.
    */
   upstream: z.strictObject({ file: guestPath, servers: unique(ipAddress).min(1).optional() }).optional(),
+  /**
+   * absent: undo it. meshvm's drop-ins, hook and upstream file removed; each file it replaced (/etc/resolv.conf,
+   * resolvconf's head and base) put back as it was before meshvm, byte for byte (kept on the first replacement), then the
+   * owner told, as when it was set.
+   */
+  ensure: z.enum(['present', 'absent']).default('present'),
 });
 export type ResolvConfSpec = z.output<typeof resolvConfSpec>;
 
