@@ -28,6 +28,7 @@ export const TOOLS: Record<string, string> = {
   mmdebstrap: 'mmdebstrap',
   'systemd-nspawn': 'systemd-container',
   'dpkg-deb': 'dpkg',
+  rpmbuild: 'rpm', // npm run package builds the .rpm with it (scripts/package.ts)
   openssl: 'openssl',
   objcopy: 'binutils', // the build drops the node binary's annobin notes with it (scripts/build.ts)
 };
