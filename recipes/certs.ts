@@ -46,6 +46,10 @@ const fromFiles = z.strictObject({
   key: z.string().optional(),
 });
 
+const pemText = z.string().refine((v) => v.includes('-----BEGIN '), 'expected PEM text (a -----BEGIN line)');
+/** The PEM text itself, in the runlist (the demo's throwaway certificates: a runlist that works wherever it is copied). */
+const fromPem = z.strictObject({ from: z.literal('pem'), rootCert: pemText, certChain: pemText.optional(), key: pemText.optional() });
+
 /** An IP address, or a DNS name resolved at each converge. */
 const address = z.string().refine((v) => isIP(v) !== 0 || dnsName.safeParse(v).success, 'expected an IP address or a DNS name');
 /** A DNS server: ip, ip:port or [ipv6]:port. */
@@ -58,8 +62,8 @@ export const certs = defineRecipe({
   description: 'Certificates and the workload token where the sidecar reads them, owned by istio-proxy, keys and tokens readable by it alone.',
   attributes: z.strictObject({
     flow,
-    /** Classic: the cluster's istio.<serviceAccount> Secret, or PEM files. */
-    source: z.union([z.strictObject({ from: z.literal('cluster') }), fromFiles]).default({ from: 'cluster' }),
+    /** Classic: the cluster's istio.<serviceAccount> Secret, PEM files, or the PEM text itself. */
+    source: z.union([z.strictObject({ from: z.literal('cluster') }), fromFiles, fromPem]).default({ from: 'cluster' }),
     /** Classic: where the istio.<serviceAccount> Secret lives. */
     namespace: namespaceName.optional(),
     serviceAccount: serviceAccountName.optional(),
@@ -92,7 +96,8 @@ export const certs = defineRecipe({
     const restart = sidecarRestart(ctx, a.flow);
     const dir = Directory({ path: a.dir, mode: 0o755, ...owner });
     if (a.flow === 'classic') {
-      const pems = a.source.from === 'files' ? await readPemFiles(a.source, ctx) : await clusterPems(ctx, a);
+      const pems =
+        a.source.from === 'files' ? await readPemFiles(a.source, ctx) : a.source.from === 'pem' ? await inlinePems(a.source) : await clusterPems(ctx, a);
       const files = certFiles(a);
       return [
         dir,
@@ -184,6 +189,11 @@ async function readPemFiles(source: z.output<typeof fromFiles>, ctx: RecipeConte
     certChain: source.certChain === undefined ? undefined : await read(source.certChain, 'certificate chain'),
     key,
   };
+}
+
+async function inlinePems(source: z.output<typeof fromPem>) {
+  if (source.key !== undefined) (await import('../engine/secrets.ts')).secrets.add(source.key);
+  return source;
 }
 
 async function clusterPems(
