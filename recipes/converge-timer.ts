@@ -1,7 +1,7 @@
 // Recipe converge-timer: meshvm's own units: a boot converge ordered before the sidecar, and a timer re-converging every
 // half hour with a splay across the fleet.
 import { z } from 'zod';
-import { defineRecipe } from '../engine/recipe.ts';
+import { defineRecipe, type RecipeContext } from '../engine/recipe.ts';
 import { Service } from '../resources/service.ts';
 import { SystemdUnit, type systemdUnitSpec, unitPath } from '../resources/systemd-unit.ts';
 import { ownFiles } from './undo.ts';
@@ -14,26 +14,42 @@ type SystemdUnitInput = z.input<typeof systemdUnitSpec>;
 /** The boot converge: what lives on tmpfs (the istio-token) is back before the sidecar starts. */
 export const BOOT_UNIT = 'meshvm-boot.service';
 
+/** The .deb and .rpm (npm run package) ship the three units here, running the packaged executable. */
+export const PACKAGE_UNIT_DIR = '/usr/lib/systemd/system';
+export const PACKAGE_COMMAND = '/usr/bin/meshvm converge /etc/meshvm/runlist.yaml';
+const LOCAL_COMMAND = '/usr/local/bin/meshvm converge /etc/meshvm/runlist.yaml';
+const PACKAGE_TIMING = { onBootSec: '2min', every: '30min', splay: '5min', bootTimeout: '90s' } as const;
+
 export const convergeTimer = defineRecipe({
   name: 'converge-timer',
   description:
     'meshvm-boot.service (a converge at boot, before the sidecar starts, bounded), meshvm.service (oneshot converge) and meshvm.timer (OnBootSec, OnUnitActiveSec, RandomizedDelaySec), enabled.',
   attributes: z.strictObject({
     flow,
-    /** The converge the timer runs (argv joined with spaces; systemd splits it). */
-    command: z.string().default('/usr/local/bin/meshvm converge /etc/meshvm/runlist.yaml'),
-    onBootSec: duration.default('2min'),
-    every: duration.default('30min'),
+    /**
+     * The converge the timer runs (argv joined with spaces; systemd splits it). Default: the packaged executable
+     * (/usr/bin/meshvm) where the package is installed, else /usr/local/bin/meshvm.
+     */
+    command: z.string().optional(),
+    /**
+     * auto: where the meshvm package's units are installed (/usr/lib/systemd/system) and command and timings are the
+     * package's, only enable them; otherwise write the units to /etc/systemd/system (which override the package's).
+     */
+    units: z.enum(['auto', 'package', 'write']).default('auto'),
+    onBootSec: duration.default(PACKAGE_TIMING.onBootSec),
+    every: duration.default(PACKAGE_TIMING.every),
     /** Splay: each run is delayed by a random time up to this, so a fleet does not converge at once. */
-    splay: duration.default('5min'),
+    splay: duration.default(PACKAGE_TIMING.splay),
     /**
      * How long the boot converge may hold the sidecar's start: a control plane that does not answer must not hold the
      * boot; the sidecar then starts anyway, and the timer completes the converge later.
      */
-    bootTimeout: duration.default('90s'),
+    bootTimeout: duration.default(PACKAGE_TIMING.bootTimeout),
   }),
-  declare: (a) => {
-    const [service, timer, boot] = units(a);
+  declare: async (a, ctx) => {
+    if (await packageUnits(a, ctx)) return [Service({ name: 'meshvm.timer', enabled: true, running: true }), Service({ name: BOOT_UNIT, enabled: true })];
+    const command = a.command ?? ((await ctx.host.stat('/usr/bin/meshvm')) ? PACKAGE_COMMAND : LOCAL_COMMAND);
+    const [service, timer, boot] = units({ ...a, command });
     return [
       SystemdUnit(service),
       SystemdUnit(timer),
@@ -45,20 +61,32 @@ export const convergeTimer = defineRecipe({
   },
   /** The timer stopped and both disabled, then the unit files removed and systemd reloaded: those that carry meshvm's marker. */
   undo: async (a, ctx) => {
-    const own = await ownFiles(ctx, units(a).map(unitPath));
+    if (await packageUnits(a, ctx)) return [Service({ name: 'meshvm.timer', enabled: false, running: false }), Service({ name: BOOT_UNIT, enabled: false })];
+    const written = units({ ...a, command: a.command ?? LOCAL_COMMAND });
+    const own = await ownFiles(ctx, written.map(unitPath));
     const isOwn = (name: string) => own.includes(unitPath({ name }));
     return [
       isOwn('meshvm.timer') && Service({ name: 'meshvm.timer', enabled: false, running: false }),
       isOwn(BOOT_UNIT) && Service({ name: BOOT_UNIT, enabled: false }),
-      ...units(a)
-        .filter((unit) => own.includes(unitPath(unit)))
-        .map((unit) => SystemdUnit({ ...unit, ensure: 'absent' })),
+      ...written.filter((unit) => own.includes(unitPath(unit))).map((unit) => SystemdUnit({ ...unit, ensure: 'absent' })),
     ];
   },
 });
 
-/** meshvm's three units, as declare writes them and undo removes them. */
-function units(a: {
+/** Whether the meshvm package's units are the ones to use: asked for, or (auto) installed and the values are the package's. */
+async function packageUnits(
+  a: { units: 'auto' | 'package' | 'write'; command?: string | undefined } & Record<keyof typeof PACKAGE_TIMING, string>,
+  ctx: RecipeContext,
+) {
+  if (a.units !== 'auto') return a.units === 'package';
+  const asPackaged =
+    (a.command ?? PACKAGE_COMMAND) === PACKAGE_COMMAND &&
+    Object.entries(PACKAGE_TIMING).every(([key, value]) => a[key as keyof typeof PACKAGE_TIMING] === value);
+  return asPackaged && (await ctx.host.stat(`${PACKAGE_UNIT_DIR}/meshvm.timer`)) !== undefined;
+}
+
+/** meshvm's three units, as declare writes them and undo removes them (and as the package ships them, with PACKAGE_COMMAND and the default timings). */
+export function units(a: {
   command: string;
   onBootSec: string;
   every: string;
