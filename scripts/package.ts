@@ -57,6 +57,7 @@ const POSTINST = 'if [ -d /run/systemd/system ]; then systemctl daemon-reload ||
 const PRERM = 'systemctl --no-reload disable --now meshvm.timer meshvm-boot.service >/dev/null 2>&1 || true';
 
 async function stage(tree: string, files: readonly PackageFile[]): Promise<void> {
+  await fs.mkdir(tree, { recursive: true });
   await fs.chmod(tree, 0o755); // mkdtemp made it 0700: it is the package's /
   for (const file of files) {
     const target = path.join(tree, file.path);
