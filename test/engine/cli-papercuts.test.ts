@@ -70,13 +70,26 @@ test('a converge that fails on a bad runlist leaves no lock file, no run/ and no
   await t.throwsAsync(fs.access(root), undefined, 'the root it would have created is not there');
 });
 
-test('a converge that fails while planning (the demo copied elsewhere: its certificates are not beside it) leaves the root as it was', async (t) => {
+test('the demo copied elsewhere converges (its certificates are written out in it)', async (t) => {
   // `meshvm runlist demo > demo.yaml && meshvm converge demo.yaml`, from another directory
   const dir = await scratchRoot(t, 'meshvm-runlists-');
   const printed = await meshvm(['runlist', 'demo']);
   t.is(printed.exitCode, 0, printed.stderr);
   t.false(printed.stdout.includes('yaml-language-server'), 'the schema line (relative to the source tree) is not printed');
   const copy = await writeRunlist(dir, 'demo.yaml', printed.stdout);
+  const root = await freshRoot(t);
+  const result = await meshvm(['converge', copy, '--root', root], { cwd: dir });
+  t.is(result.exitCode, 0, result.stderr);
+  t.regex(await fs.readFile(path.join(root, 'etc/certs/root-cert.pem'), 'utf8'), /-----BEGIN CERTIFICATE-----/);
+});
+
+test('a converge that fails while planning (certificate files not beside the runlist) leaves the root as it was', async (t) => {
+  const dir = await scratchRoot(t, 'meshvm-runlists-');
+  const copy = await writeRunlist(
+    dir,
+    'certs.yaml',
+    'name: certs\nattributes: { flow: classic }\nrecipes:\n  - recipe: istio-proxy-user\n  - recipe: certs\n    attributes: { source: { from: files, rootCert: ../examples/demo-certs/root-cert.pem, key: ../examples/demo-certs/key.pem } }\n',
+  );
   const root = await scratchRoot(t);
   const before = await snapshot(root);
   const result = await meshvm(['converge', copy, '--root', root], { cwd: dir });
