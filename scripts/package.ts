@@ -8,8 +8,8 @@ import { parseArgs } from 'node:util';
 import { gzipSync } from 'node:zlib';
 import { $ } from 'zx';
 import pkg from '../package.json' with { type: 'json' };
-import { PACKAGE_COMMAND, PACKAGE_UNIT_DIR, writeUnits } from '../recipes/converge-timer.ts';
-import { renderUnit, type SystemdUnitSpec } from '../resources/systemd-unit.ts';
+import { PACKAGE_COMMAND, PACKAGE_UNIT_DIR, units } from '../recipes/converge-timer.ts';
+import { renderUnit } from '../resources/systemd-unit.ts';
 
 $.quiet = true;
 
@@ -30,13 +30,8 @@ export interface PackageFile {
 
 /** The packaged units: what the converge-timer recipe writes with the package's command, ordered before either flow's sidecar. */
 export function packageUnits(): Record<string, string> {
-  const units = writeUnits({ command: PACKAGE_COMMAND, flow: 'classic', onBootSec: '2min', every: '30min', splay: '5min', bootTimeout: '90s' });
-  return Object.fromEntries(
-    units.map((unit) => {
-      const spec = unit.spec as SystemdUnitSpec;
-      return [spec.name, renderUnit(spec.sections ?? {}).replace(/^# Managed by meshvm[^\n]*/, UNIT_HEADER)];
-    }),
-  );
+  const specs = units({ command: PACKAGE_COMMAND, flow: 'classic', onBootSec: '2min', every: '30min', splay: '5min', bootTimeout: '90s' });
+  return Object.fromEntries(specs.map((spec) => [spec.name, renderUnit(spec.sections ?? {}).replace(/^# Managed by meshvm[^\n]*/, UNIT_HEADER)]));
 }
 
 export async function packageFiles(executable: string): Promise<PackageFile[]> {
