@@ -143,7 +143,7 @@ export async function main(argv: readonly string[], options: CliOptions, io: Cli
         litter.push(root);
       }
       litter.push(...(await missingPaths(host.realPath(LOCK_FILE), root)));
-      lock = await acquireLock(host.realPath(LOCK_FILE), {
+      lock = await acquireLock(host.root, LOCK_FILE, {
         waitSeconds: lockWait,
         command: `meshvm ${command} ${runlistFile}`,
         onWait: (holder) =>

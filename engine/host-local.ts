@@ -1,4 +1,4 @@
-// localHost: the Host for this machine, every guest path under a root; composes engine/host/ (paths, reads, writes, commands, downloads).
+// localHost: the Host for this machine, every guest path under a root; composes engine/host/ (paths, reads, the safe walk of writes, commands, downloads).
 import path from 'node:path';
 import type { Host } from './host.ts';
 import { downloadTo, hashDownload } from './host/download.ts';
@@ -7,6 +7,7 @@ import { factCache } from './host/facts.ts';
 import { rootOwners } from './host/owners.ts';
 import { listDirOf, readLinkOf, readText, statOf } from './host/read.ts';
 import { rootPaths } from './host/root-paths.ts';
+import { safeRoot } from './host/safe-path.ts';
 import { chmodPath, chownPath, makeDirectory, removePath, replaceSymlink, writeFileAtomic } from './host/write.ts';
 
 export interface LocalHostOptions {
@@ -25,7 +26,8 @@ export function localHost(options: LocalHostOptions = {}): Host {
   const paths = rootPaths(root, facts.memo);
   const readFile = (p: string) => readText(paths, p);
   const owners = rootOwners(readFile, facts.memo);
-  const place = { paths, owners };
+  const safe = safeRoot(root);
+  const place = { safe, owners };
   const commands = { paths, netns, onCommand: options.onCommand };
 
   /** Runs something that changes the machine; every fact is forgotten afterwards, even when it failed half-way. */
@@ -56,11 +58,11 @@ export function localHost(options: LocalHostOptions = {}): Host {
     },
     writeFile: (p, content, opts) => changing(() => writeFileAtomic(place, p, content, opts)),
     mkdir: (p, opts) => changing(() => makeDirectory(place, p, opts)),
-    remove: (p) => changing(() => removePath(paths, p)),
-    chmod: (p, mode) => changing(() => chmodPath(paths, p, mode)),
+    remove: (p) => changing(() => removePath(safe, p)),
+    chmod: (p, mode) => changing(() => chmodPath(place, p, mode)),
     chown: (p, to) => changing(() => chownPath(place, p, to)),
-    symlink: (target, p) => changing(() => replaceSymlink(paths, target, p)),
-    download: (url, p, opts) => changing(() => downloadTo(paths, url, p, opts)),
+    symlink: (target, p) => changing(() => replaceSymlink(safe, target, p)),
+    download: (url, p, opts) => changing(() => downloadTo({ paths, safe }, url, p, opts)),
     hashDownload: (url, opts) => hashDownload(paths, url, opts),
   };
 }

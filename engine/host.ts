@@ -93,6 +93,8 @@ export interface WriteOptions {
   verify?: (stagedPath: string) => Promise<void>;
   /** Keep the replaced file under /var/lib/meshvm/backup (default true). */
   backup?: boolean;
+  /** The content is a secret: no backup of the replaced file is kept, and those kept before are removed. */
+  sensitive?: boolean;
 }
 
 export interface MkdirOptions {
@@ -103,11 +105,17 @@ export interface MkdirOptions {
 }
 
 export interface Host extends HostReader {
-  /** Atomic: temp file beside the target, owner and mode set first, fsync, rename. */
+  /**
+   * Every change below reaches its path by one safe walk (engine/host/safe-path.ts): links followed inside the root,
+   * and only in directories root owns; a link an unprivileged account controls is refused, naming the path.
+   * writeFile is atomic: a temp file beside the target (0600, its owner, the content, fsync, its mode), then rename.
+   */
   writeFile(path: string, content: string, opts?: WriteOptions): Promise<void>;
   mkdir(path: string, opts?: MkdirOptions): Promise<void>;
   remove(path: string): Promise<void>;
+  /** fchmod on the file or directory itself, opened without following a link (a link there is refused). */
   chmod(path: string, mode: number): Promise<void>;
+  /** fchown on the file or directory itself, as chmod. */
   chown(path: string, to: { owner?: string | undefined; group?: string | undefined }): Promise<void>;
   symlink(target: string, path: string): Promise<void>;
   /** Fetches an https URL to a file atomically; refused (nothing written) when its sha256 differs. */

@@ -1,8 +1,10 @@
-// The run lock shared by every way meshvm starts (cloud-init, Terraform, the timer, by hand): a kernel flock on /run/meshvm.lock.
+// The run lock shared by every way meshvm starts (cloud-init, Terraform, the timer, by hand): a kernel flock on /run/meshvm.lock, opened by the safe walk.
 import { spawn, type ChildProcess } from 'node:child_process';
-import fs from 'node:fs/promises';
+import { constants as fsc } from 'node:fs';
+import fs, { type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { LockBusyError } from './errors.ts';
+import { failure, safeRoot, UnsafePathError } from './host/safe-path.ts';
 
 export { LOCK_FILE } from './state-paths.ts';
 const BUSY = 75;
@@ -18,30 +20,36 @@ export interface RunLock {
 }
 
 /**
- * Takes the lock through flock(1), which holds it for us: the kernel drops it the moment this process dies, even by
- * SIGKILL (flock's child `cat` sees its stdin close), so a killed run never leaves a stale lock behind. The holder's
- * pid, start time and command are written into the lock file for whoever waits.
+ * Takes the lock on a file meshvm opens itself, by the safe walk (a `run` that is a link out of the root, or a lock
+ * file that is a link, is refused naming the path), then has flock(1) lock that open file (its descriptor handed to
+ * flock as fd 3): the lock belongs to the open file, which only this process keeps open once flock has exited, so the
+ * kernel drops it the moment this process dies, even by SIGKILL, and a killed waiter leaves no flock behind holding
+ * it. The holder's pid, start time and command are written into the lock file for whoever waits.
  */
 export async function acquireLock(
-  lockPath: string,
+  root: string,
+  lockFile: string,
   options: { waitSeconds: number; command: string; onWait?: (holder: Holder | undefined) => void },
 ): Promise<RunLock> {
-  await fs.mkdir(path.dirname(lockPath), { recursive: true });
-  const child = spawn('flock', ['--exclusive', '--wait', String(options.waitSeconds), '--conflict-exit-code', String(BUSY), lockPath, 'cat'], {
-    stdio: ['pipe', 'pipe', 'pipe'],
-    detached: true, // a Ctrl-C on the terminal must not kill the lock holder before we finish the current write
+  const shown = root === '/' ? lockFile : path.join(root, lockFile);
+  const handle = await openLockFile(root, lockFile, shown);
+  const child = spawn('flock', ['--exclusive', '--wait', String(options.waitSeconds), '--conflict-exit-code', String(BUSY), '3'], {
+    stdio: ['ignore', 'ignore', 'pipe', handle.fd],
+    detached: true, // a Ctrl-C on the terminal while waiting is meshvm's to handle
   });
   let waitTimer: NodeJS.Timeout | undefined;
   if (options.onWait) {
-    waitTimer = setTimeout(() => void readHolder(lockPath).then(options.onWait), 200);
+    waitTimer = setTimeout(() => void readHolder(handle).then(options.onWait), 200);
   }
   try {
     await acquired(child);
   } catch (error) {
+    clearTimeout(waitTimer);
+    const holder = await readHolder(handle);
+    await handle.close();
     if (error instanceof FlockExit && error.code === BUSY) {
-      const holder = await readHolder(lockPath);
       throw new LockBusyError(
-        `another meshvm run holds the lock ${lockPath}${holder ? `: pid ${holder.pid}, started ${holder.startedAt} (${holder.command})` : ' (holder unknown)'}; waited ${options.waitSeconds} s. Wait for it to finish, or raise --lock-wait`,
+        `another meshvm run holds the lock ${shown}${holder ? `: pid ${holder.pid}, started ${holder.startedAt} (${holder.command})` : ' (holder unknown)'}; waited ${options.waitSeconds} s. Wait for it to finish, or raise --lock-wait`,
       );
     }
     throw error;
@@ -49,18 +57,36 @@ export async function acquireLock(
     clearTimeout(waitTimer);
   }
   const holder: Holder = { pid: process.pid, startedAt: new Date().toISOString(), command: options.command };
-  await fs.writeFile(lockPath, JSON.stringify(holder) + '\n', { mode: 0o644 });
+  await handle.truncate(0);
+  await handle.write(JSON.stringify(holder) + '\n', 0);
   let released = false;
   return {
     async release() {
       if (released) return;
       released = true;
-      await fs.writeFile(lockPath, '').catch(() => {});
-      const exited = new Promise((resolve) => child.once('exit', resolve));
-      child.stdin?.end();
-      await exited;
+      // emptied while still locked, then closed: closing the last descriptor of the open file is the unlock
+      await handle.truncate(0).catch(() => {});
+      await handle.close();
     },
   };
+}
+
+/** The lock file, created 0644 if missing (and its directory, 0755), opened by the safe walk and never through a link. */
+async function openLockFile(root: string, lockFile: string, shown: string): Promise<FileHandle> {
+  const { dir, name } = await safeRoot(root).openParent(lockFile, { mode: 0o755 });
+  try {
+    const handle = await fs.open(dir.at(name), fsc.O_RDWR | fsc.O_CREAT | fsc.O_NOFOLLOW | fsc.O_NONBLOCK, 0o644).catch((error) => {
+      if (error.code === 'ELOOP') throw new UnsafePathError(`the lock file ${shown} is a link; meshvm takes its lock only on a file of its own`);
+      throw failure(error, 'open the lock file', lockFile, dir);
+    });
+    if (!(await handle.stat()).isFile()) {
+      await handle.close();
+      throw new UnsafePathError(`the lock file ${shown} is not a regular file`);
+    }
+    return handle;
+  } finally {
+    await dir.close();
+  }
 }
 
 class FlockExit extends Error {
@@ -71,24 +97,21 @@ class FlockExit extends Error {
   }
 }
 
-/** cat echoes our probe byte only once flock has the lock and has started it. */
+/** flock exits 0 once the open file is locked (the lock stays with it), 75 when it waited in vain. */
 function acquired(child: ChildProcess): Promise<void> {
   return new Promise((resolve, reject) => {
     let stderr = '';
     child.stderr!.on('data', (chunk) => (stderr += chunk));
     child.once('error', (error) => reject(new Error(`cannot take the run lock: flock(1) is needed (util-linux): ${error.message}`)));
-    child.once('exit', (code) => reject(new FlockExit(code, stderr)));
-    child.stdout!.once('data', () => {
-      child.removeAllListeners('exit');
-      resolve();
-    });
-    child.stdin!.write('\n');
+    child.once('exit', (code) => (code === 0 ? resolve() : reject(new FlockExit(code, stderr))));
   });
 }
 
-export async function readHolder(lockPath: string): Promise<Holder | undefined> {
+/** Who holds the lock, as written in the lock file (read through the open file, not by path). */
+export async function readHolder(handle: FileHandle): Promise<Holder | undefined> {
   try {
-    const holder = JSON.parse(await fs.readFile(lockPath, 'utf8')) as Holder;
+    const { buffer, bytesRead } = await handle.read(Buffer.alloc(4096), 0, 4096, 0);
+    const holder = JSON.parse(buffer.subarray(0, bytesRead).toString('utf8')) as Holder;
     return typeof holder.pid === 'number' ? holder : undefined;
   } catch {
     return undefined;

@@ -1,7 +1,7 @@
 // Downloads to guest paths: an https URL streamed to a staged file, kept only when its sha256 is the one required; or only hashed (plan).
 import fs from 'node:fs/promises';
 import type { RootPaths } from './root-paths.ts';
-import { stagedName } from './write.ts';
+import { CREATE_NEW, failure, stagedName, unlinkIfThere, type SafeRoot } from './safe-path.ts';
 
 export interface DownloadOptions {
   sha256: string;
@@ -16,20 +16,29 @@ export interface Fetched {
   bytes: number;
 }
 
-export async function downloadTo(paths: RootPaths, url: string, p: string, opts: DownloadOptions): Promise<Fetched> {
-  const target = paths.real(p);
-  await paths.assertInside(target);
+/** The staged file is made by the safe walk (O_EXCL, never through a link) and renamed over p only when its sha256 is right. */
+export async function downloadTo({ paths, safe }: { paths: RootPaths; safe: SafeRoot }, url: string, p: string, opts: DownloadOptions): Promise<Fetched> {
   const ca = await readCa(paths, opts.caFile);
-  const temp = stagedName(target);
-  await fs.rm(temp, { force: true });
+  const { dir, name } = await safe.openParent(p);
+  const temp = dir.at(stagedName(name));
   try {
-    const { createWriteStream } = await import('node:fs');
-    const got = await fetchThrough(url, { ca, timeoutMs: opts.timeoutMs }, () => createWriteStream(temp, { mode: 0o644, flags: 'wx' }));
+    await unlinkIfThere(temp);
+    const handle = await fs.open(temp, CREATE_NEW, 0o644);
+    let got: Fetched;
+    try {
+      got = await fetchThrough(url, { ca, timeoutMs: opts.timeoutMs }, () => handle.createWriteStream({ autoClose: false }));
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
     checkSha256(url, got, opts.sha256);
-    await fs.rename(temp, target);
+    await fs.rename(temp, dir.at(name));
     return got;
+  } catch (error) {
+    throw failure(error, 'download to', p, dir);
   } finally {
-    await fs.rm(temp, { force: true });
+    await unlinkIfThere(temp).catch(() => {});
+    await dir.close();
   }
 }
 

@@ -1,4 +1,4 @@
-// Guest paths on this machine: mapped under the root, symlinks resolved inside it as a chroot would, writes kept inside it.
+// Guest paths on this machine for reads and tools: mapped under the root, symlinks resolved inside it as a chroot would (writes: safe-path.ts).
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { mapUnderRoot } from '../paths.ts';
@@ -18,8 +18,6 @@ export interface RootPaths {
   resolve(guestPath: string): Promise<string>;
   /** The real path with its directory's symlinks followed inside the root (as resolve), the last component not followed. */
   resolveParent(guestPath: string): Promise<string>;
-  /** Refuses a real path whose directory (or nearest existing ancestor) leads out of a non-/ root through a symlink (a scratch root stays a scratch root). */
-  assertInside(hostPath: string): Promise<void>;
 }
 
 /**
@@ -71,17 +69,6 @@ export function rootPaths(root: string, memo?: <T>(key: string, compute: () => P
       const dir = path.posix.dirname(normal);
       const resolvedDir = memo ? await memo(`resolved-dir:${dir}`, () => resolve(dir)) : await resolve(dir);
       return path.join(resolvedDir, path.posix.basename(normal));
-    },
-    async assertInside(hostPath) {
-      if (root === '/') return;
-      // the nearest directory that exists: a mkdir -p below a link that leads out would create its parents out there
-      let dir = path.dirname(hostPath);
-      let resolved = await fs.realpath(dir).catch(() => undefined);
-      while (resolved === undefined && dir !== path.dirname(dir)) {
-        dir = path.dirname(dir);
-        resolved = await fs.realpath(dir).catch(() => undefined);
-      }
-      if (resolved && !isWithin(await top(), resolved)) throw new Error(`${hostPath} resolves outside the root ${root} (through a symlink)`);
     },
   };
 }

@@ -1,103 +1,186 @@
-// Changing guest paths: atomic file writes (owner and mode first, fsync, rename), directories, symlinks, removal, owner, mode.
-import fs from 'node:fs/promises';
+// Changing guest paths through the safe walk: atomic file writes (0600 and owner before content, fsync, rename), directories, symlinks, removal, owner, mode.
+import fs, { type FileHandle } from 'node:fs/promises';
 import { constants as fsc } from 'node:fs';
-import path from 'node:path';
 import type { MkdirOptions, WriteOptions } from '../host.ts';
-import { keepBackup } from './backup.ts';
+import { dropBackups, keepBackup } from './backup.ts';
 import type { Owners } from './owners.ts';
-import type { RootPaths } from './root-paths.ts';
+import { CREATE_NEW, failure, stagedName, unlinkIfThere, UnsafePathError, type OpenDir, type SafeRoot } from './safe-path.ts';
 
 export interface Place {
-  paths: RootPaths;
+  safe: SafeRoot;
   owners: Owners;
 }
 
-/** The name of the staged file beside a target; fixed, so a leftover from a killed run is replaced, never accumulated. */
-export const stagedName = (target: string) => path.join(path.dirname(target), `.${path.basename(target)}.meshvm-new`);
-
-export async function writeFileAtomic({ paths, owners }: Place, p: string, content: string, opts: WriteOptions = {}): Promise<void> {
-  const target = paths.real(p);
-  await paths.assertInside(target);
-  const dir = path.dirname(target);
-  const existing = await fs.lstat(target).catch(() => undefined);
-  if (!(await fs.stat(dir).catch(() => undefined))?.isDirectory()) {
-    throw new Error(`cannot write ${p}: its directory ${path.dirname(p)} does not exist (declare a Directory for it)`);
-  }
+/**
+ * The staged file is made 0600, given its owner, then its content, synced, and only then its mode: a run killed
+ * mid-way leaves at most `.name.meshvm-new` that the file's owner alone can read, replaced by the next write of the
+ * file and removed with it. A sensitive file keeps no backups (and old ones of it are removed).
+ */
+export async function writeFileAtomic({ safe, owners }: Place, p: string, content: string, opts: WriteOptions = {}): Promise<void> {
   const { uid, gid } = await owners.ids(p, opts);
-  const mode = opts.mode ?? (existing?.isFile() ? existing.mode & 0o7777 : 0o644);
-  // the run lock excludes a concurrent writer of the same temp name
-  const temp = stagedName(target);
-  await fs.rm(temp, { force: true });
-  const handle = await fs.open(temp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o600);
+  const { dir, name } = await safe.openParent(p);
+  const temp = stagedName(name);
+  let staged = false;
   try {
+    const existing = await fs.lstat(dir.at(name)).catch(ignoreMissing);
+    if (existing?.isDirectory()) throw new Error(`cannot write ${p}: it is a directory`);
+    const mode = opts.mode ?? (existing?.isFile() ? existing.mode & 0o7777 : 0o644);
+    await unlinkIfThere(dir.at(temp));
+    const handle = await fs.open(dir.at(temp), CREATE_NEW, 0o600);
+    staged = true;
+    let made: import('node:fs').Stats;
     try {
       const keepUid = uid === -1 && existing ? existing.uid : uid;
       const keepGid = gid === -1 && existing ? existing.gid : gid;
       if (keepUid !== -1 || keepGid !== -1) await handle.chown(keepUid, keepGid);
-      await handle.chmod(mode);
       await handle.writeFile(content, 'utf8');
       await handle.sync();
+      await handle.chmod(mode);
+      made = await handle.stat();
     } finally {
       await handle.close();
     }
-    if (opts.verify) await opts.verify(temp);
-    if (existing?.isFile() && opts.backup !== false) await keepBackup(paths, p, target);
-    await fs.rename(temp, target);
+    if (opts.verify) await opts.verify(safe.hostPath(dir, temp));
+    if (opts.sensitive) await dropBackups(safe, p);
+    else if (existing?.isFile() && opts.backup !== false) await backUp(safe, dir, name, p);
+    await stillOurs(dir, temp, made, p);
+    await fs.rename(dir.at(temp), dir.at(name));
+    staged = false;
+    await dir.sync();
   } catch (error) {
-    await fs.rm(temp, { force: true });
-    throw error;
+    if (staged) await unlinkIfThere(dir.at(temp)).catch(() => {});
+    throw failure(error, 'write', p, dir);
+  } finally {
+    await dir.close();
   }
-  await syncDir(dir);
 }
 
-export async function makeDirectory({ paths, owners }: Place, p: string, opts: MkdirOptions = {}): Promise<void> {
-  const target = paths.real(p);
-  await paths.assertInside(target);
+export async function makeDirectory({ safe, owners }: Place, p: string, opts: MkdirOptions = {}): Promise<void> {
   const { uid, gid } = await owners.ids(p, opts);
-  if (opts.parents === false && !(await fs.stat(path.dirname(target)).catch(() => undefined))?.isDirectory()) {
-    throw new Error(`cannot create ${p}: its parent ${path.dirname(p)} does not exist and parents is false`);
-  }
-  await fs.mkdir(target, { recursive: opts.parents !== false, mode: 0o755 });
-  // an existing link to a directory satisfies mkdir: its owner and mode are set where it leads inside the root
-  const made = await paths.resolve(p);
-  if (uid !== -1 || gid !== -1) await fs.lchown(made, uid, gid);
-  await fs.chmod(made, opts.mode ?? 0o755);
-}
-
-/** Points the link at guest path p to target, replacing what is there in one rename. */
-export async function replaceSymlink(paths: RootPaths, target: string, p: string): Promise<void> {
-  const link = paths.real(p);
-  await paths.assertInside(link);
-  const temp = stagedName(link);
-  await fs.rm(temp, { force: true });
-  await fs.symlink(target, temp);
-  await fs.rename(temp, link);
-}
-
-export async function removePath(paths: RootPaths, p: string): Promise<void> {
-  const target = paths.real(p);
-  await paths.assertInside(target);
-  await fs.rm(target, { force: true, recursive: true });
-}
-
-/** chmod follows a link, so the link is followed inside the root, as a chroot would, never out to this machine's files. */
-export async function chmodPath(paths: RootPaths, p: string, mode: number): Promise<void> {
-  await fs.chmod(await paths.resolve(p), mode);
-}
-
-/** The path itself (a link, not what it points to), in a directory that stays inside the root. */
-export async function chownPath({ paths, owners }: Place, p: string, to: { owner?: string | undefined; group?: string | undefined }): Promise<void> {
-  const target = paths.real(p);
-  await paths.assertInside(target);
-  const { uid, gid } = await owners.ids(p, to);
-  await fs.lchown(target, uid, gid);
-}
-
-async function syncDir(dir: string): Promise<void> {
-  const handle = await fs.open(dir, fsc.O_RDONLY | fsc.O_DIRECTORY);
+  const { dir, name } = await safe.openParent(p, opts.parents === false ? undefined : { mode: 0o755 }).catch((error) => {
+    if (opts.parents === false && error.code === 'ENOENT') throw new Error(`cannot create ${p}: its parent directory does not exist and parents is false`);
+    throw error;
+  });
   try {
-    await handle.sync();
+    await fs.mkdir(dir.at(name), { mode: 0o700 }).catch((error) => (error.code === 'EEXIST' ? undefined : Promise.reject(error)));
+  } catch (error) {
+    throw failure(error, 'create', p, dir);
+  } finally {
+    await dir.close();
+  }
+  // an existing link to a directory satisfies mkdir: its owner and mode are set where it leads inside the root (a link root owns)
+  const made = await safe.openDir(p);
+  if (!made) throw new Error(`cannot create ${p}: it vanished while being made`);
+  try {
+    if (uid !== -1 || gid !== -1) await made.handle.chown(uid, gid);
+    await made.handle.chmod(opts.mode ?? 0o755);
+  } catch (error) {
+    throw failure(error, 'set the owner and mode of', p, made);
+  } finally {
+    await made.close();
+  }
+}
+
+/** Points the link at guest path p to target, replacing what is there in one rename (a file replaced is kept as a backup). */
+export async function replaceSymlink(safe: SafeRoot, target: string, p: string): Promise<void> {
+  const { dir, name } = await safe.openParent(p);
+  const temp = stagedName(name);
+  try {
+    const existing = await fs.lstat(dir.at(name)).catch(ignoreMissing);
+    if (existing?.isDirectory()) throw new Error(`${p} is a directory; meshvm will not replace a directory with a link`);
+    if (existing?.isFile()) await backUp(safe, dir, name, p);
+    await unlinkIfThere(dir.at(temp));
+    await fs.symlink(target, dir.at(temp));
+    await fs.rename(dir.at(temp), dir.at(name));
+  } catch (error) {
+    await unlinkIfThere(dir.at(temp)).catch(() => {});
+    throw failure(error, 'link', p, dir);
+  } finally {
+    await dir.close();
+  }
+}
+
+/** Removes a path (a directory with what is in it, each level opened without following links), and a staged leftover of it. */
+export async function removePath(safe: SafeRoot, p: string): Promise<void> {
+  // a missing directory: nothing to remove; one that is a link leading nowhere in the root: refused, naming the link
+  const found = await safe.openParent(p).catch((error) => (error.code === 'ENOENT' && !error.throughLink ? undefined : Promise.reject(error)));
+  if (!found) return;
+  const { dir, name } = found;
+  try {
+    await removeEntry(dir.at(name));
+    await unlinkIfThere(dir.at(stagedName(name)));
+  } catch (error) {
+    throw failure(error, 'remove', p, dir);
+  } finally {
+    await dir.close();
+  }
+}
+
+/** fchmod on the file itself, opened without following a link: a link swapped in after the read is refused, never followed. */
+export async function chmodPath({ safe }: Place, p: string, mode: number): Promise<void> {
+  await onEntry(safe, p, 'set the mode of', (handle) => handle.chmod(mode));
+}
+
+/** fchown on the file itself, as chmodPath. */
+export async function chownPath({ safe, owners }: Place, p: string, to: { owner?: string | undefined; group?: string | undefined }): Promise<void> {
+  const { uid, gid } = await owners.ids(p, to);
+  await onEntry(safe, p, 'set the owner of', (handle) => handle.chown(uid, gid));
+}
+
+async function onEntry(safe: SafeRoot, p: string, verb: string, change: (handle: FileHandle) => Promise<void>): Promise<void> {
+  const { dir, name } = await safe.openParent(p);
+  try {
+    const entry = await dir.openEntry(name);
+    if (!entry) throw Object.assign(new Error(`cannot ${verb} ${p}: it does not exist`), { code: 'ENOENT' });
+    try {
+      // a second name for a root file, made by an account that owns the directory (fs.protected_hardlinks off): not repaired
+      if (!dir.trusted && entry.stat.isFile() && entry.stat.nlink > 1) {
+        throw new UnsafePathError(`refusing to ${verb} ${p}: it has ${entry.stat.nlink} hard links in a directory owned by uid ${dir.stat.uid}, not root`);
+      }
+      await change(entry.handle);
+    } finally {
+      await entry.handle.close();
+    }
+  } catch (error) {
+    throw failure(error, verb, p, dir);
+  } finally {
+    await dir.close();
+  }
+}
+
+/** The replaced file's content, read through the open directory, kept under the backup directory. */
+async function backUp(safe: SafeRoot, dir: OpenDir, name: string, p: string): Promise<void> {
+  const entry = await dir.openEntry(name);
+  if (!entry) return;
+  try {
+    if (entry.stat.isFile()) await keepBackup(safe, p, await entry.handle.readFile());
+  } finally {
+    await entry.handle.close();
+  }
+}
+
+/** The staged name still names the file written (an account owning the directory could have swapped it): renamed only then. */
+async function stillOurs(dir: OpenDir, temp: string, made: import('node:fs').Stats, p: string): Promise<void> {
+  const now = await fs.lstat(dir.at(temp)).catch(ignoreMissing);
+  if (!now || now.ino !== made.ino || now.dev !== made.dev)
+    throw new UnsafePathError(`the staged file of ${p} was replaced while it was written; not installing it`);
+}
+
+async function removeEntry(at: string): Promise<void> {
+  const stat = await fs.lstat(at).catch(ignoreMissing);
+  if (!stat) return;
+  if (!stat.isDirectory()) return unlinkIfThere(at);
+  const handle = await fs.open(at, fsc.O_RDONLY | fsc.O_DIRECTORY | fsc.O_NOFOLLOW);
+  try {
+    const inside = `/proc/self/fd/${handle.fd}`;
+    for (const name of await fs.readdir(inside)) await removeEntry(`${inside}/${name}`);
   } finally {
     await handle.close();
   }
+  await fs.rmdir(at);
+}
+
+function ignoreMissing(error: NodeJS.ErrnoException): undefined {
+  if (error.code === 'ENOENT') return undefined;
+  throw error;
 }
