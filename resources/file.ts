@@ -21,7 +21,7 @@ export const fileSpec = z.strictObject({
    */
   verify: z.array(z.string()).min(1).optional(),
   verifyOnHost: z.boolean().default(false),
-  /** The content is a secret: never shown in plan, reports or errors. */
+  /** The content is a secret: never shown in plan, reports or errors; the file is 0600 unless a mode is given, and no backups of it are kept. */
   sensitive: z.boolean().default(false),
   /** Keep the replaced file under /var/lib/meshvm/backup. */
   backup: z.boolean().default(true),
@@ -32,6 +32,9 @@ export const fileSpec = z.strictObject({
   track: z.boolean().default(false),
 });
 export type FileSpec = z.output<typeof fileSpec>;
+
+/** The mode a file must have: the spec's, or 0600 for a sensitive file that gives none (a secret is never created 0644). */
+export const wantedMode = (spec: FileSpec): number | undefined => spec.mode ?? (spec.sensitive ? 0o600 : undefined);
 
 export interface FileState {
   ensure: 'present' | 'absent';
@@ -60,7 +63,7 @@ export const fileType = {
 
   changes(spec: FileSpec, current: FileState | undefined): Changes<FileState> {
     if (spec.ensure === 'absent') return current ? { ensure: { from: 'present', to: 'absent' } } : {};
-    const changes = compareFields(spec, current, ['content', 'mode', 'owner', 'group']);
+    const changes = compareFields({ ...spec, mode: wantedMode(spec) }, current, ['content', 'mode', 'owner', 'group']);
     if (!current) return { ensure: { from: 'absent', to: 'present' }, ...changes };
     if (current.type !== 'file') return { type: { from: current.type, to: 'file' }, ...changes };
     return changes;
@@ -77,16 +80,17 @@ export const fileType = {
       const verify = spec.verify;
       const content = spec.content ?? (current?.type === 'file' ? current.content : '');
       await host.writeFile(spec.path, content, {
-        mode: spec.mode,
+        mode: wantedMode(spec),
         owner: spec.owner,
         group: spec.group,
         backup: spec.backup,
+        sensitive: spec.sensitive,
         verify: verify && ((staged) => runVerify(host, verify, staged, spec.verifyOnHost, spec.path, spec.sensitive ? undefined : content)),
       });
       if (spec.track) await recordWritten(host, spec.path, content);
       return;
     }
-    await fixOwnership(host, spec.path, spec, changes);
+    await fixOwnership(host, spec.path, { ...spec, mode: wantedMode(spec) }, changes);
   },
 };
 
