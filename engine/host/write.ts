@@ -1,6 +1,7 @@
 // Changing guest paths through the safe walk: atomic file writes (0600 and owner before content, fsync, rename), directories, symlinks, removal, owner, mode.
 import fs, { type FileHandle } from 'node:fs/promises';
 import { constants as fsc } from 'node:fs';
+import path from 'node:path';
 import type { MkdirOptions, WriteOptions } from '../host.ts';
 import { dropBackups, keepBackup } from './backup.ts';
 import type { Owners } from './owners.ts';
@@ -58,7 +59,9 @@ export async function writeFileAtomic({ safe, owners }: Place, p: string, conten
 export async function makeDirectory({ safe, owners }: Place, p: string, opts: MkdirOptions = {}): Promise<void> {
   const { uid, gid } = await owners.ids(p, opts);
   const { dir, name } = await safe.openParent(p, opts.parents === false ? undefined : { mode: 0o755 }).catch((error) => {
-    if (opts.parents === false && error.code === 'ENOENT') throw new Error(`cannot create ${p}: its parent directory does not exist and parents is false`);
+    if (opts.parents === false && error.code === 'ENOENT' && !error.throughLink) {
+      throw new Error(`cannot create ${p}: its parent ${path.posix.dirname(p)} does not exist and parents is false`);
+    }
     throw error;
   });
   try {
