@@ -26,7 +26,10 @@ export async function downloadTo({ paths, safe }: { paths: RootPaths; safe: Safe
     const handle = await fs.open(temp, CREATE_NEW, 0o644);
     let got: Fetched;
     try {
-      got = await fetchThrough(url, { ca, timeoutMs: opts.timeoutMs }, () => handle.createWriteStream({ autoClose: false }));
+      // written through the handle (a FileHandle's own write stream with autoClose off never finishes a pipeline)
+      const { Writable } = await import('node:stream');
+      const sink = () => new Writable({ write: (chunk: Buffer, _encoding, done) => void handle.write(chunk).then(() => done(), done) });
+      got = await fetchThrough(url, { ca, timeoutMs: opts.timeoutMs }, sink);
       await handle.sync();
     } finally {
       await handle.close();

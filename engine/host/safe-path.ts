@@ -235,12 +235,13 @@ export async function unlinkIfThere(at: string): Promise<void> {
 }
 
 /**
- * An error that names the guest path (ENOSPC, EIO, EACCES name no file, or a /proc/self/fd one), its code kept.
- * Errors that name it already pass as they are.
+ * A system error that names the guest path (ENOSPC, EIO, EACCES name no file, or a /proc/self/fd one), its code
+ * kept. Errors that name it already pass as they are.
  */
 export function failure(error: unknown, verb: string, p: string, dir: OpenDir): Error {
   const original = error as NodeJS.ErrnoException;
-  if (!(original instanceof Error) || original instanceof UnsafePathError) return original;
+  // meshvm's own errors (a refused checksum, a verify command) say what they are about already
+  if (!(original instanceof Error) || original instanceof UnsafePathError || typeof original.code !== 'string') return original;
   const message = original.message.replace(/\/proc\/self\/fd\/\d+\//g, dir.guest === '/' ? '/' : `${dir.guest}/`);
   if (message.includes(p) && message === original.message) return original;
   return Object.assign(new Error(message.includes(p) ? message : `cannot ${verb} ${p}: ${message}`), { code: original.code });
