@@ -14,6 +14,7 @@ export {
   type Requirement,
   type Provision,
   type PrepareContext,
+  type Expiry,
 } from './engine/resource.ts';
 export type { Check, CheckContext } from './engine/check.ts';
 export type { Host, HostReader, CommandResult, FileStat } from './engine/host.ts';

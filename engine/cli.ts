@@ -15,7 +15,11 @@ import { preflight } from './preflight.ts';
 import type { Recipe } from './recipe.ts';
 import type { Check } from './check.ts';
 import { runChecks } from './verify.ts';
-import { buildReport, reportJson } from './report.ts';
+import { buildReport, reportJson, type Listener, type RunReport } from './report.ts';
+import { runStatus } from './run-status.ts';
+import { textfileDir, writeMetrics } from './metrics.ts';
+import type { Host } from './host.ts';
+import type { Declared } from './resource.ts';
 import { ensureStateDir, runResources } from './runner.ts';
 import { loadRunlist } from './runlist.ts';
 import { SCHEMA_KINDS, isSchemaKind, schemaText } from './schema.ts';
@@ -48,6 +52,8 @@ Options:
   --offboard            (plan) show what offboard would change
   --purge               (offboard, plan --offboard) also remove the sidecar package and the istio-proxy account
   --resolver IP[:PORT]  (verify) ask this DNS server instead of the system resolver
+  --textfile-dir DIR    (converge) write meshvm.prom there for node_exporter's textfile collector (default: its
+                        directory when it exists: /var/lib/prometheus/node-exporter, /var/lib/node_exporter/textfile_collector)
 
 Attributes: recipe defaults < runlist < node file < --set.
 Exit codes: 0 success, 1 error; plan --detailed-exitcode: 0 nothing to do, 2 changes pending, 1 error;
@@ -197,6 +203,7 @@ export async function main(argv: readonly string[], options: CliOptions, io: Cli
     if (mode === 'converge') {
       await ensureStateDir(host);
       await host.writeFile(LAST_RUN_FILE, text, { mode: 0o644, backup: false });
+      await recordStatus(report, declared, host, runlist.name, values['textfile-dir'], human);
     }
     if (json) io.stdout.write(text);
     if (report.outcome === 'failed' || report.outcome === 'interrupted') return 1;
@@ -263,10 +270,30 @@ function parseFlags(argv: readonly string[]) {
       offboard: { type: 'boolean' },
       purge: { type: 'boolean' },
       resolver: { type: 'string' },
+      'textfile-dir': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
       version: { type: 'boolean', short: 'V' },
     },
   });
+}
+
+/** The run's status after a converge: status.json (drift baseline), and the metrics file when node_exporter reads one. */
+async function recordStatus(
+  report: RunReport,
+  declared: readonly Declared[],
+  host: Host,
+  runlist: string,
+  textfile: string | undefined,
+  say: Listener,
+): Promise<void> {
+  try {
+    const status = await runStatus(report, declared, host, runlist);
+    const dir = await textfileDir(host, textfile);
+    if (dir) await writeMetrics(host, dir, status);
+  } catch (error) {
+    // the converge itself is done and reported: a status that cannot be written is a warning, not a failed run
+    say({ type: 'message', level: 'warn', text: `could not record the run's status: ${secrets.redact(errorMessage(error))}` });
+  }
 }
 
 async function closeServices(services: Map<string, unknown>): Promise<void> {

@@ -19,6 +19,8 @@ export interface ResourceReport {
   /** A composite's parts, with nested refs (`systemd_unit[x] > file[/etc/systemd/system/x]`). */
   children?: ResourceReport[];
   declaredAt?: string;
+  /** Its changes were a renewal on schedule (a token re-minted before it expires), not drift. */
+  renewal?: true;
   seconds: number;
   error?: string;
 }

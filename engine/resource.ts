@@ -83,6 +83,16 @@ export interface ResourceType<Spec, State> {
   describe?(field: keyof State & string, change: { from: unknown; to: unknown }): string | undefined;
   /** How a value of a field reads in the generic line (a mode as 0644). */
   format?(field: keyof State & string, value: unknown): string | undefined;
+  /** When what it keeps on the machine stops being good (a certificate, a token), read after a converge for the run's status. */
+  expiry?(host: HostReader, spec: Spec): Promise<Expiry | undefined>;
+  /** The changes are a renewal the kind makes on schedule (a token re-minted before it expires), not drift. */
+  renewal?(changes: Changes<State>): boolean;
+}
+
+/** A certificate's or a token's end of validity, as the run's status (metrics, the fleet view) shows it. */
+export interface Expiry {
+  what: 'certificate' | 'token';
+  at: Date;
 }
 
 /** What a recipe (or a composite's children) returns: declarations, nested lists, and falsy values a condition left out. */

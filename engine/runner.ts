@@ -97,6 +97,7 @@ async function convergeOne(item: Declared, run: RunState): Promise<Converged> {
   const children: ResourceReport[] = [];
   const done: string[] = [];
   let changed = false;
+  let renewal = false;
   const finish = (status: ResourceReport['status'], error?: unknown): Converged => ({
     changed,
     report: {
@@ -106,6 +107,7 @@ async function convergeOne(item: Declared, run: RunState): Promise<Converged> {
       fields,
       ...(actionLines.length && { actions: actionLines }),
       ...(children.length && { children }),
+      ...(renewal && { renewal: true }),
       seconds: seconds(),
       ...(error !== undefined && { error: secrets.redact(new ResourceError(item.ref, phase, error, item.declaredAt).message) }),
     } satisfies ResourceReport,
@@ -113,6 +115,7 @@ async function convergeOne(item: Declared, run: RunState): Promise<Converged> {
   try {
     const current = item.type.children ? await readComposite(host, item) : await item.type.current(host, item.spec);
     const changes = item.type.changes(item.spec, current);
+    renewal = hasChanges(changes) && Boolean(item.type.renewal?.(changes));
     const parts = item.type.children ? expandChildren(item, current, run.byRef) : [];
     const actions = item.type.actions?.(item.spec, current, changes) ?? [];
     if (!hasChanges(changes) && actions.length === 0 && parts.length === 0) return finish('unchanged');

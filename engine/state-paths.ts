@@ -4,6 +4,8 @@
 export const STATE_DIR = '/var/lib/meshvm';
 /** The report of the last converge that ran its resources. */
 export const LAST_RUN_FILE = `${STATE_DIR}/last-run.json`;
+/** What the last converges found: each resource's declaration digest (to tell drift from a new declaration), the last success. */
+export const STATUS_FILE = `${STATE_DIR}/status.json`;
 /** Notifications owed, kept until delivered. */
 export const PENDING_FILE = `${STATE_DIR}/pending.json`;
 /** Replaced files, the last few of each. */

@@ -5,6 +5,7 @@ import { accountName, fileMode, guestPath } from '../engine/validate.ts';
 import type { Host, HostReader } from '../engine/host.ts';
 import { fixOwnership } from './ownership.ts';
 import { NotInRootError } from '../engine/host/confine.ts';
+import { certificateExpiry } from './expiry.ts';
 import { describePresence, formatModeField, ownedPathRequires } from './fields.ts';
 import { forgetWritten, recordWritten } from './written.ts';
 
@@ -53,6 +54,11 @@ export const fileType = {
   requires: ownedPathRequires,
   describe: describePresence,
   format: formatModeField,
+
+  /** A file of certificates (not a secret): the earliest end of validity among them. */
+  async expiry(_host: HostReader, spec: FileSpec) {
+    return spec.ensure === 'present' && !spec.sensitive && spec.content !== undefined ? certificateExpiry(spec.content) : undefined;
+  },
 
   async current(host: HostReader, spec: FileSpec): Promise<FileState | undefined> {
     const stat = await host.stat(spec.path);

@@ -1,6 +1,6 @@
 // IstioToken: the workload's service-account token where the sidecar reads it, minted through a TokenRequest when missing or due.
 import { z } from 'zod';
-import { compareFields, defineResource, type Action, type Changes } from '../engine/resource.ts';
+import { compareFields, defineResource, type Action, type Changes, type Expiry } from '../engine/resource.ts';
 import { accountName, fileMode, guestPath } from '../engine/validate.ts';
 import type { Host, HostReader } from '../engine/host.ts';
 import { secrets } from '../engine/secrets.ts';
@@ -76,6 +76,16 @@ export const istioTokenType = {
   key: (spec: IstioTokenSpec) => spec.path,
   requires: ownedPathRequires,
   format: formatModeField,
+
+  /** The token's own exp claim, read from the file (the text is never kept). */
+  async expiry(host: HostReader, spec: IstioTokenSpec): Promise<Expiry | undefined> {
+    const exp = jwtClaims(((await host.readFile(spec.path)) ?? '').trim())?.exp;
+    return typeof exp === 'number' ? { what: 'token', at: new Date(exp * 1000) } : undefined;
+  },
+
+  /** Minting again because the token is near its end (or past it) is the schedule, not drift. */
+  renewal: (changes: Changes<IstioTokenState>) =>
+    Object.keys(changes).length === 1 && (changes.token?.from === 'due for renewal' || changes.token?.from === 'expired'),
 
   async current(host: HostReader, spec: IstioTokenSpec): Promise<IstioTokenState | undefined> {
     const stat = await host.stat(spec.path);

@@ -30,6 +30,8 @@ export const TOOLS: Record<string, string> = {
   'dpkg-deb': 'dpkg',
   rpmbuild: 'rpm', // npm run package builds the .rpm with it (scripts/package.ts)
   openssl: 'openssl',
+  'prometheus-node-exporter': 'prometheus-node-exporter', // serves meshvm.prom from its textfile collector (test/engine/metrics.test.ts)
+  promtool: 'prometheus', // checks and unit-tests the example alert rules (examples/prometheus/)
   objcopy: 'binutils', // the build drops the node binary's annobin notes with it (scripts/build.ts)
 };
 

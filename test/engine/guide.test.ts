@@ -112,6 +112,7 @@ test('the guide has the blocks it talks about, documents every hook of ResourceT
     'guide.yaml',
     'resources/env-file.ts',
     'resources/runtime-directory.ts',
+    'resources/self-signed-cert.ts',
     'resources/swap-file.ts',
     'site.ts',
     TEST_BLOCK,
