@@ -17,14 +17,13 @@ import type { Check } from './check.ts';
 import { runChecks } from './verify.ts';
 import { buildReport, reportJson, type Listener, type RunReport } from './report.ts';
 import { runStatus } from './run-status.ts';
-import { textfileDir, writeMetrics } from './metrics.ts';
-import type { Host } from './host.ts';
+import { METRICS_FILE_NAME, textfileDir, writeMetrics } from './metrics.ts';
 import type { Declared } from './resource.ts';
 import { ensureStateDir, runResources } from './runner.ts';
 import { loadRunlist } from './runlist.ts';
 import { SCHEMA_KINDS, isSchemaKind, schemaText } from './schema.ts';
 import { secrets } from './secrets.ts';
-import { INSTALLED_DEBS_DIR, INSTALLED_PACKAGES_DIR, LAST_RUN_FILE, LOCK_FILE, NODE_FILE, WRITTEN_DIR } from './state-paths.ts';
+import { INSTALLED_DEBS_DIR, INSTALLED_PACKAGES_DIR, LAST_RUN_FILE, LOCK_FILE, NODE_FILE, STATUS_FILE, WRITTEN_DIR } from './state-paths.ts';
 import type { Host } from './host.ts';
 
 export { LAST_RUN_FILE, NODE_FILE };
@@ -203,7 +202,8 @@ export async function main(argv: readonly string[], options: CliOptions, io: Cli
     if (mode === 'converge') {
       await ensureStateDir(host);
       await host.writeFile(LAST_RUN_FILE, text, { mode: 0o644, backup: false });
-      await recordStatus(report, declared, host, runlist.name, values['textfile-dir'], human);
+      if (!offboard) await recordStatus(report, declared, host, runlist.name, values['textfile-dir'], human);
+      else if (!result.failed) await forgetStatus(host, values['textfile-dir']);
     }
     if (json) io.stdout.write(text);
     if (report.outcome === 'failed' || report.outcome === 'interrupted') return 1;
@@ -278,6 +278,13 @@ function parseFlags(argv: readonly string[]) {
 }
 
 /** The run's status after a converge: status.json (drift baseline), and the metrics file when node_exporter reads one. */
+/** Offboarded: no metrics left to say the machine stopped converging (meshvm's alert would fire), no drift baseline. */
+async function forgetStatus(host: Host, textfile: string | undefined): Promise<void> {
+  const dir = await textfileDir(host, textfile);
+  if (dir) await host.remove(path.posix.join(dir, METRICS_FILE_NAME));
+  await host.remove(STATUS_FILE);
+}
+
 async function recordStatus(
   report: RunReport,
   declared: readonly Declared[],

@@ -121,6 +121,18 @@ function sample(text: string, series: string): number | undefined {
   t.is(sample(text, 'meshvm_last_success_timestamp_seconds'), succeeded);
 });
 
+test('an offboarded machine leaves no metrics behind (its alert would fire) and no drift baseline', async (t) => {
+  const root = await scratchRoot(t);
+  await fs.mkdir(path.join(root, TEXTFILE_DIR), { recursive: true });
+  t.is((await meshvm(['converge', DEMO, '--root', root])).exitCode, 0);
+  const prom = path.join(root, TEXTFILE_DIR, 'meshvm.prom');
+  t.truthy(await fs.stat(prom));
+  const off = await meshvm(['offboard', DEMO, '--root', root]);
+  t.is(off.exitCode, 0, off.stderr);
+  t.is(await fs.stat(prom).catch(() => undefined), undefined);
+  t.is(await fs.stat(path.join(root, 'var/lib/meshvm/status.json')).catch(() => undefined), undefined);
+});
+
 test('no node_exporter directory and no flag: no metrics file, and the run is not the worse for it', async (t) => {
   const root = await scratchRoot(t);
   const run = await meshvm(['converge', DEMO, '--root', root]);
