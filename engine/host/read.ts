@@ -1,12 +1,35 @@
-// Reading guest paths: file content through symlinks resolved inside the root, lstat with owner names, links, listings.
+// Reading guest paths: file content through symlinks resolved inside the root (a last link only where root alone can change it), lstat with owner names, links, listings.
+import { constants as fsc } from 'node:fs';
 import fs from 'node:fs/promises';
+import path from 'node:path';
 import type { FileStat } from '../host.ts';
 import type { Owners } from './owners.ts';
 import type { RootPaths } from './root-paths.ts';
+import { trustedDir, UnsafePathError, untrusted } from './safe-path.ts';
 
+/** Never blocks on a FIFO, never takes a terminal. */
+const READ = fsc.O_RDONLY | fsc.O_NONBLOCK | fsc.O_NOCTTY;
+
+/**
+ * Content through links resolved inside the root. A link left as the last component (at '/', where the kernel
+ * resolves) is followed only in a directory root alone can change: a file an account swaps for a link to a root file
+ * between meshvm's lstat and its read is refused, never read (its content would show in a diff).
+ */
 export async function readText(paths: RootPaths, p: string): Promise<string | undefined> {
   try {
-    return await fs.readFile(await paths.resolve(p), 'utf8');
+    const real = await paths.resolve(p);
+    const handle = await fs.open(real, READ | fsc.O_NOFOLLOW).catch(async (error: NodeJS.ErrnoException) => {
+      if (error.code !== 'ELOOP') throw error;
+      const dir = await fs.stat(path.dirname(real));
+      if (!trustedDir(dir))
+        throw new UnsafePathError(`refusing to read ${p}: it is a link in ${untrusted(dir)}; meshvm does not follow links an unprivileged account controls`);
+      return fs.open(real, READ);
+    });
+    try {
+      return await handle.readFile('utf8');
+    } finally {
+      await handle.close();
+    }
   } catch (error) {
     if (isMissing(error)) return undefined;
     throw error;

@@ -11,6 +11,14 @@ const ENTRY_FLAGS = fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK | fsc.O_NOCTT
 /** meshvm runs as root; under tests it may run as its own account, which it trusts as it trusts root. */
 const TRUSTED = new Set([0, process.getuid?.() ?? 0]);
 
+/**
+ * A directory whose entries only root can change: owned by root, not writable by others, nor by a group other than
+ * root's. Links in it are followed; in any other (an account's own, a world-writable /tmp) they are not.
+ */
+export function trustedDir(stat: { uid: number; gid: number; mode: number }): boolean {
+  return TRUSTED.has(stat.uid) && (stat.mode & 0o002) === 0 && ((stat.mode & 0o020) === 0 || TRUSTED.has(stat.gid));
+}
+
 /** A path that the walk refuses: it would leave the root, pass a link an unprivileged account controls, or open what it did not expect. */
 export class UnsafePathError extends Error {
   readonly code = 'EUNSAFEPATH';
@@ -27,7 +35,7 @@ export interface OpenDir {
   readonly stat: Stats;
   /** The open directory (fchmod, fchown, fsync on it). */
   readonly handle: FileHandle;
-  /** Whether links in it may be followed and hard-linked files in it repaired: root (or meshvm's own account) owns it. */
+  /** Whether links in it may be followed and hard-linked files in it repaired: only root (or meshvm's own account) can change it. */
   readonly trusted: boolean;
   /** A path naming the entry `name` of this very directory (through /proc/self/fd: openat for calls that take a path). */
   at(name: string): string;
@@ -114,7 +122,7 @@ export function safeRoot(root: string): SafeRoot {
           if (link === undefined) throw new UnsafePathError(`cannot use ${shown(walked.asked)}: ${here} is a ${await kindOf(dir, name)}, not a directory`);
           if (!dir.trusted) {
             throw new UnsafePathError(
-              `refusing ${shown(walked.asked)}: ${here} is a link (to ${link}) in ${dir.guest}, a directory owned by uid ${dir.stat.uid}, not root; ` +
+              `refusing ${shown(walked.asked)}: ${here} is a link (to ${link}) in ${dir.guest}, ${untrusted(dir.stat)}; ` +
                 'meshvm does not follow links an unprivileged account controls (an unsafe path transition)',
             );
           }
@@ -172,7 +180,7 @@ function opened(handle: FileHandle, guest: string, stat: Stats): OpenDir {
     guest,
     stat,
     handle,
-    trusted: TRUSTED.has(stat.uid),
+    trusted: trustedDir(stat),
     at,
     async openEntry(name, flags = ENTRY_FLAGS) {
       let entry: FileHandle;
@@ -220,6 +228,12 @@ async function makeDir(dir: OpenDir, name: string, mode: number, guest: string):
 async function kindOf(dir: OpenDir, name: string): Promise<string> {
   const st = await fs.lstat(dir.at(name)).catch(() => undefined);
   return !st ? 'missing entry' : st.isFile() ? 'file' : st.isSymbolicLink() ? 'link' : 'special file';
+}
+
+/** Why a directory is not trusted, for errors: "a directory owned by uid 4242, not root", "a directory others can write". */
+export function untrusted(stat: { uid: number; gid: number; mode: number }): string {
+  if (!TRUSTED.has(stat.uid)) return `a directory owned by uid ${stat.uid}, not root`;
+  return (stat.mode & 0o002) !== 0 ? 'a directory anyone can write' : `a directory group ${stat.gid} can write`;
 }
 
 function join(dir: string, name: string): string {

@@ -5,7 +5,7 @@ import path from 'node:path';
 import type { MkdirOptions, WriteOptions } from '../host.ts';
 import { dropBackups, keepBackup } from './backup.ts';
 import type { Owners } from './owners.ts';
-import { CREATE_NEW, failure, stagedName, unlinkIfThere, UnsafePathError, type OpenDir, type SafeRoot } from './safe-path.ts';
+import { CREATE_NEW, failure, stagedName, unlinkIfThere, UnsafePathError, untrusted, type OpenDir, type SafeRoot } from './safe-path.ts';
 
 export interface Place {
   safe: SafeRoot;
@@ -138,7 +138,7 @@ async function onEntry(safe: SafeRoot, p: string, verb: string, change: (handle:
     try {
       // a second name for a root file, made by an account that owns the directory (fs.protected_hardlinks off): not repaired
       if (!dir.trusted && entry.stat.isFile() && entry.stat.nlink > 1) {
-        throw new UnsafePathError(`refusing to ${verb} ${p}: it has ${entry.stat.nlink} hard links in a directory owned by uid ${dir.stat.uid}, not root`);
+        throw new UnsafePathError(`refusing to ${verb} ${p}: it has ${entry.stat.nlink} hard links in ${untrusted(dir.stat)}`);
       }
       await change(entry.handle);
     } finally {

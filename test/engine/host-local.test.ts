@@ -120,3 +120,13 @@ test('a failed command still forgets memoised facts', async (t) => {
   await t.throwsAsync(host.run(['false']));
   t.is(await fact(), 2);
 });
+
+test('a file replaced by a link is kept as a backup first', async (t) => {
+  const root = await scratchRoot(t);
+  await seed(root, { 'etc/app.conf': 'was a file\n' });
+  await localHost({ root }).symlink('/etc/other.conf', '/etc/app.conf');
+  t.is(await fs.readlink(path.join(root, 'etc/app.conf')), '/etc/other.conf');
+  const backups = await fs.readdir(path.join(root, BACKUP_DIR));
+  t.is(backups.length, 1);
+  t.is(await fs.readFile(path.join(root, BACKUP_DIR, backups[0]!), 'utf8'), 'was a file\n');
+});

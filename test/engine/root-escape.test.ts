@@ -160,6 +160,17 @@ const asRoot = process.getuid?.() === 0;
       await t.throwsAsync(act(), { message: /\/srv\/link is a link \(to \/etc\) in \/srv, a directory owned by uid 4242, not root; .*unsafe path transition/ });
     }
     t.deepEqual(await snapshot(root), before);
+    // root's own /tmp-like directory that anyone can write: its links are anyone's, not followed either
+    await fs.mkdir(path.join(root, 'tmp'), { mode: 0o1777 });
+    await fs.chmod(path.join(root, 'tmp'), 0o1777);
+    await fs.symlink('/etc', path.join(root, 'tmp/link'));
+    await t.throwsAsync(host.writeFile('/tmp/link/new', 'x'), { message: /\/tmp\/link is a link \(to \/etc\) in \/tmp, a directory anyone can write; / });
+    t.false(
+      await fs.stat(path.join(root, 'etc/new')).then(
+        () => true,
+        () => false,
+      ),
+    );
     // the same link in a directory root owns is followed, inside the root
     await fs.rename(path.join(root, 'srv/link'), path.join(root, 'link'));
     await host.writeFile('/link/new', 'y\n');

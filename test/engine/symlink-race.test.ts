@@ -16,8 +16,10 @@ const unavailable = raceUnavailable();
  * attacker exchanges the two names nonstop (renameat2(RENAME_EXCHANGE): each name is always one or the other), while
  * meshvm reads the file (File's current: an lstat) and, when it read the drifted file, repairs it (File's apply: chown,
  * then chmod): 200 such trials. A
- * repair that followed the link would re-mode or re-group the canary. Checked against the code before the safe walk
- * (commit bd84f18, chmod by path): the canary was re-moded in 38 of 200 trials; here it must be 0.
+ * repair that followed the link would re-mode or re-group the canary; a read that followed it would read the canary's
+ * content into the diff. Checked against the code before the safe walk
+ * (commit bd84f18, chmod and reads by path): the canary was re-moded in 38 and 27 of 200 trials (two runs), and its
+ * content read 77 times; here both must be 0.
  */
 (unavailable ? test.skip : test)(
   `a link swapped in between the read and the repair is never followed: 0 of ${TRIALS} trials reach the root file outside${unavailable ? ` (skipped: ${unavailable})` : ''}`,
@@ -49,6 +51,7 @@ const unavailable = raceUnavailable();
     let readLink = 0;
     let repaired = 0;
     let reached = 0;
+    let read = 0;
     const refusals = new Map<string, number>();
     // a trial is a read that saw the drifted file, then the repair; reads that saw the link (nothing to repair) are not trials
     let trials = 0;
@@ -57,6 +60,7 @@ const unavailable = raceUnavailable();
       await real.chmod(0o644);
       try {
         const current = await fileType.current(host, spec);
+        if (current?.content.includes('root only')) read++;
         if (current?.type !== 'file') {
           readLink++;
           continue;
@@ -81,7 +85,9 @@ const unavailable = raceUnavailable();
     t.log(`attacker: ${how}, as uid ${ATTACKER_ID}; ${trials} trials (and ${readLink} reads that saw the link): ${repaired} repaired the file, refused:`);
     for (const [why, count] of refusals) t.log(`  ${count} × ${why}`);
     t.is(reached, 0, `the root file outside was re-moded or re-grouped in ${reached} of ${TRIALS} trials`);
-    for (const why of refusals.keys()) t.regex(why, /is a link; meshvm changes the file itself, never through a link/);
+    t.is(read, 0, `the root file's content was read (and would show in a diff) in ${read} reads`);
+    for (const why of refusals.keys())
+      t.regex(why, /is a link; meshvm changes the file itself, never through a link|refusing to read FILE: it is a link in a directory owned by uid 4242/);
     t.true(repaired > 0, 'the repair itself still works between the swaps');
   },
 );
