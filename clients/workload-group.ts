@@ -72,15 +72,17 @@ export async function readObject(k: KubernetesClient, api: ObjectApi, namespace:
  * and no longer sends are removed. Forced, so a field another manager took over (a `kubectl edit`) comes back to what
  * meshvm declares, as a converge should. RBAC: `patch`, and `create` when the object does not exist yet.
  */
-export async function applyObject(k: KubernetesClient, api: ObjectApi, object: KubeObject): Promise<KubeObject> {
+export async function applyObject(k: KubernetesClient, api: ObjectApi, object: KubeObject, opts: { dryRun?: boolean } = {}): Promise<KubeObject> {
   const namespace = object.metadata.namespace ?? '';
   const name = object.metadata.name;
   const body = { ...object, apiVersion: apiVersionOf(api), kind: api.kind };
   // loaded here, not at the top: a recipe that only declares registration must not load the Kubernetes client at start-up
   const { PatchStrategy, setHeaderOptions } = await import('@kubernetes/client-node');
   const options = setHeaderOptions('Content-Type', PatchStrategy.ServerSideApply);
-  const params = { name, namespace, body, fieldManager: FIELD_MANAGER, force: true };
-  const applied = await k.call(`applying ${where(api, namespace, name)} (server-side apply, field manager ${FIELD_MANAGER})`, () =>
+  // a dry run (preflight) is authorized, admitted and validated as the apply would be, and stores nothing
+  const params = { name, namespace, body, fieldManager: FIELD_MANAGER, force: true, ...(opts.dryRun && { dryRun: 'All' }) };
+  const what = `${opts.dryRun ? 'a dry run of ' : ''}applying ${where(api, namespace, name)} (server-side apply, field manager ${FIELD_MANAGER})`;
+  const applied = await k.call(what, () =>
     api.group === ''
       ? k.core.patchNamespacedService(params, options)
       : k.custom.patchNamespacedCustomObject({ ...params, group: api.group, version: api.version, plural: api.plural }, options),

@@ -1,7 +1,7 @@
 // WorkloadGroup (networking.istio.io/v1) ensured by server-side apply, and what the registration kinds share: an API object meshvm owns, diffed field by field.
 import { BlockList, isIP } from 'node:net';
 import { z } from 'zod';
-import { defineResource, type Changes, type ResourceType } from '../engine/resource.ts';
+import { defineResource, hasChanges, type Changes, type ResourceType } from '../engine/resource.ts';
 import type { Host, HostReader } from '../engine/host.ts';
 import type { KubernetesClient } from '../clients/kubernetes.ts';
 import {
@@ -331,13 +331,15 @@ export function kubeObjectType<Schema extends z.ZodType<KubeObjectSpec>>(o: {
 }): ResourceType<z.output<Schema>, KubeObjectState> & { schema: Schema } {
   type Spec = z.output<Schema>;
   const where = (spec: Spec) => `${o.api.kind} ${spec.namespace}/${spec.name}`;
-  return {
+  const type: ResourceType<Spec, KubeObjectState> & { schema: Schema } = {
     kind: o.kind,
     schema: o.schema as Schema & z.ZodType<z.output<Schema>>,
     key: (spec: Spec) => `${spec.namespace}/${spec.name}`,
 
-    async current(_host: HostReader, spec: Spec): Promise<KubeObjectState | undefined> {
-      const object = spec.read ? await spec.read() : await readObject(await spec.connect(), o.api, spec.namespace, spec.name);
+    async current(host: HostReader, spec: Spec): Promise<KubeObjectState | undefined> {
+      // once a run while nothing changed (preflight and the run read it alike), unless the spec brings its own shared read
+      const read = async () => readObject(await spec.connect(), o.api, spec.namespace, spec.name);
+      const object = spec.read ? await spec.read() : await host.memo(`kube-object:${o.api.plural}:${spec.namespace}/${spec.name}`, read);
       if (!object) return undefined;
       if (spec.ensure === 'absent') {
         if (!managedByMeshvm(object))
@@ -351,6 +353,17 @@ export function kubeObjectType<Schema extends z.ZodType<KubeObjectSpec>>(o: {
 
     changes: (spec: Spec, current: KubeObjectState | undefined) => objectChanges(spec, o.render(spec), current),
 
+    /**
+     * Preflight: the cluster is asked before anything on the VM changes: the object read (a delete refused when it is not
+     * meshvm's) and, when it would change, the apply sent as a dry run (RBAC, admission and validation decide; nothing stored).
+     */
+    async prepare(host: Host, spec: Spec): Promise<string | undefined> {
+      const changes = type.changes(spec, await type.current(host, spec));
+      if (!hasChanges(changes) || spec.ensure === 'absent') return undefined;
+      await applyObject(await spec.connect(), o.api, o.render(spec), { dryRun: true });
+      return `${where(spec)}: the apply was accepted as a dry run`;
+    },
+
     async apply(_host: Host, spec: Spec, _changes: Changes<KubeObjectState>, current: KubeObjectState | undefined): Promise<void> {
       const k = await spec.connect();
       if (spec.ensure === 'absent') {
@@ -362,6 +375,7 @@ export function kubeObjectType<Schema extends z.ZodType<KubeObjectSpec>>(o: {
 
     describe: (field: string, change: { from: unknown; to: unknown }) => describeObjectChange(field, change),
   };
+  return type;
 }
 
 /** The metadata meshvm puts on every object it makes: name, namespace, its managed-by label beside the caller's labels. */

@@ -51,8 +51,10 @@ async function lab(t: ExecutionContext, rules: unknown[]) {
 const runlist = (l: MeshLab, registration: unknown, workload: Record<string, unknown> = WORKLOAD, flow = 'istiod') =>
   JSON.stringify({ name: 'registration-lab', attributes: { flow, workload, cluster: l.cluster, registration }, recipes: [{ recipe: 'registration' }] });
 
-/** Kubernetes requests that could change something (anything but GET), as "METHOD path". */
-const writes = (l: MeshLab) => l.kube.calls.filter((c) => c.method !== 'GET').map((c) => `${c.method} ${c.path}`);
+/** Kubernetes requests that could change something (anything but GET and preflight's dry runs), as "METHOD path". */
+const writes = (l: MeshLab) => l.kube.calls.filter((c) => c.method !== 'GET' && c.query.dryRun !== 'All').map((c) => `${c.method} ${c.path}`);
+/** Preflight's dry runs (dryRun=All: authorized and validated as the write would be, nothing stored), as "METHOD path". */
+const dryRuns = (l: MeshLab) => l.kube.calls.filter((c) => c.query.dryRun === 'All').map((c) => `${c.method} ${c.path}`);
 
 test('auto: plan shows the WorkloadGroup to create and writes nothing; converge applies it once; a re-converge makes 0 API writes', async (t) => {
   const { root, lab: l } = await lab(t, [AUTO_ROLE]);
@@ -184,12 +186,15 @@ test('bad input is refused before any API call: an address that is not an IP, a 
 test('a token without the rule: the refusal names the verb, the resource, the namespace and the Role rule to add', async (t) => {
   const { root, lab: l } = await lab(t, [{ ...AUTO_ROLE, verbs: ['get'] }]);
   const file = await writeRunlist(l.dir, 'auto.yaml', runlist(l, 'auto'));
-  const result = report(t, await meshvm(['converge', file, '--root', root, '--json']), 1);
+  const result = report(t, await meshvm(['converge', file, '--root', root, '--json']), 1) as unknown as { error: string };
+  // refused in preflight (the dry run), before anything on the VM changed
+  t.regex(result.error, /^preflight: workload_group\[vm-ns\/reviews-vm\] /);
   t.regex(
-    result.resources[0]!.error ?? '',
+    result.error,
     /may not patch workloadgroups\.networking\.istio\.io "reviews-vm" in namespace vm-ns: grant it a Role in namespace vm-ns with \{apiGroups: \["networking\.istio\.io"\], resources: \["workloadgroups"\], resourceNames: \["reviews-vm"\], verbs: \["patch"\]\} and a RoleBinding to system:serviceaccount:vm-ns:meshvm-bootstrap/,
   );
-  t.deepEqual(writes(l), ['PATCH /apis/networking.istio.io/v1/namespaces/vm-ns/workloadgroups/reviews-vm']);
+  t.deepEqual(dryRuns(l), ['PATCH /apis/networking.istio.io/v1/namespaces/vm-ns/workloadgroups/reviews-vm'], 'only the dry run was asked');
+  t.deepEqual(writes(l), []);
   t.is(l.kube.objects.get('workloadgroups', 'vm-ns', 'reviews-vm'), undefined);
 });
 
