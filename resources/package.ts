@@ -102,16 +102,17 @@ export const packageType = {
     const deb = spec.deb;
     if ('path' in deb) {
       await checkLocalDeb(host, deb.path, deb.sha256);
-      return deb.sha256 ? `${deb.path} has the sha256 required` : `${deb.path} is there (no sha256 given to check)`;
+      return `${deb.path}: ${deb.sha256 ? 'the sha256 required' : 'no sha256 given to check'}, ${await checkDebFields(host, spec, deb.path)}`;
     }
     const cached = cachedDeb(spec.name, deb.sha256);
-    if ((await host.stat(cached))?.type === 'file' && (await fileSha256(host, cached)) === deb.sha256) return `${cached} (cached) has the sha256 required`;
+    if ((await host.stat(cached))?.type === 'file' && (await fileSha256(host, cached)) === deb.sha256)
+      return `${cached} (cached): the sha256 required, ${await checkDebFields(host, spec, cached)}`;
     if (context.mode === 'plan') {
       const got = await host.hashDownload(deb.url, { sha256: deb.sha256, caFile: deb.caFile });
-      return `${deb.url}: ${got.bytes} bytes with the sha256 required (plan fetched it without keeping it)`;
+      return `${deb.url}: ${got.bytes} bytes with the sha256 required (not kept in plan: its Package and Version fields are read when converge downloads it)`;
     }
     const got = await downloadToCache(host, spec, context);
-    return `${deb.url}: ${got.bytes} bytes with the sha256 required, in ${cached}`;
+    return `${deb.url}: ${got.bytes} bytes with the sha256 required, ${await checkDebFields(host, spec, cached)}, in ${cached}`;
   },
 
   async apply(host: Host, spec: PackageSpec, _changes: Changes<PackageState>, current: PackageState | undefined): Promise<void> {
@@ -162,12 +163,22 @@ async function aptInstall(host: Host, spec: PackageSpec, target: string): Promis
   if (result.exitCode !== 0) throw new CommandError(argv, result.exitCode, dpkgErrors(`${result.stdout}\n${result.stderr}`));
 }
 
-/** What dpkg and apt said went wrong (apt prints dpkg's errors on stdout): their error lines and the lines they indent (pure). */
+/**
+ * What dpkg and apt said went wrong (apt prints dpkg's errors on stdout): the failing maintainer script's own lines (after
+ * "Setting up"/"Unpacking"), dpkg's and apt's error lines and the lines they indent; else the last lines (pure).
+ */
 export function dpkgErrors(output: string): string {
-  const lines = output.split('\n');
-  const picked = lines.filter(
-    (line, i) => /^(dpkg: error|E: |Errors were encountered)/.test(line) || (/^\s/.test(line) && /^(dpkg: error|Errors were)/.test(lines[i - 1] ?? '')),
-  );
+  const lines = output.split(/\r?\n/);
+  const picked: string[] = [];
+  let script: string[] = [];
+  for (const [i, line] of lines.entries()) {
+    if (/^(Setting up|Unpacking|Preparing to unpack) /.test(line)) script = [];
+    else if (/^dpkg: error/.test(line)) {
+      picked.push(...script.slice(-5), line);
+      script = [];
+    } else if (/^(E: |Errors were encountered)/.test(line) || (/^\s/.test(line) && /^(dpkg: error|Errors were)/.test(lines[i - 1] ?? ''))) picked.push(line);
+    else if (line.trim() && !/^(debconf|W: |N: )/.test(line)) script.push(line);
+  }
   return (picked.length ? picked : lines.filter(Boolean).slice(-8)).join('\n');
 }
 
@@ -259,6 +270,27 @@ async function downloadToCache(host: Host, spec: PackageSpec, context?: PrepareC
   const got = await host.download(deb.url, cached, { sha256: deb.sha256, caFile: deb.caFile });
   if (!existed) context?.created(cached);
   return got;
+}
+
+/** `dpkg-deb --field FILE Package Version` as a map of its fields (pure). */
+export function parseDebFields(text: string): Record<string, string> {
+  const fields: Record<string, string> = {};
+  for (const line of text.split('\n')) {
+    const match = /^([A-Za-z][A-Za-z0-9-]*):\s*(.*)$/.exec(line);
+    if (match) fields[match[1]!] = match[2]!.trim();
+  }
+  return fields;
+}
+
+/** The .deb is the package the spec names (else installing it would never converge), of the version pinned if one is; says which. */
+async function checkDebFields(host: HostReader, spec: PackageSpec, file: string): Promise<string> {
+  const result = await host.query(['dpkg-deb', '--field', host.realPath(file), 'Package', 'Version']);
+  if (result.exitCode !== 0) throw new Error(`${file} is not a .deb dpkg-deb can read (${result.stderr.trim().split('\n')[0]})`);
+  const fields = parseDebFields(result.stdout);
+  if (fields.Package !== spec.name)
+    throw new Error(`${file} is the package ${fields.Package ?? '(none)'}, not ${spec.name}; installing it would leave ${spec.name} missing on every run`);
+  if (spec.version && fields.Version !== spec.version) throw new Error(`${file} is ${spec.name} ${fields.Version}, not the version ${spec.version} pinned`);
+  return `package ${spec.name} ${fields.Version}`;
 }
 
 async function fileSha256(host: HostReader, file: string): Promise<string | undefined> {

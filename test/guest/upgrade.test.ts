@@ -136,6 +136,7 @@ guestTest(
     const v12 = await sidecarDeb(debs, '1.2.0');
     const v13 = await sidecarDeb(debs, '1.3.0');
     const broken = await sidecarDeb(debs, '1.4.0', { brokenPostinst: true });
+    const impostor = await buildDeb(debs, 'meshvm-test-impostor', '1.0');
     const guest = await bootContainer({
       node: true,
       binds: [
@@ -165,6 +166,15 @@ guestTest(
     );
     t.deepEqual(await tree(guest), before, 'no account, no directory, no cache, no lock file, no report');
     t.regex(await status(guest), /^$|^un/, 'dpkg never saw it');
+
+    // The right sha256 of the wrong package (it would never converge): refused in preflight once downloaded; nothing kept.
+    const wrongPackage = await (await runlistFor(guest, at(impostor)))();
+    t.is(wrongPackage.exitCode, 1);
+    t.regex(
+      wrongPackage.report.error ?? '',
+      /^preflight: package\[istio-sidecar\] .*\.deb is the package meshvm-test-impostor, not istio-sidecar; .*nothing was changed$/,
+    );
+    t.deepEqual(await tree(guest), before, 'the download is not kept');
 
     // 1.2: installed, istio started once.
     const install12 = await runlistFor(guest, at(v12));
