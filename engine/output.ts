@@ -80,10 +80,11 @@ export function humanListener(options: HumanOptions): Listener {
           'would-refresh': yellow('would refresh'),
           'not-needed': dim('refresh not needed: this run already did it'),
           failed: red('refresh FAILED'),
-          dropped: yellow('refresh dropped'),
+          kept: yellow('refresh still owed'),
           skipped: yellow('refresh still owed'),
         };
         write(`${report.ref} ${words[report.status]}${because}`);
+        if (report.why) write(`    ${report.why}`);
         if (report.error) write(`    ${report.error}`);
         break;
       }

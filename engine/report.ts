@@ -5,7 +5,7 @@ import { apiCalls } from './api-calls.ts';
 import type { RunResult } from './runner.ts';
 
 export type ResourceStatus = 'unchanged' | 'changed' | 'would-change' | 'failed' | 'skipped';
-export type RefreshStatus = 'refreshed' | 'would-refresh' | 'not-needed' | 'failed' | 'dropped' | 'skipped';
+export type RefreshStatus = 'refreshed' | 'would-refresh' | 'not-needed' | 'failed' | 'kept' | 'skipped';
 
 export interface ResourceReport {
   ref: string;
@@ -30,6 +30,8 @@ export interface RefreshReport {
   status: RefreshStatus;
   /** The refs of the resources whose change asked for it (in this or an earlier run). */
   because: string[];
+  /** Why it is still owed (kept: another runlist's resource; skipped: the run was interrupted). */
+  why?: string;
   error?: string;
 }
 

@@ -1,12 +1,14 @@
 // The runner: resources in declaration order, the first failure stops, delayed notifications delivered once at the end.
 import type { Host } from './host.ts';
-import type { Action, Applied, Declared } from './resource.ts';
+import { isDeepStrictEqual } from 'node:util';
+import type { Action, Applied, Changes, Declared } from './resource.ts';
 import { hasChanges, isAction } from './resource.ts';
 import { ResourceError } from './errors.ts';
 import { describeChanges, type Listener, type RefreshReport, type ResourceReport } from './report.ts';
 import { secrets } from './secrets.ts';
 import { expandChildren, PART_OF, readComposite } from './composite.ts';
 import { PENDING_FILE, STATE_DIR } from './state-paths.ts';
+import { faultPoint } from './faults.ts';
 
 export { PENDING_FILE };
 
@@ -14,7 +16,7 @@ export interface RunOptions {
   host: Host;
   mode: 'converge' | 'plan';
   listener?: Listener;
-  /** Set when SIGINT/SIGTERM arrived: the resource in flight finishes, the rest are skipped. */
+  /** Set when SIGINT/SIGTERM arrived: the resource (or refresh) in flight finishes, the rest are skipped and stay owed. */
   interrupted?: () => boolean;
 }
 
@@ -51,7 +53,8 @@ export async function runResources(declared: readonly Declared[], options: RunOp
   }
   if (!interrupted && options.interrupted?.()) interrupted = true;
 
-  const notifications = interrupted ? pending.report('skipped') : await deliver(declared, host, plan, applied, pending, listener);
+  const notifications = interrupted ? pending.report('skipped') : await deliver(declared, run, listener, options.interrupted);
+  if (!interrupted && notifications.some((n) => n.status === 'skipped')) interrupted = true;
   if (notifications.some((n) => n.status === 'failed')) failed = true;
   return { resources, notifications, failed, interrupted };
 }
@@ -65,27 +68,59 @@ interface RunState {
   pending: Pending;
 }
 
+/** A refresh owed: `target` is notified because `because` changed. */
+interface Owed {
+  target: string;
+  because: string;
+}
+
 /**
- * Converges one resource (a composite's child too), then owes its notifications when it changed something, even when
- * a later step failed: a child written before a later child failed still owes the restart.
+ * Converges one resource (a composite's child too). Its notifications (and those of the composites it is part of) are
+ * write-ahead: on disk in pending.json before its first effect lands, so a run killed right after a file's rename
+ * still owes the restart. Withdrawn again when nothing changed after all; kept when the resource failed part-way.
  */
-async function converge(item: Declared, run: RunState): Promise<Converged> {
-  const converged = await convergeOne(item, run);
-  if (converged.changed && item.notifies.length) {
+async function converge(item: Declared, run: RunState, inherited: readonly Owed[] = []): Promise<Converged> {
+  const owes = [...inherited, ...item.notifies.map((target) => ({ target: target.ref, because: item.ref }))];
+  const added: Owed[] = [];
+  const writeAhead = async () => {
+    if (run.plan || owes.length === 0) return;
+    added.push(...run.pending.add(owes));
+    await run.pending.save();
+  };
+  const converged = await convergeOne(item, run, owes, writeAhead);
+  if (converged.changed) {
     for (const target of item.notifies) run.pending.owe(target.ref, item.ref);
-    if (!run.plan) await run.pending.save();
+  } else if (added.length && (converged.report.status !== 'failed' || (await nothingLanded(item, run.host, converged)))) {
+    run.pending.withdraw(added);
   }
+  if (!run.plan) await run.pending.save();
   return converged;
+}
+
+/**
+ * Whether a resource that failed part-way left the machine as it found it: read again, it differs in exactly what it
+ * differed before (a File whose verify refused the new content). A composite's parts cannot be told apart this way.
+ */
+async function nothingLanded(item: Declared, host: Host, converged: Converged): Promise<boolean> {
+  if (item.type.children || converged.before === undefined) return false;
+  try {
+    const after = item.type.changes(item.spec, await item.type.current(host, item.spec));
+    return isDeepStrictEqual(after, converged.before);
+  } catch {
+    return false;
+  }
 }
 
 /** A resource's report, and whether it changed something (in plan: would), whatever its status says. */
 interface Converged {
   report: ResourceReport;
   changed: boolean;
+  /** What differed when it was read (before anything was applied). */
+  before?: Changes<any>;
 }
 
 /** Read, diff, apply; then a composite's children in order; then the actions. The first failure stops the resource. */
-async function convergeOne(item: Declared, run: RunState): Promise<Converged> {
+async function convergeOne(item: Declared, run: RunState, owes: readonly Owed[], writeAhead: () => Promise<void>): Promise<Converged> {
   const { host, plan } = run;
   const started = performance.now();
   const base = { ref: item.ref, ...(item.declaredAt && { declaredAt: item.declaredAt }) };
@@ -98,8 +133,10 @@ async function convergeOne(item: Declared, run: RunState): Promise<Converged> {
   const done: string[] = [];
   let changed = false;
   let renewal = false;
+  let before: Changes<any> | undefined;
   const finish = (status: ResourceReport['status'], error?: unknown): Converged => ({
     changed,
+    before,
     report: {
       ...base,
       status,
@@ -116,6 +153,7 @@ async function convergeOne(item: Declared, run: RunState): Promise<Converged> {
     const current = item.type.children ? await readComposite(host, item) : await item.type.current(host, item.spec);
     const changes = item.type.changes(item.spec, current);
     renewal = hasChanges(changes) && Boolean(item.type.renewal?.(changes));
+    before = changes;
     const parts = item.type.children ? expandChildren(item, current, run.byRef) : [];
     const actions = item.type.actions?.(item.spec, current, changes) ?? [];
     if (!hasChanges(changes) && actions.length === 0 && parts.length === 0) return finish('unchanged');
@@ -124,7 +162,9 @@ async function convergeOne(item: Declared, run: RunState): Promise<Converged> {
     if (hasChanges(changes) && !plan) {
       phase = 'apply';
       if (!item.type.apply) throw new Error(`${item.type.kind} found changes (${fields.join(', ')}) but has no apply`);
+      await writeAhead();
       await item.type.apply(host, item.spec, changes, current);
+      faultPoint('kill-after-apply', item.ref);
     }
     if (hasChanges(changes)) changed = true;
     // the children, an action among them done when a child before it changed
@@ -134,6 +174,7 @@ async function convergeOne(item: Declared, run: RunState): Promise<Converged> {
         if (!changedSince) continue;
         changedSince = false;
         phase = 'apply';
+        if (!part.skip) await writeAhead();
         const line = await act(part, host, plan);
         actionLines.push(line);
         lines.push(line);
@@ -145,7 +186,7 @@ async function convergeOne(item: Declared, run: RunState): Promise<Converged> {
       }
       const child = part;
       phase = 'read';
-      const { report: childReport, changed: childChanged } = await converge(child, run);
+      const { report: childReport, changed: childChanged } = await converge(child, run, owes);
       if (childChanged) changed = true;
       if (childReport.status === 'unchanged') continue;
       children.push(childReport);
@@ -160,6 +201,7 @@ async function convergeOne(item: Declared, run: RunState): Promise<Converged> {
     }
     for (const action of actions) {
       phase = 'apply';
+      if (!action.skip) await writeAhead();
       const line = await act(action, host, plan);
       actionLines.push(line);
       lines.push(line);
@@ -199,17 +241,14 @@ function childLines(parent: Declared, child: ResourceReport): string[] {
   ];
 }
 
-async function deliver(
-  declared: readonly Declared[],
-  host: Host,
-  plan: boolean,
-  applied: Map<string, Applied<any>>,
-  pending: Pending,
-  listener: Listener,
-): Promise<RefreshReport[]> {
-  const byRef = new Map(declared.map((d) => [d.ref, d]));
+/**
+ * Delivers what is owed, in declaration order. A refresh owed to a resource this runlist does not declare is kept
+ * (another runlist owes it: the run that declares it delivers it); an interrupt leaves the rest owed.
+ */
+async function deliver(declared: readonly Declared[], run: RunState, listener: Listener, interrupted?: () => boolean): Promise<RefreshReport[]> {
+  const { host, plan, applied, pending, byRef } = run;
   const owed = pending.refs();
-  // declaration order, then anything owed by an earlier run that this runlist no longer declares
+  // declaration order, then anything owed by an earlier run that this runlist does not declare
   const order = [...declared.map((d) => d.ref).filter((ref) => owed.has(ref)), ...[...owed.keys()].filter((ref) => !byRef.has(ref))];
   const reports: RefreshReport[] = [];
   for (const ref of order) {
@@ -217,10 +256,11 @@ async function deliver(
     const target = byRef.get(ref);
     let report: RefreshReport;
     if (!target) {
-      report = { ref, status: 'dropped', because, error: 'no longer declared by this runlist' };
-      if (!plan) pending.settle(ref);
+      report = { ref, status: 'kept', because, why: 'not declared by this runlist: still owed, until a run that declares it delivers it' };
     } else if (plan) {
       report = { ref, status: 'would-refresh', because };
+    } else if (interrupted?.()) {
+      report = { ref, status: 'skipped', because, why: 'interrupted: still owed, delivered by the next run' };
     } else {
       try {
         const outcome = await target.type.refresh!(host, target.spec, applied.get(ref));
@@ -261,6 +301,22 @@ class Pending {
     }
   }
 
+  /** Owes each refresh not owed yet; returns those it added. */
+  add(owes: readonly Owed[]): Owed[] {
+    const fresh = owes.filter((o) => !this.#owed.get(o.target)?.has(o.because));
+    for (const o of fresh) this.owe(o.target, o.because);
+    return fresh;
+  }
+
+  /** Takes back refreshes owed ahead of a change that did not happen. */
+  withdraw(owes: readonly Owed[]): void {
+    for (const { target, because } of owes) {
+      const set = this.#owed.get(target);
+      set?.delete(because);
+      if (set?.size === 0) this.#owed.delete(target);
+    }
+  }
+
   owe(target: string, because: string): void {
     const set = this.#owed.get(target) ?? new Set<string>();
     set.add(because);
@@ -276,7 +332,7 @@ class Pending {
   }
 
   report(status: RefreshReport['status']): RefreshReport[] {
-    return [...this.#owed].map(([ref, because]) => ({ ref, status, because: [...because] }));
+    return [...this.#owed].map(([ref, because]) => ({ ref, status, because: [...because], why: 'interrupted: still owed, delivered by the next run' }));
   }
 
   async save(): Promise<void> {
