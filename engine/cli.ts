@@ -5,9 +5,10 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import pkg from '../package.json' with { type: 'json' };
 import { InputError, errorMessage } from './errors.ts';
+import type { Host } from './host.ts';
 import { localHost } from './host-local.ts';
 import { acquireLock, type RunLock } from './lock.ts';
-import { humanListener } from './output.ts';
+import { humanListener, keepGoingWhenClosed } from './output.ts';
 import { checkRequirements, planRunlist } from './plan.ts';
 import { offboardRunlist } from './offboard.ts';
 import { checkComposites } from './composite.ts';
@@ -19,12 +20,12 @@ import { buildReport, reportJson, type Listener, type RunReport } from './report
 import { runStatus } from './run-status.ts';
 import { METRICS_FILE_NAME, textfileDir, writeMetrics } from './metrics.ts';
 import type { Declared } from './resource.ts';
-import { ensureStateDir, runResources } from './runner.ts';
+import { ensureStateDir, runResources, type RunResult } from './runner.ts';
 import { loadRunlist } from './runlist.ts';
 import { SCHEMA_KINDS, isSchemaKind, schemaText } from './schema.ts';
 import { secrets } from './secrets.ts';
-import { INSTALLED_DEBS_DIR, INSTALLED_PACKAGES_DIR, LAST_RUN_FILE, LOCK_FILE, NODE_FILE, STATUS_FILE, WRITTEN_DIR } from './state-paths.ts';
-import type { Host } from './host.ts';
+import { INSTALLED_DEBS_DIR, INSTALLED_PACKAGES_DIR, LAST_RUN_FILE, LOCK_FILE, NODE_FILE, STATE_DIR, STATUS_FILE, WRITTEN_DIR } from './state-paths.ts';
+import { Interrupted, Signals } from './signals.ts';
 
 export { LAST_RUN_FILE, NODE_FILE };
 
@@ -75,6 +76,9 @@ export interface CliOptions {
 }
 
 export async function main(argv: readonly string[], options: CliOptions, io: CliIO = process): Promise<number> {
+  // a closed stdout or stderr (`| head -1`, a dropped ssh session) must not stop a converge half-way
+  keepGoingWhenClosed(io.stdout);
+  keepGoingWhenClosed(io.stderr);
   let parsed: ReturnType<typeof parseFlags>;
   try {
     parsed = parseFlags(argv);
@@ -98,10 +102,42 @@ export async function main(argv: readonly string[], options: CliOptions, io: Cli
   /** What the recipes' undo found and left alone. */
   const notes: string[] = [];
   const json = Boolean(values.json);
-  const fail = (error: unknown) => {
+  const startedAt = new Date();
+  /** What is known of the run so far, for the report of a run that fails or is interrupted before its end. */
+  const run: { runlist: string; root?: string; host?: Host; rootExisted: boolean; stateExisted: boolean; declared?: readonly Declared[] } = {
+    runlist: runlistFile ?? '',
+    rootExisted: false,
+    stateExisted: false,
+  };
+  let human: ReturnType<typeof humanListener> | undefined;
+  const signals = new Signals((signal, phase) => {
+    const text =
+      phase === 'converging'
+        ? `${signal}: finishing the resource in flight, then stopping`
+        : phase === 'waiting for the run lock'
+          ? `${signal}: no longer waiting for the run lock`
+          : `${signal}: stopping once ${phase} ends (nothing has been changed)`;
+    if (human) human({ type: 'message', level: 'warn', text });
+    else io.stderr.write(`meshvm: warning: ${text}\n`);
+  });
+  /** A run that stops early: its error on stderr, and a report as full as a finished run's (last-run.json, --json). */
+  const fail = async (error: unknown): Promise<number> => {
     const message = secrets.redact(errorMessage(error));
     io.stderr.write(`meshvm: ${message}\n`);
-    if (json) io.stdout.write(JSON.stringify({ outcome: 'failed', error: message }, null, 2) + '\n');
+    if (command === 'verify') {
+      if (json) io.stdout.write(JSON.stringify({ ok: false, error: message }, null, 2) + '\n');
+      return 1;
+    }
+    const interrupted = error instanceof Interrupted;
+    const skipped = (run.declared ?? []).map((d) => ({ ref: d.ref, status: 'skipped' as const, changes: [], fields: [], seconds: 0 }));
+    const result: RunResult = { resources: skipped, notifications: [], failed: !interrupted, interrupted };
+    const report = buildReport(result, { meshvm: pkg.version, mode, runlist: run.runlist, root: run.root ?? values.root ?? '/', startedAt });
+    report.error = message;
+    const text = reportJson(report);
+    // a bad runlist on a fresh root writes nothing; a root that has been converged, or a run that got this far, has its report
+    const converging = signals.phase === 'converging' || signals.phase === 'reporting';
+    if (mode === 'converge' && run.host && (run.stateExisted || converging || (interrupted && run.rootExisted))) await writeLastRun(run.host, text, io);
+    if (json) io.stdout.write(text);
     return 1;
   };
   let lock: RunLock | undefined;
@@ -121,20 +157,24 @@ export async function main(argv: readonly string[], options: CliOptions, io: Cli
     if (!Number.isFinite(lockWait) || lockWait < 0) throw new InputError(`--lock-wait ${values['lock-wait']}`, 'expected a number of seconds');
     const { root, missing } = await checkRoot(values.root ?? '/', command);
     const host = localHost({ root });
+    Object.assign(run, { root, host, rootExisted: !missing, stateExisted: !missing && Boolean(await host.stat(STATE_DIR).catch(() => undefined)) });
 
     const loaded = await loadRunlist(path.resolve(runlistFile), options.builtins, {
       nodeFile: values.node ? { path: path.resolve(values.node), required: true } : { path: host.realPath(NODE_FILE), required: false },
       sets: values.set ?? [],
     });
+    run.runlist = loaded.file;
+    signals.check();
 
-    const human = humanListener({
+    human = humanListener({
       stream: json ? io.stderr : io.stdout,
       color: !values['no-color'] && !io.env.NO_COLOR && Boolean((json ? io.stderr : io.stdout).isTTY),
       verbose: Boolean(values.verbose),
     });
+    const say = human;
     const note = (text: string) => {
       notes.push(text);
-      human({ type: 'message', level: 'info', text: `offboard: ${text}` });
+      say({ type: 'message', level: 'info', text: `offboard: ${text}` });
     };
     const runlist = offboard ? offboardRunlist(loaded, { purge: Boolean(values.purge), note }) : loaded;
     // the lock before planning: recipes read the machine (and mint tokens) while they declare, so a run that waited
@@ -148,18 +188,23 @@ export async function main(argv: readonly string[], options: CliOptions, io: Cli
         litter.push(root);
       }
       litter.push(...(await missingPaths(host.realPath(LOCK_FILE), root)));
+      signals.phase = 'waiting for the run lock';
       lock = await acquireLock(host.root, LOCK_FILE, {
         waitSeconds: lockWait,
         command: `meshvm ${command} ${runlistFile}`,
+        signal: signals.aborted,
         onWait: (holder) =>
-          human({
+          say({
             type: 'message',
             level: 'info',
             text: `waiting up to ${lockWait} s for the run lock${holder ? ` held by pid ${holder.pid} since ${holder.startedAt} (${holder.command})` : ''}`,
           }),
+      }).catch((error) => {
+        signals.check();
+        throw error;
       });
     }
-    const startedAt = new Date();
+    signals.phase = 'planning';
     const { declared, entries } = await planRunlist(runlist, {
       host,
       mode,
@@ -168,56 +213,61 @@ export async function main(argv: readonly string[], options: CliOptions, io: Cli
         return services.get(key) as T;
       },
     });
+    run.declared = declared;
     await checkRequirements(declared, host);
     await checkComposites(declared, host);
     // artifacts fetched and verified, before the first change: a failure here changes nothing (the litter goes too)
-    if (command !== 'verify') await preflight(declared, { host, mode, listener: human });
+    if (command !== 'verify') await preflight(declared, { host, mode, listener: say });
+    signals.check();
     litter.length = 0; // planned: from here the run's state (the lock file, last-run.json) is the machine's
     if (command === 'verify') return printChecks(await runChecks(entries, host, { resolver: values.resolver }), io, json);
 
-    let signalled = false;
-    const onSignal = (signal: string) => {
-      if (!signalled) human({ type: 'message', level: 'warn', text: `${signal}: finishing the resource in flight, then stopping` });
-      signalled = true;
-    };
-    const onInt = () => onSignal('SIGINT');
-    const onTerm = () => onSignal('SIGTERM');
-    process.on('SIGINT', onInt);
-    process.on('SIGTERM', onTerm);
-    let result: Awaited<ReturnType<typeof runResources>>;
-    try {
-      human({ type: 'start', mode, ...(offboard && { offboard }), runlist: runlist.file, root: host.root, total: declared.length });
-      result = await runResources(declared, { host, mode, listener: human, interrupted: () => signalled });
-    } finally {
-      process.off('SIGINT', onInt);
-      process.off('SIGTERM', onTerm);
-    }
+    signals.phase = 'converging';
+    say({ type: 'start', mode, ...(offboard && { offboard }), runlist: runlist.file, root: host.root, total: declared.length });
+    const result = await runResources(declared, { host, mode, listener: say, interrupted: () => signals.received !== undefined });
+    signals.phase = 'reporting';
     await closeServices(services);
 
     if (offboard && mode === 'converge' && !result.failed) await tidyState(host);
     const report = buildReport(result, { meshvm: pkg.version, mode, runlist: runlist.file, root: host.root, startedAt });
     if (offboard) Object.assign(report, { offboard, notes });
-    human({ type: 'done', report });
+    if (result.interrupted) report.error = `interrupted by ${signals.received ?? 'a signal'}`;
+    say({ type: 'done', report });
     const text = reportJson(report);
     if (mode === 'converge') {
-      await ensureStateDir(host);
-      await host.writeFile(LAST_RUN_FILE, text, { mode: 0o644, backup: false });
-      if (!offboard) await recordStatus(report, declared, host, runlist.name, values['textfile-dir'], human);
+      await writeLastRun(host, text, io);
+      if (!offboard) await recordStatus(report, declared, host, runlist.name, values['textfile-dir'], say);
       else if (!result.failed) await forgetStatus(host, values['textfile-dir']);
     }
     if (json) io.stdout.write(text);
     if (report.outcome === 'failed' || report.outcome === 'interrupted') return 1;
-    if (mode === 'plan' && values['detailed-exitcode']) return report.outcome === 'would-change' || result.notifications.length ? 2 : 0;
+    if (mode === 'plan' && values['detailed-exitcode']) return report.outcome === 'would-change' || owesRefreshes(report) ? 2 : 0;
     return 0;
   } catch (error) {
-    return fail(error);
+    return await fail(error);
   } finally {
+    signals.dispose();
     await closeServices(services);
     await lock?.release();
     await removeLitter(litter);
     // said of the root only, as its creation was: the lock file and /run are a run's own litter
     if (litter[0] === path.resolve(values.root ?? '/') && !(await fs.stat(litter[0]).catch(() => undefined)))
       io.stderr.write(`meshvm: removed ${litter[0]} again (the run failed before it planned)\n`);
+  }
+}
+
+/** Refreshes this runlist would deliver (not those kept for another runlist's resources). */
+function owesRefreshes(report: RunReport): boolean {
+  return report.notifications.some((n) => n.status !== 'kept');
+}
+
+/** last-run.json: the report of this run, whatever its outcome; a failure to write it is said, not thrown. */
+async function writeLastRun(host: Host, text: string, io: CliIO): Promise<void> {
+  try {
+    await ensureStateDir(host);
+    await host.writeFile(LAST_RUN_FILE, text, { mode: 0o644, backup: false });
+  } catch (error) {
+    io.stderr.write(`meshvm: could not write the report ${host.realPath(LAST_RUN_FILE)}: ${secrets.redact(errorMessage(error))}\n`);
   }
 }
 

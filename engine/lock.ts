@@ -29,7 +29,7 @@ export interface RunLock {
 export async function acquireLock(
   root: string,
   lockFile: string,
-  options: { waitSeconds: number; command: string; onWait?: (holder: Holder | undefined) => void },
+  options: { waitSeconds: number; command: string; onWait?: (holder: Holder | undefined) => void; signal?: AbortSignal },
 ): Promise<RunLock> {
   const shown = root === '/' ? lockFile : path.join(root, lockFile);
   const handle = await openLockFile(root, lockFile, shown);
@@ -41,12 +41,16 @@ export async function acquireLock(
   if (options.onWait) {
     waitTimer = setTimeout(() => void readHolder(handle).then(options.onWait), 200);
   }
+  // SIGINT/SIGTERM while waiting: stop waiting (flock is in its own process group, so the terminal's signal missed it)
+  const stopWaiting = () => child.kill();
+  options.signal?.addEventListener('abort', stopWaiting, { once: true });
   try {
     await acquired(child);
   } catch (error) {
     clearTimeout(waitTimer);
     const holder = await readHolder(handle);
     await handle.close();
+    if (options.signal?.aborted) throw new Error(`stopped waiting for the run lock ${shown}`);
     if (error instanceof FlockExit && error.code === BUSY) {
       throw new LockBusyError(
         `another meshvm run holds the lock ${shown}${holder ? `: pid ${holder.pid}, started ${holder.startedAt} (${holder.command})` : ' (holder unknown)'}; waited ${options.waitSeconds} s. Wait for it to finish, or raise --lock-wait`,
@@ -55,6 +59,7 @@ export async function acquireLock(
     throw error;
   } finally {
     clearTimeout(waitTimer);
+    options.signal?.removeEventListener('abort', stopWaiting);
   }
   const holder: Holder = { pid: process.pid, startedAt: new Date().toISOString(), command: options.command };
   await handle.truncate(0);

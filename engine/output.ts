@@ -9,6 +9,18 @@ export interface HumanOptions {
   verbose: boolean;
 }
 
+const guarded = new WeakSet<object>();
+
+/**
+ * A closed stdout or stderr (EPIPE: `meshvm converge | head -1`, an ssh session that dropped, a journald restart) must
+ * not stop a run: without a listener the stream's 'error' event throws. Later writes to it are dropped; the run goes on.
+ */
+export function keepGoingWhenClosed(stream: NodeJS.WritableStream): void {
+  if (guarded.has(stream) || typeof stream.on !== 'function') return;
+  guarded.add(stream);
+  stream.on('error', () => {});
+}
+
 const paint = (on: boolean, code: number) => (text: string) => (on ? `\x1b[${code}m${text}\x1b[0m` : text);
 
 export function humanListener(options: HumanOptions): Listener {

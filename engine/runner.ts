@@ -54,7 +54,8 @@ export async function runResources(declared: readonly Declared[], options: RunOp
   if (!interrupted && options.interrupted?.()) interrupted = true;
 
   const notifications = interrupted ? pending.report('skipped') : await deliver(declared, run, listener, options.interrupted);
-  if (!interrupted && notifications.some((n) => n.status === 'skipped')) interrupted = true;
+  // a signal during delivery: the refresh in flight finished, the rest stay owed, and the run says it was interrupted
+  if (!interrupted && options.interrupted?.()) interrupted = true;
   if (notifications.some((n) => n.status === 'failed')) failed = true;
   return { resources, notifications, failed, interrupted };
 }

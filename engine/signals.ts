@@ -1,0 +1,50 @@
+// SIGINT and SIGTERM in any phase of a run: noted, never fatal at once; the run stops at the next safe point and cleans up.
+
+/** The phases a signal can arrive in, as said to the person who sent it. */
+export type Phase = 'loading the runlist' | 'waiting for the run lock' | 'planning' | 'converging' | 'reporting';
+
+/** Thrown at a phase's end when a signal arrived during it: the run stops, revokes, unlocks and reports `interrupted`. */
+export class Interrupted extends Error {
+  constructor(signal: string, phase: Phase) {
+    super(`interrupted by ${signal} while ${phase}: stopped before changing anything`);
+    this.name = 'Interrupted';
+  }
+}
+
+/**
+ * Listens for SIGINT and SIGTERM from the start of a run (without a listener Node exits at once: no report, the Vault
+ * token left valid, the lock file still naming this run). Loading and planning only read, so they end first; the lock
+ * wait is aborted; converging finishes the resource in flight (the runner asks `received`).
+ */
+export class Signals {
+  phase: Phase = 'loading the runlist';
+  received: string | undefined;
+  readonly #abort = new AbortController();
+  readonly #onSignal: (signal: string, phase: Phase) => void;
+  readonly #listener = (signal: NodeJS.Signals) => {
+    if (this.received === undefined) this.#onSignal(signal, this.phase);
+    this.received ??= signal;
+    this.#abort.abort();
+  };
+
+  constructor(onSignal: (signal: string, phase: Phase) => void) {
+    this.#onSignal = onSignal;
+    process.on('SIGINT', this.#listener);
+    process.on('SIGTERM', this.#listener);
+  }
+
+  /** Aborted when a signal arrives (the lock wait listens). */
+  get aborted(): AbortSignal {
+    return this.#abort.signal;
+  }
+
+  /** Throws Interrupted when a signal arrived during the phase that just ended. */
+  check(): void {
+    if (this.received !== undefined) throw new Interrupted(this.received, this.phase);
+  }
+
+  dispose(): void {
+    process.off('SIGINT', this.#listener);
+    process.off('SIGTERM', this.#listener);
+  }
+}
