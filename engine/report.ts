@@ -115,6 +115,7 @@ export function buildReport(result: RunResult, run: { meshvm: string; mode: RunR
   const count = (...statuses: ResourceStatus[]) => result.resources.filter((r) => statuses.includes(r.status)).length;
   const changed = count('changed', 'would-change');
   const refreshFailed = result.notifications.some((n) => n.status === 'failed');
+  const error = firstError(result);
   return {
     meshvm: run.meshvm,
     mode: run.mode,
@@ -143,7 +144,13 @@ export function buildReport(result: RunResult, run: { meshvm: string; mode: RunR
     resources: result.resources,
     notifications: result.notifications,
     apiCalls: apiCalls.snapshot(),
+    ...(error !== undefined && { error }),
   };
+}
+
+/** What stopped a failed run: the first failed resource's error, or else the first failed refresh's. */
+function firstError(result: RunResult): string | undefined {
+  return (result.resources.find((r) => r.status === 'failed') ?? result.notifications.find((n) => n.status === 'failed'))?.error;
 }
 
 /** The report as stored and printed: every string passed through redaction once more. */
