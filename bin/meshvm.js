@@ -5,7 +5,9 @@ import nodeModule from 'node:module';
 
 const NEEDED = 24;
 if (Number(process.versions.node.split('.')[0]) < NEEDED) {
-  process.stderr.write(`meshvm needs Node.js >= ${NEEDED} (found v${process.versions.node}); the built executable (npm run build: dist/meshvm) brings its own\n`);
+  process.stderr.write(
+    `meshvm needs Node.js >= ${NEEDED} (found v${process.versions.node}); the built executable (npm run build: dist/meshvm) brings its own\n`,
+  );
   process.exit(1);
 }
 
