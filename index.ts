@@ -38,6 +38,7 @@ export { IstioToken } from './resources/istio-token.ts';
 export { WorkloadGroup } from './resources/workload-group.ts';
 export { WorkloadEntry, KubeService } from './resources/workload-entry.ts';
 export { SidecarObject } from './resources/sidecar-object.ts';
+export { ContainerImage } from './resources/container-image.ts';
 export { Iptables } from './resources/iptables/index.ts';
 export { Route53Records } from './resources/route53-record.ts';
 export { builtins } from './recipes/index.ts';

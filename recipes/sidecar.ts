@@ -13,6 +13,7 @@ import { renderEnvFile } from './env-file.ts';
 import { flow, namespaceName, proxyUser, sidecarRestart, workload, type Workload } from './mesh.ts';
 import { interceptionMode } from './interception.ts';
 import { purgePackage, removeOwnFiles } from './undo.ts';
+import { containerSettings, containerSidecar } from './sidecar-container.ts';
 
 const debianVersion = z.string().regex(/^[A-Za-z0-9.+~:-]+$/, 'expected a Debian version string such as 1.24.0');
 
@@ -44,6 +45,10 @@ export const sidecarAttributes = z
     excludeInboundPorts: unique(port).default([]),
     /** REDIRECT (default) or TPROXY. */
     interceptionMode: z.enum(['REDIRECT', 'TPROXY']).optional(),
+    /** package: the istio-sidecar package's istio.service; container: istio.service runs the proxy image (sidecar.container). */
+    runtime: z.enum(['package', 'container']).default('package'),
+    /** runtime container: the image (pinned by digest), the engine (podman or docker, from Debian's packages). */
+    container: containerSettings.optional(),
     /** none: ISTIO_CUSTOM_IP_TABLES=true, istio-start.sh installs no nat rules (the interception recipe's no-iptables mode). */
     interception: interceptionMode,
     proxyUser,
@@ -61,6 +66,18 @@ export const sidecarAttributes = z
   .superRefine((a, ctx) => {
     if (a.flow === 'classic' && a.inboundPorts === undefined)
       ctx.addIssue({ code: 'custom', path: ['inboundPorts'], message: 'Invalid input: expected array, received undefined' });
+    if (a.runtime === 'container' && a.container === undefined)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['container'],
+        message: 'runtime container needs container.image (e.g. docker.io/istio/proxyv2:1.24.0@sha256:<digest>)',
+      });
+    if (a.runtime === 'container' && a.flow === 'classic')
+      ctx.addIssue({
+        code: 'custom',
+        path: ['runtime'],
+        message: 'runtime container runs the istiod-flow proxy image (Istio 1.8+); the classic flow has a node agent beside it',
+      });
   });
 export type SidecarAttributes = z.output<typeof sidecarAttributes>;
 
@@ -71,15 +88,24 @@ export const sidecar = defineRecipe({
   attributes: sidecarAttributes,
   async declare(a, ctx) {
     const inboundPorts = sidecarInboundPorts(a);
-    if (a.flow === 'istiod' && a.versionSkew === 'refuse') await checkVersionSkew(ctx, a);
+    // the skew guard knows the package's versions; the image's tag is not checked
+    if (a.flow === 'istiod' && a.versionSkew === 'refuse' && a.runtime === 'package') await checkVersionSkew(ctx, a);
     const pkg = a.package;
     // a new package version replaces the binaries istio runs: it restarts once (not at all when this run starts it)
     const restart = sidecarRestart(ctx, a.flow);
+    const fromPackage = a.runtime === 'package';
     return [
       // a failed upgrade puts the previous version back, and its error says whether istio still runs it
-      pkg.from === 'apt' && Package(packageSpec.parse({ name: pkg.name, service: 'istio', ...(pkg.version && { version: pkg.version }) }), restart),
-      pkg.from === 'deb' &&
+      fromPackage &&
+        pkg.from === 'apt' &&
+        Package(packageSpec.parse({ name: pkg.name, service: 'istio', ...(pkg.version && { version: pkg.version }) }), restart),
+      fromPackage &&
+        pkg.from === 'deb' &&
         Package({ name: pkg.name, service: 'istio', deb: { url: pkg.url, sha256: pkg.sha256, ...(pkg.caFile && { caFile: pkg.caFile }) } }, restart),
+      // the proxy image instead of the package (recipes/sidecar-container.ts)
+      a.runtime === 'container' &&
+        a.container &&
+        containerSidecar(a.container, { interception: a.interception, tproxy: a.interceptionMode === 'TPROXY', proxyUser: a.proxyUser }, restart),
       Directory({ path: ENVOY_DIR, mode: 0o755, owner: a.proxyUser, group: a.proxyUser }),
       File(
         {

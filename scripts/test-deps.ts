@@ -32,6 +32,7 @@ export const TOOLS: Record<string, string> = {
   openssl: 'openssl',
   'prometheus-node-exporter': 'prometheus-node-exporter', // serves meshvm.prom from its textfile collector (test/engine/metrics.test.ts)
   promtool: 'prometheus', // checks and unit-tests the example alert rules (examples/prometheus/)
+  podman: 'podman', // the sidecar in a container: its image store and a real container run (test/recipes/sidecar-container.test.ts)
   objcopy: 'binutils', // the build drops the node binary's annobin notes with it (scripts/build.ts)
 };
 

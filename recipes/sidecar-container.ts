@@ -1,0 +1,211 @@
+// sidecar.runtime container: istio.service runs the Istio proxy image (istio/proxyv2) with podman or docker from Debian's packages,
+// on the host network as istio-proxy's uid, its inputs mounted read-only from where meshvm writes them; the image pinned by digest.
+import { z } from 'zod';
+import type { Declaration, DeclareOptions } from '../engine/resource.ts';
+import { guestPath } from '../engine/validate.ts';
+import { ContainerImage, containerEngine, imageReference, parseImageReference, storeReference } from '../resources/container-image.ts';
+import { Directory } from '../resources/directory.ts';
+import { File } from '../resources/file.ts';
+import { Package } from '../resources/package.ts';
+import { SystemdUnit } from '../resources/systemd-unit.ts';
+import { ENVOY_DIR } from './cluster-env.ts';
+import { shellQuote } from './env-file.ts';
+
+export const containerSettings = z.strictObject({
+  /** The proxy image, pinned: docker.io/istio/proxyv2:1.24.0@sha256:<digest> (the image with a shell, not -distroless). */
+  image: imageReference,
+  engine: containerEngine,
+  /** An image archive on the VM (podman save, oci-archive) loaded instead of a registry pull. */
+  archive: guestPath.optional(),
+  /** Accept an image reference without a digest (pulled once, never again: a moving tag does not move here). */
+  allowUnpinned: z.boolean().default(false),
+  /** apt: the engine from Debian's packages (podman, or docker.io); none: installed some other way (an image). */
+  enginePackage: z.enum(['apt', 'none']).default('apt'),
+});
+export type ContainerSettings = z.output<typeof containerSettings>;
+
+export const CONTAINER_UNIT = 'istio.service';
+export const LAUNCHER = '/usr/local/lib/meshvm/istio-container';
+/** istio-start.sh's part inside the image, mounted at the same path. */
+export const START_SCRIPT = '/usr/local/lib/meshvm/istio-container-start';
+export const CONTAINER_NAME = 'istio-proxy';
+
+/**
+ * What the container sees of the VM, as host:container:mode. Inputs meshvm writes are read-only: sidecar.env and
+ * cluster.env, the mesh config, the root certificate, the istio-token, the start script. Writable: /etc/istio/proxy
+ * (the bootstrap the agent writes, as with the package) and /etc/certs, where the agent writes the workload's
+ * certificate and key (OUTPUT_CERTS, as istio-start.sh sets it); root-cert.pem is mounted read-only over it.
+ */
+export const CONTAINER_MOUNTS = [
+  `${ENVOY_DIR}:${ENVOY_DIR}:ro`,
+  '/etc/istio/config:/etc/istio/config:ro',
+  '/etc/istio/proxy:/etc/istio/proxy:rw',
+  '/etc/certs:/etc/certs:rw',
+  '/etc/certs/root-cert.pem:/etc/certs/root-cert.pem:ro',
+  '/var/run/secrets/tokens:/var/run/secrets/tokens:ro',
+  `${START_SCRIPT}:${START_SCRIPT}:ro`,
+] as const;
+
+/**
+ * istio-start.sh (istio/istio tools/packaging/common) inside the proxy image: the environment from sidecar.env then
+ * cluster.env (cluster.env wins), then pilot-agent. init: the interception rules (ISTIO_CUSTOM_IP_TABLES=true: none);
+ * run: the proxy, with istio-start.sh's defaults for the service, istiod's address and the certificate paths.
+ */
+export const START = `#!/bin/sh
+# Managed by meshvm: istio-start.sh's part inside the Istio proxy image (sidecar.runtime: container).
+set -e
+set -a
+if [ -r ${ENVOY_DIR}/sidecar.env ]; then . ${ENVOY_DIR}/sidecar.env; fi
+if [ -r ${ENVOY_DIR}/cluster.env ]; then . ${ENVOY_DIR}/cluster.env; fi
+set +a
+bin=\${ISTIO_BIN_BASE:-/usr/local/bin}
+if [ "\${1:-run}" = init ]; then
+  [ "\${ISTIO_CUSTOM_IP_TABLES:-}" = true ] && exit 0
+  "$bin/pilot-agent" istio-clean-iptables
+  exec "$bin/pilot-agent" istio-iptables
+fi
+svc=\${ISTIO_SERVICE:-rawvm}
+pilot=\${PILOT_ADDRESS:-istiod.\${ISTIO_SYSTEM_NAMESPACE:-istio-system}.svc:\${ISTIO_PILOT_PORT:-15012}}
+export CA_ADDR="\${CA_ADDR:-$pilot}" PROV_CERT="\${PROV_CERT-/etc/certs}" OUTPUT_CERTS="\${OUTPUT_CERTS-/etc/certs}"
+export PROXY_CONFIG="\${PROXY_CONFIG:-
+serviceCluster: $svc
+controlPlaneAuthPolicy: \${ISTIO_CP_AUTH:-MUTUAL_TLS}
+discoveryAddress: $pilot
+}"
+if [ -z "\${ISTIO_SVC_IP:-}" ] && command -v hostname >/dev/null 2>&1; then ISTIO_SVC_IP=$(hostname --all-ip-addresses | cut -d ' ' -f 1); fi
+read -r name < /proc/sys/kernel/hostname
+export INSTANCE_IP="\${ISTIO_SVC_IP:-}" POD_NAME="\${POD_NAME:-\${name%%.*}}" POD_NAMESPACE="\${ISTIO_NAMESPACE:-default}"
+# ISTIO_AGENT_FLAGS is split on spaces, as istio-start.sh splits it
+# shellcheck disable=SC2086
+exec "$bin/pilot-agent" proxy --serviceCluster="$svc" \${ISTIO_AGENT_FLAGS:-}
+`;
+
+export interface ContainerRun {
+  engine: 'podman' | 'docker';
+  /** The reference the engine runs: name@digest (or name:tag when unpinned). */
+  image: string;
+  /** The sidecar's nat rules are installed (interception iptables): an init container with NET_ADMIN and NET_RAW does it. */
+  interception: boolean;
+  /** TPROXY: the proxy itself needs NET_ADMIN and runs as root (as istio-start.sh runs it then). */
+  tproxy: boolean;
+  proxyUser: string;
+}
+
+/** One `engine run` command line (words; "$uid:$gid" is filled in by the launcher from the account when it starts). */
+export function runArgv(c: ContainerRun, part: 'init' | 'run'): string[] {
+  const name = part === 'init' ? `${CONTAINER_NAME}-init` : CONTAINER_NAME;
+  const asRoot = part === 'init' || c.tproxy;
+  const caps = part === 'init' ? ['NET_ADMIN', 'NET_RAW'] : c.tproxy ? ['NET_ADMIN'] : [];
+  return [
+    `/usr/bin/${c.engine}`,
+    'run',
+    '--rm',
+    ...(c.engine === 'podman' ? ['--replace'] : []),
+    '--name',
+    name,
+    '--network',
+    'host',
+    '--uts',
+    'host',
+    '--pull',
+    'never',
+    '--user',
+    asRoot ? '0:0' : '$uid:$gid',
+    '--cap-drop',
+    'ALL',
+    ...caps.flatMap((cap) => ['--cap-add', cap]),
+    // istio-iptables excludes the proxy's traffic by uid: the host's istio-proxy, not the image's 1337
+    ...(part === 'init' ? ['--env', 'PROXY_UID=$uid', '--env', 'PROXY_GID=$gid'] : []),
+    ...CONTAINER_MOUNTS.flatMap((mount) => ['--volume', mount]),
+    '--entrypoint',
+    '/bin/sh',
+    c.image,
+    START_SCRIPT,
+    part,
+  ];
+}
+
+/** A word for the launcher: $uid and $gid expand, everything else is literal. */
+function word(w: string): string {
+  return w.includes('$uid') ? `"${w}"` : shellQuote(w);
+}
+
+/** The launcher istio.service runs: the uid and gid of istio-proxy as the machine has them now, then the engine. */
+export function renderLauncher(c: ContainerRun): string {
+  const line = (part: 'init' | 'run') => runArgv(c, part).map(word).join(' ');
+  return `#!/bin/sh
+# Managed by meshvm: istio.service's container (sidecar.runtime: container). init: the interception rules; run: the proxy; stop: the container removed.
+set -eu
+uid=$(id -u ${shellQuote(c.proxyUser)})
+gid=$(id -g ${shellQuote(c.proxyUser)})
+case "\${1:-run}" in
+  init) exec ${line('init')} ;;
+  run) exec ${line('run')} ;;
+  stop) exec /usr/bin/${c.engine} rm --force ${c.engine === 'podman' ? '--ignore ' : ''}${CONTAINER_NAME} ;;
+  *) echo "usage: $0 init|run|stop" >&2; exit 2 ;;
+esac
+`;
+}
+
+/** istio.service for the container: the package's unit's part (start after the network, restart on failure), the engine's commands. */
+export function containerUnitSections(c: ContainerRun) {
+  const docker = c.engine === 'docker';
+  return {
+    Unit: {
+      Description: 'Istio sidecar: the proxy image in a container (meshvm, sidecar.runtime container)',
+      Wants: 'network-online.target',
+      After: docker ? ['network-online.target', 'docker.service'] : 'network-online.target',
+      ...(docker ? { Requires: 'docker.service' } : {}),
+    },
+    Service: {
+      // docker has no --replace: a container of the name left by a crash is removed first
+      ...(docker || c.interception ? { ExecStartPre: [...(docker ? [`-${LAUNCHER} stop`] : []), ...(c.interception ? [`${LAUNCHER} init`] : [])] } : {}),
+      ExecStart: `${LAUNCHER} run`,
+      ExecStopPost: `-${LAUNCHER} stop`,
+      KillMode: 'mixed',
+      Restart: 'always',
+      RestartSec: 10,
+      TimeoutStopSec: 30,
+    },
+    Install: { WantedBy: 'multi-user.target' },
+  };
+}
+
+/** The Debian package of each engine. */
+export const ENGINE_PACKAGE = { podman: 'podman', docker: 'docker.io' } as const;
+
+/**
+ * The parts runtime container declares instead of the istio-sidecar package: the engine, the image (pulled or loaded only
+ * when the store lacks it), the start script, the launcher and istio.service. A new digest changes the image and the
+ * launcher: istio restarts once (the notifications are one per target).
+ */
+export function containerSidecar(
+  settings: ContainerSettings,
+  o: { interception: 'iptables' | 'none'; tproxy: boolean; proxyUser: string },
+  restart: DeclareOptions,
+): Declaration {
+  const ref = parseImageReference(settings.image);
+  const run: ContainerRun = {
+    engine: settings.engine,
+    image: ref ? storeReference(ref) : settings.image,
+    interception: o.interception === 'iptables',
+    tproxy: o.tproxy,
+    proxyUser: o.proxyUser,
+  };
+  return [
+    settings.enginePackage === 'apt' && Package({ name: ENGINE_PACKAGE[settings.engine] }),
+    ContainerImage(
+      {
+        reference: settings.image,
+        engine: settings.engine,
+        allowUnpinned: settings.allowUnpinned,
+        ...(settings.archive ? { archive: settings.archive } : {}),
+      },
+      restart,
+    ),
+    Directory({ path: '/usr/local/lib/meshvm', mode: 0o755, owner: 'root', group: 'root' }),
+    File({ path: START_SCRIPT, mode: 0o755, owner: 'root', group: 'root', content: START }, restart),
+    File({ path: LAUNCHER, mode: 0o755, owner: 'root', group: 'root', content: renderLauncher(run) }, restart),
+    SystemdUnit({ name: CONTAINER_UNIT, sections: containerUnitSections(run) }, restart),
+  ];
+}

@@ -1,0 +1,114 @@
+// ContainerImage: an image in the container engine's local store (podman or docker), by reference pinned by digest; pulled (or loaded from an archive) only when missing.
+import { z } from 'zod';
+import { defineResource, type Changes } from '../engine/resource.ts';
+import type { Host, HostReader } from '../engine/host.ts';
+import { guestPath } from '../engine/validate.ts';
+
+/** registry/path/name[:tag][@sha256:<64 hex>], as the distribution reference grammar spells it (lower-case path, no scheme). */
+const REFERENCE =
+  /^(?<name>(?:[a-zA-Z0-9.-]+(?::[0-9]+)?\/)?[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:\/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*)(?::(?<tag>[\w][\w.-]{0,127}))?(?:@(?<digest>sha256:[0-9a-f]{64}))?$/;
+
+export interface ImageReference {
+  name: string;
+  tag?: string | undefined;
+  digest?: string | undefined;
+}
+
+/** The parts of an image reference, or undefined when it is not one (pure). */
+export function parseImageReference(text: string): ImageReference | undefined {
+  const m = REFERENCE.exec(text);
+  return m?.groups ? { name: m.groups.name!, tag: m.groups.tag, digest: m.groups.digest } : undefined;
+}
+
+/** The reference the engine is asked for: name@digest when pinned (the tag is only a label then), else name:tag. */
+export function storeReference(ref: ImageReference): string {
+  return ref.digest ? `${ref.name}@${ref.digest}` : `${ref.name}:${ref.tag ?? 'latest'}`;
+}
+
+export const imageReference = z.string().superRefine((v, ctx) => {
+  if (!parseImageReference(v))
+    ctx.addIssue({ code: 'custom', message: `not an image reference: ${JSON.stringify(v)} (e.g. docker.io/istio/proxyv2:1.24.0@sha256:<64 hex digits>)` });
+});
+
+export const containerEngine = z.enum(['podman', 'docker']).default('podman');
+
+export const containerImageSpec = z
+  .strictObject({
+    /** name[:tag]@sha256:<digest>; a reference without a digest only with allowUnpinned. */
+    reference: imageReference,
+    engine: containerEngine,
+    /** An image archive on this machine (podman/docker save, oci-archive) loaded instead of a registry pull: air-gapped VMs. */
+    archive: guestPath.optional(),
+    /** Accept a reference without a digest: whatever the tag names when first pulled, never pulled again (it does not move here). */
+    allowUnpinned: z.boolean().default(false),
+  })
+  .superRefine((spec, ctx) => {
+    const ref = parseImageReference(spec.reference);
+    if (ref && !ref.digest && !spec.allowUnpinned)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['reference'],
+        message: `${spec.reference} is not pinned by digest: give name@sha256:<digest> (what a tag names can change under the same name), or set allowUnpinned: true`,
+      });
+  });
+export type ContainerImageSpec = z.output<typeof containerImageSpec>;
+
+export interface ContainerImageState {
+  present: boolean;
+}
+
+/**
+ * The engine's command line. podman under --root keeps the root's own store (an image being built carries the proxy
+ * image, as /var/lib/containers/storage inside it), and writes its run state and events nowhere else.
+ */
+const ROOT_STORE = '/var/lib/containers/storage';
+
+export function engineArgv(host: Pick<HostReader, 'live' | 'root'>, spec: Pick<ContainerImageSpec, 'engine'>, args: readonly string[]): string[] {
+  if (host.live || spec.engine === 'docker') return [spec.engine, ...args];
+  const under = (p: string) => `${host.root.replace(/\/$/, '')}${p}`;
+  return [
+    'podman',
+    '--root',
+    under(ROOT_STORE),
+    '--runroot',
+    under('/run/containers/storage'),
+    '--tmpdir',
+    under('/run/libpod'),
+    '--events-backend',
+    'none',
+    ...args,
+  ];
+}
+
+export const containerImageType = {
+  kind: 'container_image',
+  schema: containerImageSpec,
+  key: (spec: ContainerImageSpec) => storeReference(parseImageReference(spec.reference)!),
+  // docker keeps its images in its daemon: there is no store inside a root to fill
+  requires: (spec: ContainerImageSpec) => (spec.engine === 'docker' ? [{ live: 'docker keeps its images in the daemon of the running system' }] : []),
+
+  async current(host: HostReader, spec: ContainerImageSpec): Promise<ContainerImageState> {
+    const ref = storeReference(parseImageReference(spec.reference)!);
+    // a root without a store holds no image; asking podman would create the store (plan writes nothing)
+    if (!host.live && spec.engine === 'podman' && !(await host.stat(ROOT_STORE))) return { present: false };
+    const result = await host.query(engineArgv(host, spec, ['image', 'inspect', '--format', '{{.Id}}', ref]));
+    return { present: result.exitCode === 0 };
+  },
+
+  changes: (_spec: ContainerImageSpec, current: ContainerImageState | undefined): Changes<ContainerImageState> =>
+    current?.present ? {} : { present: { from: false, to: true } },
+
+  describe: () => 'fetch it into the local store (pull it, or load the archive given)',
+
+  async apply(host: Host, spec: ContainerImageSpec): Promise<void> {
+    const ref = storeReference(parseImageReference(spec.reference)!);
+    if (spec.archive) await host.run(engineArgv(host, spec, ['load', '--input', host.realPath(spec.archive)]));
+    else await host.run(engineArgv(host, spec, ['pull', ...(spec.engine === 'podman' ? ['--quiet'] : []), ref]));
+    // a loaded archive (or a registry) that holds another image than the digest names is refused here
+    const found = await host.query(engineArgv(host, spec, ['image', 'inspect', '--format', '{{.Id}}', ref]));
+    if (found.exitCode !== 0)
+      throw new Error(`${spec.archive ? `the archive ${spec.archive}` : 'the registry'} did not give ${ref}: ${spec.engine} has no image by that reference`);
+  },
+};
+
+export const ContainerImage = defineResource(containerImageType);
