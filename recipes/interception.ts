@@ -1,11 +1,12 @@
 // Recipe interception: iptables (the sidecar's nat rules checked, istio restarted once if one is missing) or none (the Tetrate
 // guide's VM without iptables: the VM's Sidecar object, /etc/hosts pointing the mesh services at the egress address).
 import { z } from 'zod';
-import { defineRecipe, type RecipeContext } from '../engine/recipe.ts';
+import { defineRecipe, type RecipeContext, type UndoContext } from '../engine/recipe.ts';
+import { MANAGED_BY_LABEL, MANAGED_BY_VALUE, managedByMeshvm, readObject } from '../clients/workload-group.ts';
 import { dnsName, unique } from '../engine/validate.ts';
 import { Execute } from '../resources/execute.ts';
 import { ManagedBlock } from '../resources/managed-block.ts';
-import { egressAddress, SidecarObject, sidecarIngress } from '../resources/sidecar-object.ts';
+import { egressAddress, SIDECARS, SidecarObject, sidecarIngress } from '../resources/sidecar-object.ts';
 import type { KubeConnect } from '../resources/workload-group.ts';
 import { noIptablesChecks } from './checks/interception.ts';
 import { ENVOY_DIR } from './cluster-env.ts';
@@ -120,10 +121,14 @@ export const interception = defineRecipe({
       throw new Error("the interception recipe knows the rules of Istio 1.5 and later (the istiod flow); the classic flow's sidecars wrote others");
     return a.interception === 'none' ? withoutIptables(ctx, a) : iptablesCheck(ctx, a);
   },
-  /** The ISTIO chains a stopped sidecar left (its ExecStopPost removes them; a crash or a kill does not), on a machine meshvm converged. */
+  /**
+   * none: the Sidecar object when it carries meshvm's managed-by label and the /etc/hosts block (meshvm's markers).
+   * Either mode: the ISTIO chains a stopped sidecar left (its ExecStopPost removes them; a crash or a kill does not), on
+   * a machine meshvm converged.
+   */
   async undo(a, ctx) {
-    if (a.flow !== 'istiod' || !(await joinedByMeshvm(ctx))) return [];
-    return [removeLeftoverChains(ctx)];
+    if (a.flow !== 'istiod') return [];
+    return [a.interception === 'none' && (await undoWithoutIptables(ctx, a)), (await joinedByMeshvm(ctx)) && removeLeftoverChains(ctx)];
   },
 });
 
@@ -200,4 +205,17 @@ function withoutIptables(ctx: RecipeContext, a: InterceptionAttributes) {
     ManagedBlock({ path: '/etc/hosts', name: 'mesh-services', lines: meshHostsLines(a) }, dnsmasqRestart(ctx)),
     removeLeftoverChains(ctx),
   ];
+}
+
+/** What withoutIptables made, removed: the Sidecar object only when it is meshvm's (else noted and left), the hosts block. */
+async function undoWithoutIptables(ctx: UndoContext, a: InterceptionAttributes) {
+  const block = ManagedBlock({ path: '/etc/hosts', name: 'mesh-services', lines: [], ensure: 'absent' }, dnsmasqRestart(ctx));
+  if (!a.workload) return [block];
+  const w = a.workload;
+  const connected = cluster(ctx, a.cluster, 'the Sidecar object (interception: none)');
+  const found = await readObject(await connected.kubernetes(), SIDECARS, w.namespace, w.name);
+  if (found && !managedByMeshvm(found)) ctx.note(`left Sidecar ${w.namespace}/${w.name}: it does not carry ${MANAGED_BY_LABEL}=${MANAGED_BY_VALUE}`);
+  const sidecar =
+    found && managedByMeshvm(found) && SidecarObject({ name: w.name, namespace: w.namespace, ensure: 'absent', connect: () => connected.kubernetes() });
+  return [sidecar, block];
 }

@@ -1,15 +1,17 @@
 // sidecar.runtime container: istio.service runs the Istio proxy image (istio/proxyv2) with podman or docker from Debian's packages,
 // on the host network as istio-proxy's uid, its inputs mounted read-only from where meshvm writes them; the image pinned by digest.
 import { z } from 'zod';
+import type { UndoContext } from '../engine/recipe.ts';
 import type { Declaration, DeclareOptions } from '../engine/resource.ts';
 import { guestPath } from '../engine/validate.ts';
 import { ContainerImage, containerEngine, imageReference, parseImageReference, storeReference } from '../resources/container-image.ts';
 import { Directory } from '../resources/directory.ts';
 import { File } from '../resources/file.ts';
 import { Package } from '../resources/package.ts';
-import { SystemdUnit } from '../resources/systemd-unit.ts';
+import { SystemdUnit, unitPath } from '../resources/systemd-unit.ts';
 import { ENVOY_DIR } from './cluster-env.ts';
 import { shellQuote } from './env-file.ts';
+import { ownFiles, purgePackage, removeOwnFiles } from './undo.ts';
 
 export const containerSettings = z.strictObject({
   /** The proxy image, pinned: docker.io/istio/proxyv2:1.24.0@sha256:<digest> (the image with a shell, not -distroless). */
@@ -48,8 +50,8 @@ export const CONTAINER_MOUNTS = [
 
 /**
  * istio-start.sh (istio/istio tools/packaging/common) inside the proxy image: the environment from sidecar.env then
- * cluster.env (cluster.env wins), then pilot-agent. init: the interception rules (ISTIO_CUSTOM_IP_TABLES=true: none);
- * run: the proxy, with istio-start.sh's defaults for the service, istiod's address and the certificate paths.
+ * cluster.env (cluster.env wins), then pilot-agent. init: the interception rules cleaned and installed, clean: cleaned
+ * (ISTIO_CUSTOM_IP_TABLES=true: neither); run: the proxy, with istio-start.sh's defaults for the service, istiod's address and the certificate paths.
  */
 export const START = `#!/bin/sh
 # Managed by meshvm: istio-start.sh's part inside the Istio proxy image (sidecar.runtime: container).
@@ -59,11 +61,13 @@ if [ -r ${ENVOY_DIR}/sidecar.env ]; then . ${ENVOY_DIR}/sidecar.env; fi
 if [ -r ${ENVOY_DIR}/cluster.env ]; then . ${ENVOY_DIR}/cluster.env; fi
 set +a
 bin=\${ISTIO_BIN_BASE:-/usr/local/bin}
-if [ "\${1:-run}" = init ]; then
-  [ "\${ISTIO_CUSTOM_IP_TABLES:-}" = true ] && exit 0
-  "$bin/pilot-agent" istio-clean-iptables
-  exec "$bin/pilot-agent" istio-iptables
-fi
+case "\${1:-run}" in
+  init | clean)
+    [ "\${ISTIO_CUSTOM_IP_TABLES:-}" = true ] && exit 0
+    "$bin/pilot-agent" istio-clean-iptables
+    [ "$1" = init ] && exec "$bin/pilot-agent" istio-iptables
+    exit 0 ;;
+esac
 svc=\${ISTIO_SERVICE:-rawvm}
 pilot=\${PILOT_ADDRESS:-istiod.\${ISTIO_SYSTEM_NAMESPACE:-istio-system}.svc:\${ISTIO_PILOT_PORT:-15012}}
 export CA_ADDR="\${CA_ADDR:-$pilot}" PROV_CERT="\${PROV_CERT-/etc/certs}" OUTPUT_CERTS="\${OUTPUT_CERTS-/etc/certs}"
@@ -92,10 +96,11 @@ export interface ContainerRun {
 }
 
 /** One `engine run` command line (words; "$uid:$gid" is filled in by the launcher from the account when it starts). */
-export function runArgv(c: ContainerRun, part: 'init' | 'run'): string[] {
-  const name = part === 'init' ? `${CONTAINER_NAME}-init` : CONTAINER_NAME;
-  const asRoot = part === 'init' || c.tproxy;
-  const caps = part === 'init' ? ['NET_ADMIN', 'NET_RAW'] : c.tproxy ? ['NET_ADMIN'] : [];
+export function runArgv(c: ContainerRun, part: 'init' | 'clean' | 'run'): string[] {
+  const rules = part !== 'run';
+  const name = rules ? `${CONTAINER_NAME}-${part}` : CONTAINER_NAME;
+  const asRoot = rules || c.tproxy;
+  const caps = rules ? ['NET_ADMIN', 'NET_RAW'] : c.tproxy ? ['NET_ADMIN'] : [];
   return [
     `/usr/bin/${c.engine}`,
     'run',
@@ -115,7 +120,7 @@ export function runArgv(c: ContainerRun, part: 'init' | 'run'): string[] {
     'ALL',
     ...caps.flatMap((cap) => ['--cap-add', cap]),
     // istio-iptables excludes the proxy's traffic by uid: the host's istio-proxy, not the image's 1337
-    ...(part === 'init' ? ['--env', 'PROXY_UID=$uid', '--env', 'PROXY_GID=$gid'] : []),
+    ...(rules ? ['--env', 'PROXY_UID=$uid', '--env', 'PROXY_GID=$gid'] : []),
     ...CONTAINER_MOUNTS.flatMap((mount) => ['--volume', mount]),
     '--entrypoint',
     '/bin/sh',
@@ -132,17 +137,19 @@ function word(w: string): string {
 
 /** The launcher istio.service runs: the uid and gid of istio-proxy as the machine has them now, then the engine. */
 export function renderLauncher(c: ContainerRun): string {
-  const line = (part: 'init' | 'run') => runArgv(c, part).map(word).join(' ');
+  const line = (part: 'init' | 'clean' | 'run') => runArgv(c, part).map(word).join(' ');
   return `#!/bin/sh
-# Managed by meshvm: istio.service's container (sidecar.runtime: container). init: the interception rules; run: the proxy; stop: the container removed.
+# Managed by meshvm: istio.service's container (sidecar.runtime: container). init and clean: the interception rules installed or
+# removed; run: the proxy; stop: its container removed.
 set -eu
 uid=$(id -u ${shellQuote(c.proxyUser)})
 gid=$(id -g ${shellQuote(c.proxyUser)})
 case "\${1:-run}" in
   init) exec ${line('init')} ;;
+  clean) exec ${line('clean')} ;;
   run) exec ${line('run')} ;;
   stop) exec /usr/bin/${c.engine} rm --force ${c.engine === 'podman' ? '--ignore ' : ''}${CONTAINER_NAME} ;;
-  *) echo "usage: $0 init|run|stop" >&2; exit 2 ;;
+  *) echo "usage: $0 init|clean|run|stop" >&2; exit 2 ;;
 esac
 `;
 }
@@ -161,7 +168,8 @@ export function containerUnitSections(c: ContainerRun) {
       // docker has no --replace: a container of the name left by a crash is removed first
       ...(docker || c.interception ? { ExecStartPre: [...(docker ? [`-${LAUNCHER} stop`] : []), ...(c.interception ? [`${LAUNCHER} init`] : [])] } : {}),
       ExecStart: `${LAUNCHER} run`,
-      ExecStopPost: `-${LAUNCHER} stop`,
+      // as the package's unit: the rules go when the proxy stops
+      ExecStopPost: [`-${LAUNCHER} stop`, ...(c.interception ? [`-${LAUNCHER} clean`] : [])],
       KillMode: 'mixed',
       Restart: 'always',
       RestartSec: 10,
@@ -204,8 +212,26 @@ export function containerSidecar(
       restart,
     ),
     Directory({ path: '/usr/local/lib/meshvm', mode: 0o755, owner: 'root', group: 'root' }),
-    File({ path: START_SCRIPT, mode: 0o755, owner: 'root', group: 'root', content: START }, restart),
-    File({ path: LAUNCHER, mode: 0o755, owner: 'root', group: 'root', content: renderLauncher(run) }, restart),
+    // recorded (track), so that offboarding removes them only while they hold what meshvm wrote
+    File({ path: START_SCRIPT, mode: 0o755, owner: 'root', group: 'root', content: START, track: true }, restart),
+    File({ path: LAUNCHER, mode: 0o755, owner: 'root', group: 'root', content: renderLauncher(run), track: true }, restart),
     SystemdUnit({ name: CONTAINER_UNIT, sections: containerUnitSections(run) }, restart),
+  ];
+}
+
+/**
+ * Offboarding (after sidecar-services stopped and disabled istio, which removes the container): istio.service when it
+ * carries meshvm's marker, the launcher and the start script while they hold what meshvm wrote, their directory when
+ * emptied; with --purge the image from the store and the engine's package when meshvm installed it.
+ */
+export async function undoContainerSidecar(settings: ContainerSettings, ctx: UndoContext): Promise<Declaration> {
+  const unit = unitPath({ name: CONTAINER_UNIT });
+  const ownUnit = (await ownFiles(ctx, [unit])).includes(unit);
+  return [
+    ownUnit && SystemdUnit({ name: CONTAINER_UNIT, content: '', ensure: 'absent' }),
+    await removeOwnFiles(ctx, [LAUNCHER, START_SCRIPT]),
+    Directory({ path: '/usr/local/lib/meshvm', ensure: 'absent' }),
+    ctx.purge && ContainerImage({ reference: settings.image, engine: settings.engine, allowUnpinned: settings.allowUnpinned, ensure: 'absent' }),
+    ctx.purge && settings.enginePackage === 'apt' && (await purgePackage(ctx, ENGINE_PACKAGE[settings.engine])),
   ];
 }

@@ -13,7 +13,7 @@ import { renderEnvFile } from './env-file.ts';
 import { flow, namespaceName, proxyUser, sidecarRestart, workload, type Workload } from './mesh.ts';
 import { interceptionMode } from './interception.ts';
 import { purgePackage, removeOwnFiles } from './undo.ts';
-import { containerSettings, containerSidecar } from './sidecar-container.ts';
+import { containerSettings, containerSidecar, undoContainerSidecar } from './sidecar-container.ts';
 
 const debianVersion = z.string().regex(/^[A-Za-z0-9.+~:-]+$/, 'expected a Debian version string such as 1.24.0');
 
@@ -128,7 +128,8 @@ export const sidecar = defineRecipe({
   /** sidecar.env when it holds what meshvm wrote; with --purge the package too (apt-get purge), then its emptied directory. */
   undo: async (a, ctx) => [
     ...(await removeOwnFiles(ctx, [SIDECAR_ENV])),
-    ...(ctx.purge && a.package.from !== 'none' ? await purgePackage(ctx, a.package.name) : []),
+    ...(ctx.purge && a.runtime === 'package' && a.package.from !== 'none' ? await purgePackage(ctx, a.package.name) : []),
+    a.runtime === 'container' && a.container && (await undoContainerSidecar(a.container, ctx)),
     // the directory cluster.env shares: removed by the cluster-env recipe's undo, which comes after this one
     ctx.purge && !ctx.runlist.recipes.includes('cluster-env') && Directory({ path: ENVOY_DIR, ensure: 'absent' }),
   ],

@@ -41,10 +41,12 @@ export const containerImageSpec = z
     archive: guestPath.optional(),
     /** Accept a reference without a digest: whatever the tag names when first pulled, never pulled again (it does not move here). */
     allowUnpinned: z.boolean().default(false),
+    /** absent: removed from the store (offboarding with --purge). */
+    ensure: z.enum(['present', 'absent']).default('present'),
   })
   .superRefine((spec, ctx) => {
     const ref = parseImageReference(spec.reference);
-    if (ref && !ref.digest && !spec.allowUnpinned)
+    if (ref && !ref.digest && !spec.allowUnpinned && spec.ensure === 'present')
       ctx.addIssue({
         code: 'custom',
         path: ['reference'],
@@ -95,13 +97,18 @@ export const containerImageType = {
     return { present: result.exitCode === 0 };
   },
 
-  changes: (_spec: ContainerImageSpec, current: ContainerImageState | undefined): Changes<ContainerImageState> =>
-    current?.present ? {} : { present: { from: false, to: true } },
+  changes: (spec: ContainerImageSpec, current: ContainerImageState | undefined): Changes<ContainerImageState> =>
+    Boolean(current?.present) === (spec.ensure === 'present') ? {} : { present: { from: Boolean(current?.present), to: spec.ensure === 'present' } },
 
-  describe: () => 'fetch it into the local store (pull it, or load the archive given)',
+  describe: (_field: string, change: { to: unknown }) =>
+    change.to ? 'fetch it into the local store (pull it, or load the archive given)' : 'remove it from the local store',
 
   async apply(host: Host, spec: ContainerImageSpec): Promise<void> {
     const ref = storeReference(parseImageReference(spec.reference)!);
+    if (spec.ensure === 'absent') {
+      await host.run(engineArgv(host, spec, ['rmi', ref]));
+      return;
+    }
     if (spec.archive) await host.run(engineArgv(host, spec, ['load', '--input', host.realPath(spec.archive)]));
     else await host.run(engineArgv(host, spec, ['pull', ...(spec.engine === 'podman' ? ['--quiet'] : []), ref]));
     // a loaded archive (or a registry) that holds another image than the digest names is refused here

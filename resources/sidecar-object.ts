@@ -37,19 +37,29 @@ export const sidecarIngress = z.strictObject({
 });
 export type SidecarIngress = z.output<typeof sidecarIngress>;
 
-export const sidecarObjectSpec = z.strictObject({
-  name: objectName,
-  namespace: dnsLabel,
-  ensure: presence,
-  /** spec.workloadSelector.labels: the VM's labels. Never empty: a Sidecar without a selector would apply to the whole namespace. */
-  selector: labelMap.refine((m) => Object.keys(m).length > 0, 'a Sidecar for one VM selects it by at least one label (workload.labels, e.g. app: reviews)'),
-  ingress: z.array(sidecarIngress).min(1, "the Sidecar needs at least one ingress port (the workload's ports)"),
-  egressAddress: egressAddress.default('127.0.0.2'),
-  /** The mesh services the workload calls (full DNS names); the egress listener imports only these. */
-  hosts: z.array(dnsName).min(1, 'give the mesh services the workload calls (meshHosts: [ratings.bookinfo.svc.cluster.local])'),
-  objectLabels: labelMap.default({}),
-  connect: kubeConnect,
-});
+export const sidecarObjectSpec = z
+  .strictObject({
+    name: objectName,
+    namespace: dnsLabel,
+    ensure: presence,
+    /** spec.workloadSelector.labels: the VM's labels. Never empty: a Sidecar without a selector would apply to the whole namespace. */
+    selector: labelMap.default({}),
+    ingress: z.array(sidecarIngress).default([]),
+    egressAddress: egressAddress.default('127.0.0.2'),
+    /** The mesh services the workload calls (full DNS names); the egress listener imports only these. */
+    hosts: z.array(dnsName).default([]),
+    objectLabels: labelMap.default({}),
+    connect: kubeConnect,
+  })
+  // what the object must say when it is applied (deleting it needs only its name)
+  .superRefine((spec, ctx) => {
+    if (spec.ensure === 'absent') return;
+    const problem = (path: string, message: string) => ctx.addIssue({ code: 'custom', path: [path], message });
+    if (Object.keys(spec.selector).length === 0)
+      problem('selector', 'a Sidecar for one VM selects it by at least one label (workload.labels, e.g. app: reviews)');
+    if (spec.ingress.length === 0) problem('ingress', "the Sidecar needs at least one ingress port (the workload's ports)");
+    if (spec.hosts.length === 0) problem('hosts', 'give the mesh services the workload calls (meshHosts: [ratings.bookinfo.svc.cluster.local])');
+  });
 export type SidecarObjectSpec = z.output<typeof sidecarObjectSpec>;
 
 /**

@@ -51,7 +51,7 @@ async function world(t: ExecutionContext, attributes: Record<string, unknown> = 
       recipes: [{ recipe: 'istio-proxy-user' }, { recipe: 'sidecar', attributes: { package: { from: 'none' } } }, { recipe: 'interception' }],
     }),
   );
-  const run = async (command: 'converge' | 'plan' | 'verify', ...extra: string[]) => {
+  const run = async (command: 'converge' | 'plan' | 'verify' | 'offboard', ...extra: string[]) => {
     const result = await meshvm([command, file, '--root', root, '--json', ...extra]);
     return { ...result, report: (result.stdout ? JSON.parse(result.stdout) : undefined) as Report };
   };
@@ -305,4 +305,34 @@ test('the shipped runlist istio-vm-no-iptables under a scratch root: converges, 
   const report = JSON.parse(second.stdout) as Report;
   t.is(report.summary.changed, 0, JSON.stringify(report.resources.filter((r) => r.status !== 'unchanged')));
   t.is(writes(lab).length, before, 'no API write');
+});
+
+test('offboard (interception none): the Sidecar object deleted, the hosts block gone (/etc/hosts byte for byte as before), sidecar.env removed; a second offboard changes nothing', async (t) => {
+  const { root, lab, run } = await world(t, {}, [{ ...SIDECAR_ROLE, verbs: [...SIDECAR_ROLE.verbs, 'delete'] }]);
+  t.is((await run('converge')).exitCode, 0);
+  t.truthy(lab.kube.objects.get('sidecars', 'vm-ns', 'reviews-vm'));
+  const off = await run('offboard');
+  t.is(off.exitCode, 0, off.stderr + off.stdout);
+  t.deepEqual(
+    off.report.resources.filter((r) => r.status === 'changed').map((r) => r.ref),
+    ['istio_sidecar[vm-ns/reviews-vm]', 'managed_block[/etc/hosts#mesh-services]', 'file[/var/lib/istio/envoy/sidecar.env]'],
+  );
+  t.is(lab.kube.objects.get('sidecars', 'vm-ns', 'reviews-vm'), undefined, 'the stand-in no longer has the Sidecar');
+  t.is(await fs.readFile(path.join(root, 'etc/hosts'), 'utf8'), HOSTS);
+  await t.throwsAsync(fs.access(path.join(root, 'var/lib/istio/envoy/sidecar.env')));
+  const again = await run('offboard');
+  t.is(again.exitCode, 0, again.stderr);
+  t.is(again.report.summary.changed, 0);
+});
+
+test('offboard (interception none): a Sidecar of the name that meshvm did not make is left, and said so', async (t) => {
+  const { lab, run } = await world(t, {}, [{ ...SIDECAR_ROLE, verbs: [...SIDECAR_ROLE.verbs, 'delete'] }]);
+  t.is((await run('converge')).exitCode, 0);
+  // someone took the object over: kubectl apply of their own, without meshvm's label
+  const theirs = lab.kube.objects.get('sidecars', 'vm-ns', 'reviews-vm')!;
+  lab.kube.objects.put({ ...theirs, metadata: { ...theirs.metadata, labels: { team: 'mesh' } } });
+  const off = await run('offboard');
+  t.is(off.exitCode, 0, off.stderr + off.stdout);
+  t.deepEqual((JSON.parse(off.stdout) as { notes: string[] }).notes, ['left Sidecar vm-ns/reviews-vm: it does not carry app.kubernetes.io/managed-by=meshvm']);
+  t.truthy(lab.kube.objects.get('sidecars', 'vm-ns', 'reviews-vm'));
 });

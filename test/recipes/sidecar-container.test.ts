@@ -90,7 +90,7 @@ test('the unit: the rules container before the proxy only with interception ipta
   t.deepEqual(containerUnitSections(RUN).Service, {
     ExecStartPre: [`${LAUNCHER} init`],
     ExecStart: `${LAUNCHER} run`,
-    ExecStopPost: `-${LAUNCHER} stop`,
+    ExecStopPost: [`-${LAUNCHER} stop`, `-${LAUNCHER} clean`],
     KillMode: 'mixed',
     Restart: 'always',
     RestartSec: 10,
@@ -152,9 +152,10 @@ async function world(t: ExecutionContext) {
       ],
     }),
   );
-  const run = async (command: 'converge' | 'plan', container: Record<string, unknown>) => {
+  const run = async (command: 'converge' | 'plan' | 'offboard', container: Record<string, unknown>) => {
     const result = await meshvmIsolated([
       command,
+      ...(command === 'offboard' ? ['--purge'] : []),
       runlist,
       '--root',
       root,
@@ -374,6 +375,15 @@ withPodman(
       'envoy dir: read-only',
       'proxy dir: read-only',
     ]);
+    const cleaned = await asMachine('clean');
+    t.is(cleaned.exitCode, 0, String(cleaned.stderr));
+    t.is(String(cleaned.stdout).split('\n')[0], 'args: istio-clean-iptables', 'the rules removed when istio stops (ExecStopPost), and nothing installed');
+    t.is(
+      String(cleaned.stdout)
+        .split('\n')
+        .filter((line) => line.startsWith('args:')).length,
+      1,
+    );
   },
 );
 
@@ -403,5 +413,38 @@ withPodman(
     t.is(second.exitCode, 0, second.stderr);
     const report = JSON.parse(second.stdout) as Report;
     t.deepEqual(changed(report), []);
+  },
+);
+
+withPodman(
+  "offboard --purge (runtime container): istio stopped and disabled, the unit, the launcher and the start script removed, the image gone from the root's store; a second offboard changes nothing",
+  async (t) => {
+    const { root, image, run } = await world(t);
+    const digest = await image('1', '/srv/images/proxy-1.tar');
+    const container = { image: `${NAME}:1@${digest}`, archive: '/srv/images/proxy-1.tar' };
+    t.is((await run('converge', container)).exitCode, 0);
+    const off = await run('offboard', container);
+    t.is(off.exitCode, 0, off.stderr + off.stdout);
+    const removed = changed(off.report);
+    for (const ref of [
+      'systemd_unit[/etc/systemd/system/istio.service]',
+      `file[${LAUNCHER}]`,
+      `file[${START_SCRIPT}]`,
+      'directory[/usr/local/lib/meshvm]',
+      `container_image[${NAME}@${digest}]`,
+    ])
+      t.true(removed.includes(ref), `${ref} undone (changed: ${removed.join(', ')})`);
+    for (const file of ['etc/systemd/system/istio.service', LAUNCHER.slice(1), START_SCRIPT.slice(1)])
+      await t.throwsAsync(fs.access(path.join(root, file)), undefined, `${file} removed`);
+    const store = ['podman', '--root', `${root}/var/lib/containers/storage`, '--runroot', `${root}/run/containers/storage`, '--tmpdir', `${root}/run/libpod`];
+    const inspect = await execa(
+      'unshare',
+      ['-m', '--propagation', 'private', 'sh', '-c', 'mount -t tmpfs t /var/lib && exec "$@"', 'sh', ...store, 'image', 'exists', `${NAME}@${digest}`],
+      { reject: false },
+    );
+    t.is(inspect.exitCode, 1, 'the image is no longer in the store');
+    const again = await run('offboard', container);
+    t.is(again.exitCode, 0, again.stderr);
+    t.deepEqual(changed(again.report), []);
   },
 );
