@@ -2,12 +2,15 @@
 // half hour with a splay across the fleet.
 import { z } from 'zod';
 import { defineRecipe, type RecipeContext } from '../engine/recipe.ts';
+import { File } from '../resources/file.ts';
 import { Service } from '../resources/service.ts';
 import { SystemdUnit, type systemdUnitSpec, unitPath } from '../resources/systemd-unit.ts';
 import { ownFiles } from './undo.ts';
 import { flow, sidecarServiceSpecs } from './mesh.ts';
 
 const duration = z.string().regex(/^\d+(us|ms|s|min|h|d)?( \d+(us|ms|s|min|h|d)?)*$/, 'expected a systemd time span such as 30min or 1h 30min');
+
+const TIMER_STAMP = '/var/lib/systemd/timers/stamp-meshvm.timer';
 
 type SystemdUnitInput = z.input<typeof systemdUnitSpec>;
 
@@ -61,7 +64,12 @@ export const convergeTimer = defineRecipe({
   },
   /** The timer stopped and both disabled, then the unit files removed and systemd reloaded: those that carry meshvm's marker. */
   undo: async (a, ctx) => {
-    if (await packageUnits(a, ctx)) return [Service({ name: 'meshvm.timer', enabled: false, running: false }), Service({ name: BOOT_UNIT, enabled: false })];
+    if (await packageUnits(a, ctx))
+      return [
+        Service({ name: 'meshvm.timer', enabled: false, running: false }),
+        Service({ name: BOOT_UNIT, enabled: false }),
+        File({ path: TIMER_STAMP, ensure: 'absent' }),
+      ];
     const written = units({ ...a, command: a.command ?? LOCAL_COMMAND });
     const own = await ownFiles(ctx, written.map(unitPath));
     const isOwn = (name: string) => own.includes(unitPath({ name }));
@@ -69,6 +77,8 @@ export const convergeTimer = defineRecipe({
       isOwn('meshvm.timer') && Service({ name: 'meshvm.timer', enabled: false, running: false }),
       isOwn(BOOT_UNIT) && Service({ name: BOOT_UNIT, enabled: false }),
       ...written.filter((unit) => own.includes(unitPath(unit))).map((unit) => SystemdUnit({ ...unit, ensure: 'absent' })),
+      // systemd's record of the timer's last run (Persistent=true), which outlives the timer
+      isOwn('meshvm.timer') && File({ path: TIMER_STAMP, ensure: 'absent' }),
     ];
   },
 });

@@ -128,7 +128,7 @@ export const sidecar = defineRecipe({
   /** sidecar.env when it holds what meshvm wrote; with --purge the package too (apt-get purge), then its emptied directory. */
   undo: async (a, ctx) => [
     ...(await removeOwnFiles(ctx, [SIDECAR_ENV])),
-    ...(ctx.purge && a.runtime === 'package' && a.package.from !== 'none' ? await purgePackage(ctx, a.package.name) : []),
+    ...(ctx.purge && a.runtime === 'package' && a.package.from !== 'none' ? await purgePackage(ctx, a.package.name, PACKAGE_LINKS) : []),
     a.runtime === 'container' && a.container && (await undoContainerSidecar(a.container, ctx)),
     // the directory cluster.env shares: removed by the cluster-env recipe's undo, which comes after this one
     ctx.purge && !ctx.runlist.recipes.includes('cluster-env') && Directory({ path: ENVOY_DIR, ensure: 'absent' }),
@@ -136,6 +136,8 @@ export const sidecar = defineRecipe({
 });
 
 const SIDECAR_ENV = `${ENVOY_DIR}/sidecar.env`;
+/** What the istio-sidecar package's postinst makes and dpkg's purge leaves (it has no postrm): /etc/istio -> /var/lib/istio. */
+const PACKAGE_LINKS = { '/etc/istio': '/var/lib/istio' };
 
 /**
  * ISTIO_INBOUND_PORTS for sidecar.env. Classic: the attribute. istiod: none by default, since cluster.env carries the

@@ -49,9 +49,18 @@ export async function ownFiles(ctx: UndoContext, paths: readonly string[]): Prom
   return own;
 }
 
-/** A package purged, when meshvm installed it (its mark); one it found installed is noted and left. */
-export async function purgePackage(ctx: UndoContext, name: string): Promise<Declared[]> {
-  if (await installedByMeshvm(ctx.host, name)) return [Package({ name, ensure: 'absent', purge: true })];
+/**
+ * A package purged, when meshvm installed it (its mark), with the links its maintainer scripts made that the purge leaves
+ * (each removed only while it is that link); a package meshvm found installed is noted and left.
+ */
+export async function purgePackage(ctx: UndoContext, name: string, links: Record<string, string> = {}): Promise<Declared[]> {
+  if (await installedByMeshvm(ctx.host, name)) {
+    const left: Declared[] = [];
+    for (const [link, target] of Object.entries(links)) {
+      if ((await ctx.host.stat(link))?.type === 'symlink' && (await ctx.host.readLink(link)) === target) left.push(File({ path: link, ensure: 'absent' }));
+    }
+    return [Package({ name, ensure: 'absent', purge: true }), ...left];
+  }
   if (ctx.host.live && /^.i/.test((await ctx.host.query(['dpkg-query', '-W', '-f', '${db:Status-Abbrev}', name])).stdout))
     ctx.note(`left the package ${name}: meshvm did not install it (no mark in /var/lib/meshvm)`);
   return [];

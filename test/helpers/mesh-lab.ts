@@ -46,7 +46,8 @@ export const MESH_RULES = [
  */
 export const AUTO_REGISTRATION_RULES = [
   {
-    verbs: ['patch', 'create', 'get'],
+    // delete: offboarding deletes the group meshvm made
+    verbs: ['patch', 'create', 'get', 'delete'],
     apiGroups: ['networking.istio.io'],
     resources: ['workloadgroups'],
     resourceNames: ['reviews-vm'],
