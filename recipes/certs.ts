@@ -148,6 +148,7 @@ export const certs = defineRecipe({
       ManagedBlock({ path: '/etc/hosts', name: HOSTS_BLOCK, lines: [], ensure: 'absent' }),
       ...(await removeOwnFiles(ctx, [MESH_CONFIG, files.rootCert])),
       ...(await removeToken(ctx, a.workload)),
+      ...(ctx.purge ? await removeAgentCerts(ctx, files, a.proxyUser) : []),
       ...(ctx.purge ? [...ISTIOD_DIRS, a.dir].map((path) => Directory({ path, ensure: 'absent' })) : []),
     ];
   },
@@ -162,6 +163,21 @@ function certFiles(a: { dir: string }) {
 const HOSTS_BLOCK = 'istiod';
 /** The directories of the istiod flow's files, deepest first (undo removes them in this order when empty). */
 const ISTIOD_DIRS = [path.dirname(TOKEN_PATH), '/var/run/secrets', '/etc/istio/proxy', '/etc/istio/config'];
+
+/**
+ * The workload certificate and key the sidecar's agent wrote beside the root certificate (pilot-agent's OUTPUT_CERTS):
+ * the sidecar's, purged with it, where they are owned by the account it runs as; others are noted.
+ */
+async function removeAgentCerts(ctx: UndoContext, files: ReturnType<typeof certFiles>, proxyUser: string): Promise<Declared[]> {
+  const out: Declared[] = [];
+  for (const file of [files.certChain, files.key]) {
+    const stat = await ctx.host.stat(file);
+    if (!stat) continue;
+    if (stat.type === 'file' && stat.owner === proxyUser) out.push(File({ path: file, ensure: 'absent', sensitive: true }));
+    else ctx.note(`left ${file}: not the sidecar agent's (a ${stat.type} owned by ${stat.owner}, not ${proxyUser})`);
+  }
+  return out;
+}
 
 /** The token, when it is one for this workload's service account (a JWT whose subject says so); anything else is noted. */
 async function removeToken(ctx: UndoContext, w: { namespace: string; serviceAccount: string } | undefined): Promise<Declared[]> {

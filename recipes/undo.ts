@@ -14,25 +14,34 @@ const MARKER = '# Managed by meshvm';
  * with meshvm's marker. Any other file at such a path is left, and said so: it may be the operator's. A record whose file
  * is gone already is removed too.
  */
-export async function removeOwnFiles(ctx: UndoContext, paths: readonly string[], options: DeclareOptions = {}): Promise<Declared[]> {
+export async function removeOwnFiles(ctx: UndoContext, paths: readonly (string | OwnFile)[], options: DeclareOptions = {}): Promise<Declared[]> {
   const own = await ownFiles(ctx, paths);
   const out: Declared[] = [];
-  for (const path of paths) {
+  for (const path of paths.map(pathOf)) {
     if (own.includes(path)) out.push(File({ path, ensure: 'absent', track: true }, options));
     else if (!(await ctx.host.stat(path)) && (await readWritten(ctx.host, path))) out.push(File({ path: writtenRecord(path), ensure: 'absent' }));
   }
   return out;
 }
 
-/** Which of the paths hold files that are provably meshvm's (its record, its marker); the others that exist are noted. */
-export async function ownFiles(ctx: UndoContext, paths: readonly string[]): Promise<string[]> {
+/** A path, with the content the runlist itself says meshvm writes there when it says so (then that content proves it). */
+export interface OwnFile {
+  path: string;
+  content?: string | undefined;
+}
+const pathOf = (file: string | OwnFile) => (typeof file === 'string' ? file : file.path);
+
+/** Which of the paths hold files that are provably meshvm's (its record, its marker, the content declared); the others that exist are noted. */
+export async function ownFiles(ctx: UndoContext, files: readonly (string | OwnFile)[]): Promise<string[]> {
   const own: string[] = [];
-  for (const path of paths) {
+  for (const file of files) {
+    const path = pathOf(file);
+    const declared = typeof file === 'string' ? undefined : file.content;
     const stat = await ctx.host.stat(path);
     if (!stat) continue;
     const recorded = await readWritten(ctx.host, path);
     const content = stat.type === 'file' ? ((await ctx.host.readFile(path)) ?? '') : undefined;
-    if (content !== undefined && ((recorded && recorded === sha256(content)) || content.startsWith(MARKER))) {
+    if (content !== undefined && ((recorded && recorded === sha256(content)) || content.startsWith(MARKER) || content === declared)) {
       own.push(path);
       continue;
     }
@@ -68,22 +77,24 @@ export async function purgePackage(ctx: UndoContext, name: string, links: Record
 
 /**
  * Whether meshvm converged this machine, and the evidence: its last report is a converge's, or it keeps records of files
- * it wrote. Without either, only what carries meshvm's marker or ownership label is meshvm's; the first undo to ask says so.
+ * it wrote. Without either, only what carries meshvm's marker or ownership label is meshvm's; on a machine without any
+ * report of meshvm's (never converged), the first undo to ask says so.
  */
 export async function joinedByMeshvm(ctx: UndoContext): Promise<boolean> {
   return ctx.service('undo:joined', async () => {
-    const report = await ctx.host.readFile(LAST_RUN_FILE);
-    let converged = false;
+    const text = await ctx.host.readFile(LAST_RUN_FILE);
+    let last: 'converge' | 'offboard' | undefined;
     try {
-      converged = report !== undefined && (JSON.parse(report) as { offboard?: boolean }).offboard !== true;
+      if (text !== undefined) last = (JSON.parse(text) as { offboard?: boolean }).offboard === true ? 'offboard' : 'converge';
     } catch {
       // a torn or hand-edited report proves nothing
     }
     const records = ((await ctx.host.listDir(WRITTEN_DIR)) ?? []).length > 0;
-    if (!converged && !records)
+    // offboarded already (its report the last): nothing of meshvm's to stop, and nothing new to say
+    if (last === undefined && !records)
       ctx.note(
-        `found no sign that meshvm converged this machine (no converge report in ${LAST_RUN_FILE}, no record of files it wrote in ${WRITTEN_DIR}): removing only what carries meshvm's marker or its ownership label, leaving services as they are`,
+        `found no sign that meshvm converged this machine (no report in ${LAST_RUN_FILE}, no record of files it wrote in ${WRITTEN_DIR}): removing only what carries meshvm's marker or its ownership label, leaving services as they are`,
       );
-    return converged || records;
+    return last === 'converge' || records;
   });
 }

@@ -66,6 +66,8 @@ export interface LabStats {
   istiod: { address: string; identity?: string; entry?: string; error?: string; at: string; closedAt?: string }[];
   /** WorkloadEntries in the cluster: namespace/name and address. */
   workloadEntries: { name: string; address: string; annotations: Record<string, string> }[];
+  /** WorkloadGroups in the cluster: namespace/name. */
+  workloadGroups: string[];
   route53: { calls: string[]; records: { name: string; type: string; ttl?: number; values?: string[] }[] };
 }
 
@@ -210,6 +212,7 @@ for await (const line of lines) {
           address: String((e['spec'] as { address?: string }).address),
           annotations: (e.metadata['annotations'] ?? {}) as Record<string, string>,
         })),
+        workloadGroups: kube.objects.list('workloadgroups').map((g) => `${g.metadata.namespace}/${g.metadata.name}`),
         route53: {
           calls: route53?.calls.map((c) => c.action ?? `${c.method} ${c.path}`) ?? [],
           records: config.aws && route53 ? route53.records(config.aws.zone.id) : [],

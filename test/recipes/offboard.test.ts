@@ -27,11 +27,12 @@ async function machine(t: ExecutionContext): Promise<string> {
 }
 
 /**
- * What may differ: meshvm's log of the run (last-run.json, in its state directory) and the shadow tools' backup copies of
- * the account files (/etc/passwd- ..., which useradd and userdel write before each change, as on any machine).
+ * What may differ: meshvm's log of the run (last-run.json, in its state directory) and its backups of the files it replaced
+ * (its log of what it changed), and the shadow tools' backup copies of the account files (/etc/passwd- ..., which useradd
+ * and userdel write before each change, as on any machine).
  */
-const LOGS = new Set(['var/', 'var/lib/', 'var/lib/meshvm/', 'var/lib/meshvm/last-run.json', 'etc/passwd-', 'etc/group-', 'etc/shadow-', 'etc/gshadow-']);
-const allowed = (snap: Snapshot) => Object.fromEntries(Object.entries(snap).filter(([p]) => !LOGS.has(p)));
+const LOGS = /^(var\/|var\/lib\/|var\/lib\/meshvm\/|var\/lib\/meshvm\/last-run\.json|var\/lib\/meshvm\/backup\/.*|etc\/(passwd|group|shadow|gshadow)-)$/;
+const allowed = (snap: Snapshot) => Object.fromEntries(Object.entries(snap).filter(([p]) => !LOGS.test(p)));
 
 const json = (stdout: string) =>
   JSON.parse(stdout) as { outcome: string; offboard?: boolean; notes?: string[]; summary: { changed: number }; resources: { ref: string; status: string }[] };
@@ -146,6 +147,8 @@ test("converge-timer: meshvm's units disabled, their files removed; the enable l
       'systemd_unit[/etc/systemd/system/meshvm.service] changed',
       'systemd_unit[/etc/systemd/system/meshvm.timer] changed',
       'systemd_unit[/etc/systemd/system/meshvm-boot.service] changed',
+      // systemd's stamp of the timer's last run: none here, no systemd ran this root
+      'file[/var/lib/systemd/timers/stamp-meshvm.timer] unchanged',
     ],
   );
   // systemctl --root leaves the directories it made for the links; an empty wants directory enables nothing
@@ -177,4 +180,66 @@ test('the command line: --offboard is plan’s, --purge is offboard’s, offboar
   const help = await meshvm(['--help']);
   t.regex(help.stdout, /meshvm offboard RUNLIST \[options\]/);
   t.regex(help.stdout, /--purge/);
+});
+
+test('files: the blocks, the files holding the content the runlist gives them, and with --purge the directories, go; an edited file stays', async (t) => {
+  const root = await machine(t);
+  const dir = await scratchRoot(t, 'meshvm-runlist-');
+  const file = await writeRunlist(
+    dir,
+    'files.yaml',
+    JSON.stringify({
+      name: 'files',
+      recipes: [
+        {
+          recipe: 'files',
+          attributes: {
+            directories: [{ path: '/srv/app' }, { path: '/srv/app/conf' }],
+            files: [
+              { path: '/srv/app/conf/app.env', content: 'PORT=9080\n', mode: 0o640 },
+              { path: '/srv/app/conf/extra.env', content: 'DEBUG=0\n' },
+            ],
+            blocks: [{ path: '/etc/hosts', name: 'app', lines: ['10.0.0.9 db.internal'] }],
+          },
+        },
+      ],
+    }),
+  );
+  const before = await snapshot(root);
+  t.is((await meshvm(['converge', file, '--root', root])).exitCode, 0);
+  await fs.writeFile(path.join(root, 'srv/app/conf/extra.env'), 'DEBUG=1\n');
+  const off = await meshvm(['offboard', '--purge', file, '--root', root, '--json']);
+  t.is(off.exitCode, 0, off.stderr);
+  t.deepEqual(json(off.stdout).notes, [
+    'left /srv/app/conf/extra.env: meshvm keeps no record of writing it (not written by meshvm, or by a meshvm older than offboarding)',
+  ]);
+  t.is(await fs.readFile(path.join(root, 'etc/hosts'), 'utf8'), '127.0.0.1 localhost\n::1 localhost ip6-localhost\n', '/etc/hosts byte for byte');
+  t.is(await fs.readFile(path.join(root, 'srv/app/conf/extra.env'), 'utf8'), 'DEBUG=1\n');
+  await fs.rm(path.join(root, 'srv'), { recursive: true });
+  t.deepEqual(allowed(await snapshot(root)), allowed(before));
+});
+
+test('a root without any report of meshvm: services are left as they are, and the note says why', async (t) => {
+  const root = await machine(t);
+  const dir = await scratchRoot(t, 'meshvm-runlist-');
+  const file = await writeRunlist(
+    dir,
+    'services.yaml',
+    JSON.stringify({ name: 'services', attributes: { flow: 'istiod' }, recipes: [{ recipe: 'sidecar-services' }] }),
+  );
+  const off = await meshvm(['offboard', file, '--root', root, '--json']);
+  t.is(off.exitCode, 0, off.stderr);
+  const report = json(off.stdout);
+  t.deepEqual(report.resources, []);
+  t.deepEqual(report.notes, [
+    "found no sign that meshvm converged this machine (no report in /var/lib/meshvm/last-run.json, no record of files it wrote in /var/lib/meshvm/written): removing only what carries meshvm's marker or its ownership label, leaving services as they are",
+  ]);
+  // with a converge's report there (the machine meshvm joined), the same offboard declares istio stopped and disabled
+  await seed(root, { 'var/lib/meshvm/last-run.json': JSON.stringify({ outcome: 'changed' }) });
+  const again = json((await meshvm(['offboard', file, '--root', root, '--json'])).stdout);
+  t.deepEqual(again.notes, []);
+  t.deepEqual(
+    again.resources.map((r) => r.ref),
+    ['service[istio.service]'],
+  );
 });
