@@ -2,6 +2,9 @@
 import { X509Certificate } from 'node:crypto';
 import { isIP } from 'node:net';
 import { z } from 'zod';
+import { isCidr, isDnsLabel, isDnsName, isEnvName, isIpAddress, isLabelKey, isLabelValue, lineProblem, showValue } from '../engine/values.ts';
+
+export { showValue };
 
 /** A value from the cluster that is not what its field must be: names the object, the field and the value, and what was expected. */
 export class ClusterValueError extends Error {
@@ -18,64 +21,41 @@ export class ClusterValueError extends Error {
   }
 }
 
-/** A value as an error shows it: JSON (so a newline reads \n), at most 80 characters. */
-export function showValue(value: unknown): string {
-  const text = JSON.stringify(value) ?? String(value);
-  return text.length > 80 ? `${text.slice(0, 77)}...` : text;
-}
+/** Text that fits on one line of a file: no line break, NUL or other control character (engine/values.ts lineProblem). */
+// biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what this finds
+export const CONTROL = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/;
+export const oneLine = z
+  .string({ error: 'a string' })
+  .refine((v) => lineProblem(v) === undefined, 'one line of text (no newline, NUL or control character)');
 
-/** Text that fits on one line of a file: no newline, NUL or other control character. */
-// biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what this refuses
-export const CONTROL = /[\u0000-\u001f\u007f]/;
-export const oneLine = z.string({ error: 'a string' }).refine((v) => !CONTROL.test(v), 'one line of text (no newline, NUL or control character)');
+export const ipAddress = z.string({ error: 'an IP address' }).refine(isIpAddress, 'an IP address');
 
-export const ipAddress = z.string({ error: 'an IP address' }).refine((v) => isIP(v) !== 0, 'an IP address');
+export const cidr = z.string({ error: 'a CIDR' }).refine(isCidr, 'a CIDR such as 10.96.0.0/12');
 
-export const cidr = z.string({ error: 'a CIDR' }).refine((v) => {
-  const [ip, prefix, ...rest] = v.split('/');
-  const family = isIP(ip ?? '');
-  return rest.length === 0 && family !== 0 && /^\d{1,3}$/.test(prefix ?? '') && Number(prefix) <= (family === 4 ? 32 : 128);
-}, 'a CIDR such as 10.96.0.0/12');
-
-const LABEL = '[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?';
 /** A DNS name (RFC 1123 labels, lower case), as Kubernetes validates host names. */
-export const dnsName = z.string({ error: 'a DNS name' }).refine(
-  // the last label not all digits (RFC 1123 2.1): 10.0.0.300 is a broken address, not a name
-  (v) => v.length <= 253 && new RegExp(`^${LABEL}(\\.${LABEL})*$`).test(v) && !/(^|\.)[0-9]+$/.test(v),
-  'a DNS name (lower case letters, digits, "-" and ".")',
-);
+export const dnsName = z.string({ error: 'a DNS name' }).refine(isDnsName, 'a DNS name (lower case letters, digits, "-" and ".")');
 
 /** A Kubernetes object name of one DNS label (namespaces, services). */
-export const dnsLabel = z
-  .string({ error: 'a DNS label' })
-  .refine((v) => new RegExp(`^${LABEL}$`).test(v), 'a DNS label (at most 63 lower case letters, digits and "-")');
+export const dnsLabel = z.string({ error: 'a DNS label' }).refine(isDnsLabel, 'a DNS label (at most 63 lower case letters, digits and "-")');
 
 /** A port number, 1 to 65535. */
 export const port = z.number({ error: 'a port number' }).int('a port number').min(1, 'a port number (1 to 65535)').max(65535, 'a port number (1 to 65535)');
 
 /** A label or annotation key: an optional DNS-subdomain prefix and "/", then a name of at most 63 characters. */
-export const labelKey = z.string({ error: 'a label key' }).refine((v) => {
-  const slash = v.lastIndexOf('/');
-  const prefix = slash < 0 ? undefined : v.slice(0, slash);
-  const name = slash < 0 ? v : v.slice(slash + 1);
-  const prefixOk = prefix === undefined || (prefix.length <= 253 && new RegExp(`^${LABEL}(\\.${LABEL})*$`).test(prefix));
-  return prefixOk && name.length <= 63 && /^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$/.test(name);
-}, 'a label key ([prefix/]name: letters, digits, "-", "_", "."; at most 63)');
+export const labelKey = z.string({ error: 'a label key' }).refine(isLabelKey, 'a label key ([prefix/]name: letters, digits, "-", "_", "."; at most 63)');
 
 /** A label value: empty, or at most 63 letters, digits, "-", "_" and "." beginning and ending with a letter or digit. */
-export const labelValue = z
-  .string({ error: 'a label value' })
-  .refine((v) => v.length <= 63 && /^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$/.test(v), 'a label value (at most 63 letters, digits, "-", "_", ".")');
+export const labelValue = z.string({ error: 'a label value' }).refine(isLabelValue, 'a label value (at most 63 letters, digits, "-", "_", ".")');
 
 /** An environment variable name, as cluster.env and the proxy metadata use them. */
-export const envName = z.string().refine((v) => /^[A-Za-z_][A-Za-z0-9_]*$/.test(v), 'an environment variable name (letters, digits, "_")');
+export const envName = z.string().refine(isEnvName, 'an environment variable name (letters, digits, "_")');
 
 /** host:port, the host a DNS name or an IP address ([v6] in brackets). */
 export const hostPort = z.string({ error: 'host:port' }).refine((v) => {
   const m = /^\[([^\]]+)\]:(\d{1,5})$/.exec(v) ?? /^([^:[\]]+):(\d{1,5})$/.exec(v);
   if (!m) return false;
   const [, host = '', p = ''] = m;
-  const hostOk = v.startsWith('[') ? isIP(host) === 6 : isIP(host) === 4 || dnsName.safeParse(host).success;
+  const hostOk = v.startsWith('[') ? isIpAddress(host) && isIP(host) === 6 : isIP(host) === 4 || isDnsName(host);
   return hostOk && Number(p) >= 1 && Number(p) <= 65535;
 }, 'host:port (a DNS name or an IP address, and a port)');
 
@@ -139,7 +119,7 @@ export function stringsIn(value: unknown, path: (string | number)[] = []): { pat
 /** Refuses a tree from YAML with a string (a key too) that is not one line: what may go into a rendered file. */
 export function refineOneLine(tree: unknown, ctx: z.RefinementCtx): void {
   for (const { path, value } of stringsIn(tree)) {
-    if (CONTROL.test(value)) {
+    if (lineProblem(value)) {
       ctx.addIssue({ code: 'custom', path, message: 'one line of text (no newline, NUL or control character)' });
       return;
     }

@@ -1,7 +1,7 @@
 // Schema helpers shared by resources and recipes: zod issues rendered as "path: message", and common field types.
-import { isIP } from 'node:net';
 import { z } from 'zod';
 import { guestPathProblem } from './paths.ts';
+import { isCidr, isDnsName, isIpAddress, lineProblem, PATTERN, showValue } from './values.ts';
 
 export function formatPath(path: readonly PropertyKey[]): string {
   let out = '';
@@ -34,27 +34,26 @@ export const accountName = z
 
 export const port = z.number().int().min(1, 'port must be between 1 and 65535').max(65535, 'port must be between 1 and 65535');
 
-/** An IPv4 or IPv6 address. */
-export const ipAddress = z.string().refine((v) => isIP(v) !== 0, { message: 'expected an IP address' });
+/** An IPv4 or IPv6 address (an IPv6 zone, "fe80::1%eth0", allowed: an attribute may name this machine's interface). */
+export const ipAddress = z.string().refine((v) => isIpAddress(v, 'zone allowed'), { message: 'expected an IP address' });
 
 /** A CIDR block such as 10.63.240.0/20. */
-export const cidr = z.string().refine(
-  (v) => {
-    const [ip, prefix, ...rest] = v.split('/');
-    const family = isIP(ip ?? '');
-    return rest.length === 0 && family !== 0 && /^\d{1,3}$/.test(prefix ?? '') && Number(prefix) <= (family === 4 ? 32 : 128);
-  },
-  { message: 'expected a CIDR such as 10.63.240.0/20' },
-);
+export const cidr = z.string().refine(isCidr, { message: 'expected a CIDR such as 10.63.240.0/20' });
 
-/** A DNS name (RFC 1123 labels), as Kubernetes validates them. */
+/** A DNS name (RFC 1123 labels), as Kubernetes validates them; the last label not all digits (10.0.0.300 is a broken address). */
 export const dnsName = z
   .string()
-  .max(253)
-  .regex(
-    /^(?=.{1,253}$)[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$/,
-    'expected a DNS name of lower case letters, digits, "-" and "."',
-  );
+  .regex(PATTERN.dnsName, 'expected a DNS name of lower case letters, digits, "-" and "."')
+  .refine(isDnsName, { message: 'expected a DNS name, not an address: its last label is not all digits' });
+
+/** One line of text: what a line of a rendered file can carry (no line break, NUL or other control character). */
+export const oneLine = z.string().superRefine((v, ctx) => {
+  const problem = lineProblem(v);
+  if (problem) ctx.addIssue({ code: 'custom', message: `expected one line of text: ${showValue(v)} has ${problem}` });
+});
+
+/** An environment variable name (a letter or "_", then letters, digits and "_"). */
+export const envName = z.string().regex(PATTERN.envName, 'expected an environment variable name (letters, digits and "_", not starting with a digit)');
 
 /** A list with no value twice. */
 export function unique<T extends z.ZodType>(item: T) {

@@ -1,6 +1,8 @@
 // What the mesh-expansion recipes share: the workload's identity, the flow, the istiod-flow values resolved from the cluster (istioctl's), and the services to notify.
 import { z } from 'zod';
 import type { RecipeContext } from '../engine/recipe.ts';
+import { envName, oneLine } from '../engine/validate.ts';
+import { PATTERN } from '../engine/values.ts';
 import type { Notifiable } from '../engine/resource.ts';
 import { Service } from '../resources/service.ts';
 import type { InjectorValues, MeshConfig, Probe, ProxyConfig, WorkloadGroup } from '../clients/istio-config.ts';
@@ -8,10 +10,7 @@ import { WORKLOAD_GROUPS } from '../clients/workload-group.ts';
 import { cluster, type ClusterAttribute } from './cluster.ts';
 
 /** A namespace name as Kubernetes accepts it (a DNS-1123 label). */
-export const namespaceName = z
-  .string()
-  .max(63)
-  .regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/, 'expected a Kubernetes namespace name: lower case letters, digits and "-", at most 63');
+export const namespaceName = z.string().max(63).regex(PATTERN.dnsLabel, 'expected a Kubernetes namespace name: lower case letters, digits and "-", at most 63');
 /** A service account name as Kubernetes accepts it (a DNS-1123 subdomain). */
 export const serviceAccountName = z
   .string()
@@ -21,10 +20,7 @@ export const serviceAccountName = z
     'expected a Kubernetes service account name: lower case letters, digits, "-" and "."',
   );
 /** A label value (a network name, a mesh ID): at most 63 letters, digits, "-", "_", "." beginning and ending with a letter or digit. */
-const labelValue = z
-  .string()
-  .max(63)
-  .regex(/^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$/, 'expected a label value: letters, digits, "-", "_" and ".", at most 63');
+const labelValue = z.string().max(63).regex(PATTERN.labelValue, 'expected a label value: letters, digits, "-", "_" and ".", at most 63');
 
 export const flow = z.enum(['classic', 'istiod']).default('classic');
 
@@ -62,12 +58,7 @@ export type Workload = z.output<typeof workload>;
 export const proxyUser = z.string().default('istio-proxy');
 
 /** istiod: proxy metadata over the mesh config's (cluster-env and certs both take it: cluster.env and the mesh config get it). */
-export const proxyMetadataAttribute = z
-  .record(
-    z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'expected an environment variable name'),
-    z.string().regex(/^[^\n\r\0]*$/, 'expected one line (no newline or NUL)'),
-  )
-  .default({});
+export const proxyMetadataAttribute = z.record(envName, oneLine).default({});
 
 /** istiod[-rev].<ns>.svc, the name the sidecar dials (istioctl's IstiodHost). */
 export function istiodHost(systemNamespace: string, revision: string): string {

@@ -4,6 +4,7 @@ import { z } from 'zod';
 import { defineResource, hasChanges, type Changes, type ResourceType } from '../engine/resource.ts';
 import type { Host, HostReader } from '../engine/host.ts';
 import type { KubernetesClient } from '../clients/kubernetes.ts';
+import { isDnsLabel, isDnsSubdomain, isIpAddress, isLabelKey, isLabelValue, lineProblem } from '../engine/values.ts';
 import {
   applyObject,
   deleteObject,
@@ -19,38 +20,18 @@ import {
 
 // ---- values from outside, typed where they enter (Kubernetes' and Istio's own validation rules) ----
 
-/** Whether a string holds a control character (C0 or DEL) other than the ones allowed. */
-function hasControl(value: string, allowed = ''): boolean {
-  for (const ch of value) {
-    const code = ch.codePointAt(0)!;
-    if ((code < 0x20 || code === 0x7f) && !allowed.includes(ch)) return true;
-  }
-  return false;
-}
 const show = (value: unknown): string => JSON.stringify(value);
-const LABEL_NAME = /^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$/;
-const SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
-const LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 
 /** Why a string is not a label (or annotation) key, or undefined: [prefix/]name, the prefix a DNS subdomain, the name 63 at most. */
 export function labelKeyProblem(key: string): string | undefined {
-  const parts = key.split('/');
-  const name = parts.at(-1) ?? '';
-  const prefix = parts.length === 2 ? parts[0]! : undefined;
-  const ok =
-    !hasControl(key) &&
-    parts.length <= 2 &&
-    name.length <= 63 &&
-    LABEL_NAME.test(name) &&
-    (prefix === undefined || (prefix.length <= 253 && SUBDOMAIN.test(prefix)));
-  return ok
+  return isLabelKey(key)
     ? undefined
     : `not a label key: ${show(key)} (an optional DNS-subdomain prefix and "/", then at most 63 letters, digits, "-", "_" and ".", starting and ending with a letter or digit)`;
 }
 
 /** Why a string is not a label value, or undefined: empty, or at most 63 letters, digits, "-", "_", "." between alphanumerics. */
 export function labelValueProblem(value: string): string | undefined {
-  return value === '' || (value.length <= 63 && LABEL_NAME.test(value))
+  return isLabelValue(value)
     ? undefined
     : `not a label value: ${show(value)} (at most 63 letters, digits, "-", "_" and ".", starting and ending with a letter or digit; no newlines)`;
 }
@@ -71,27 +52,28 @@ export const labelMap = z.record(z.string(), z.string()).superRefine((map, ctx) 
 export const annotationMap = z.record(z.string(), z.string()).superRefine((map, ctx) => {
   for (const [key, value] of Object.entries(map)) {
     const problem =
-      labelKeyProblem(key) ?? (hasControl(value, '\n\t') ? `annotation value ${show(value)} has a control character (NUL, CR, ESC...)` : undefined);
+      labelKeyProblem(key) ??
+      (lineProblem(value.replaceAll('\n', '').replaceAll('\t', '')) ? `annotation value ${show(value)} has a control character (NUL, CR, ESC...)` : undefined);
     if (problem) ctx.addIssue({ code: 'custom', path: [key], message: problem });
   }
 });
 
 /** A Kubernetes object name (a DNS-1123 subdomain). */
-export const objectName = z.string().refine((v) => v.length <= 253 && SUBDOMAIN.test(v), {
+export const objectName = z.string().refine(isDnsSubdomain, {
   error: (i) => `not an object name: ${show(i.input)} (lower case letters, digits, "-" and ".", at most 253)`,
 });
 
 /** A namespace, port or Service name (a DNS-1123 label). */
 export const dnsLabel = z
   .string()
-  .refine((v) => v.length <= 63 && LABEL.test(v), { error: (i) => `not a DNS-1123 label: ${show(i.input)} (lower case letters, digits and "-", at most 63)` });
+  .refine(isDnsLabel, { error: (i) => `not a DNS-1123 label: ${show(i.input)} (lower case letters, digits and "-", at most 63)` });
 
 export const port = z.number().int().min(1, 'a port is between 1 and 65535').max(65535, 'a port is between 1 and 65535');
 
 /** Port name → number (Istio: the name a Service port uses, the number this workload listens on). */
 export const portMap = z.record(z.string(), port).superRefine((map, ctx) => {
   for (const name of Object.keys(map)) {
-    if (!(name.length <= 63 && LABEL.test(name)))
+    if (!isDnsLabel(name))
       ctx.addIssue({ code: 'custom', path: [name], message: `not a port name: ${show(name)} (a DNS-1123 label: lower case letters, digits and "-")` });
   }
 });
@@ -114,12 +96,11 @@ export const weight = z.number().int().min(1).max(4294967295);
 /** One line of text: no newline, no NUL. */
 const text = (what: string) =>
   z.string().superRefine((v, ctx) => {
-    if (hasControl(v)) ctx.addIssue({ code: 'custom', message: `${what} ${show(v)} has a control character (newline, NUL)` });
+    const problem = lineProblem(v);
+    if (problem) ctx.addIssue({ code: 'custom', message: `${what} ${show(v)} has a control character (${problem})` });
   });
 
-const probeHost = z
-  .string()
-  .refine((v) => isIP(v) !== 0 || (v.length <= 253 && SUBDOMAIN.test(v)), { error: (i) => `not an IP address or DNS name: ${show(i.input)}` });
+const probeHost = z.string().refine((v) => isIpAddress(v) || isDnsSubdomain(v), { error: (i) => `not an IP address or DNS name: ${show(i.input)}` });
 
 const positive = z.number().int().min(1).max(2147483647);
 
@@ -167,7 +148,7 @@ notReachable.addAddress('::', 'ipv6');
 /** Why a string is not an address the mesh can reach a VM at, or undefined. */
 export function workloadAddressProblem(value: string): string | undefined {
   const family = isIP(value);
-  if (family === 0 || value.includes('%')) return `not an IPv4 or IPv6 address: ${show(value)}`;
+  if (!isIpAddress(value)) return `not an IPv4 or IPv6 address: ${show(value)}`;
   if (notReachable.check(value, family === 4 ? 'ipv4' : 'ipv6'))
     return `${value} is a loopback or unspecified address; give the address the cluster reaches this VM at`;
   return undefined;
