@@ -7,6 +7,7 @@ import { z } from 'zod';
 import { defineRecipe, type RecipeContext, type UndoContext } from '../engine/recipe.ts';
 import type { Declared } from '../engine/resource.ts';
 import { dnsName } from '../engine/validate.ts';
+import { guardLine, guardTree } from '../engine/values.ts';
 import { Directory } from '../resources/directory.ts';
 import { File } from '../resources/file.ts';
 import { ManagedBlock } from '../resources/managed-block.ts';
@@ -290,7 +291,9 @@ export function renderHosts(addresses: readonly string[], host: string): string[
 
 /** /etc/istio/config/mesh as istioctl writes mesh.yaml: { defaultConfig } of the member, marshalled as sigs.k8s.io/yaml does. */
 export function renderMeshConfig(m: MeshMember, o: MemberOptions): string {
-  return renderGoYaml({ defaultConfig: memberProxyConfig(m, o) });
+  const tree = { defaultConfig: memberProxyConfig(m, o) };
+  guardTree(MESH_CONFIG, tree);
+  return renderGoYaml(tree);
 }
 
 // --- YAML as sigs.k8s.io/yaml (go-yaml v2) writes it: keys in its order, scalars styled and folded as its emitter does ---
@@ -392,7 +395,7 @@ function scalar(value: unknown, column: number, indent: number, isKey = false): 
   if (typeof value === 'boolean') return String(value);
   if (typeof value === 'number') return goFloat(value);
   const s = String(value);
-  if (/[\n\r]/.test(s)) throw new Error(`${JSON.stringify(s).slice(0, 80)} has a newline; the mesh config takes one-line values`);
+  guardLine('a YAML document', isKey ? 'a key' : 'a value', s);
   const a = analyze(s);
   const style = resolvesToNonString(s) ? 'double' : a.plain && !(isKey && s === '') ? 'plain' : a.single ? 'single' : 'double';
   const open = style === 'plain' ? '' : style === 'single' ? "'" : '"';

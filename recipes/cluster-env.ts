@@ -1,7 +1,7 @@
 // Recipe cluster-env: /var/lib/istio/envoy/cluster.env, what the sidecar knows of the cluster it joins.
 import { z } from 'zod';
 import { defineRecipe, type RecipeContext } from '../engine/recipe.ts';
-import { cidr, ipAddress } from '../engine/validate.ts';
+import { cidr, envName, ipAddress, oneLine } from '../engine/validate.ts';
 import { Directory } from '../resources/directory.ts';
 import { File } from '../resources/file.ts';
 import { renderEnvFile, renderIstioctlEnv } from './env-file.ts';
@@ -26,8 +26,6 @@ import { removeOwnFiles } from './undo.ts';
 
 export const ENVOY_DIR = '/var/lib/istio/envoy';
 const CLUSTER_ENV = `${ENVOY_DIR}/cluster.env`;
-const envName = z.string().regex(/^[A-Z_][A-Z0-9_]*$/, 'expected an environment variable name');
-const oneLine = z.string().regex(/^[^\n\r\0]*$/, 'expected one line (no newline or NUL)');
 
 export const clusterEnv = defineRecipe({
   name: 'cluster-env',
@@ -77,12 +75,15 @@ export const clusterEnv = defineRecipe({
             )
           ).cidrs;
       // only what differs from the sidecar's own defaults, as in the docs' example (ISTIO_SERVICE_CIDR=10.63.240.0/20)
-      content = renderEnvFile({
-        ISTIO_SERVICE_CIDR: cidrs.join(','),
-        ISTIO_SYSTEM_NAMESPACE: a.systemNamespace === 'istio-system' ? undefined : a.systemNamespace,
-        ISTIO_CP_AUTH: a.controlPlaneAuth,
-        ...Object.fromEntries(Object.entries(a.extra).sort(([x], [y]) => x.localeCompare(y))),
-      });
+      content = renderEnvFile(
+        {
+          ISTIO_SERVICE_CIDR: cidrs.join(','),
+          ISTIO_SYSTEM_NAMESPACE: a.systemNamespace === 'istio-system' ? undefined : a.systemNamespace,
+          ISTIO_CP_AUTH: a.controlPlaneAuth,
+          ...Object.fromEntries(Object.entries(a.extra).sort(([x], [y]) => x.localeCompare(y))),
+        },
+        { file: CLUSTER_ENV },
+      );
     }
     return [
       Directory({ path: ENVOY_DIR, mode: 0o755, owner: a.proxyUser, group: a.proxyUser }),
@@ -155,5 +156,5 @@ export function renderIstiodClusterEnv(
     overrides.ISTIO_SVC_IP = flags.externalIp;
     overrides.REWRITE_PROBE_LEGACY_LOCALHOST_DESTINATION = 'true';
   }
-  return renderIstioctlEnv({ ...memberProxyMetadata(m, o), ...overrides, ...flags.extra });
+  return renderIstioctlEnv({ ...memberProxyMetadata(m, o), ...overrides, ...flags.extra }, CLUSTER_ENV);
 }

@@ -4,7 +4,8 @@ import { z } from 'zod';
 import { defineRecipe, type RecipeContext } from '../engine/recipe.ts';
 import { File } from '../resources/file.ts';
 import { Service } from '../resources/service.ts';
-import { SystemdUnit, type systemdUnitSpec, unitPath } from '../resources/systemd-unit.ts';
+import { SystemdUnit, type systemdUnitSpec, unitPath, unitValueProblem } from '../resources/systemd-unit.ts';
+import { showValue } from '../engine/values.ts';
 import { ownFiles } from './undo.ts';
 import { flow, sidecarServiceSpecs } from './mesh.ts';
 
@@ -33,7 +34,14 @@ export const convergeTimer = defineRecipe({
      * The converge the timer runs (argv joined with spaces; systemd splits it). Default: the packaged executable
      * (/usr/bin/meshvm) where the package is installed, else /usr/local/bin/meshvm.
      */
-    command: z.string().optional(),
+    command: z
+      .string()
+      .min(1)
+      .superRefine((text, ctx) => {
+        const problem = unitValueProblem(text);
+        if (problem) ctx.addIssue({ code: 'custom', message: `${showValue(text)} cannot be ExecStart=: ${problem}` });
+      })
+      .optional(),
     /**
      * auto: where the meshvm package's units are installed (/usr/lib/systemd/system) and command and timings are the
      * package's, only enable them; otherwise write the units to /etc/systemd/system (which override the package's).

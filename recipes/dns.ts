@@ -4,6 +4,7 @@ import { BlockList, isIP } from 'node:net';
 import { z } from 'zod';
 import { defineRecipe, type RecipeContext } from '../engine/recipe.ts';
 import { dnsName, guestPath, ipAddress } from '../engine/validate.ts';
+import { isDnsLabel, isDnsName, isIpAddress, RenderError, showValue } from '../engine/values.ts';
 import { Directory } from '../resources/directory.ts';
 import { File } from '../resources/file.ts';
 import { installedByMeshvm, Package } from '../resources/package.ts';
@@ -111,7 +112,7 @@ export const dns = defineRecipe({
           mode: 0o644,
           owner: 'root',
           group: 'root',
-          content: renderKubedns({ ...a, clusterDns, controlPlane }),
+          content: renderKubedns({ ...a, clusterDns, controlPlane }, a.configFile),
           track: true,
           verify: DNSMASQ_TEST,
           verifyOnHost: true,
@@ -216,17 +217,31 @@ export function cidrContains(range: string, address: string): boolean {
 // the staged drop-in checked by dnsmasq itself, where dnsmasq is installed (not yet, on a first converge that installs it)
 const DNSMASQ_TEST = ['sh', '-c', 'command -v dnsmasq >/dev/null || exit 0; exec dnsmasq --test --conf-file="$1"', 'sh', '%{path}'];
 
-/** The file's lines in the order Istio's docs show them: server=, short names, then the namespaced names (IP addresses only). */
-export function renderKubedns(a: {
-  clusterDns: string;
-  clusterDomain: string;
-  controlPlane: readonly { name: string; address: string }[];
-  systemNamespace: string;
-}): string {
-  const answered = a.controlPlane.filter((entry) => isIP(entry.address));
-  for (const value of [a.clusterDns, a.clusterDomain, a.systemNamespace, ...answered.flatMap((e) => [e.name, e.address])]) {
-    if (/[\n\r\0/]/.test(value)) throw new Error(`refusing to write ${JSON.stringify(value)} into a dnsmasq line: no newline, NUL or "/" in a name or address`);
+/**
+ * The file's lines in the order Istio's docs show them: server=, short names, then the namespaced names. Names answered by a
+ * hostname (an AWS load balancer) get no address= line: dnsmasq answers names with addresses (the aws recipe's Route53
+ * records answer those). Every value is checked as what its place in a line must be, and refused naming the file and field.
+ */
+export function renderKubedns(
+  a: {
+    clusterDns: string;
+    clusterDomain: string;
+    controlPlane: readonly { name: string; address: string }[];
+    systemNamespace: string;
+  },
+  file = '/etc/dnsmasq.d/kubedns',
+): string {
+  const must = (field: string, value: string, ok: boolean, what: string) => {
+    if (!ok) throw new RenderError(file, field, value, `it is not ${what}`);
+  };
+  must('clusterDns', a.clusterDns, isIpAddress(a.clusterDns), 'an IP address');
+  must('clusterDomain', a.clusterDomain, isDnsName(a.clusterDomain), 'a DNS name');
+  must('systemNamespace', a.systemNamespace, isDnsLabel(a.systemNamespace), 'a namespace name (a DNS label)');
+  for (const [i, { name, address }] of a.controlPlane.entries()) {
+    must(`controlPlane[${i}].name`, name, isDnsName(name), 'a DNS name');
+    must(`controlPlane[${i}].address`, address, isIpAddress(address) || isDnsName(address), 'an IP address or a DNS name');
   }
+  const answered = a.controlPlane.filter((entry) => isIpAddress(entry.address));
   const lines = [`server=/${a.clusterDomain}/${a.clusterDns}`];
   for (const { name, address } of answered) lines.push(`address=/${name}/${address}`);
   for (const { name, address } of answered) lines.push(`address=/${name}.${a.systemNamespace}/${address}`);
@@ -241,18 +256,19 @@ export async function dnsServiceAddress(
   const [namespace, name] = service.split('/') as [string, string];
   const svc = await k.call(`reading Service ${service}`, () => k.core.readNamespacedService({ name, namespace }));
   const type = svc.spec?.type ?? 'ClusterIP';
+  // as clients/cluster-values.ts words a ClusterValueError (not imported: no client module loads at start-up)
   const checked = (field: string, value: unknown): string => {
-    if (typeof value !== 'string' || isIP(value) === 0) throw new Error(`Service ${service}: ${field} is ${JSON.stringify(value)}, not an IP address`);
+    if (typeof value !== 'string' || !isIpAddress(value)) throw new Error(`Service ${service}: ${field}: ${showValue(value)} is not an IP address`);
     return value;
   };
   if (type === 'LoadBalancer') {
     const ingress = svc.status?.loadBalancer?.ingress ?? [];
-    const ip = ingress.find((i) => i.ip)?.ip;
-    if (ip !== undefined) return { address: checked('status.loadBalancer.ingress[].ip', ip), type, clusterIp: false };
-    const hostname = ingress.find((i) => i.hostname)?.hostname;
-    if (hostname !== undefined)
+    const ipAt = ingress.findIndex((i) => i.ip);
+    if (ipAt >= 0) return { address: checked(`status.loadBalancer.ingress[${ipAt}].ip`, ingress[ipAt]!.ip), type, clusterIp: false };
+    const hostnameAt = ingress.findIndex((i) => i.hostname);
+    if (hostnameAt >= 0)
       throw new Error(
-        `Service ${service} answers at ${JSON.stringify(hostname)}, a hostname, not an IP address; dnsmasq needs an IP for server= (set dns.clusterDns)`,
+        `Service ${service}: status.loadBalancer.ingress[${hostnameAt}].hostname: the load balancer answers at ${showValue(ingress[hostnameAt]!.hostname)}, a hostname, not an IP address; dnsmasq needs an IP for server= (set dns.clusterDns)`,
       );
     throw new Error(`Service ${service} is a LoadBalancer without an address yet (status.loadBalancer.ingress is empty)`);
   }

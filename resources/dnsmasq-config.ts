@@ -3,6 +3,7 @@ import { isIP } from 'node:net';
 import { z } from 'zod';
 import { defineResource, type Changes } from '../engine/resource.ts';
 import { dnsName, guestPath, ipAddress, port, unique } from '../engine/validate.ts';
+import { isDnsName, isIpAddress, lineProblem, RenderError, showValue } from '../engine/values.ts';
 import type { HostReader } from '../engine/host.ts';
 import { canonicalIp, parseResolvConf } from './resolv-conf/index.ts';
 import { File } from './file.ts';
@@ -63,6 +64,9 @@ export const dnsmasqConfigSpec = z
         z
           .string()
           .regex(/^[a-z0-9][a-z0-9-]*(=[^\n]*)?$/, 'expected one dnsmasq option without "--", such as "cache-size=1000" or "log-queries"')
+          .refine((v) => lineProblem(v) === undefined, {
+            error: (issue) => `${showValue(issue.input)} has ${lineProblem(String(issue.input))}: one option a line`,
+          })
           .refine((v) => !OWNED[v.split('=')[0]!], {
             error: (issue) => `"${String(issue.input).split('=')[0]}" is set through ${OWNED[String(issue.input).split('=')[0]!]}, not extraOptions`,
           }),
@@ -70,6 +74,14 @@ export const dnsmasqConfigSpec = z
       .default([]),
   })
   .superRefine((spec, ctx) => {
+    const paths: [string[], string][] = [
+      [['path'], spec.path],
+      ...(spec.upstream.from === 'resolv-file' ? [[['upstream', 'path'], spec.upstream.path] as [string[], string]] : []),
+    ];
+    for (const [where, value] of paths) {
+      const problem = dnsmasqValueProblem(value);
+      if (problem) ctx.addIssue({ code: 'custom', path: where, message: `${showValue(value)}: ${problem}` });
+    }
     const seen = new Map<string, string>();
     const once = (id: string, where: (string | number)[], what: string) => {
       const first = seen.get(id);
@@ -129,8 +141,35 @@ function listensOn(spec: Pick<DnsmasqConfigSpec, 'listenAddresses' | 'port'>, ad
 const byText = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
 const withPort = (ip: string, p: number | undefined) => (p === undefined ? ip : `${ip}#${p}`);
 
-/** The drop-in's text (pure, deterministic: forwards and addresses sorted, no timestamps). */
+/**
+ * Why a value cannot follow "option=" in a dnsmasq file as it is, or undefined: dnsmasq reads one line, takes "#" after
+ * white space as a comment, removes double quotes (and reads backslash escapes inside them), turns tabs into spaces and
+ * strips the white space at either end.
+ */
+export function dnsmasqValueProblem(value: string): string | undefined {
+  const line = lineProblem(value);
+  if (line) return `it has ${line}: dnsmasq reads one option a line`;
+  if (/"|\s#|^\s|\s$/.test(value)) return 'it has a double quote, a " #" or white space at an end, which dnsmasq reads differently';
+  return undefined;
+}
+
+/** The drop-in's text (pure, deterministic: forwards and addresses sorted, no timestamps); a value it cannot carry is refused. */
 export function renderDnsmasqConfig(spec: DnsmasqConfigSpec): string {
+  const ref = `dnsmasq_config[${spec.path}]`;
+  const guard = (field: string, value: string, problem: string | undefined) => {
+    if (problem) throw new RenderError(ref, field, value, problem);
+  };
+  guard('path', spec.path, dnsmasqValueProblem(spec.path));
+  if (spec.upstream.from === 'resolv-file') guard('upstream.path', spec.upstream.path, dnsmasqValueProblem(spec.upstream.path));
+  for (const [i, option] of spec.extraOptions.entries()) guard(`extraOptions[${i}]`, option, lineProblem(option) && `it has ${lineProblem(option)}`);
+  for (const [i, f] of spec.forward.entries()) {
+    guard(`forward[${i}].domain`, f.domain, isDnsName(f.domain) ? undefined : 'it is not a DNS name');
+    guard(`forward[${i}].server`, f.server, isIpAddress(f.server, 'zone allowed') ? undefined : 'it is not an IP address');
+  }
+  for (const [i, a] of spec.addresses.entries()) {
+    guard(`addresses[${i}].name`, a.name, isDnsName(a.name) ? undefined : 'it is not a DNS name');
+    guard(`addresses[${i}].address`, a.address, isIpAddress(a.address, 'zone allowed') ? undefined : 'it is not an IP address');
+  }
   const lines = [`# Managed by meshvm (dnsmasq_config[${spec.path}]); edits here are overwritten on the next run.`, '', '# Where this dnsmasq answers'];
   for (const address of spec.listenAddresses) lines.push(`listen-address=${address}`);
   if (spec.port !== undefined) lines.push(`port=${spec.port}`);

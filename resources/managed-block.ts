@@ -2,6 +2,7 @@
 import { z } from 'zod';
 import { defineResource, type Changes } from '../engine/resource.ts';
 import { fileMode, guestPath } from '../engine/validate.ts';
+import { lineProblem, RenderError, showValue } from '../engine/values.ts';
 import type { Host, HostReader } from '../engine/host.ts';
 
 export const managedBlockSpec = z.strictObject({
@@ -11,14 +12,34 @@ export const managedBlockSpec = z.strictObject({
     .string()
     .regex(/^[A-Za-z0-9_.-]+$/, 'expected letters, digits, ".", "_" or "-"')
     .default('meshvm'),
-  lines: z.array(z.string().refine((l) => !l.includes('\n'), 'a line must not contain a newline')),
+  /** One line each (tabs allowed), none that reads as a block marker. */
+  lines: z.array(z.string().superRefine((line, ctx) => refine(ctx, line, lineProblemIn(line, 'tab')))),
   ensure: z.enum(['present', 'absent']).default('present'),
   /** The file's comment leader, used in the markers. */
-  comment: z.string().min(1).default('#'),
+  comment: z
+    .string()
+    .min(1)
+    .superRefine((comment, ctx) => refine(ctx, comment, lineProblemIn(comment)))
+    .default('#'),
   /** Mode of the file if meshvm has to create it. */
   createMode: fileMode.default(0o644),
 });
 export type ManagedBlockSpec = z.output<typeof managedBlockSpec>;
+
+/** A line that reads as a marker (this block's or another's) would end the block early or start a second one on every run. */
+const MARKER_WORDS = /(^|\s)(BEGIN|END) meshvm( |$)/;
+
+/** Why a line (or the comment leader) cannot go into the block, or undefined. */
+function lineProblemIn(text: string, allow?: 'tab'): string | undefined {
+  const line = lineProblem(text, allow);
+  if (line) return `it has ${line}: the block holds whole lines`;
+  if (MARKER_WORDS.test(text)) return 'it reads as a block marker ("BEGIN meshvm" / "END meshvm")';
+  return undefined;
+}
+
+function refine(ctx: z.RefinementCtx, text: string, problem: string | undefined): void {
+  if (problem) ctx.addIssue({ code: 'custom', message: `${showValue(text)}: ${problem}` });
+}
 
 export interface ManagedBlockState {
   /** The lines between the markers; undefined when there is no block. */
@@ -44,6 +65,9 @@ export function findBlock(text: string, begin: string, end: string): { start: nu
 
 /** The file with the block replaced, appended or removed. */
 export function renderWithBlock(text: string, spec: ManagedBlockSpec): string {
+  const ref = `managed_block[${spec.path}#${spec.name}]`;
+  for (const [i, line] of spec.lines.entries()) if (lineProblemIn(line, 'tab')) throw new RenderError(ref, `lines[${i}]`, line, lineProblemIn(line, 'tab')!);
+  if (lineProblemIn(spec.comment)) throw new RenderError(ref, 'comment', spec.comment, lineProblemIn(spec.comment)!);
   const { begin, end } = markers(spec);
   const found = findBlock(text, begin, end);
   const block = spec.ensure === 'absent' ? '' : [begin, ...spec.lines, end].join('\n') + '\n';

@@ -2,11 +2,31 @@
 import { z } from 'zod';
 import { defineResource, type Action, type Changes, type Declaration } from '../engine/resource.ts';
 import type { Host, HostReader } from '../engine/host.ts';
+import { lineProblem, RenderError, showValue } from '../engine/values.ts';
 import { File } from './file.ts';
 import { Directory } from './directory.ts';
 import { systemdLive, unitName } from './systemd.ts';
 
-const value = z.union([z.string(), z.number(), z.boolean()]);
+/**
+ * Why a string cannot be a directive's value in a unit file, or undefined: systemd reads one line (a newline would start a
+ * directive of its own), strips the whitespace around it, and joins the next line to one that ends in a backslash.
+ */
+export function unitValueProblem(text: string): string | undefined {
+  const line = lineProblem(text, 'tab');
+  if (line) return `it has ${line}: a directive is one line`;
+  if (/^[ \t]|[ \t]$/.test(text)) return 'it begins or ends with white space, which systemd strips';
+  if (text.endsWith('\\')) return 'it ends with "\\", which joins the next line to it';
+  return undefined;
+}
+
+const value = z.union([
+  z.string().superRefine((text, ctx) => {
+    const problem = unitValueProblem(text);
+    if (problem) ctx.addIssue({ code: 'custom', message: `${showValue(text)}: ${problem}` });
+  }),
+  z.number(),
+  z.boolean(),
+]);
 const sectionsSchema = z.record(
   z.string().regex(/^[A-Z][A-Za-z-]*$/, 'a section name such as Unit, Service, Timer, Install'),
   z.record(z.string().regex(/^[A-Z][A-Za-z0-9]*$/, 'a directive such as ExecStart or OnUnitActiveSec'), z.union([value, z.array(value)])),
@@ -33,10 +53,14 @@ export const systemdUnitSpec = z
 export type SystemdUnitSpec = z.output<typeof systemdUnitSpec>;
 
 /** Deterministic unit-file text: sections and directives in the order given, lists as repeated directives. */
-export function renderUnit(sections: z.output<typeof sectionsSchema>): string {
+export function renderUnit(sections: z.output<typeof sectionsSchema>, unit = 'a unit file'): string {
   const blocks = Object.entries(sections).map(([section, directives]) => {
     const lines = Object.entries(directives).flatMap(([key, v]) =>
-      (Array.isArray(v) ? v : [v]).map((item) => `${key}=${item === true ? 'yes' : item === false ? 'no' : item}`),
+      (Array.isArray(v) ? v : [v]).map((item) => {
+        const problem = typeof item === 'string' ? unitValueProblem(item) : undefined;
+        if (problem) throw new RenderError(unit, `${section}.${key}`, item, problem);
+        return `${key}=${item === true ? 'yes' : item === false ? 'no' : item}`;
+      }),
     );
     return [`[${section}]`, ...lines].join('\n');
   });
@@ -87,7 +111,7 @@ export const systemdUnitType = {
       Directory({ path: path.slice(0, path.lastIndexOf('/')) }),
       File({
         path,
-        content: spec.content ?? renderUnit(spec.sections!),
+        content: spec.content ?? renderUnit(spec.sections!, `systemd_unit[${path}]`),
         mode: 0o644,
         owner: 'root',
         group: 'root',
