@@ -24,9 +24,7 @@ export class ClusterValueError extends Error {
 /** Text that fits on one line of a file: no line break, NUL or other control character (engine/values.ts lineProblem). */
 // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what this finds
 export const CONTROL = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/;
-export const oneLine = z
-  .string({ error: 'a string' })
-  .refine((v) => lineProblem(v) === undefined, 'one line of text (no newline, NUL or control character)');
+export const oneLine = z.string({ error: 'a string' }).refine((v) => lineProblem(v) === undefined, 'one line of text (no newline, NUL or control character)');
 
 export const ipAddress = z.string({ error: 'an IP address' }).refine(isIpAddress, 'an IP address');
 
