@@ -37,6 +37,9 @@ export const port = z.number().int().min(1, 'port must be between 1 and 65535').
 /** An IPv4 or IPv6 address (an IPv6 zone, "fe80::1%eth0", allowed: an attribute may name this machine's interface). */
 export const ipAddress = z.string().refine((v) => isIpAddress(v, 'zone allowed'), { message: 'expected an IP address' });
 
+/** An IPv4 or IPv6 address without a zone: where a tool takes no "%interface" (dnsmasq's address= and listen-address=). */
+export const zonelessIpAddress = z.string().refine(isIpAddress, { message: 'expected an IP address without a zone ("%interface")' });
+
 /** A CIDR block such as 10.63.240.0/20. */
 export const cidr = z.string().refine(isCidr, { message: 'expected a CIDR such as 10.63.240.0/20' });
 

@@ -268,7 +268,7 @@ export async function dnsServiceAddress(
     const hostnameAt = ingress.findIndex((i) => i.hostname);
     if (hostnameAt >= 0)
       throw new Error(
-        `Service ${service}: status.loadBalancer.ingress[${hostnameAt}].hostname: the load balancer answers at ${showValue(ingress[hostnameAt]!.hostname)}, a hostname, not an IP address; dnsmasq needs an IP for server= (set dns.clusterDns)`,
+        `Service ${service} answers at ${showValue(ingress[hostnameAt]!.hostname)}, a hostname, not an IP address; dnsmasq needs an IP for server= (status.loadBalancer.ingress[${hostnameAt}].hostname; set dns.clusterDns)`,
       );
     throw new Error(`Service ${service} is a LoadBalancer without an address yet (status.loadBalancer.ingress is empty)`);
   }

@@ -2,7 +2,7 @@
 import { isIP } from 'node:net';
 import { z } from 'zod';
 import { defineResource, type Changes } from '../engine/resource.ts';
-import { dnsName, guestPath, ipAddress, port, unique } from '../engine/validate.ts';
+import { dnsName, guestPath, ipAddress, port, unique, zonelessIpAddress } from '../engine/validate.ts';
 import { isDnsName, isIpAddress, lineProblem, RenderError, showValue } from '../engine/values.ts';
 import type { HostReader } from '../engine/host.ts';
 import { canonicalIp, parseResolvConf } from './resolv-conf/index.ts';
@@ -48,7 +48,7 @@ export const dnsmasqConfigSpec = z
     /** The drop-in, in a directory the main configuration includes (conf-dir). */
     path: guestPath.default(DEFAULT_DNSMASQ_DROP_IN),
     /** listen-address=; keep off 127.0.0.53, where systemd-resolved's stub listens. */
-    listenAddresses: unique(ipAddress).min(1, 'list at least one listen address').default(['127.0.0.1']),
+    listenAddresses: unique(zonelessIpAddress).min(1, 'list at least one listen address').default(['127.0.0.1']),
     /** port=; dnsmasq's default (53) when unset, and then not written (a second port= anywhere is an error). */
     port: port.optional(),
     /** bind-interfaces: bind only the listen addresses, so another resolver can keep port 53 elsewhere. */
@@ -57,16 +57,14 @@ export const dnsmasqConfigSpec = z
     /** server=/domain/IP[#port]: queries for the domain and its subdomains go to that server. */
     forward: z.array(z.strictObject({ domain: dnsName, server: ipAddress, port: port.optional() })).default([]),
     /** address=/name/IP: answered here for the name and its subdomains, never forwarded. */
-    addresses: z.array(z.strictObject({ name: dnsName, address: ipAddress })).default([]),
+    addresses: z.array(z.strictObject({ name: dnsName, address: zonelessIpAddress })).default([]),
     /** Further dnsmasq options, one per entry without "--" ("cache-size=1000", "log-queries"); dnsmasq --test checks them. */
     extraOptions: z
       .array(
         z
           .string()
           .regex(/^[a-z0-9][a-z0-9-]*(=[^\n]*)?$/, 'expected one dnsmasq option without "--", such as "cache-size=1000" or "log-queries"')
-          .refine((v) => lineProblem(v) === undefined, {
-            error: (issue) => `${showValue(issue.input)} has ${lineProblem(String(issue.input))}: one option a line`,
-          })
+          .refine((v) => optionProblem(v) === undefined, { error: (issue) => `${showValue(issue.input)}: ${optionProblem(String(issue.input))}` })
           .refine((v) => !OWNED[v.split('=')[0]!], {
             error: (issue) => `"${String(issue.input).split('=')[0]}" is set through ${OWNED[String(issue.input).split('=')[0]!]}, not extraOptions`,
           }),
@@ -153,6 +151,12 @@ export function dnsmasqValueProblem(value: string): string | undefined {
   return undefined;
 }
 
+/** Why an extra option cannot be a line of its own as given ("name" or "name=value", the value as dnsmasqValueProblem says), or undefined. */
+function optionProblem(option: string): string | undefined {
+  const eq = option.indexOf('=');
+  return eq < 0 ? dnsmasqValueProblem(option) : dnsmasqValueProblem(option.slice(eq + 1) || 'x');
+}
+
 /** The drop-in's text (pure, deterministic: forwards and addresses sorted, no timestamps); a value it cannot carry is refused. */
 export function renderDnsmasqConfig(spec: DnsmasqConfigSpec): string {
   const ref = `dnsmasq_config[${spec.path}]`;
@@ -161,14 +165,14 @@ export function renderDnsmasqConfig(spec: DnsmasqConfigSpec): string {
   };
   guard('path', spec.path, dnsmasqValueProblem(spec.path));
   if (spec.upstream.from === 'resolv-file') guard('upstream.path', spec.upstream.path, dnsmasqValueProblem(spec.upstream.path));
-  for (const [i, option] of spec.extraOptions.entries()) guard(`extraOptions[${i}]`, option, lineProblem(option) && `it has ${lineProblem(option)}`);
+  for (const [i, option] of spec.extraOptions.entries()) guard(`extraOptions[${i}]`, option, optionProblem(option));
   for (const [i, f] of spec.forward.entries()) {
     guard(`forward[${i}].domain`, f.domain, isDnsName(f.domain) ? undefined : 'it is not a DNS name');
     guard(`forward[${i}].server`, f.server, isIpAddress(f.server, 'zone allowed') ? undefined : 'it is not an IP address');
   }
   for (const [i, a] of spec.addresses.entries()) {
     guard(`addresses[${i}].name`, a.name, isDnsName(a.name) ? undefined : 'it is not a DNS name');
-    guard(`addresses[${i}].address`, a.address, isIpAddress(a.address, 'zone allowed') ? undefined : 'it is not an IP address');
+    guard(`addresses[${i}].address`, a.address, isIpAddress(a.address) ? undefined : 'it is not an IP address without a zone');
   }
   const lines = [`# Managed by meshvm (dnsmasq_config[${spec.path}]); edits here are overwritten on the next run.`, '', '# Where this dnsmasq answers'];
   for (const address of spec.listenAddresses) lines.push(`listen-address=${address}`);

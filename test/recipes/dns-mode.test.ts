@@ -199,6 +199,6 @@ test('dns.mode dnsmasq: what the cluster says of the DNS Service is checked befo
   ]);
   ingress({ ip: '10.150.0.53\naddress=/istiod/6.6.6.6' });
   await refused(t, file, root, [
-    /Service kube-system\/dns-ilb: status\.loadBalancer\.ingress\[\]\.ip is "10\.150\.0\.53\\naddress=\/istiod\/6\.6\.6\.6", not an IP address/,
+    /Service kube-system\/dns-ilb: status\.loadBalancer\.ingress\[0\]\.ip: "10\.150\.0\.53\\naddress=\/istiod\/6\.6\.6\.6" is not an IP address/,
   ]);
 });
