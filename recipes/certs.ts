@@ -353,8 +353,9 @@ function resolvesToNonString(s: string): boolean {
   const more = ['on', 'On', 'ON', 'off', 'Off', 'OFF', '~', 'null', 'Null', 'NULL', '.inf', '.Inf', '.INF', '+.inf', '+.Inf', '+.INF'];
   const rest = ['-.inf', '-.Inf', '-.INF', '.nan', '.NaN', '.NAN', '<<'];
   if ([...words, ...more, ...rest].includes(s)) return true;
-  if (/^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$/.test(s)) return true;
+  // go-yaml's resolve drops "_" before it tries a number (1_0.5 is the float 10.5), when the text starts as one can
   const plain = s.replaceAll('_', '');
+  if (/^[-+.0-9]/.test(s) && /^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$/.test(plain)) return true;
   if (/^[-+]?(0|[1-9][0-9]*)$/.test(plain) || /^[-+]?0[0-7]+$/.test(plain) || /^[-+]?0x[0-9a-fA-F]+$/.test(plain)) return true;
   if (/^[-+]?0b[01]+$/.test(plain) || /^[-+]?0o[0-7]+$/.test(plain)) return true;
   if (/^[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?$/.test(s)) return true;
@@ -403,7 +404,10 @@ function scalar(value: unknown, column: number, indent: number, isKey = false): 
     style === 'single'
       ? s.replaceAll("'", "''")
       : style === 'double'
-        ? s.replace(/[\\"]/g, (c) => `\\${c}`).replace(/[^\x20-\x7e\u00a0-\uffff]/gu, (c) => `\\u${c.codePointAt(0)!.toString(16).padStart(4, '0')}`)
+        ? // go-yaml escapes what is not printable, and the byte order mark (yaml_emitter_write_double_quoted_scalar)
+          s
+            .replace(/[\\"]/g, (c) => `\\${c}`)
+            .replace(/[^\x20-\x7e\u00a0-\ufefe\uff00-\ufffd\u{10000}-\u{10ffff}]/gu, (c) => `\\u${c.codePointAt(0)!.toString(16).padStart(4, '0')}`)
         : s;
   if (isKey) return open + body + open;
   // fold: a space (not the first or last, not before another space) past the width becomes a line break

@@ -2,7 +2,7 @@
 import { z } from 'zod';
 import type { RecipeContext } from '../engine/recipe.ts';
 import { envName, oneLine } from '../engine/validate.ts';
-import { PATTERN } from '../engine/values.ts';
+import { isLabelKey, isLabelValue, PATTERN } from '../engine/values.ts';
 import type { Notifiable } from '../engine/resource.ts';
 import { Service } from '../resources/service.ts';
 import type { InjectorValues, MeshConfig, Probe, ProxyConfig, WorkloadGroup } from '../clients/istio-config.ts';
@@ -34,7 +34,12 @@ export const workload = z.strictObject({
   ports: z.array(z.number().int().min(1).max(65535)).default([]),
   /** The VM's network (ISTIO_META_NETWORK); by default the WorkloadGroup's, else the cluster's (injector values, system namespace label). */
   network: labelValue.optional(),
-  labels: z.record(z.string(), z.string()).default({}),
+  labels: z
+    .record(
+      z.string().refine(isLabelKey, 'expected a label key ([prefix/]name: letters, digits, "-", "_", "."; the name at most 63)'),
+      z.string().refine(isLabelValue, 'expected a label value: letters, digits, "-", "_" and ".", at most 63'),
+    )
+    .default({}),
   /** Overrides: by default from the cluster (injector values' clusterName, the mesh config's defaultConfig.meshId and trustDomain). */
   clusterId: z
     .string()
