@@ -100,6 +100,7 @@ export const dns = defineRecipe({
     }
     const clusterDns = await reachableClusterDns(ctx, a);
     const controlPlane = a.controlPlane ?? (await discoverControlPlane(ctx, a));
+    refuseUnansweredNames(ctx, a, controlPlane);
     const dir = dirOf(a.configFile);
     const dnsmasq = Service(DNSMASQ_SERVICE);
     const notify = a.dnsmasq.manage ? { notifies: dnsmasq } : {};
@@ -201,6 +202,25 @@ async function reachableClusterDns(ctx: RecipeContext, a: DnsAttributes): Promis
   if (found.clusterIp && !a.routesToClusterIps)
     throw new Error(fix(`Service ${a.dnsService} is of type ${found.type}: its address ${found.address} is a ClusterIP`));
   return found.address;
+}
+
+/**
+ * dnsmasq answers a name with an address: a control-plane name whose address is a hostname (an AWS load balancer's) gets
+ * no address= line, and is answered only by the aws recipe's Route53 records. Without that recipe the name would be
+ * silently left out and the run would say converged: refused, naming where the hostname came from.
+ */
+function refuseUnansweredNames(ctx: RecipeContext, a: DnsAttributes, controlPlane: readonly { name: string; address: string }[]): void {
+  if (ctx.runlist.recipes.includes('aws')) return;
+  const services: Record<string, string> = a.controlPlaneServices ?? CONTROL_PLANE_SERVICES[a.flow];
+  const named = controlPlane.flatMap((entry, i) => (isIpAddress(entry.address) ? [] : [{ ...entry, i }]));
+  if (named.length === 0) return;
+  const where = ({ name, address, i }: (typeof named)[number]) =>
+    a.controlPlane
+      ? `dns.controlPlane[${i}].address ${showValue(address)}`
+      : `${name}: the load balancer of Service ${a.systemNamespace}/${services[name]} answers at ${showValue(address)}`;
+  throw new Error(
+    `dnsmasq answers names with IP addresses, and ${named.map(where).join('; ')} is a hostname: add the aws recipe (Route53 records for these names), or set dns.controlPlane to IP addresses`,
+  );
 }
 
 /** Whether a CIDR (as the cluster reports its service range) contains an address; false across families. */

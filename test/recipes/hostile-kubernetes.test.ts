@@ -75,6 +75,12 @@ const CASES: { field: string; flow: Flow; serve: (lab: MeshLab) => void; refused
       /Service istio-system\/citadel-ilb: status\.loadBalancer\.ingress\[0\]\.hostname: "citadel\.example\.com\\nlog-facility=\/etc\/shadow" is not a DNS name/,
   },
   {
+    field: 'a control-plane load balancer with a hostname where no aws recipe makes records (it would be left out silently)',
+    flow: 'classic',
+    serve: (lab) => lb(lab, 'istio-pilot-ilb', { hostname: 'pilot-1234.elb.us-east-1.amazonaws.com' }),
+    refused: /istio-pilot: the load balancer of Service istio-system\/istio-pilot-ilb answers at "pilot-1234\.elb\.us-east-1\.amazonaws\.com" is a hostname: add the aws recipe/,
+  },
+  {
     field: 'the service CIDR (ServiceCIDR spec.cidrs, a newline and an env line)',
     flow: 'classic',
     serve: (lab) => lab.kube.objects.put({ kind: 'ServiceCIDR', metadata: { name: 'kubernetes' }, spec: { cidrs: ['10.63.240.0/20\nISTIO_CP_AUTH=NONE'] } }),
