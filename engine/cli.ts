@@ -248,7 +248,8 @@ export async function main(argv: readonly string[], options: CliOptions, io: Cli
   } finally {
     signals.dispose();
     await closeServices(services);
-    await lock?.release();
+    // the lock file this run made goes while still locked: a waiter that then gets it sees it removed and starts again
+    await lock?.release({ remove: litter.some((p) => p.endsWith(LOCK_FILE)) });
     await removeLitter(litter);
     // said of the root only, as its creation was: the lock file and /run are a run's own litter
     if (litter[0] === path.resolve(values.root ?? '/') && !(await fs.stat(litter[0]).catch(() => undefined)))
@@ -272,10 +273,8 @@ async function writeLastRun(host: Host, text: string, io: CliIO): Promise<void> 
 }
 
 /**
- * A run that failed before it planned leaves no trace: the lock file it created (if still empty, the released state:
- * a run that took the lock since has written itself in), then the directories it created, deepest first (rmdir only
- * removes empty ones). A run that opened the lock file in the instant between could lock an unlinked file; only a run
- * racing a failing very first run can, and both then ran from a bad runlist or root.
+ * A run that failed before it planned leaves no trace: the lock file it created (removed by the lock's release while
+ * still held, see engine/lock.ts), then the directories it created, deepest first (rmdir only removes empty ones).
  */
 async function removeLitter(litter: readonly string[]): Promise<void> {
   for (const p of [...litter].reverse()) {

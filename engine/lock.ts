@@ -16,15 +16,16 @@ export interface Holder {
 }
 
 export interface RunLock {
-  release(): Promise<void>;
+  /** Unlocks; `remove` unlinks the lock file first, while it is still locked (a run that made it and failed before planning). */
+  release(opts?: { remove?: boolean }): Promise<void>;
 }
 
 /**
  * Takes the lock on a file meshvm opens itself, by the safe walk (a `run` that is a link out of the root, or a lock
  * file that is a link, is refused naming the path), then has flock(1) lock that open file (its descriptor handed to
  * flock as fd 3): the lock belongs to the open file, which only this process keeps open once flock has exited, so the
- * kernel drops it the moment this process dies, even by SIGKILL, and a killed waiter leaves no flock behind holding
- * it. The holder's pid, start time and command are written into the lock file for whoever waits.
+ * kernel drops it the moment this process dies, even by SIGKILL (the flock of a killed waiter, once it gets the lock,
+ * exits and so drops it). The holder's pid, start time and command are written into the lock file for whoever waits.
  */
 export async function acquireLock(
   root: string,
@@ -32,15 +33,45 @@ export async function acquireLock(
   options: { waitSeconds: number; command: string; onWait?: (holder: Holder | undefined) => void; signal?: AbortSignal },
 ): Promise<RunLock> {
   const shown = root === '/' ? lockFile : path.join(root, lockFile);
-  const handle = await openLockFile(root, lockFile, shown);
-  const child = spawn('flock', ['--exclusive', '--wait', String(options.waitSeconds), '--conflict-exit-code', String(BUSY), '3'], {
+  const until = Date.now() + options.waitSeconds * 1000;
+  let handle: FileHandle;
+  for (;;) {
+    handle = await openLockFile(root, lockFile, shown);
+    await lockOpenFile(handle, Math.max(0, (until - Date.now()) / 1000), shown, options);
+    // a run that failed before planning removes the lock file it made while still holding it: a waiter that got the
+    // lock of that removed file has locked nothing anyone else will see, and starts again on the file now there
+    if ((await handle.stat()).nlink > 0) break;
+    await handle.close();
+  }
+  const holder: Holder = { pid: process.pid, startedAt: new Date().toISOString(), command: options.command };
+  await handle.truncate(0);
+  await handle.write(JSON.stringify(holder) + '\n', 0);
+  let released = false;
+  return {
+    async release(opts = {}) {
+      if (released) return;
+      released = true;
+      await handle.truncate(0).catch(() => {});
+      if (opts.remove) await removeLockFile(root, lockFile, handle).catch(() => {});
+      // closing the last descriptor of the open file is the unlock: after the file was emptied (and removed)
+      await handle.close();
+    },
+  };
+}
+
+/** flock(1) locks the open file (fd 3), waiting up to waitSeconds; the lock stays with the file once flock exits. */
+async function lockOpenFile(
+  handle: FileHandle,
+  waitSeconds: number,
+  shown: string,
+  options: { waitSeconds: number; onWait?: (holder: Holder | undefined) => void; signal?: AbortSignal | undefined },
+): Promise<void> {
+  const child = spawn('flock', ['--exclusive', '--wait', waitSeconds.toFixed(3), '--conflict-exit-code', String(BUSY), '3'], {
     stdio: ['ignore', 'ignore', 'pipe', handle.fd],
     detached: true, // a Ctrl-C on the terminal while waiting is meshvm's to handle
   });
-  let waitTimer: NodeJS.Timeout | undefined;
-  if (options.onWait) {
-    waitTimer = setTimeout(() => void readHolder(handle).then(options.onWait), 200);
-  }
+  const { onWait } = options;
+  const waitTimer = onWait && setTimeout(() => void readHolder(handle).then(onWait), 200);
   // SIGINT/SIGTERM while waiting: stop waiting (flock is in its own process group, so the terminal's signal missed it)
   const stopWaiting = () => child.kill();
   options.signal?.addEventListener('abort', stopWaiting, { once: true });
@@ -61,19 +92,17 @@ export async function acquireLock(
     clearTimeout(waitTimer);
     options.signal?.removeEventListener('abort', stopWaiting);
   }
-  const holder: Holder = { pid: process.pid, startedAt: new Date().toISOString(), command: options.command };
-  await handle.truncate(0);
-  await handle.write(JSON.stringify(holder) + '\n', 0);
-  let released = false;
-  return {
-    async release() {
-      if (released) return;
-      released = true;
-      // emptied while still locked, then closed: closing the last descriptor of the open file is the unlock
-      await handle.truncate(0).catch(() => {});
-      await handle.close();
-    },
-  };
+}
+
+/** Unlinks the lock file if its name still names the file locked (by the safe walk). */
+async function removeLockFile(root: string, lockFile: string, handle: FileHandle): Promise<void> {
+  const { dir, name } = await safeRoot(root).openParent(lockFile);
+  try {
+    const [ours, there] = await Promise.all([handle.stat(), fs.lstat(dir.at(name))]);
+    if (ours.ino === there.ino && ours.dev === there.dev) await fs.unlink(dir.at(name));
+  } finally {
+    await dir.close();
+  }
 }
 
 /** The lock file, created 0644 if missing (and its directory, 0755), opened by the safe walk and never through a link. */
