@@ -4,6 +4,7 @@ import { constants as fsc } from 'node:fs';
 import fs, { type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { LockBusyError } from './errors.ts';
+import { childEnvironment } from './host/exec.ts';
 import { failure, safeRoot, UnsafePathError } from './host/safe-path.ts';
 
 export { LOCK_FILE } from './state-paths.ts';
@@ -68,6 +69,7 @@ async function lockOpenFile(
 ): Promise<void> {
   const child = spawn('flock', ['--exclusive', '--wait', waitSeconds.toFixed(3), '--conflict-exit-code', String(BUSY), '3'], {
     stdio: ['ignore', 'ignore', 'pipe', handle.fd],
+    env: childEnvironment(),
     detached: true, // a Ctrl-C on the terminal while waiting is meshvm's to handle
   });
   const { onWait } = options;

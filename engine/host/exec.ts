@@ -1,4 +1,4 @@
-// Commands: argv arrays run on this machine or confined to the root, optionally in a netns; LC_ALL=C, a timeout, CommandError.
+// Commands: argv arrays run on this machine or confined to the root, optionally in a netns; an allow-listed environment, LC_ALL=C, a timeout, CommandError.
 import fs from 'node:fs/promises';
 import type { CommandOptions, CommandResult } from '../host.ts';
 import { CommandError } from '../errors.ts';
@@ -10,6 +10,36 @@ export interface CommandPlace {
   netns: string | undefined;
   /** Receives the full argv of every command run (for verbose output). */
   onCommand: ((argv: readonly string[]) => void) | undefined;
+}
+
+/**
+ * What a command inherits from meshvm's own environment: the locale, time zone, home, temp dir, and the proxy settings apt
+ * and curl read. Nothing else: a VAULT_TOKEN, AWS keys or NODE_OPTIONS of the caller never reach dpkg maintainer scripts,
+ * dnsmasq or a verify command. What a command needs beyond that is given by its caller (`env`: apt's DEBIAN_FRONTEND, an
+ * Execute's `env`).
+ */
+const INHERITED = new Set([
+  'PATH',
+  'HOME',
+  'LANG',
+  'LANGUAGE',
+  'TZ',
+  'TMPDIR',
+  'http_proxy',
+  'https_proxy',
+  'no_proxy',
+  'HTTP_PROXY',
+  'HTTPS_PROXY',
+  'NO_PROXY',
+]);
+
+/** The environment of a child process: the allow-listed part of `from`, LC_ALL=C, then what the caller asks for. */
+export function childEnvironment(extra: Record<string, string> = {}, from: NodeJS.ProcessEnv = process.env): Record<string, string> {
+  const env: Record<string, string> = { PATH: ROOT_PATH };
+  for (const [name, value] of Object.entries(from)) {
+    if (value !== undefined && (INHERITED.has(name) || name.startsWith('LC_'))) env[name] = value;
+  }
+  return { ...env, LC_ALL: 'C', ...extra };
 }
 
 let execaModule: Promise<typeof import('execa')> | undefined;
@@ -33,7 +63,8 @@ export async function runCommand(place: CommandPlace, argv: readonly string[], o
   const [file, ...args] = full as [string, ...string[]];
   const result = await execa(file, args, {
     input: opts.input ?? '',
-    env: { LC_ALL: 'C', ...opts.env, ...(confined && { PATH: ROOT_PATH }) },
+    env: childEnvironment({ ...opts.env, ...(confined && { PATH: ROOT_PATH }) }),
+    extendEnv: false,
     ...(cwd !== undefined && { cwd }),
     timeout: opts.timeoutMs ?? 300_000,
     reject: false,
