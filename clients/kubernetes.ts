@@ -1,11 +1,13 @@
 // The Kubernetes API client of a run, configured from what Vault returned (server, CA, scoped token): the reads a mesh VM needs, each value checked before use.
 import { AppsV1Api, CoreV1Api, CustomObjectsApi, KubeConfig, NetworkingV1Api, ServerConfiguration, createConfiguration } from '@kubernetes/client-node';
-import type { RequestContext, ResponseContext, V1ServiceList } from '@kubernetes/client-node';
+import type { Cluster as KubeCluster, RequestContext, ResponseContext, V1ServiceList } from '@kubernetes/client-node';
+import type { AgentOptions } from 'node:https';
 import { apiCalls } from '../engine/api-calls.ts';
 import { secrets } from '../engine/secrets.ts';
 import { DEFAULT_RETRY, RetriesExhausted, withRetry, type RetryPolicy } from './retry.ts';
 import { KubernetesError, classifyKubernetes, explainKubernetesError, httpStatus } from './kubernetes-errors.ts';
 import { findServiceCidrs, type ServiceCidrs } from './service-cidr.ts';
+import { refuseInsecureTlsEnvironment } from './tls.ts';
 import { upsertWorkloadEntry, type WorkloadEntryInput } from './workload-entry.ts';
 import { cidr, dnsName, ipAddress, parseClusterValue, pemCertificates, port as portNumber } from './cluster-values.ts';
 import {
@@ -38,6 +40,15 @@ export interface KubernetesClientOptions {
   retry?: RetryPolicy;
   /** Called once when the API answers 401 (the token expired mid-run): returns a fresh token (e.g. from Vault). */
   refreshToken?: () => Promise<string>;
+  /** Where NODE_TLS_REJECT_UNAUTHORIZED (refused when "0") is looked up. Default process.env. */
+  env?: Record<string, string | undefined>;
+}
+
+/** Certificate checks always on: the library leaves rejectUnauthorized unset (so Node's NODE_TLS_REJECT_UNAUTHORIZED decides); this sets it. */
+class VerifyingKubeConfig extends KubeConfig {
+  override createDispatcherOptions(cluster: KubeCluster | null, agentOptions: AgentOptions): ReturnType<KubeConfig['createDispatcherOptions']> {
+    return super.createDispatcherOptions(cluster, { ...agentOptions, rejectUnauthorized: true });
+  }
 }
 
 export interface IstioCerts {
@@ -66,7 +77,7 @@ export interface ServiceAccountToken {
 export class KubernetesClient {
   readonly server: string;
   readonly #options: KubernetesClientOptions;
-  readonly #kubeConfig = new KubeConfig();
+  readonly #kubeConfig = new VerifyingKubeConfig();
   readonly core: CoreV1Api;
   readonly apps: AppsV1Api;
   readonly networking: NetworkingV1Api;
@@ -76,6 +87,7 @@ export class KubernetesClient {
   readonly #serviceLists = new Map<string, Promise<V1ServiceList>>();
 
   constructor(options: KubernetesClientOptions) {
+    refuseInsecureTlsEnvironment('the Kubernetes API', options.env);
     this.server = options.server;
     this.#options = options;
     this.#useToken(options.token);

@@ -1,8 +1,10 @@
 // The Route53 client of a resource: read one record set, UPSERT a batch per hosted zone, wait (bounded) for INSYNC.
 import { ChangeResourceRecordSetsCommand, ListResourceRecordSetsCommand, Route53Client, waitUntilResourceRecordSetsChanged } from '@aws-sdk/client-route-53';
 import type { ResourceRecordSet } from '@aws-sdk/client-route-53';
+import { Agent } from 'node:https';
 import { apiCalls } from '../engine/api-calls.ts';
 import { resolveCredentials, type AwsCredentialSource } from './aws-iam.ts';
+import { refuseInsecureTlsEnvironment } from './tls.ts';
 import { normalizeName } from './dns-check.ts';
 
 export { normalizeName } from './dns-check.ts';
@@ -17,6 +19,8 @@ export interface Route53Options {
   /** SDK standard retry: attempts in all, with backoff and jitter on Throttling, PriorRequestNotComplete, 5xx, resets. */
   maxAttempts?: number;
   timeoutSeconds?: number;
+  /** Where NODE_TLS_REJECT_UNAUTHORIZED (refused when "0") is looked up. Default process.env. */
+  env?: Record<string, string | undefined>;
 }
 
 /** A record set as meshvm compares it: values or an alias target. */
@@ -35,13 +39,19 @@ export class Route53Records {
   readonly #client: Route53Client;
 
   constructor(options: Route53Options = {}) {
+    refuseInsecureTlsEnvironment('Route53', options.env);
     const source = options.credentials;
     this.#client = new Route53Client({
       region: options.region ?? 'us-east-1',
       ...(options.endpoint ? { endpoint: options.endpoint } : {}),
       ...(source ? { credentials: () => resolveCredentials(source) } : {}),
       maxAttempts: options.maxAttempts ?? 6,
-      requestHandler: { requestTimeout: (options.timeoutSeconds ?? 10) * 1000, connectionTimeout: 5000 },
+      // rejectUnauthorized set, so that no environment variable decides whether certificates are checked
+      requestHandler: {
+        requestTimeout: (options.timeoutSeconds ?? 10) * 1000,
+        connectionTimeout: 5000,
+        httpsAgent: new Agent({ keepAlive: true, rejectUnauthorized: true }),
+      },
     });
     // Inside the retry loop: one count per HTTP request sent, retries included.
     this.#client.middlewareStack.add(

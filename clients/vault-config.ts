@@ -23,6 +23,11 @@ const approleAuth = z.strictObject({
   /** Files holding the role_id and secret_id (a trailing newline is ignored). */
   roleIdFile: z.string().min(1),
   secretIdFile: z.string().min(1),
+  /**
+   * A file holding a response-wrapping token (`vault write -wrap-ttl=10m -f auth/approle/role/<role>/secret-id`): when it is
+   * there, the run unwraps it once (sys/wrapping/unwrap), keeps the secret_id in secretIdFile (0600) and removes it.
+   */
+  wrappedSecretIdFile: z.string().min(1).optional(),
   mount: z.string().min(1).default('approle'),
 });
 
@@ -32,18 +37,25 @@ const tokenAuth = z.strictObject({
   file: z.string().min(1).optional(),
 });
 
-export const vaultConfig = z.strictObject({
-  /** e.g. https://vault.example.com:8200 */
-  address: z.url({ protocol: /^https?$/ }),
-  /** Vault Enterprise namespace (X-Vault-Namespace), e.g. "team-a". */
-  namespace: z.string().min(1).optional(),
-  /** PEM file of the CA that signed Vault's certificate. */
-  caFile: z.string().min(1).optional(),
-  auth: z.discriminatedUnion('method', [awsAuth, approleAuth, tokenAuth]),
-  /** Per request. */
-  timeoutSeconds: z.number().positive().default(10),
-  retry: retry.default({ attempts: 5, baseMs: 200, maxMs: 5000 }),
-});
+export const vaultConfig = z
+  .strictObject({
+    /** e.g. https://vault.example.com:8200; http:// only with insecure: true */
+    address: z.url({ protocol: /^https?$/ }),
+    /** Allows an http:// address (the secret_id and tokens then travel in clear); every run prints a warning. */
+    insecure: z.boolean().default(false),
+    /** Vault Enterprise namespace (X-Vault-Namespace), e.g. "team-a". */
+    namespace: z.string().min(1).optional(),
+    /** PEM file of the CA that signed Vault's certificate. */
+    caFile: z.string().min(1).optional(),
+    auth: z.discriminatedUnion('method', [awsAuth, approleAuth, tokenAuth]),
+    /** Per request. */
+    timeoutSeconds: z.number().positive().default(10),
+    retry: retry.default({ attempts: 5, baseMs: 200, maxMs: 5000 }),
+  })
+  .refine((c) => c.insecure || !c.address.startsWith('http:'), {
+    path: ['address'],
+    message: 'is http://: the login secret and every token would travel in clear; use https:// (or set insecure: true, for a lab)',
+  });
 
 export type VaultConfig = z.output<typeof vaultConfig>;
 export type VaultConfigInput = z.input<typeof vaultConfig>;

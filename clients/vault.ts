@@ -1,11 +1,13 @@
 // The Vault client of a run: one login (AWS IAM, AppRole or a given token), KV v2 reads, Kubernetes creds, revoke at close.
 import fs from 'node:fs/promises';
+import path from 'node:path';
 import nodeVault from 'node-vault';
 import { apiCalls } from '../engine/api-calls.ts';
 import { InputError, errorMessage } from '../engine/errors.ts';
 import { secrets } from '../engine/secrets.ts';
 import { iamLoginBody, resolveCredentials, type AwsCredentialSource } from './aws-iam.ts';
 import { RetriesExhausted, withRetry } from './retry.ts';
+import { refuseInsecureTlsEnvironment } from './tls.ts';
 import { classifyVault, explainLoginError, explainVaultError, isInvalidToken, statusOf, type VaultContext } from './vault-errors.ts';
 import { kubernetesAccessSource, vaultConfig, type KubernetesAccessSourceInput, type VaultConfig, type VaultConfigInput } from './vault-config.ts';
 
@@ -17,8 +19,44 @@ export interface VaultClientOptions {
   readFile?: (path: string) => Promise<string | undefined>;
   /** AWS credentials for IAM login; default the Node provider chain (environment, then the instance role). */
   awsCredentials?: AwsCredentialSource;
-  /** Where VAULT_TOKEN is looked up for token auth. Default process.env. */
+  /** Where VAULT_TOKEN (token auth) and NODE_TLS_REJECT_UNAUTHORIZED (refused) are looked up. Default process.env. */
   env?: Record<string, string | undefined>;
+  /**
+   * A wrapped secret_id (auth.wrappedSecretIdFile) is unwrapped, once, only when this is given: it keeps the secret_id in
+   * auth.secretIdFile and removes the wrapped file (plan does not give it: an unwrap cannot be undone).
+   */
+  unwrap?: SecretIdStore;
+  /** Where the warning of an insecure (http://) Vault goes, on every run. Default stderr. */
+  warn?: (text: string) => void;
+}
+
+/** How the unwrapped secret_id is kept (default node:fs on the paths as given; recipes map them under --root). */
+export interface SecretIdStore {
+  /** Writes the file whole, mode 0600, or not at all. */
+  write(file: string, secret: string): Promise<void>;
+  remove(file: string): Promise<void>;
+}
+
+/** Atomic 0600 write and removal with node:fs, on the paths as given (`real` maps a guest path under a root). */
+export function fileSecretIdStore(real: (file: string) => string = (file) => file): SecretIdStore {
+  return {
+    async write(file, secret) {
+      const target = real(file);
+      const temp = path.join(path.dirname(target), `.${path.basename(target)}.meshvm-${process.pid}`);
+      const handle = await fs.open(temp, 'wx', 0o600);
+      try {
+        await handle.writeFile(`${secret}\n`);
+        await handle.sync();
+      } finally {
+        await handle.close();
+      }
+      await fs.rename(temp, target).catch(async (error: unknown) => {
+        await fs.rm(temp, { force: true });
+        throw error;
+      });
+    },
+    remove: (file) => fs.rm(real(file), { force: true }),
+  };
 }
 
 export interface KvSecret {
@@ -63,6 +101,12 @@ export class VaultClient {
     this.config = parsed.data;
     this.#options = options;
     this.#context = { address: this.config.address, namespace: this.config.namespace };
+    refuseInsecureTlsEnvironment('Vault', options.env);
+    if (this.config.insecure && this.config.address.startsWith('http:')) {
+      (options.warn ?? ((text) => process.stderr.write(`warning: ${text}\n`)))(
+        `Vault at ${this.config.address} is reached over plain http (insecure: true): the login secret and the tokens travel in clear`,
+      );
+    }
   }
 
   /** Logs in once per run (also done implicitly by the first read). */
@@ -74,8 +118,8 @@ export class VaultClient {
     return this.#login;
   }
 
-  /** Reads a KV v2 secret (GET <mount>/data/<path>). Every string value is registered as a secret, except the keys listed in `public`. */
-  async readKv(path: string, options: { mount?: string; version?: number; public?: readonly string[] } = {}): Promise<KvSecret> {
+  /** Reads a KV v2 secret (GET <mount>/data/<path>). The values of the keys listed in `secret` are registered as secrets (masked in every output). */
+  async readKv(path: string, options: { mount?: string; version?: number; secret?: readonly string[] } = {}): Promise<KvSecret> {
     const apiPath = `${options.mount ?? 'secret'}/data/${path.replace(/^\/+/, '')}${options.version ? `?version=${options.version}` : ''}`;
     const response = await this.#call('GET', apiPath, `reading the KV v2 secret ${apiPath}`, (v) => v.read(apiPath), {
       notFound: (said) =>
@@ -84,8 +128,7 @@ export class VaultClient {
     });
     const data = (response?.data?.data ?? undefined) as Record<string, unknown> | null | undefined;
     if (!data || typeof data !== 'object') throw new Error(`Vault returned no data for ${apiPath} (is the mount KV version 2?)`);
-    const open = new Set(options.public ?? []);
-    for (const [key, value] of Object.entries(data)) if (!open.has(key)) secrets.add(value);
+    for (const key of options.secret ?? []) secrets.add(data[key]);
     return { data, version: Number(response.data?.metadata?.version ?? 0) };
   }
 
@@ -119,7 +162,7 @@ export class VaultClient {
   async kubernetesAccess(source: KubernetesAccessSourceInput): Promise<KubernetesAccess> {
     const s = kubernetesAccessSource.parse(source);
     const { kv } = s;
-    const secret = await this.readKv(kv.path, { mount: kv.mount, public: [kv.serverKey, kv.caKey] });
+    const secret = await this.readKv(kv.path, { mount: kv.mount, secret: [kv.tokenKey] });
     const field = (key: string, needed: boolean): string | undefined => {
       const value = secret.data[key];
       if (typeof value === 'string' && value !== '') return value;
@@ -154,10 +197,11 @@ export class VaultClient {
   async #nodeVault(): Promise<NodeVaultClient> {
     this.#client ??= (async () => {
       const ca = this.config.caFile === undefined ? undefined : await this.#read(this.config.caFile, 'Vault CA file (caFile)');
+      // strictSSL given explicitly: node-vault would otherwise turn verification off when VAULT_SKIP_VERIFY has any value
       const client = nodeVault({
         endpoint: this.config.address,
         ...(this.config.namespace ? { namespace: this.config.namespace } : {}),
-        requestOptions: { timeout: this.config.timeoutSeconds * 1000, ...(ca ? { ca } : {}) },
+        requestOptions: { timeout: this.config.timeoutSeconds * 1000, strictSSL: true, ...(ca ? { ca } : {}) },
       });
       client.token = ''; // never fall back to VAULT_TOKEN unless token auth says so
       const request = client.request.bind(client);
@@ -184,7 +228,7 @@ export class VaultClient {
     let files: string | undefined;
     if (auth.method === 'approle') {
       const roleId = await this.#read(auth.roleIdFile, 'AppRole role_id file (auth.roleIdFile)');
-      const secretId = await this.#read(auth.secretIdFile, 'AppRole secret_id file (auth.secretIdFile)');
+      const secretId = (await this.#unwrapSecretId(client)) ?? (await this.#read(auth.secretIdFile, 'AppRole secret_id file (auth.secretIdFile)'));
       secrets.add(secretId);
       files = `${auth.roleIdFile} and ${auth.secretIdFile}`;
       login = () => client.approleLogin({ mount_point: auth.mount, role_id: roleId, secret_id: secretId });
@@ -208,6 +252,55 @@ export class VaultClient {
       const info = { method: auth.method, mount: auth.mount, ...(auth.method === 'aws' ? { role: auth.role } : {}), ...(files ? { files } : {}) };
       throw new Error(explainLoginError(cause, this.#context, info) + retriedNote(error), { cause });
     }
+  }
+
+  /**
+   * The secret_id of a response-wrapping token left in auth.wrappedSecretIdFile (cloud-init's user-data): unwrapped once
+   * (single use: nobody else can have read it if this succeeds), kept in auth.secretIdFile, the wrapped file removed.
+   * undefined when there is no wrapped file.
+   */
+  async #unwrapSecretId(client: NodeVaultClient): Promise<string | undefined> {
+    const { auth } = this.config;
+    if (auth.method !== 'approle' || auth.wrappedSecretIdFile === undefined) return undefined;
+    const file = auth.wrappedSecretIdFile;
+    const exists = this.#options.readFile
+      ? (await this.#options.readFile(file)) !== undefined
+      : await fs.stat(file).then(
+          () => true,
+          () => false,
+        );
+    if (!exists) return undefined;
+    const wrappingToken = await this.#read(file, 'wrapped secret_id file (auth.wrappedSecretIdFile)');
+    secrets.add(wrappingToken);
+    if (!this.#options.unwrap) {
+      throw new InputError(
+        'vault.auth.wrappedSecretIdFile',
+        `${file} holds a wrapped secret_id, which can be unwrapped only once: a converge unwraps it (plan does not)`,
+      );
+    }
+    let secretId: unknown;
+    try {
+      // the wrapping token is the request's token: nothing in the body (Vault would look the token up as already used)
+      const response = await client.write('sys/wrapping/unwrap', {}, { headers: { 'X-Vault-Token': wrappingToken } });
+      secretId = response?.data?.secret_id;
+    } catch (error) {
+      const said = errorMessage(error);
+      throw new Error(
+        `Vault at ${this.config.address} would not unwrap the secret_id in ${file} (${said}): a wrapping token is single use and short lived, ` +
+          `so it expired or was already unwrapped; if meshvm did not unwrap it, someone else may hold the secret_id: destroy it ` +
+          `(auth/${auth.mount}/role/<role>/secret-id/destroy) and give this machine a new wrapped one`,
+        { cause: error },
+      );
+    }
+    if (typeof secretId !== 'string' || secretId === '') {
+      throw new Error(
+        `the wrapping token in ${file} did not wrap an AppRole secret_id (no data.secret_id): wrap the output of auth/${auth.mount}/role/<role>/secret-id`,
+      );
+    }
+    secrets.add(secretId);
+    await this.#options.unwrap.write(auth.secretIdFile, secretId);
+    await this.#options.unwrap.remove(file);
+    return secretId;
   }
 
   /** One Vault request: log in first, bounded retries, a second login if a login token died mid-run, errors that name the fix. */

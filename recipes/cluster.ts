@@ -75,8 +75,12 @@ export class Cluster {
       secrets.add(token);
       return new KubernetesClient({ server: config.server, caPem: await read(config.caFile, 'cluster CA'), token });
     }
-    const { VaultClient } = await import('../clients/vault.ts');
-    const vault = new VaultClient(config.vault, { readFile: (file) => host.readFile(file) });
+    const { VaultClient, fileSecretIdStore } = await import('../clients/vault.ts');
+    const vault = new VaultClient(config.vault, {
+      readFile: (file) => host.readFile(file),
+      // a wrapped secret_id is unwrapped by a converge only: plan changes nothing
+      ...(this.#context.mode === 'converge' && { unwrap: fileSecretIdStore((file) => host.realPath(file)) }),
+    });
     this.#vault = vault;
     const access = await vault.kubernetesAccess(config.access);
     return new KubernetesClient({

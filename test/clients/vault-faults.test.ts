@@ -27,11 +27,12 @@ async function setup(t: ExecutionContext): Promise<{ v: VaultStandIn; approle: (
     new VaultClient(
       {
         address: v.url,
+        insecure: true, // the stand-in on loopback, plain http: TLS is what vault.test.ts and tls.test.ts cover
         retry: { attempts: 4, baseMs: 5, maxMs: 20 },
         auth: { method: 'approle', roleIdFile: '/etc/meshvm/role-id', secretIdFile: '/etc/meshvm/secret-id' },
         ...extra,
       },
-      { readFile: async (file) => FILES[file] },
+      { readFile: async (file) => FILES[file], warn: () => {} },
     );
   return { v, approle };
 }
@@ -111,7 +112,7 @@ test('an operator token that expired: a clear error, no retry', async (t) => {
   const { v } = await setup(t);
   const token = v.issueToken({ policies: ['mesh'] });
   v.expireToken(token);
-  const vault = new VaultClient({ address: v.url, auth: { method: 'token' } }, { env: { VAULT_TOKEN: token } });
+  const vault = new VaultClient({ address: v.url, insecure: true, auth: { method: 'token' } }, { env: { VAULT_TOKEN: token }, warn: () => {} });
   await t.throwsAsync(vault.readKv('meshvm/cluster-a'), {
     message: /Vault at http:\/\/127\.0\.0\.1:\d+ refused the token as invalid or expired \(403 permission denied; invalid token\): give meshvm a fresh token/,
   });

@@ -55,7 +55,7 @@ export const AUTO_REGISTRATION_RULES = [
   },
 ];
 
-/** `root` is the VM's root: the AppRole role_id and secret_id files are written in its /etc/meshvm, as cloud-init would. */
+/** `root` is the VM's root: the AppRole role_id and secret_id files and Vault's CA are written in its /etc/meshvm, as cloud-init would. */
 export async function startMeshLab(t: ExecutionContext, root: string, options: LabOptions = {}): Promise<MeshLab> {
   const dir = await scratchRoot(t, 'meshvm-lab-');
   const kube = await startKubernetes({
@@ -99,6 +99,7 @@ export async function startMeshLab(t: ExecutionContext, root: string, options: L
   kube.objects.setSecret('vm-ns', 'istio.vm-sa', { 'root-cert.pem': pki.caPem, 'cert-chain.pem': chainPem, 'key.pem': pki.keyPem }, 'istio.io/key-and-cert');
 
   const vault = await startVault({
+    tls: true,
     policies: { mesh: [{ path: 'secret/data/meshvm/*', capabilities: ['read'] }] },
     appRoles: { meshvm: { roleId: 'role-id-lab', secretId: 'secret-id-lab', policies: ['mesh'] } },
   });
@@ -107,8 +108,9 @@ export async function startMeshLab(t: ExecutionContext, root: string, options: L
   await fs.mkdir(path.join(root, 'etc/meshvm'), { recursive: true });
   await fs.writeFile(path.join(root, 'etc/meshvm/role-id'), 'role-id-lab\n', { mode: 0o600 });
   await fs.writeFile(path.join(root, 'etc/meshvm/secret-id'), 'secret-id-lab\n', { mode: 0o600 });
+  await fs.writeFile(path.join(root, 'etc/meshvm/vault-ca.pem'), vault.caPem!);
   const cluster = {
-    vault: { address: vault.url, auth: { method: 'approle', roleIdFile: '/etc/meshvm/role-id', secretIdFile: '/etc/meshvm/secret-id' } },
+    vault: { address: vault.url, caFile: '/etc/meshvm/vault-ca.pem', auth: { method: 'approle', roleIdFile: '/etc/meshvm/role-id', secretIdFile: '/etc/meshvm/secret-id' } },
     access: { kv: { path: 'meshvm/cluster-a' } },
   };
   return { kube, vault, cluster, dir, rootPem: pki.caPem, chainPem, keyPem: pki.keyPem };
