@@ -43,14 +43,14 @@ test('converge, re-converge and verify: 0 canary hits in outputs, reports, backu
   lab.kube.tokens.add(K8S_TOKEN, { user: VM_SA, groups: ['system:serviceaccounts'] });
   // beside the token, a value that is no secret: it must not become "(sensitive)" wherever the word shows
   lab.vault.putSecret('secret', 'meshvm/cluster-a', { server: lab.kube.url, 'ca.crt': lab.kube.caPem, token: K8S_TOKEN, namespace: 'default' });
-  const runlist = (content: string) =>
+  const runlist = () =>
     JSON.stringify({
       name: 'canaries',
       attributes: { flow: 'classic', namespace: 'vm-ns', serviceAccount: 'vm-sa', cluster: lab.cluster },
       recipes: [{ recipe: 'istio-proxy-user' }, { recipe: 'cluster-env' }, { recipe: 'certs' }, { recipe: './site.ts' }],
     });
   await fs.writeFile(path.join(lab.dir, 'site.ts'), SITE(root, 'namespace: default\nlevel: 1\n'));
-  const file = await writeRunlist(lab.dir, 'canaries.yaml', runlist(''));
+  const file = await writeRunlist(lab.dir, 'canaries.yaml', runlist());
   const outputs: string[] = [];
   const run = async (args: string[]) => {
     const result = await meshvm(args, { env: ENV_CANARIES });

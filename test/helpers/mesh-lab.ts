@@ -110,7 +110,11 @@ export async function startMeshLab(t: ExecutionContext, root: string, options: L
   await fs.writeFile(path.join(root, 'etc/meshvm/secret-id'), 'secret-id-lab\n', { mode: 0o600 });
   await fs.writeFile(path.join(root, 'etc/meshvm/vault-ca.pem'), vault.caPem!);
   const cluster = {
-    vault: { address: vault.url, caFile: '/etc/meshvm/vault-ca.pem', auth: { method: 'approle', roleIdFile: '/etc/meshvm/role-id', secretIdFile: '/etc/meshvm/secret-id' } },
+    vault: {
+      address: vault.url,
+      caFile: '/etc/meshvm/vault-ca.pem',
+      auth: { method: 'approle', roleIdFile: '/etc/meshvm/role-id', secretIdFile: '/etc/meshvm/secret-id' },
+    },
     access: { kv: { path: 'meshvm/cluster-a' } },
   };
   return { kube, vault, cluster, dir, rootPem: pki.caPem, chainPem, keyPem: pki.keyPem };
