@@ -281,15 +281,19 @@ export class VaultClient {
     let secretId: unknown;
     try {
       // the wrapping token is the request's token: nothing in the body (Vault would look the token up as already used)
-      const response = await client.write('sys/wrapping/unwrap', {}, { headers: { 'X-Vault-Token': wrappingToken } });
-      secretId = response?.data?.secret_id;
+      const unwrap = () => client.write('sys/wrapping/unwrap', {}, { headers: { 'X-Vault-Token': wrappingToken } });
+      secretId = (await withRetry(`unwrapping the secret_id in ${file}`, this.config.retry, classifyVault, unwrap))?.data?.secret_id;
     } catch (error) {
-      const said = errorMessage(error);
+      const cause = error instanceof RetriesExhausted ? error.cause : error;
+      if (statusOf(cause) !== 400) {
+        const what = `unwrapping the secret_id in ${file}`;
+        throw new Error(explainVaultError(cause, this.#context, { method: 'POST', path: 'sys/wrapping/unwrap', what }) + retriedNote(error), { cause });
+      }
       throw new Error(
-        `Vault at ${this.config.address} would not unwrap the secret_id in ${file} (${said}): a wrapping token is single use and short lived, ` +
+        `Vault at ${this.config.address} would not unwrap the secret_id in ${file} (${errorMessage(cause)}): a wrapping token is single use and short lived, ` +
           `so it expired or was already unwrapped; if meshvm did not unwrap it, someone else may hold the secret_id: destroy it ` +
           `(auth/${auth.mount}/role/<role>/secret-id/destroy) and give this machine a new wrapped one`,
-        { cause: error },
+        { cause },
       );
     }
     if (typeof secretId !== 'string' || secretId === '') {
