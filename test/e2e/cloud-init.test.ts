@@ -121,6 +121,10 @@ serial('cloud-init at boot: meshvm from the artifact store converges istio-vm; a
   t.is(await stat(m, '/var/lib/istio/envoy/cluster.env'), 'istio-proxy:istio-proxy 644 regular file');
   t.regex(await run(g, ['cat', '/var/lib/istio/envoy/cluster.env']), new RegExp(`^ISTIO_INBOUND_PORTS='${WORKLOAD.port}'$`, 'm'));
   t.is(await stat(m, '/etc/meshvm/node.yaml'), 'root:root 600 regular file');
+  // the user-data carried a wrapping token, not the secret_id: unwrapped once, the secret_id kept 0600, the token gone
+  t.is(await stat(m, '/etc/meshvm/secret-id'), 'root:root 600 regular file');
+  t.is(await run(g, ['cat', '/etc/meshvm/secret-id']), 'secret-id-lab');
+  t.not((await g.exec(['test', '-e', '/etc/meshvm/secret-id.wrapped'])).exitCode, 0, 'the wrapped file removed');
 
   // the sidecar's interception, installed by its start script, with the DNS capture (ISTIO_META_DNS_CAPTURE=true)
   const nat = await run(g, ['iptables-save', '-t', 'nat']);

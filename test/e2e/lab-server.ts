@@ -18,7 +18,10 @@ export interface LabConfig {
   artifactPort: number;
   /** Files served at https://127.0.0.1:PORT/<name>. */
   artifactDir: string;
-  artifactCert: { certPem: string; keyPem: string };
+  /** Also Vault's certificate (the VM trusts its CA: cloud-init's ca_certs). */
+  artifactCert: { certPem: string; keyPem: string; caPem: string };
+  /** The response-wrapping token the user-data carries: it wraps the AppRole's secret_id (single use, 15 minutes). */
+  wrappingToken: string;
   /** Vault starts stopped (nothing listens on its port): "unreachable at boot". */
   vaultDown?: boolean;
   /** Where istiod's port (15012) listens: the east-west gateway address the cluster reports (none: not listened on). */
@@ -128,6 +131,8 @@ if (config.public) {
 async function vaultStart(): Promise<VaultStandIn> {
   const v = await startVault({
     port: vaultPort,
+    tls: true,
+    pki: config.artifactCert,
     policies: { mesh: [{ path: 'secret/data/meshvm/*', capabilities: ['read'] }] },
     appRoles: { meshvm: { roleId: 'role-id-lab', secretId: 'secret-id-lab', policies: ['mesh'] } },
     ...(config.aws && {
@@ -143,6 +148,7 @@ async function vaultStart(): Promise<VaultStandIn> {
     }),
   });
   v.putSecret('secret', 'meshvm/cluster-a', { server: kubeAccess.server, 'ca.crt': kubeAccess.caPem, token: 'scoped-token' });
+  v.wrap({ secret_id: 'secret-id-lab', secret_id_accessor: 'accessor-lab', secret_id_ttl: 0, secret_id_num_uses: 0 }, 900, config.wrappingToken);
   return v;
 }
 if (!config.vaultDown) vault = await vaultStart();
@@ -175,7 +181,7 @@ const artifacts = createHttpsServer({ cert: config.artifactCert.certPem, key: co
 await new Promise<void>((resolve, reject) => artifacts.once('error', reject).listen(config.artifactPort, '127.0.0.1', resolve));
 
 const ready: LabReady = {
-  vault: `http://127.0.0.1:${vaultPort}`,
+  vault: `https://127.0.0.1:${vaultPort}`,
   kube: kube.url,
   artifacts: `https://127.0.0.1:${config.artifactPort}`,
   ...(route53 && { route53: route53.endpoint }),

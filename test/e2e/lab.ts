@@ -41,6 +41,8 @@ export const LAB = {
   /** The ClusterIP of default/kubernetes, which istiod's name table gives the sidecar's DNS proxy; the upstream's example.org. */
   kubernetesIp: '10.96.0.1',
   exampleOrgIp: '203.0.113.10',
+  /** The response-wrapping token of the user-data (the lab's Vault wraps the AppRole secret_id in it). */
+  wrappingToken: 'hvs.lab-wrapped-secret-id-0000000000',
 } as const;
 
 export const WORKLOAD = { name: 'reviews-vm', namespace: 'vm-ns', serviceAccount: 'vm-sa', port: 9080 } as const;
@@ -354,7 +356,8 @@ export async function startLab(where: { netns: string }, opts: LabOptions): Prom
     vaultPort: LAB.vaultPort,
     artifactPort: LAB.artifactPort,
     artifactDir: opts.artifactDir,
-    artifactCert: { certPem: opts.artifactPki.certPem, keyPem: opts.artifactPki.keyPem },
+    artifactCert: { certPem: opts.artifactPki.certPem, keyPem: opts.artifactPki.keyPem, caPem: opts.artifactPki.caPem },
+    wrappingToken: LAB.wrappingToken,
     ...(opts.vm ? { public: opts.vm.public } : { istiodAddress: LAB.eastwest }),
     ...(opts.vaultDown && { vaultDown: true }),
     ...(opts.eastwestHostname && { eastwestHostname: opts.eastwestHostname }),
@@ -472,10 +475,10 @@ export function labValues(a: { executableSha256: string; deb: { sha256: string }
     workload_namespace: WORKLOAD.namespace,
     service_account: WORKLOAD.serviceAccount,
     ports: String(WORKLOAD.port),
-    vault_address: `http://${host}:${LAB.vaultPort}`,
+    vault_address: `https://${host}:${LAB.vaultPort}`,
     vault_kv_path: 'meshvm/cluster-a',
     vault_role_id: 'role-id-lab',
-    vault_secret_id: 'secret-id-lab',
+    vault_wrapped_secret_id: LAB.wrappingToken,
   };
 }
 
@@ -630,7 +633,8 @@ export function labNodeYaml(a: { deb: { sha256: string } }, kvPath = 'meshvm/clu
     `  package: { from: deb, url: https://127.0.0.1:${LAB.artifactPort}/istio-sidecar.deb, sha256: ${a.deb.sha256}, caFile: /etc/ssl/certs/ca-certificates.crt }`,
     '  cluster:',
     '    vault:',
-    `      address: http://127.0.0.1:${LAB.vaultPort}`,
+    `      address: https://127.0.0.1:${LAB.vaultPort}`,
+    '      caFile: /etc/ssl/certs/ca-certificates.crt',
     '      auth: { method: approle, roleIdFile: /etc/meshvm/role-id, secretIdFile: /etc/meshvm/secret-id }',
     `    access: { kv: { path: ${kvPath} } }`,
     '',

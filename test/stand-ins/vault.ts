@@ -55,6 +55,8 @@ export type MintKubernetesToken = (req: KubernetesTokenRequest) => Promise<{ tok
 
 export interface VaultOptions {
   tls?: boolean;
+  /** The certificate served with tls: true (default: the shared test PKI). */
+  pki?: { certPem: string; keyPem: string; caPem: string };
   port?: number;
   initialized?: boolean;
   sealed?: boolean;
@@ -157,7 +159,7 @@ export interface VaultStandIn {
   issueToken(params?: TokenParams & { meta?: Record<string, string> }): string;
   expireToken(token: string): void;
   /** Wraps `data` as sys/wrapping/wrap would (unwrap returns it as `data`); returns the wrapping token. Default TTL 300 s. */
-  wrap(data: Record<string, unknown>, ttlSeconds?: number): string;
+  wrap(data: Record<string, unknown>, ttlSeconds?: number, token?: string): string;
   stop(): Promise<void>;
 }
 
@@ -353,8 +355,8 @@ export async function startVault(opts: VaultOptions = {}): Promise<VaultStandIn>
   }
 
   /** Vault's response wrapping: the response goes into a single-use token's cubbyhole; the caller gets wrap_info. */
-  function wrap(response: Record<string, unknown>, ttl: number, creationPath: string): Record<string, unknown> {
-    const token = `hvs.${randomId(24, 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789')}`;
+  function wrap(response: Record<string, unknown>, ttl: number, creationPath: string, given?: string): Record<string, unknown> {
+    const token = given ?? `hvs.${randomId(24, 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789')}`;
     const now = Date.now();
     state.wrapped.set(token, { response, creationPath, expiresAt: now + ttl * 1000 });
     return envelope({
@@ -763,7 +765,7 @@ export async function startVault(opts: VaultOptions = {}): Promise<VaultStandIn>
     }
   }
 
-  const listenOpts = { tls: opts.tls ?? false, extraMethods: ['LIST'] };
+  const listenOpts = { tls: opts.tls ?? false, extraMethods: ['LIST'], ...(opts.pki && { pki: opts.pki }) };
   const server = await listen(handle, opts.port === undefined ? listenOpts : { ...listenOpts, port: opts.port });
   const standIn: VaultStandIn = {
     url: server.url,
@@ -775,8 +777,8 @@ export async function startVault(opts: VaultOptions = {}): Promise<VaultStandIn>
     putSecret,
     deleteSecret,
     issueToken: (p) => issueToken(p),
-    wrap: (data, ttlSeconds = 300) => {
-      const info = wrap(envelope({ data }), ttlSeconds, 'sys/wrapping/wrap')['wrap_info'] as { token: string };
+    wrap: (data, ttlSeconds = 300, token) => {
+      const info = wrap(envelope({ data }), ttlSeconds, 'sys/wrapping/wrap', token)['wrap_info'] as { token: string };
       return info.token;
     },
     expireToken(token) {
