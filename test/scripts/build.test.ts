@@ -1,16 +1,29 @@
 // npm run build, run for real into a scratch directory (--outdir, so dist/ stays as other tests use it): it prints no
-// ELF-note warnings from postject, and the self-contained executable it makes runs and has well-formed notes.
+// ELF-note warnings from postject, the self-contained executable it makes runs and has well-formed notes, and Node's
+// runtime variables (NODE_OPTIONS, OPENSSL_CONF, NODE_*) given to it change nothing: none runs code or loads a file.
 import test from 'ava';
 import { execa } from 'execa';
+import fs from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 import { PROJECT, scratchRoot } from '../helpers/scratch.ts';
 
-test('the build prints no "Can\'t find string offset" warnings and its executable runs', async (t) => {
-  const out = await scratchRoot(t, 'meshvm-build-');
-  const build = await execa(process.execPath, [path.join(PROJECT, 'scripts/build.ts'), '--outdir', out], { reject: false, cwd: PROJECT });
-  t.is(build.exitCode, 0, build.stderr);
+/** One build for the file's tests (it takes tens of seconds), in a directory removed after them all. */
+let built: Promise<{ out: string; build: Awaited<ReturnType<typeof execa>> }> | undefined;
+const buildOnce = () =>
+  (built ??= fs.mkdtemp(path.join(os.tmpdir(), 'meshvm-build-')).then(async (out) => ({
+    out,
+    build: await execa(process.execPath, [path.join(PROJECT, 'scripts/build.ts'), '--outdir', out], { reject: false, cwd: PROJECT }),
+  })));
+test.after.always(async () => {
+  if (built) await fs.rm((await built).out, { recursive: true, force: true });
+});
+
+test.serial('the build prints no "Can\'t find string offset" warnings and its executable runs', async (t) => {
+  const { out, build } = await buildOnce();
+  t.is(build.exitCode, 0, String(build.stderr));
   t.notRegex(`${build.stdout}\n${build.stderr}`, /Can't find string offset/);
-  t.regex(build.stdout, /built in [\d.]+ s/);
+  t.regex(String(build.stdout), /built in [\d.]+ s/);
   const version = await execa(path.join(out, 'meshvm'), ['--version'], { reject: false });
   t.is(version.exitCode, 0, version.stderr);
   t.regex(version.stdout.trim(), /^\d+\.\d+\.\d+/, 'meshvm answers, not the node it was made from');
@@ -18,6 +31,41 @@ test('the build prints no "Can\'t find string offset" warnings and its executabl
   // readelf comes with binutils, which the build needs for objcopy: a missing or failing readelf is a failure, not a pass
   t.is(readelf.exitCode, 0, readelf.stderr);
   t.notRegex(readelf.stderr, /[Cc]orrupt note|invalid namesz/, 'readelf finds no malformed notes');
+});
+
+test.serial('the executable ignores NODE_OPTIONS (a --require canary never runs), OPENSSL_CONF and the other NODE_* variables', async (t) => {
+  const { out, build } = await buildOnce();
+  t.is(build.exitCode, 0, String(build.stderr));
+  const dir = await scratchRoot(t, 'meshvm-canary-');
+  const ran = path.join(dir, 'ran');
+  const canary = path.join(dir, 'x.cjs');
+  await fs.writeFile(canary, `require('node:fs').appendFileSync(${JSON.stringify(ran)}, 'NODE_OPTIONS --require ran\\n');\n`);
+  // an OpenSSL configuration that loads a provider module: a shared object from anywhere would be code (this one is missing,
+  // so a Node that reads the file aborts at start-up instead of running it)
+  const openssl = path.join(dir, 'openssl.cnf');
+  await fs.writeFile(openssl, `nodejs_conf = init\n[init]\nproviders = p\n[p]\ncanary = c\n[c]\nmodule = ${dir}/canary.so\nactivate = 1\n`);
+  const warnings = path.join(dir, 'warnings');
+  const env = {
+    NODE_OPTIONS: `--require ${canary}`,
+    OPENSSL_CONF: openssl,
+    NODE_REDIRECT_WARNINGS: warnings,
+    NODE_DEBUG: 'module,http,tls',
+    NODE_PATH: dir,
+    NODE_V8_COVERAGE: path.join(dir, 'coverage'),
+  };
+  const version = await execa(path.join(out, 'meshvm'), ['--version'], { reject: false, env });
+  t.is(version.exitCode, 0, version.stderr);
+  t.regex(version.stdout.trim(), /^\d+\.\d+\.\d+$/);
+  t.notRegex(version.stderr, /^(MODULE|HTTP|TLS|NET) \d+:|[Ww]arning/m, 'no debug output, no warning');
+  t.deepEqual((await fs.readdir(dir)).sort(), ['openssl.cnf', 'x.cjs'], 'nothing ran, nothing was written (no coverage, no warnings file)');
+  // the exit status comes through the re-run
+  const bad = await execa(path.join(out, 'meshvm'), ['converge', path.join(dir, 'missing.yaml')], { reject: false, env });
+  t.is(bad.exitCode, 1);
+  t.regex(bad.stderr, /missing\.yaml/);
+  // the same canary against plain node shows what it guards against
+  const node = await execa(process.execPath, ['-e', '0'], { reject: false, env: { NODE_OPTIONS: `--require ${canary}` } });
+  t.is(node.exitCode, 0);
+  t.is(await fs.readFile(ran, 'utf8'), 'NODE_OPTIONS --require ran\n', 'the canary works: plain node runs it');
 });
 
 test('the build refuses --outdir without a directory', async (t) => {
