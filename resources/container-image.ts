@@ -103,19 +103,46 @@ export const containerImageType = {
   describe: (_field: string, change: { to: unknown }) =>
     change.to ? 'fetch it into the local store (pull it, or load the archive given)' : 'remove it from the local store',
 
+  /**
+   * Preflight, reading only (a fetch would write the store before the run may change anything): an archive must be an OCI
+   * archive whose index names the digest, else the run stops before anything changes. A registry is asked when the
+   * image is pulled (apply).
+   */
+  async prepare(host: Host, spec: ContainerImageSpec): Promise<string | undefined> {
+    if (spec.ensure === 'absent' || (await present(host, spec))) return undefined;
+    const ref = parseImageReference(spec.reference)!;
+    if (!spec.archive) return `${storeReference(ref)}: pulled when the run converges (the registry is not asked before)`;
+    const index = await host.query(['tar', '-xOf', host.realPath(spec.archive), './index.json', 'index.json'], { timeoutMs: 60_000 });
+    const digests = [...index.stdout.matchAll(/"digest"\s*:\s*"(sha256:[0-9a-f]{64})"/g)].map((m) => m[1]);
+    if (!index.stdout.trim())
+      throw new Error(
+        `the archive ${spec.archive} is not an OCI archive with an index.json (podman save --format oci-archive): ${index.stderr.trim() || 'no index'}`,
+      );
+    if (ref.digest && !digests.includes(ref.digest))
+      throw new Error(`the archive ${spec.archive} does not hold ${storeReference(ref)}: its index names ${digests.join(', ') || 'no manifest'}`);
+    return `${spec.archive}: an OCI archive whose index names ${ref.digest ?? 'an image'} (loaded when the run converges)`;
+  },
+
   async apply(host: Host, spec: ContainerImageSpec): Promise<void> {
-    const ref = storeReference(parseImageReference(spec.reference)!);
     if (spec.ensure === 'absent') {
-      await host.run(engineArgv(host, spec, ['rmi', ref]));
+      await host.run(engineArgv(host, spec, ['rmi', storeReference(parseImageReference(spec.reference)!)]));
       return;
     }
-    if (spec.archive) await host.run(engineArgv(host, spec, ['load', '--input', host.realPath(spec.archive)]));
-    else await host.run(engineArgv(host, spec, ['pull', ...(spec.engine === 'podman' ? ['--quiet'] : []), ref]));
-    // a loaded archive (or a registry) that holds another image than the digest names is refused here
-    const found = await host.query(engineArgv(host, spec, ['image', 'inspect', '--format', '{{.Id}}', ref]));
-    if (found.exitCode !== 0)
-      throw new Error(`${spec.archive ? `the archive ${spec.archive}` : 'the registry'} did not give ${ref}: ${spec.engine} has no image by that reference`);
+    await fetchImage(host, spec);
   },
 };
+
+async function present(host: HostReader, spec: ContainerImageSpec): Promise<boolean> {
+  return (await containerImageType.current(host, spec)).present;
+}
+
+/** Pull (or load the archive), then make sure the store has the image by the reference: a registry or an archive that gave another is refused. */
+async function fetchImage(host: Host, spec: ContainerImageSpec): Promise<void> {
+  const ref = storeReference(parseImageReference(spec.reference)!);
+  if (spec.archive) await host.run(engineArgv(host, spec, ['load', '--input', host.realPath(spec.archive)]));
+  else await host.run(engineArgv(host, spec, ['pull', ...(spec.engine === 'podman' ? ['--quiet'] : []), ref]));
+  if (!(await present(host, spec)))
+    throw new Error(`${spec.archive ? `the archive ${spec.archive}` : 'the registry'} did not give ${ref}: ${spec.engine} has no image by that reference`);
+}
 
 export const ContainerImage = defineResource(containerImageType);
