@@ -5,8 +5,9 @@ import { pathToFileURL } from 'node:url';
 import { z } from 'zod';
 import { InputError, errorMessage } from './errors.ts';
 import { isRecipe, type Recipe } from './recipe.ts';
+import { checkTrusted, readInputFile } from './input.ts';
 import { formatIssue, formatPath } from './validate.ts';
-import { parseScalar, parseYaml, type ParsedYaml } from './yaml.ts';
+import { decimalModeProblem, parseScalar, parseYaml, type ParsedYaml } from './yaml.ts';
 
 export interface RunlistEntry {
   recipe: Recipe;
@@ -51,7 +52,7 @@ interface Layer {
 
 export async function loadRunlist(file: string, builtins: ReadonlyMap<string, Recipe>, sources: AttributeSources = {}): Promise<Runlist> {
   const shown = displayPath(file);
-  const text = await readInput(file, shown, 'runlist');
+  const text = (await readInputFile(file, shown, 'runlist'))!;
   const doc = parseYaml(text, shown);
   const data = check(runlistEnvelope, doc.value ?? {}, doc, [], 'runlist');
   const dir = path.dirname(path.resolve(file));
@@ -125,6 +126,7 @@ async function resolveRecipe(name: string, dir: string, builtins: ReadonlyMap<st
   }
   const file = path.resolve(dir, name);
   if (!(await fs.stat(file).catch(() => undefined))?.isFile()) throw new InputError(where, `recipe module ${name} not found (looked for ${file})`);
+  await checkTrusted(file, where, `recipe module ${name}`);
   let module: Record<string, unknown>;
   try {
     module = (await import(pathToFileURL(file).href)) as Record<string, unknown>;
@@ -145,13 +147,11 @@ async function resolveRecipe(name: string, dir: string, builtins: ReadonlyMap<st
 async function readNodeLayer(nodeFile: AttributeSources['nodeFile']): Promise<Layer | undefined> {
   if (!nodeFile) return undefined;
   const shown = displayPath(nodeFile.path);
-  let text: string;
-  try {
-    text = await fs.readFile(nodeFile.path, 'utf8');
-  } catch (error) {
-    if (!nodeFile.required && (error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw new InputError(nodeFile.required ? `--node ${shown}` : shown, `cannot read the node file: ${errorMessage(error)}`);
-  }
+  const text = await readInputFile(nodeFile.path, shown, 'node file', {
+    optional: !nodeFile.required,
+    cannotOpen: (error) => new InputError(nodeFile.required ? `--node ${shown}` : shown, `cannot read the node file: ${errorMessage(error)}`),
+  });
+  if (text === undefined) return undefined;
   const doc = parseYaml(text, shown);
   const data = check(nodeEnvelope, doc.value ?? {}, doc, [], 'node file');
   return { values: data.attributes, where: (p) => `${doc.where(['attributes', ...p])}: attributes.${formatPath(p)}` };
@@ -171,6 +171,8 @@ function parseSets(sets: readonly string[]): Layer {
       if (!isPlainObject(target[part])) target[part] = {};
       target = target[part] as Record<string, unknown>;
     }
+    const modeProblem = decimalModeProblem(parts.at(-1)!, set.slice(eq + 1));
+    if (modeProblem) throw new InputError(`--set ${set}`, modeProblem);
     target[parts.at(-1)!] = parseScalar(set.slice(eq + 1));
     origin.set(parts[0]!, set);
   }
@@ -183,18 +185,6 @@ function check<T extends z.ZodType>(schema: T, value: unknown, doc: ParsedYaml, 
   const issue = parsed.error.issues[0]!;
   const where = doc.where([...prefix, ...issue.path]);
   throw new InputError(issue.path.length ? `${where}: ${formatPath(issue.path)}` : where, `${what}: ${formatIssue({ ...issue, path: [] })}`);
-}
-
-async function readInput(file: string, shown: string, what: string): Promise<string> {
-  try {
-    return await fs.readFile(file, 'utf8');
-  } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code;
-    throw new InputError(
-      shown,
-      code === 'ENOENT' ? `no such ${what} file` : code === 'EISDIR' ? `is a directory, not a ${what} file` : `cannot read the ${what}: ${errorMessage(error)}`,
-    );
-  }
 }
 
 function displayPath(file: string): string {

@@ -1,5 +1,5 @@
-// YAML with line numbers for errors, and 0644 read as octal (as every ops person writes a mode).
-import { LineCounter, parseDocument, type Document, type ScalarTag } from 'yaml';
+// YAML with line numbers for errors, 0644 read as octal (as every ops person writes a mode), a bare 644 mode refused, alias bombs refused.
+import { isScalar, LineCounter, parseDocument, visit, type Document, type ScalarTag } from 'yaml';
 import { InputError } from './errors.ts';
 
 /** YAML 1.2 reads 0644 as the decimal 644, a silent wrong mode; like YAML 1.1 (and Ansible) meshvm reads it as octal. */
@@ -11,6 +11,12 @@ const leadingZeroOctal: ScalarTag = {
   test: /^0[0-7]+$/,
   resolve: (text) => parseInt(text, 8),
 };
+
+/** Alias expansions allowed in one document (yaml's maxAliasCount): a "billion laughs" file is refused, not expanded. */
+const MAX_ALIASES = 100;
+
+/** Keys whose value is a file mode: `mode`, `createMode`, ... */
+const MODE_KEY = /^(mode|[a-z][A-Za-z]*Mode)$/;
 
 export interface ParsedYaml {
   value: unknown;
@@ -32,8 +38,16 @@ export function parseYaml(text: string, file: string): ParsedYaml {
       .replace(/[:\s]+$/, '');
     throw new InputError(line ? `${file}:${line}` : file, `malformed YAML: ${message}${column ? ` (column ${column})` : ''}`);
   }
+  refuseDecimalModes(doc, file, lineCounter);
+  let value: unknown;
+  try {
+    value = doc.toJS({ maxAliasCount: MAX_ALIASES });
+  } catch (error) {
+    if (!(error instanceof ReferenceError)) throw error;
+    throw new InputError(file, `refused: its aliases (*name) expand more than ${MAX_ALIASES} times (${error.message})`);
+  }
   return {
-    value: doc.toJS(),
+    value,
     where(path) {
       for (let n = path.length; n >= 0; n--) {
         const node = doc.getIn(path.slice(0, n) as unknown[], true) as { range?: [number, number, number] } | undefined;
@@ -42,6 +56,28 @@ export function parseYaml(text: string, file: string): ParsedYaml {
       return file;
     },
   };
+}
+
+/**
+ * `mode: 644` is the decimal 644 (01204, setuid-less nonsense) in YAML 1.2: refused, naming the line, with what to write.
+ * A leading zero (0644, read as octal here) or 0o644 is how a mode is written.
+ */
+function refuseDecimalModes(doc: Document, file: string, lineCounter: LineCounter): void {
+  visit(doc, {
+    Pair(_, pair) {
+      if (!isScalar(pair.key) || !isScalar(pair.value)) return;
+      const message = decimalModeProblem(String(pair.key.value), pair.value.source ?? '');
+      if (message) throw new InputError(`${file}:${lineCounter.linePos(pair.value.range?.[0] ?? 0).line}`, message);
+    },
+  });
+}
+
+/** Why the value of `key`, written as `text`, is refused (a mode written as a bare decimal number), or undefined. */
+export function decimalModeProblem(key: string, text: string): string | undefined {
+  if (!MODE_KEY.test(key) || !/^[1-9][0-9]*$/.test(text)) return undefined;
+  return /^[0-7]+$/.test(text)
+    ? `${key}: ${text} would be read as the decimal number ${text} (0${Number(text).toString(8)}); a mode is octal: write 0${text}`
+    : `${key}: ${text} is a decimal number; a mode is octal: write 0${Number(text).toString(8)} if that is the mode meant`;
 }
 
 /** A --set value: YAML for numbers, booleans and lists, or the raw text. */
