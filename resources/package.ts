@@ -98,7 +98,8 @@ export const packageType = {
 
   /** Preflight: the .deb this run will install, checked (a path) or fetched into the cache and checked (a URL; plan only hashes it). */
   async prepare(host: Host, spec: PackageSpec, context: PrepareContext): Promise<string | undefined> {
-    if (!spec.deb || !hasChanges(packageType.changes(spec, await packageType.current(host, spec)))) return undefined;
+    if (spec.ensure === 'absent' || !hasChanges(packageType.changes(spec, await packageType.current(host, spec)))) return undefined;
+    if (!spec.deb) return aptHas(host, spec);
     const deb = spec.deb;
     if ('path' in deb) {
       await checkLocalDeb(host, deb.path, deb.sha256);
@@ -296,6 +297,16 @@ async function checkDebFields(host: HostReader, spec: PackageSpec, file: string)
 async function fileSha256(host: HostReader, file: string): Promise<string | undefined> {
   const result = await host.query(['sha256sum', host.realPath(file)]);
   return result.exitCode === 0 ? result.stdout.split(/\s/)[0] : undefined;
+}
+
+/** Preflight of an apt install: whether apt's lists have the package (the version pinned); else says converge updates them first. */
+async function aptHas(host: HostReader, spec: PackageSpec): Promise<string> {
+  const policy = (await host.query(['apt-cache', 'policy', spec.name])).stdout;
+  const candidate = /^\s*Candidate: (\S+)$/m.exec(policy)?.[1];
+  const known = spec.version ? policy.includes(` ${spec.version} `) : candidate !== undefined && candidate !== '(none)';
+  const what = `${spec.name}${spec.version ? ` ${spec.version}` : ''}`;
+  if (known) return `apt has ${spec.version ? what : `${spec.name} ${candidate}`}`;
+  return `apt's lists do not have ${what} yet: not checked here (preflight does not run apt-get update); converge updates them before it installs`;
 }
 
 /** apt-get update only when the package is unknown to apt or the lists are older than the bound. */

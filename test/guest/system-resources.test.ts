@@ -339,6 +339,20 @@ guestTest(
           { name: 'tree', version: treeVersion },
         ],
       });
+    // plan's preflight: the .debs checked (the downloaded one streamed through sha256, not kept), what apt has said
+    await guest.writeFile('/root/packages-plan.yaml', JSON.stringify(packages('present')));
+    const plan = await guest.exec(['node', `${MESHVM_DIR}/bin/meshvm.js`, 'plan', '/root/packages-plan.yaml'], {
+      cwd: '/root',
+      timeoutMs: 120_000,
+      env: { NO_COLOR: '1' },
+    });
+    t.is(plan.exitCode, 0, plan.stderr);
+    t.regex(plan.stdout, /^preflight: package\[meshvm-test-local\]: \/srv\/debs\/\S+: the sha256 required, package meshvm-test-local 1\.0$/m);
+    t.regex(plan.stdout, /^preflight: package\[meshvm-test-remote\]: https:\/\/\S+: \d+ bytes with the sha256 required \(not kept in plan/m);
+    t.regex(plan.stdout, /^preflight: package\[hello\]: apt has hello \S+$/m);
+    t.deepEqual(await cached(), [], 'plan kept nothing');
+    t.deepEqual(https.requests.splice(0), [`/${path.basename(remote.file)}`], "plan's one fetch (not counted below)");
+
     converged(
       t,
       await converge(guest, packages('present')),
