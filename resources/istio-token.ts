@@ -1,6 +1,6 @@
 // IstioToken: the workload's service-account token where the sidecar reads it, minted through a TokenRequest when missing or due.
 import { z } from 'zod';
-import { compareFields, defineResource, type Action, type Changes, type Expiry } from '../engine/resource.ts';
+import { compareFields, defineResource, type Action, type Changes, type Expiry, type PrepareContext } from '../engine/resource.ts';
 import { accountName, fileMode, guestPath } from '../engine/validate.ts';
 import type { Host, HostReader } from '../engine/host.ts';
 import { secrets } from '../engine/secrets.ts';
@@ -108,6 +108,18 @@ export const istioTokenType = {
     return undefined;
   },
 
+  /**
+   * Preflight (converge): the TokenRequest made before anything changes, so a refusal (RBAC, no such service account)
+   * changes nothing; the action writes this very token. plan asks for no token.
+   */
+  async prepare(host: Host, spec: IstioTokenSpec, context: PrepareContext): Promise<string | undefined> {
+    const changes = istioTokenType.changes(spec, await istioTokenType.current(host, spec));
+    if (!changes.ensure && !changes.token) return undefined;
+    if (context.mode === 'plan') return `no token asked for in plan (converge makes the TokenRequest in its preflight)`;
+    await mintOnce(spec);
+    return `a token for ${spec.namespace}/${spec.serviceAccount} minted, written once the run gets here`;
+  },
+
   /** Owner and mode repaired in place when the token itself is still good. */
   async apply(host: Host, spec: IstioTokenSpec, changes: Changes<IstioTokenState>): Promise<void> {
     if (changes.ensure || changes.token) return; // the mint writes it whole
@@ -121,12 +133,7 @@ export const istioTokenType = {
       {
         action: `mint a token for ${spec.namespace}/${spec.serviceAccount} (audience ${spec.audiences.join(', ')}), expires in ${hours(spec.expirationSeconds)}`,
         async run(host: Host) {
-          const { token } = await spec.mint({
-            namespace: spec.namespace,
-            serviceAccount: spec.serviceAccount,
-            audiences: [...spec.audiences],
-            expirationSeconds: spec.expirationSeconds,
-          });
+          const { token } = await mintOnce(spec);
           secrets.add(token);
           // owner and mode set before the content lands; no backup of a secret
           await host.writeFile(spec.path, token + '\n', { mode: spec.mode, owner: spec.owner, group: spec.group, backup: false });
@@ -135,5 +142,22 @@ export const istioTokenType = {
     ];
   },
 };
+
+/** One TokenRequest per declaration a run, whether preflight or the action asks first. */
+const minted = new WeakMap<IstioTokenSpec, ReturnType<IstioTokenSpec['mint']>>();
+function mintOnce(spec: IstioTokenSpec): ReturnType<IstioTokenSpec['mint']> {
+  let pending = minted.get(spec);
+  if (!pending) {
+    const request = {
+      namespace: spec.namespace,
+      serviceAccount: spec.serviceAccount,
+      audiences: [...spec.audiences],
+      expirationSeconds: spec.expirationSeconds,
+    };
+    pending = spec.mint(request);
+    minted.set(spec, pending);
+  }
+  return pending;
+}
 
 export const IstioToken = defineResource(istioTokenType);
