@@ -78,7 +78,8 @@ const CASES: { field: string; flow: Flow; serve: (lab: MeshLab) => void; refused
     field: 'a control-plane load balancer with a hostname where no aws recipe makes records (it would be left out silently)',
     flow: 'classic',
     serve: (lab) => lb(lab, 'istio-pilot-ilb', { hostname: 'pilot-1234.elb.us-east-1.amazonaws.com' }),
-    refused: /istio-pilot: the load balancer of Service istio-system\/istio-pilot-ilb answers at "pilot-1234\.elb\.us-east-1\.amazonaws\.com" is a hostname: add the aws recipe/,
+    refused:
+      /istio-pilot: the load balancer of Service istio-system\/istio-pilot-ilb answers at "pilot-1234\.elb\.us-east-1\.amazonaws\.com" is a hostname: add the aws recipe/,
   },
   {
     field: 'the service CIDR (ServiceCIDR spec.cidrs, a newline and an env line)',
