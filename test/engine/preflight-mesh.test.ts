@@ -76,7 +76,9 @@ test('allowed: preflight mints the token the run writes (one TokenRequest) and d
   const dryRuns = () => lab.kube.calls.filter((c) => c.query.dryRun === 'All').length;
   t.is(dryRuns(), 2, "plan's and converge's dry run of the WorkloadGroup");
 
+  const started = Date.now();
   const again = await meshvm(['converge', file, '--root', root]);
+  t.log(`no-op converge with its preflight: ${Date.now() - started} ms wall (CLI start included)`);
   t.is(again.exitCode, 0, again.stderr);
   t.is(tokenRequests(lab).length, 1);
   t.is(dryRuns(), 2, 'nothing to change: no dry run');
