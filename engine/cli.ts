@@ -220,7 +220,12 @@ export async function main(argv: readonly string[], options: CliOptions, io: Cli
     if (command !== 'verify') await preflight(declared, { host, mode, listener: say });
     signals.check();
     litter.length = 0; // planned: from here the run's state (the lock file, last-run.json) is the machine's
-    if (command === 'verify') return printChecks(await runChecks(entries, host, { resolver: values.resolver }), io, json);
+    if (command === 'verify') {
+      signals.phase = 'verifying';
+      const checks = await runChecks(entries, host, { resolver: values.resolver });
+      signals.check();
+      return printChecks(checks, io, json);
+    }
 
     signals.phase = 'converging';
     say({ type: 'start', mode, ...(offboard && { offboard }), runlist: runlist.file, root: host.root, total: declared.length });

@@ -1,12 +1,12 @@
 // SIGINT and SIGTERM in any phase of a run: noted, never fatal at once; the run stops at the next safe point and cleans up.
 
 /** The phases a signal can arrive in, as said to the person who sent it. */
-export type Phase = 'loading the runlist' | 'waiting for the run lock' | 'planning' | 'converging' | 'reporting';
+export type Phase = 'loading the runlist' | 'waiting for the run lock' | 'planning' | 'verifying' | 'converging' | 'reporting';
 
 /** Thrown at a phase's end when a signal arrived during it: the run stops, revokes, unlocks and reports `interrupted`. */
 export class Interrupted extends Error {
   constructor(signal: string, phase: Phase) {
-    super(`interrupted by ${signal} while ${phase}: stopped before changing anything`);
+    super(`interrupted by ${signal} while ${phase}${phase === 'verifying' ? '' : ': stopped before changing anything'}`);
     this.name = 'Interrupted';
   }
 }

@@ -160,3 +160,16 @@ test('SIGTERM while delivering: the restart in flight finishes, the rest stay ow
   );
   t.is((await log()).match(/^restarted /gm)?.length, 4, 'each service restarted once more after the first run (which restarted both)');
 });
+
+test('SIGTERM while verifying: the checks in flight end, then verify exits 1 saying so, with its JSON error', async (t) => {
+  const { root, runlist, log } = await setup(t);
+  t.is((await meshvm(['converge', await runlist({}), '--root', root])).exitCode, 0);
+  const run = execa(process.execPath, [BIN, 'verify', await runlist({ checkMs: 3000 }), '--root', root, '--json'], { reject: false, cwd: PROJECT });
+  await until(async () => (await log()).includes('checking'), { what: 'the check to start', timeoutMs: 30_000 });
+  run.kill('SIGTERM');
+  const result = await run;
+  t.is(result.exitCode, 1);
+  t.regex(String(result.stderr), /SIGTERM: stopping once verifying ends/);
+  t.regex(String(result.stderr), /meshvm: interrupted by SIGTERM while verifying$/m);
+  t.deepEqual(JSON.parse(String(result.stdout)), { ok: false, error: 'interrupted by SIGTERM while verifying' });
+});
