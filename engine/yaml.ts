@@ -59,13 +59,15 @@ export function parseYaml(text: string, file: string): ParsedYaml {
 }
 
 /**
- * `mode: 644` is the decimal 644 (01204, setuid-less nonsense) in YAML 1.2: refused, naming the line, with what to write.
- * A leading zero (0644, read as octal here) or 0o644 is how a mode is written.
+ * `mode: 644` is the decimal 644 (01204: the sticky bit, and not rw-r--r--) in YAML 1.2: refused, naming the line, with
+ * what to write. A leading zero (0644, read as octal here) or 0o644 is how a mode is written by hand; a JSON document
+ * (quoted keys) can only write a mode in decimal, and is taken at its word.
  */
 function refuseDecimalModes(doc: Document, file: string, lineCounter: LineCounter): void {
   visit(doc, {
     Pair(_, pair) {
-      if (!isScalar(pair.key) || !isScalar(pair.value)) return;
+      // a quoted key is JSON's way ("mode": 420, from a generator such as Terraform's jsonencode): JSON has no octal
+      if (!isScalar(pair.key) || pair.key.type !== 'PLAIN' || !isScalar(pair.value)) return;
       const message = decimalModeProblem(String(pair.key.value), pair.value.source ?? '');
       if (message) throw new InputError(`${file}:${lineCounter.linePos(pair.value.range?.[0] ?? 0).line}`, message);
     },

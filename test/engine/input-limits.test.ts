@@ -61,7 +61,7 @@ test('a runlist or node file that is not UTF-8 is refused naming the file and li
   await refused(t, OK, /node\.yaml:3: the node file is not UTF-8 text/, { node });
 });
 
-test('a bare decimal mode (mode: 644) is refused with "write 0644"; 0644 and 0o644 are taken', async (t) => {
+test('a bare decimal mode (mode: 644) is refused with "write 0644"; 0644, 0o644 and JSON\'s 420 are taken', async (t) => {
   await refused(
     t,
     FILES('        - { path: /etc/motd, content: x }\n        - { path: /etc/issue, content: x, mode: 644 }\n'),
@@ -80,6 +80,14 @@ test('a bare decimal mode (mode: 644) is refused with "write 0644"; 0644 and 0o6
 
   const root = await scratchRoot(t);
   const dir = await scratchRoot(t, 'meshvm-runlists-');
+  // JSON (a generator's output: quoted keys, no octal) writes the decimal 420 for 0644, and is taken
+  const json = JSON.stringify({
+    name: 'json',
+    recipes: [{ recipe: 'files', attributes: { directories: [{ path: '/etc' }], files: [{ path: '/etc/motd', content: 'x', mode: 0o644 }] } }],
+  });
+  const fromJson = await meshvm(['converge', await writeRunlist(dir, 'ok.json', json), '--root', root]);
+  t.is(fromJson.exitCode, 0, fromJson.stderr);
+  t.is((await fs.stat(path.join(root, 'etc/motd'))).mode & 0o7777, 0o644);
   for (const mode of ['0644', '0o644']) {
     const ok = await meshvm([
       'converge',
