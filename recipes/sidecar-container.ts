@@ -4,7 +4,16 @@ import { z } from 'zod';
 import type { UndoContext } from '../engine/recipe.ts';
 import type { Declaration, DeclareOptions } from '../engine/resource.ts';
 import { guestPath } from '../engine/validate.ts';
-import { ContainerImage, containerEngine, imageReference, parseImageReference, storeReference } from '../resources/container-image.ts';
+import type { HostReader } from '../engine/host.ts';
+import {
+  ContainerImage,
+  containerEngine,
+  containerImageSpec,
+  containerImageType,
+  imageReference,
+  parseImageReference,
+  storeReference,
+} from '../resources/container-image.ts';
 import { Directory } from '../resources/directory.ts';
 import { File } from '../resources/file.ts';
 import { Package } from '../resources/package.ts';
@@ -177,6 +186,19 @@ export function containerUnitSections(c: ContainerRun) {
     },
     Install: { WantedBy: 'multi-user.target' },
   };
+}
+
+/**
+ * The proxy version a new image brings, for the version-skew check: its tag's (istio/proxyv2:1.24.0), when the store does
+ * not have the image yet (one in use is not refused when istiod moves on: that would stop the token's renewal too).
+ */
+export async function wantedImageVersion(host: HostReader, settings: ContainerSettings): Promise<{ version: string; from: string } | undefined> {
+  const tag = parseImageReference(settings.image)?.tag;
+  if (!tag || !/^v?\d+\.\d+/.test(tag)) return undefined;
+  const spec = containerImageSpec.safeParse({ reference: settings.image, engine: settings.engine, allowUnpinned: settings.allowUnpinned });
+  // a reference the image kind refuses (no digest) is refused by it, naming the reference, before the cluster is asked
+  if (!spec.success || (await containerImageType.current(host, spec.data)).present) return undefined;
+  return { version: tag.replace(/^v/, ''), from: `the image tag of ${settings.image}` };
 }
 
 /** The Debian package of each engine. */

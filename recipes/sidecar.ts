@@ -13,7 +13,7 @@ import { renderEnvFile } from './env-file.ts';
 import { flow, namespaceName, proxyUser, sidecarRestart, workload, type Workload } from './mesh.ts';
 import { interceptionMode } from './interception.ts';
 import { purgePackage, removeOwnFiles } from './undo.ts';
-import { containerSettings, containerSidecar, undoContainerSidecar } from './sidecar-container.ts';
+import { containerSettings, containerSidecar, undoContainerSidecar, wantedImageVersion } from './sidecar-container.ts';
 
 const debianVersion = z.string().regex(/^[A-Za-z0-9.+~:-]+$/, 'expected a Debian version string such as 1.24.0');
 
@@ -89,7 +89,9 @@ export const sidecar = defineRecipe({
   async declare(a, ctx) {
     const inboundPorts = sidecarInboundPorts(a);
     // the skew guard knows the package's versions; the image's tag is not checked
-    if (a.flow === 'istiod' && a.versionSkew === 'refuse' && a.runtime === 'package') await checkVersionSkew(ctx, a);
+    // the package's version, or the proxy image's tag when that image is not in the store yet (recipes/sidecar-container.ts)
+    if (a.flow === 'istiod' && a.versionSkew === 'refuse')
+      await checkVersionSkew(ctx, a, a.runtime === 'container' && a.container ? await wantedImageVersion(ctx.host, a.container) : undefined);
     const pkg = a.package;
     // a new package version replaces the binaries istio runs: it restarts once (not at all when this run starts it)
     const restart = sidecarRestart(ctx, a.flow);
@@ -212,8 +214,8 @@ export async function wantedSidecarVersion(host: HostReader, pkg: SidecarPackage
 }
 
 /** Refuses, before anything changes, a sidecar version istiod cannot serve, naming both versions. */
-async function checkVersionSkew(ctx: RecipeContext, a: SidecarAttributes): Promise<void> {
-  const wanted = await wantedSidecarVersion(ctx.host, a.package);
+async function checkVersionSkew(ctx: RecipeContext, a: SidecarAttributes, image?: { version: string; from: string }): Promise<void> {
+  const wanted = a.runtime === 'container' ? image : await wantedSidecarVersion(ctx.host, a.package);
   if (!wanted) return;
   const revision = a.workload?.revision ?? '';
   const where = `${a.systemNamespace}${revision ? ` (revision ${revision})` : ''}`;

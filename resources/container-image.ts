@@ -93,6 +93,8 @@ export const containerImageType = {
     const ref = storeReference(parseImageReference(spec.reference)!);
     // a root without a store holds no image; asking podman would create the store (plan writes nothing)
     if (!host.live && spec.engine === 'podman' && !(await host.stat(ROOT_STORE))) return { present: false };
+    // no engine yet (this run installs it): no image either
+    if ((await host.query(['sh', '-c', `command -v ${spec.engine}`])).exitCode !== 0) return { present: false };
     const result = await host.query(engineArgv(host, spec, ['image', 'inspect', '--format', '{{.Id}}', ref]));
     return { present: result.exitCode === 0 };
   },

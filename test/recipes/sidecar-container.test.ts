@@ -255,12 +255,18 @@ test('an image without a digest is refused, naming the reference and the opt-out
       dir,
       'c.yaml',
       JSON.stringify({
-        name: 'unpinned',
+        name: 'unpinned', // no cluster here: the version-skew check (tested below) is off
         attributes: { flow: 'istiod' },
         recipes: [
           {
             recipe: 'sidecar',
-            attributes: { package: { from: 'none' }, runtime: 'container', proxyUser: 'root', container: { enginePackage: 'none', ...container } },
+            attributes: {
+              package: { from: 'none' },
+              runtime: 'container',
+              proxyUser: 'root',
+              versionSkew: 'ignore',
+              container: { enginePackage: 'none', ...container },
+            },
           },
         ],
       }),
@@ -457,3 +463,38 @@ withPodman(
     t.deepEqual(changed(again.report), []);
   },
 );
+
+test("version skew (runtime container): a new image whose tag is newer than istiod is refused in plan, naming the tag and istiod's version; istiod's own minor is accepted", async (t) => {
+  const root = await scratchRoot(t);
+  const lab = await startMeshLab(t, root, {
+    rules: [...MESH_RULES, { verbs: ['get'], apiGroups: ['apps'], resources: ['deployments'], resourceNames: ['istiod'], namespaces: ['istio-system'] }],
+  });
+  lab.kube.objects.installIstio({ version: '1.24.2' });
+  const plan = async (tag: string) => {
+    const file = await writeRunlist(
+      lab.dir,
+      `skew-${tag}.yaml`,
+      JSON.stringify({
+        name: 'skew',
+        attributes: { flow: 'istiod', cluster: lab.cluster },
+        recipes: [
+          {
+            recipe: 'sidecar',
+            attributes: { runtime: 'container', proxyUser: 'root', container: { image: `docker.io/istio/proxyv2:${tag}@${DIGEST}`, enginePackage: 'none' } },
+          },
+        ],
+      }),
+    );
+    return meshvmIsolated(['plan', file, '--root', root]);
+  };
+  const newer = await plan('1.25.0');
+  t.is(newer.exitCode, 1);
+  t.regex(
+    newer.stderr,
+    new RegExp(
+      `the sidecar 1\\.25\\.0 is newer than istiod 1\\.24\\.2: .*\\(sidecar from the image tag of docker\\.io/istio/proxyv2:1\\.25\\.0@${DIGEST}, istiod in istio-system\\)`,
+    ),
+  );
+  const same = await plan('1.24.0');
+  t.is(same.exitCode, 0, same.stderr);
+});
