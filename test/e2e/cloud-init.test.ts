@@ -53,18 +53,21 @@ serial('cloud-init at boot: meshvm from the artifact store converges istio-vm; a
 
   // meshvm came from the artifact store, and the VM has no Node.js of its own
   t.not((await g.exec(['sh', '-c', 'command -v node || command -v nodejs'])).exitCode, 0, 'no Node.js on the VM');
-  t.is((await run(g, ['sha256sum', '/usr/local/bin/meshvm'])).split(' ')[0], m.executableSha256);
+  t.is((await run(g, ['sha256sum', '/usr/bin/meshvm'])).split(' ')[0], m.executableSha256, 'the executable the .deb installed');
+  t.regex(await run(g, ['dpkg-query', '-W', '-f=${db:Status-Abbrev}', 'meshvm']), /^ii/);
   const stats = await m.lab.stats();
   t.deepEqual(stats.artifactRequests, [
-    { path: '/meshvm', status: 200 },
+    { path: '/meshvm.deb', status: 200 },
     { path: '/istio-sidecar.deb', status: 200 },
   ]);
   t.is(stats.tokenRequests, 1, 'one TokenRequest for the istio-token');
 
-  // the example's timer units are byte for byte the recipe's: the converge left them alone
-  for (const unit of ['meshvm.service', 'meshvm.timer']) {
-    t.is(report!.resources.find((r) => r.ref === `systemd_unit[/etc/systemd/system/${unit}]`)?.status, 'unchanged', `${unit} as the example wrote it`);
-  }
+  // the package's units: the converge-timer recipe only enabled them, writing no copies
+  t.false(
+    report!.resources.some((r) => r.ref.startsWith('systemd_unit[/etc/systemd/system/meshvm')),
+    'no meshvm unit written',
+  );
+  t.is((await g.exec(['sh', '-c', 'ls /etc/systemd/system/meshvm* 2>/dev/null'])).stdout, '');
 
   // services enabled and active; dnsmasq (in the image, disabled) left alone: cluster names are the sidecar's DNS proxy's
   for (const unit of ['istio.service', 'meshvm.timer']) {

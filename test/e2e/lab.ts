@@ -13,6 +13,7 @@ import { bootContainer, canBootContainers, type Guest } from '../helpers/guest/c
 import { ensureRootfs, type RootfsOptions } from '../helpers/guest/rootfs.ts';
 import { testPki, type TestPki } from '../stand-ins/index.ts';
 import { until } from '../helpers/poll.ts';
+import pkg from '../../package.json' with { type: 'json' };
 import type { LabConfig, LabReady, LabRequest, LabStats } from './lab-server.ts';
 
 export const PROJECT = path.resolve(import.meta.dirname, '../..');
@@ -456,19 +457,36 @@ export interface MeshGuest {
 export async function prepareArtifacts(
   workDir: string,
   pki?: TestPki,
-): Promise<{ artifactDir: string; pki: TestPki; deb: { file: string; sha256: string }; executableSha256: string }> {
+): Promise<{ artifactDir: string; pki: TestPki; deb: { file: string; sha256: string }; executableSha256: string; meshvmDebSha256: string }> {
   const artifactDir = path.join(workDir, 'artifacts');
   await fs.mkdir(artifactDir, { recursive: true });
   await fs.copyFile(EXECUTABLE, path.join(artifactDir, 'meshvm'));
+  await fs.copyFile(await meshvmDeb(workDir), path.join(artifactDir, 'meshvm.deb'));
   const deb = await buildSidecarDeb(artifactDir);
-  return { artifactDir, pki: pki ?? (await testPki({ fresh: true })), deb, executableSha256: await sha256File(path.join(artifactDir, 'meshvm')) };
+  return {
+    artifactDir,
+    pki: pki ?? (await testPki({ fresh: true })),
+    deb,
+    executableSha256: await sha256File(path.join(artifactDir, 'meshvm')),
+    meshvmDebSha256: await sha256File(path.join(artifactDir, 'meshvm.deb')),
+  };
+}
+
+/** meshvm's .deb (what the example installs): npm run package's when newer than the executable, else one made here with xz -1. */
+export async function meshvmDeb(workDir: string): Promise<string> {
+  const made = path.join(DIST, `meshvm_${pkg.version}_amd64.deb`);
+  const [deb, exe] = await Promise.all([made, EXECUTABLE].map((f) => fs.stat(f).catch(() => undefined)));
+  if (deb && exe && deb.mtimeMs >= exe.mtimeMs) return made;
+  const out = path.join(workDir, 'meshvm-deb');
+  await execa(process.execPath, [path.join(PROJECT, 'scripts/package.ts'), '--fast', '--no-rpm', '--outdir', out]);
+  return path.join(out, `meshvm_${pkg.version}_amd64.deb`);
 }
 
 /** The values the example's placeholders take in the lab (`host`: where the VM reaches the far side). */
-export function labValues(a: { executableSha256: string; deb: { sha256: string } }, host = '127.0.0.1'): Record<string, string> {
+export function labValues(a: { meshvmDebSha256: string; deb: { sha256: string } }, host = '127.0.0.1'): Record<string, string> {
   return {
-    meshvm_url: `https://${host}:${LAB.artifactPort}/meshvm`,
-    meshvm_sha256: a.executableSha256,
+    meshvm_deb_url: `https://${host}:${LAB.artifactPort}/meshvm.deb`,
+    meshvm_deb_sha256: a.meshvmDebSha256,
     sidecar_deb_url: `https://${host}:${LAB.artifactPort}/istio-sidecar.deb`,
     sidecar_deb_sha256: a.deb.sha256,
     workload_name: WORKLOAD.name,
