@@ -136,7 +136,7 @@ export const istioTokenType = {
           const { token } = await mintOnce(spec);
           secrets.add(token);
           // owner and mode set before the content lands; no backup of a secret
-          await host.writeFile(spec.path, token + '\n', { mode: spec.mode, owner: spec.owner, group: spec.group, backup: false });
+          await host.writeFile(spec.path, token + '\n', { mode: spec.mode, owner: spec.owner, group: spec.group, backup: false, sensitive: true });
         },
       },
     ];

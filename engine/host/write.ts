@@ -15,7 +15,8 @@ export interface Place {
 /**
  * The staged file is made 0600, given its owner, then its content, synced, and only then its mode: a run killed
  * mid-way leaves at most `.name.meshvm-new` that the file's owner alone can read, replaced by the next write of the
- * file and removed with it. A sensitive file keeps no backups (and old ones of it are removed).
+ * file and removed with it. (Not O_TMPFILE: naming it needs linkat(AT_EMPTY_PATH or AT_SYMLINK_FOLLOW), which Node
+ * lacks, and a verify command needs a name to check.) A sensitive file keeps no backups (and old ones of it are removed).
  */
 export async function writeFileAtomic({ safe, owners }: Place, p: string, content: string, opts: WriteOptions = {}): Promise<void> {
   const { uid, gid } = await owners.ids(p, opts);
