@@ -123,3 +123,32 @@ export function refineOneLine(tree: unknown, ctx: z.RefinementCtx): void {
     }
   }
 }
+
+/** An API server URL: https, a host that is a DNS name or an IP address, an optional port and path; no user, query or fragment. */
+export const apiServerUrl = z.string({ error: 'an https:// URL' }).refine((v) => {
+  if (lineProblem(v)) return false;
+  let url: URL;
+  try {
+    url = new URL(v);
+  } catch {
+    return false;
+  }
+  const host = url.hostname.replace(/^\[(.*)\]$/, '$1');
+  return url.protocol === 'https:' && !url.username && !url.password && !url.search && !url.hash && (isIpAddress(host) || isDnsName(host));
+}, 'an https:// URL of the API server (a DNS name or an IP address, and a port)');
+
+/**
+ * The Kubernetes access an operator stored (Vault KV) or gave (files), typed before it is used: the server URL, the CA
+ * as PEM certificates, and a bearer token of one line (RFC 6750's token characters, which a JWT is made of). The token's
+ * value is never shown, even when it is refused.
+ */
+export function checkKubernetesAccess(
+  access: { server: string; caPem: string; token: string },
+  object: string,
+  fields: { server: string; ca: string; token: string },
+): void {
+  parseClusterValue(apiServerUrl, access.server, object, fields.server);
+  parseClusterValue(pemCertificates, access.caPem, object, fields.ca);
+  if (!/^[A-Za-z0-9\-._~+/]+=*$/.test(access.token))
+    throw new Error(`${object}: ${fields.token}: not a bearer token (one line of letters, digits and "-._~+/=", no spaces); its value is not shown`);
+}

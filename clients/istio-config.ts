@@ -1,6 +1,7 @@
 // What the cluster says of its mesh, read and typed before use: the mesh config, the injector's values, the system namespace's network, a WorkloadGroup, istiod's version.
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
+import { isDnsSubdomain } from '../engine/values.ts';
 import type { KubernetesClient } from './kubernetes.ts';
 import { KubernetesError } from './kubernetes-errors.ts';
 import { readObject, WORKLOAD_GROUPS } from './workload-group.ts';
@@ -184,10 +185,7 @@ const annotations = z.record(labelKey, z.string({ error: 'a string' }), { error:
 const portName = z.string().refine((v) => v.length <= 63 && /^[a-zA-Z0-9](?:[-a-zA-Z0-9]*[a-zA-Z0-9])?$/.test(v), 'a port name (letters, digits and "-")');
 const serviceAccount = z
   .string({ error: 'a service account name' })
-  .refine(
-    (v) => v === '' || (v.length <= 253 && /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/.test(v)),
-    'a service account name (lower case letters, digits, "-" and ".")',
-  );
+  .refine((v) => v === '' || isDnsSubdomain(v), 'a service account name (lower case letters, digits, "-" and ".")');
 const locality = z
   .string({ error: 'a locality' })
   .refine((v) => /^([A-Za-z0-9._-]+(\/[A-Za-z0-9._-]+){0,2})?$/.test(v), 'a locality (region[/zone[/subzone]])');

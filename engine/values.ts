@@ -25,6 +25,8 @@ export function isCidr(value: string): boolean {
 export const PATTERN = {
   /** RFC 1123 labels joined by "."; the length and all-digit rules are isDnsName's. */
   dnsName: /^(?=.{1,253}$)[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$/,
+  /** Kubernetes' DNS-1123 subdomain (object names): labels of any length, 253 in all (isDnsSubdomain). */
+  dnsSubdomain: /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/,
   dnsLabel: /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/,
   labelValue: /^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$/,
   envName: /^[A-Za-z_][A-Za-z0-9_]*$/,
@@ -36,9 +38,9 @@ export function isDnsName(value: string): boolean {
   return PATTERN.dnsName.test(value) && !ALL_DIGITS_LAST.test(value);
 }
 
-/** A DNS-1123 subdomain (a Kubernetes object name): DNS labels joined by ".", at most 253; all-digit labels allowed. */
+/** A DNS-1123 subdomain (a Kubernetes object name): labels joined by ".", at most 253 in all; all-digit labels allowed. */
 export function isDnsSubdomain(value: string): boolean {
-  return PATTERN.dnsName.test(value);
+  return value.length <= 253 && PATTERN.dnsSubdomain.test(value);
 }
 
 /** A DNS-1123 label (a namespace, a Service, a port name): at most 63 lower case letters, digits and "-". */
@@ -94,7 +96,8 @@ export class RenderError extends Error {
   readonly object: string;
   readonly field: string;
   constructor(object: string, field: string, value: unknown, why: string) {
-    super(`refusing to write ${showValue(value)} into ${object} (${field}): ${why}`);
+    // a field named by a key that has a line break (an env key from outside) is shown as JSON: the error stays one line
+    super(`refusing to write ${showValue(value)} into ${object} (${lineProblem(field) ? JSON.stringify(field) : field}): ${why}`);
     this.name = 'RenderError';
     this.object = object;
     this.field = field;
@@ -114,7 +117,9 @@ export function guardLine(object: string, field: string, value: string, more?: (
 
 /** guardLine on every string of a tree (keys too), the field named by its path ("defaultConfig.proxyMetadata.KEY"). */
 export function guardTree(object: string, tree: unknown, path = ''): void {
-  const at = (key: string | number) => (typeof key === 'number' ? `${path}[${key}]` : path ? `${path}.${key}` : key);
+  // a key that cannot be shown as it is (a newline in it) is shown as JSON, so the error stays one line
+  const shown = (key: string) => (lineProblem(key) ? JSON.stringify(key) : key);
+  const at = (key: string | number) => (typeof key === 'number' ? `${path}[${key}]` : path ? `${path}.${shown(key)}` : shown(key));
   if (typeof tree === 'string') guardLine(object, path || 'the value', tree);
   else if (Array.isArray(tree)) for (const [i, item] of tree.entries()) guardTree(object, item, at(i));
   else if (tree && typeof tree === 'object')

@@ -73,7 +73,10 @@ export class Cluster {
       const token = await read(config.tokenFile, 'cluster token');
       const { secrets } = await import('../engine/secrets.ts');
       secrets.add(token);
-      return new KubernetesClient({ server: config.server, caPem: await read(config.caFile, 'cluster CA'), token });
+      const access = { server: config.server, caPem: await read(config.caFile, 'cluster CA'), token };
+      const { checkKubernetesAccess } = await import('../clients/cluster-values.ts');
+      checkKubernetesAccess(access, 'the cluster attribute', { server: 'cluster.server', ca: config.caFile, token: config.tokenFile });
+      return new KubernetesClient(access);
     }
     const { VaultClient, fileSecretIdStore } = await import('../clients/vault.ts');
     const vault = new VaultClient(config.vault, {
@@ -83,6 +86,13 @@ export class Cluster {
     });
     this.#vault = vault;
     const access = await vault.kubernetesAccess(config.access);
+    const { kv } = config.access;
+    const { checkKubernetesAccess } = await import('../clients/cluster-values.ts');
+    checkKubernetesAccess(access, `the KV v2 secret ${kv.mount}/data/${kv.path}`, {
+      server: kv.serverKey,
+      ca: kv.caKey,
+      token: config.access.creds ? `the token minted by ${config.access.creds.mount}/creds/${config.access.creds.role}` : kv.tokenKey,
+    });
     return new KubernetesClient({
       server: access.server,
       caPem: access.caPem,

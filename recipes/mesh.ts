@@ -15,10 +15,7 @@ export const namespaceName = z.string().max(63).regex(PATTERN.dnsLabel, 'expecte
 export const serviceAccountName = z
   .string()
   .max(253)
-  .regex(
-    /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/,
-    'expected a Kubernetes service account name: lower case letters, digits, "-" and "."',
-  );
+  .regex(PATTERN.dnsSubdomain, 'expected a Kubernetes service account name: lower case letters, digits, "-" and "."');
 /** A label value (a network name, a mesh ID): at most 63 letters, digits, "-", "_", "." beginning and ending with a letter or digit. */
 const labelValue = z.string().max(63).regex(PATTERN.labelValue, 'expected a label value: letters, digits, "-", "_" and ".", at most 63');
 

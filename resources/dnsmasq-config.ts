@@ -147,7 +147,7 @@ const withPort = (ip: string, p: number | undefined) => (p === undefined ? ip : 
 export function dnsmasqValueProblem(value: string): string | undefined {
   const line = lineProblem(value);
   if (line) return `it has ${line}: dnsmasq reads one option a line`;
-  if (/"|\s#|^\s|\s$/.test(value)) return 'it has a double quote, a " #" or white space at an end, which dnsmasq reads differently';
+  if (/"|[ \t]#|^[ \t]|[ \t]$/.test(value)) return 'it has a double quote, a " #" or white space at an end, which dnsmasq reads differently';
   return undefined;
 }
 

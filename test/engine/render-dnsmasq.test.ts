@@ -35,7 +35,8 @@ function parseDnsmasqFile(text: string): [string, string | undefined][] {
         if (i >= raw.length) throw new Error(`missing " in ${JSON.stringify(raw)}`);
         continue;
       }
-      if (/\s/.test(c)) {
+      if (/[ \t\n\v\f\r]/.test(c)) {
+        // C's isspace in dnsmasq's locale: ASCII white space only (not U+00A0 or U+FEFF, which JavaScript's \s includes)
         c = ' ';
         white = true;
       } else if (white && c === '#') break;

@@ -59,6 +59,9 @@ test('a refusal names the file, the key and the value, and says why', (t) => {
   t.throws(() => renderEnvFile({ 'A=B': 'x' }, { file: '/etc/x.env' }), {
     message: 'refusing to write "A=B" into /etc/x.env (A=B): it is not an environment variable name (letters, digits and "_")',
   });
+  t.throws(() => renderEnvFile({ 'A\nB': 'x' }, { file: '/etc/x.env' }), {
+    message: 'refusing to write "A\\nB" into /etc/x.env ("A\\nB"): it has a line break',
+  });
   t.throws(() => renderEnvFile({ A: 'tab\there' }), { message: /into an environment file \(A\): it has a control character \(U\+0009\)/ });
   // what a shell line can carry, it carries: quotes, $, backquotes, unicode
   t.deepEqual(sourceWithBash(renderEnvFile({ MV_A: `it's "$(id)" \`x\` é😀` }), ['MV_A']), [`it's "$(id)" \`x\` é😀`]);

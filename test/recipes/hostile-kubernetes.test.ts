@@ -95,6 +95,25 @@ const CASES: { field: string; flow: Flow; serve: (lab: MeshLab) => void; refused
     refused: /Secret vm-ns\/istio\.vm-sa: data\."root-cert\.pem": "x\\n-----BEGIN CERTIFICATE-----.* is not PEM certificates/,
   },
   {
+    field: 'the API server URL stored in Vault (http://, so the token would travel in clear)',
+    flow: 'classic',
+    serve: (lab) =>
+      lab.vault.putSecret('secret', 'meshvm/cluster-a', { server: lab.kube.url.replace('https:', 'http:'), 'ca.crt': lab.kube.caPem, token: 'scoped-token' }),
+    refused: /the KV v2 secret secret\/data\/meshvm\/cluster-a: server: "http:\/\/127\.0\.0\.1:\d+" is not an https:\/\/ URL of the API server/,
+  },
+  {
+    field: 'the cluster CA stored in Vault (not PEM)',
+    flow: 'classic',
+    serve: (lab) => lab.vault.putSecret('secret', 'meshvm/cluster-a', { server: lab.kube.url, 'ca.crt': 'insecure-skip-tls-verify', token: 'scoped-token' }),
+    refused: /the KV v2 secret secret\/data\/meshvm\/cluster-a: ca\.crt: "insecure-skip-tls-verify" is not PEM certificates/,
+  },
+  {
+    field: 'the token stored in Vault (a newline and a header), its value never shown',
+    flow: 'classic',
+    serve: (lab) => lab.vault.putSecret('secret', 'meshvm/cluster-a', { server: lab.kube.url, 'ca.crt': lab.kube.caPem, token: 'scoped-token\nX-Evil: 1' }),
+    refused: /the KV v2 secret secret\/data\/meshvm\/cluster-a: token: not a bearer token \(.*\); its value is not shown/,
+  },
+  {
     field: "istiod's address: the east-west gateway's ingress[].ip (a name in the IP field)",
     flow: 'istiod',
     serve: (lab) => lb(lab, 'istio-eastwestgateway', { ip: 'istiod.attacker.example' }),
@@ -209,6 +228,6 @@ for (const c of CASES) {
     t.regex(result.stderr, c.refused);
     t.deepEqual(await snapshot(root), before, 'nothing written: the same tree, modes, owners and contents');
     // the value is shown escaped, never as a line of its own
-    t.notRegex(result.stderr, /^(address|log-facility|ISTIO_[A-Z_]+|SERVICE_ACCOUNT|readinessProbe)[=:]/m);
+    t.notRegex(result.stderr, /^(address|log-facility|ISTIO_[A-Z_]+|SERVICE_ACCOUNT|readinessProbe)[=:]|X-Evil/m);
   });
 }
