@@ -24,7 +24,17 @@ import { ensureStateDir, runResources, type RunResult } from './runner.ts';
 import { loadRunlist } from './runlist.ts';
 import { SCHEMA_KINDS, isSchemaKind, schemaText } from './schema.ts';
 import { secrets } from './secrets.ts';
-import { INSTALLED_DEBS_DIR, INSTALLED_PACKAGES_DIR, LAST_RUN_FILE, LOCK_FILE, NODE_FILE, STATE_DIR, STATUS_FILE, WRITTEN_DIR } from './state-paths.ts';
+import {
+  INSTALLED_DEBS_DIR,
+  INSTALLED_PACKAGES_DIR,
+  SERVICES_DIR,
+  LAST_RUN_FILE,
+  LOCK_FILE,
+  NODE_FILE,
+  STATE_DIR,
+  STATUS_FILE,
+  WRITTEN_DIR,
+} from './state-paths.ts';
 import { Interrupted, Signals } from './signals.ts';
 
 export { LAST_RUN_FILE, NODE_FILE };
@@ -301,7 +311,7 @@ async function missingPaths(file: string, root: string): Promise<string[]> {
 
 /** After an offboard: meshvm's record directories it emptied (what it wrote, the .debs it installed) go too; its report stays. */
 async function tidyState(host: Host): Promise<void> {
-  for (const dir of [WRITTEN_DIR, INSTALLED_DEBS_DIR, INSTALLED_PACKAGES_DIR]) {
+  for (const dir of [WRITTEN_DIR, INSTALLED_DEBS_DIR, INSTALLED_PACKAGES_DIR, SERVICES_DIR]) {
     if ((await host.listDir(dir))?.length === 0) await host.remove(dir);
   }
 }

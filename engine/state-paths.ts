@@ -18,6 +18,8 @@ export const INSTALLED_DEBS_DIR = `${STATE_DIR}/debs`;
 export const WRITTEN_DIR = `${STATE_DIR}/written`;
 /** The packages meshvm installed from apt where none was installed: one empty file per package, so offboarding knows them. */
 export const INSTALLED_PACKAGES_DIR = `${STATE_DIR}/packages`;
+/** What meshvm turned on (Service track: true): one file per unit, so offboarding turns off only that. */
+export const SERVICES_DIR = `${STATE_DIR}/services`;
 /** The run lock shared by cloud-init, Terraform, the timer and people. */
 export const LOCK_FILE = '/run/meshvm.lock';
 /** The operator's configuration. */

@@ -9,7 +9,7 @@ import { Directory } from '../resources/directory.ts';
 import { File } from '../resources/file.ts';
 import { installedByMeshvm, Package } from '../resources/package.ts';
 import { purgePackage, removeOwnFiles } from './undo.ts';
-import { Service } from '../resources/service.ts';
+import { Service, turnedOnByMeshvm } from '../resources/service.ts';
 import { DnsmasqConfig } from '../resources/dnsmasq-config.ts';
 import { ResolvConf } from '../resources/resolv-conf/index.ts';
 import { clusterAttribute, cluster } from './cluster.ts';
@@ -140,16 +140,22 @@ export const dns = defineRecipe({
     ];
   },
   /**
-   * The drop-ins, where they are meshvm's (its record, its marker). dnsmasq, when meshvm installed it, is stopped and
-   * disabled (purged with --purge); one that was there before is restarted if it runs, so it forgets the cluster's names.
+   * The drop-ins, where they are meshvm's (its record, its marker). dnsmasq: stopped and disabled when meshvm installed it
+   * (purged with --purge); else turned off as far as meshvm turned it on (its record), and restarted if it still runs, so
+   * it forgets the cluster's names.
    */
   async undo(a, ctx) {
     if (dnsMode(a) === 'istio') return [];
     const installed = a.dnsmasq.manage && (await installedByMeshvm(ctx.host, 'dnsmasq'));
-    const dnsmasq = installed
-      ? Service({ name: DNSMASQ_SERVICE.name, enabled: false, running: false })
-      : Service({ name: DNSMASQ_SERVICE.name, refresh: 'try-restart' });
-    const notify = a.dnsmasq.manage && !installed ? { notifies: dnsmasq } : {};
+    const on = installed ? { enabled: true, started: true } : await turnedOnByMeshvm(ctx.host, DNSMASQ_SERVICE.name);
+    const dnsmasq = Service({
+      name: DNSMASQ_SERVICE.name,
+      ...(on.enabled && { enabled: false }),
+      ...(on.started && { running: false }),
+      refresh: 'try-restart',
+      track: true,
+    });
+    const notify = a.dnsmasq.manage && !on.started ? { notifies: dnsmasq } : {};
     return [
       // the resolver first: back to what the machine had before meshvm (byte for byte where meshvm replaced a file)
       a.dnsmasq.manage && a.resolver !== 'none' && ResolvConf({ ...resolverSpec(a), ensure: 'absent' }),

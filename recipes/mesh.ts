@@ -68,7 +68,7 @@ export function istiodHost(systemNamespace: string, revision: string): string {
 }
 
 /** dnsmasq as the dns recipe declares it: other recipes notify it when an input dnsmasq reads (e.g. /etc/hosts) changes. */
-export const DNSMASQ_SERVICE = { name: 'dnsmasq', enabled: true, running: true } as const;
+export const DNSMASQ_SERVICE = { name: 'dnsmasq', enabled: true, running: true, track: true } as const;
 
 /** The sidecar's units: istio, and in the classic flow the node agent too. */
 export function sidecarServiceSpecs(flowName: 'classic' | 'istiod') {

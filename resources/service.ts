@@ -2,6 +2,7 @@
 import { z } from 'zod';
 import { defineResource, type Applied, type Changes } from '../engine/resource.ts';
 import type { Host, HostReader } from '../engine/host.ts';
+import { SERVICES_DIR } from '../engine/state-paths.ts';
 import { parseSystemctlShow, systemctl, systemdLive, unitName, unitStatus, unloadedUnitFiles } from './systemd.ts';
 
 export const serviceSpec = z.strictObject({
@@ -11,6 +12,11 @@ export const serviceSpec = z.strictObject({
   masked: z.boolean().optional(),
   /** What a notification does; try-restart restarts it only if it runs. */
   refresh: z.enum(['restart', 'reload', 'reload-or-restart', 'try-restart']).default('restart'),
+  /**
+   * Keep a record of what meshvm turned on (enabled, started) under /var/lib/meshvm/services, so that offboarding turns
+   * off only that; turning it off again forgets it.
+   */
+  track: z.boolean().default(false),
 });
 export type ServiceSpec = z.output<typeof serviceSpec>;
 
@@ -61,6 +67,7 @@ export const serviceType = {
     if (changes.masked) await host.run(systemctl(host, changes.masked.to ? 'mask' : 'unmask', spec.name));
     if (changes.enabled) await host.run(systemctl(host, changes.enabled.to ? 'enable' : 'disable', spec.name));
     if (changes.running && host.live) await host.run(['systemctl', changes.running.to ? 'start' : 'stop', spec.name]);
+    if (spec.track) await recordTurnedOn(host, spec.name, changes);
   },
 
   /** A restart or reload; not needed for a service this run started (it read the changes that came before it). */
@@ -93,6 +100,29 @@ async function needsDaemonReload(host: HostReader, name: string): Promise<boolea
     if ((await host.stat(dropIn))?.type !== 'symlink' || (await host.readLink(dropIn)) !== '/dev/null') dropIns.push(file);
   }
   return unloadedUnitFiles(name, props, { unitFile, dropIns }).length > 0;
+}
+
+/** What meshvm turned on: one file per unit under /var/lib/meshvm/services (dnsmasq.service), its lines "enabled" and "started". */
+const turnedOnRecord = (name: string) => `${SERVICES_DIR}/${unitName.parse(name)}`;
+
+/** What meshvm turned on for the unit (Service track: true), as its record says. */
+export async function turnedOnByMeshvm(host: HostReader, name: string): Promise<{ enabled: boolean; started: boolean }> {
+  const words = ((await host.readFile(turnedOnRecord(name))) ?? '').split('\n');
+  return { enabled: words.includes('enabled'), started: words.includes('started') };
+}
+
+async function recordTurnedOn(host: Host, name: string, changes: Changes<ServiceState>): Promise<void> {
+  const was = await turnedOnByMeshvm(host, name);
+  const now = {
+    enabled: changes.enabled ? changes.enabled.to && !changes.enabled.from : was.enabled,
+    started: changes.running && host.live ? changes.running.to && !changes.running.from : was.started,
+  };
+  if (now.enabled === was.enabled && now.started === was.started) return;
+  const text = [now.enabled && 'enabled', now.started && 'started'].filter(Boolean).join('\n');
+  if (text) {
+    if (!(await host.stat(SERVICES_DIR))) await host.mkdir(SERVICES_DIR, { mode: 0o755, parents: true });
+    await host.writeFile(turnedOnRecord(name), `${text}\n`, { mode: 0o644, backup: false });
+  } else if (await host.stat(turnedOnRecord(name))) await host.remove(turnedOnRecord(name));
 }
 
 export const Service = defineResource(serviceType);

@@ -174,3 +174,43 @@ serial('converge, then offboard --purge: the guest is as it was (files, units, n
   t.is(again.summary.changed, 0);
   t.deepEqual(again.notes, []);
 });
+
+serial('dns.mode dnsmasq: offboard puts /etc/resolv.conf back byte for byte, turns dnsmasq off as meshvm found it, and the guest is as it was', async (t) => {
+  t.timeout(10 * 60_000);
+  const g = mg!.guest;
+  // the image's dnsmasq is installed and disabled (test/helpers/guest/rootfs.ts); the resolver is the DHCP nameserver's file
+  await mg!.guest.writeFile('/etc/meshvm/node.yaml', `${labNodeYaml(mg!)}  dns: { mode: dnsmasq, routesToClusterIps: true }\n  dnsCapture: false\n`, {
+    mode: 0o600,
+  });
+  const resolvConf = await run(g, ['cat', '/etc/resolv.conf']);
+  const before = await guestState(g);
+  t.regex(before.units, /^dnsmasq\.service +disabled/m);
+
+  const converged = await meshvm(g, ['converge']);
+  t.is(converged.outcome, 'changed');
+  t.regex(await run(g, ['cat', '/etc/resolv.conf']), /^nameserver 127\.0\.0\.1$/m, 'the resolver asks dnsmasq');
+  t.is((await run(g, ['systemctl', 'is-enabled', 'dnsmasq.service'])).trim(), 'enabled');
+  t.regex((await g.exec(['getent', 'ahosts', 'istiod.istio-system.svc'])).stdout, /^10\.150\.0\.6 /);
+
+  const off = await meshvm(g, ['offboard', '--purge']);
+  t.is(off.outcome, 'changed', JSON.stringify(off.resources.filter((r) => r.error)));
+  t.deepEqual(off.notes, []);
+  const resolver = off.resources.find((r) => r.ref === 'resolv_conf[meshvm]');
+  t.is(resolver?.status, 'changed');
+  t.log(`dnsmasq mode: converge ${converged.summary.seconds} s, offboard ${off.summary.seconds} s; the resolver's undo: ${resolver?.changes.join(' | ')}`);
+  await until(async () => !(await mg!.lab.stats()).workloadEntries.some((e) => e.name.startsWith(`${WORKLOAD.namespace}/${WORKLOAD.name}`)), {
+    what: 'the WorkloadEntry to go',
+    timeoutMs: 60_000,
+    intervalMs: 500,
+  });
+
+  t.is(await run(g, ['cat', '/etc/resolv.conf']), resolvConf, '/etc/resolv.conf byte for byte');
+  const after = await guestState(g);
+  t.deepEqual(after.units, before.units, 'dnsmasq disabled again, as meshvm found it');
+  t.is((await g.exec(['systemctl', 'is-active', 'dnsmasq.service'])).stdout.trim(), 'inactive');
+  t.deepEqual(after.nat, before.nat);
+  t.deepEqual(after.resolver, before.resolver);
+  t.deepEqual(outsideLogs(after.files), outsideLogs(before.files));
+  const again = await meshvm(g, ['offboard', '--purge']);
+  t.is(again.summary.changed, 0);
+});
