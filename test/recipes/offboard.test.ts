@@ -196,7 +196,7 @@ test('files: the blocks, the files holding the content the runlist gives them, a
           attributes: {
             directories: [{ path: '/srv/app' }, { path: '/srv/app/conf' }],
             files: [
-              { path: '/srv/app/conf/app.env', content: 'PORT=9080\n', mode: 0o640 },
+              { path: '/srv/app/conf/app.env', content: 'PORT=9080\n' },
               { path: '/srv/app/conf/extra.env', content: 'DEBUG=0\n' },
             ],
             blocks: [{ path: '/etc/hosts', name: 'app', lines: ['10.0.0.9 db.internal'] }],
