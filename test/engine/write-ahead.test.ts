@@ -87,3 +87,16 @@ test('a restart owed to a resource another runlist does not declare is kept and 
   t.is(await restarts(), 1);
   t.is(await pending(), undefined);
 });
+
+test('a composite that notifies: killed right after its part is replaced, it still owes the restart', async (t) => {
+  const { root, restarts, pending, converge } = await setup(t);
+  t.is((await converge({})).exitCode, 0);
+  const killed = await converge({ bundle: 'v2\n' }, { MESHVM_TEST_FAULT: 'kill-after-apply=bundle[/srv/bundle] > file[/srv/bundle]' });
+  t.is(killed.exitCode, -1);
+  t.is(await fs.readFile(path.join(root, 'srv/bundle'), 'utf8'), 'v2\n');
+  t.deepEqual(await pending(), { owed: { [SERVICE]: ['bundle[/srv/bundle]'] } });
+  const next = await converge({ bundle: 'v2\n' });
+  t.is(next.report.summary.changed, 0);
+  t.deepEqual(next.report.notifications, [{ ref: SERVICE, status: 'refreshed', because: ['bundle[/srv/bundle]'] }]);
+  t.is(await restarts(), 1);
+});
