@@ -1,10 +1,13 @@
-// Bounded retries with exponential backoff and full jitter, shared by the Vault and Kubernetes clients.
+// Bounded retries with exponential backoff and full jitter, above the server's Retry-After; shared by the Vault and Kubernetes clients.
 import { setTimeout as sleep } from 'node:timers/promises';
 
 export interface RetryPolicy {
   /** Attempts in all, the first included (1 = no retry). */
   attempts: number;
-  /** Backoff before retry n is a random delay in [0, min(maxMs, baseMs * 2^(n-1))]. */
+  /**
+   * Backoff before retry n: a random delay in [0, ceiling], ceiling = min(maxMs, baseMs * 2^(n-1)) (full jitter). When the
+   * server says Retry-After, that (capped at maxMs) is the floor and the jitter goes on top: see backoffMs.
+   */
   baseMs: number;
   maxMs: number;
 }
@@ -26,8 +29,33 @@ export class RetriesExhausted extends Error {
   }
 }
 
+/** Test seams: where the wait and the randomness come from. */
+export interface RetryHooks {
+  sleep?: (ms: number) => Promise<unknown>;
+  random?: () => number;
+}
+
+/**
+ * The wait before retry n (1-based). Without a server hint: full jitter in [0, ceiling]. With Retry-After: never sooner
+ * than the server asked (capped at maxMs, so attempts stay bounded in time), plus a random share of
+ * max(ceiling, floor) on top, so that a fleet refused together (an APF or quota 429 hands every client the same
+ * Retry-After) comes back spread over a window as wide as the hint instead of as one wave at floor.
+ */
+export function backoffMs(policy: RetryPolicy, n: number, afterMs?: number, random: () => number = Math.random): number {
+  const ceiling = Math.min(policy.maxMs, policy.baseMs * 2 ** (n - 1));
+  if (afterMs === undefined) return random() * ceiling;
+  const floor = Math.min(policy.maxMs, afterMs);
+  return floor + random() * Math.max(ceiling, floor);
+}
+
 /** Runs `attempt` until it succeeds, `classify` says stop, or the attempts run out. */
-export async function withRetry<T>(what: string, policy: RetryPolicy, classify: (error: unknown) => Verdict, attempt: (n: number) => Promise<T>): Promise<T> {
+export async function withRetry<T>(
+  what: string,
+  policy: RetryPolicy,
+  classify: (error: unknown) => Verdict,
+  attempt: (n: number) => Promise<T>,
+  hooks: RetryHooks = {},
+): Promise<T> {
   for (let n = 1; ; n++) {
     try {
       return await attempt(n);
@@ -35,9 +63,7 @@ export async function withRetry<T>(what: string, policy: RetryPolicy, classify: 
       const verdict = classify(error);
       if (!verdict.retry) throw error;
       if (n >= policy.attempts) throw new RetriesExhausted(what, n, verdict.reason, error);
-      const ceiling = Math.min(policy.maxMs, policy.baseMs * 2 ** (n - 1));
-      const jittered = Math.random() * ceiling;
-      await sleep(Math.min(policy.maxMs, Math.max(jittered, verdict.afterMs ?? 0)));
+      await (hooks.sleep ?? sleep)(backoffMs(policy, n, verdict.afterMs, hooks.random));
     }
   }
 }

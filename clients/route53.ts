@@ -16,7 +16,7 @@ export interface Route53Options {
   endpoint?: string;
   /** Static credentials or a provider; default the SDK's Node chain (environment, then the instance role). */
   credentials?: AwsCredentialSource;
-  /** SDK standard retry: attempts in all, with backoff and jitter on Throttling, PriorRequestNotComplete, 5xx, resets. */
+  /** SDK standard retry: attempts in all (default 6), with backoff and jitter on Throttling, PriorRequestNotComplete, 5xx, resets. */
   maxAttempts?: number;
   timeoutSeconds?: number;
   /** Where NODE_TLS_REJECT_UNAUTHORIZED (refused when "0") is looked up. Default process.env. */
@@ -45,6 +45,11 @@ export class Route53Records {
       region: options.region ?? 'us-east-1',
       ...(options.endpoint ? { endpoint: options.endpoint } : {}),
       ...(source ? { credentials: () => resolveCredentials(source) } : {}),
+      // The SDK's own retry, not a second one: "standard" mode waits a full-jitter random delay up to 2^n x 1 s on
+      // Throttling (50 ms otherwise, 20 s at most), never less than a Retry-After hint, and stops early when its
+      // per-client retry quota runs dry. Pinned here so that AWS_RETRY_MODE or ~/.aws/config cannot switch it to the
+      // "adaptive" client-side rate limiter, whose learned rate would die with each one-shot run anyway.
+      retryMode: 'standard',
       maxAttempts: options.maxAttempts ?? 6,
       // rejectUnauthorized set, so that no environment variable decides whether certificates are checked
       requestHandler: {
