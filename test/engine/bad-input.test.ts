@@ -84,7 +84,7 @@ const cases: { title: string; runlist?: string; args?: string[]; node?: string; 
     runlist: sidecar('[80]'),
     args: ['--set', 'inboundPort=[81]'],
     expect:
-      /--set inboundPort=\[81\]: unknown attribute "inboundPort": no recipe of this runlist takes it \(known: cluster, excludeInboundPorts, flow, inboundPorts, interceptionMode, package, proxyUser/,
+      /--set inboundPort=\[81\]: unknown attribute "inboundPort": no recipe of this runlist takes it \(known: cluster, (\w+, )*inboundPorts, (\w+, )*proxyUser, /,
   },
   {
     title: 'a mistyped --set value',
