@@ -1,4 +1,5 @@
 // The Kubernetes API client of a run, configured from what Vault returned (server, CA, scoped token): the reads a mesh VM needs, each value checked before use.
+import './no-debug.ts'; // before the libraries that would print requests
 import { AppsV1Api, CoreV1Api, CustomObjectsApi, KubeConfig, NetworkingV1Api, ServerConfiguration, createConfiguration } from '@kubernetes/client-node';
 import type { Cluster as KubeCluster, RequestContext, ResponseContext, V1ServiceList } from '@kubernetes/client-node';
 import type { AgentOptions } from 'node:https';

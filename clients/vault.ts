@@ -1,6 +1,7 @@
 // The Vault client of a run: one login (AWS IAM, AppRole or a given token), KV v2 reads, Kubernetes creds, revoke at close.
 import fs from 'node:fs/promises';
 import path from 'node:path';
+import './no-debug.ts'; // before the libraries that would print requests
 import nodeVault from 'node-vault';
 import { apiCalls } from '../engine/api-calls.ts';
 import { InputError, errorMessage } from '../engine/errors.ts';
@@ -197,13 +198,17 @@ export class VaultClient {
   async #nodeVault(): Promise<NodeVaultClient> {
     this.#client ??= (async () => {
       const ca = this.config.caFile === undefined ? undefined : await this.#read(this.config.caFile, 'Vault CA file (caFile)');
-      // strictSSL given explicitly: node-vault would otherwise turn verification off when VAULT_SKIP_VERIFY has any value
+      // strictSSL given explicitly: node-vault would otherwise turn verification off when VAULT_SKIP_VERIFY has any value;
+      // its debug output (DEBUG=node-vault) would print request bodies, a secret_id among them: never on
       const client = nodeVault({
         endpoint: this.config.address,
+        debug: () => undefined,
         ...(this.config.namespace ? { namespace: this.config.namespace } : {}),
         requestOptions: { timeout: this.config.timeoutSeconds * 1000, strictSSL: true, ...(ca ? { ca } : {}) },
       });
       client.token = ''; // never fall back to VAULT_TOKEN unless token auth says so
+      // nor to VAULT_NAMESPACE or VAULT_PREFIX: where requests go is the runlist's to say
+      Object.assign(client, { namespace: this.config.namespace ?? '', pathPrefix: '' });
       const request = client.request.bind(client);
       client.request = (options) => {
         apiCalls.count('vault');

@@ -15,6 +15,8 @@ const ENV_CANARIES = {
   KUBECONFIG_TOKEN: 'canary-env-other-secret-Zz90',
 };
 const K8S_TOKEN = 'canary-k8s-scoped-token-Rw4c';
+/** Variables the libraries read that must change nothing: debug output of every \`debug\` user (node-vault would print request bodies), Vault's namespace, prefix and skip-verify. */
+const ENV_NOISE = { DEBUG: '*', VAULT_NAMESPACE: 'elsewhere', VAULT_PREFIX: '/elsewhere', VAULT_SKIP_VERIFY: 'true' };
 
 const SITE = (root: string, content: string) => `
 import { defineRecipe, Execute, File, z } from 'meshvm';
@@ -53,7 +55,7 @@ test('converge, re-converge and verify: 0 canary hits in outputs, reports, backu
   const file = await writeRunlist(lab.dir, 'canaries.yaml', runlist());
   const outputs: string[] = [];
   const run = async (args: string[]) => {
-    const result = await meshvm(args, { env: ENV_CANARIES });
+    const result = await meshvm(args, { env: { ...ENV_CANARIES, ...ENV_NOISE } });
     outputs.push(result.stdout, result.stderr);
     return result;
   };
