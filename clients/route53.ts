@@ -4,7 +4,7 @@ import type { ResourceRecordSet } from '@aws-sdk/client-route-53';
 import { Agent } from 'node:https';
 import { apiCalls } from '../engine/api-calls.ts';
 import { resolveCredentials, type AwsCredentialSource } from './aws-iam.ts';
-import { refuseInsecureTlsEnvironment } from './tls.ts';
+import { InsecureTlsError, refuseInsecureTlsEnvironment } from './tls.ts';
 import { normalizeName } from './dns-check.ts';
 
 export { normalizeName } from './dns-check.ts';
@@ -40,6 +40,15 @@ export class Route53Records {
 
   constructor(options: Route53Options = {}) {
     refuseInsecureTlsEnvironment('Route53', options.env);
+    // the SDK takes its endpoint from these variables when none is given: one in clear would send signed requests unverified
+    if (!options.endpoint) {
+      const env = options.env ?? process.env;
+      for (const name of ['AWS_ENDPOINT_URL_ROUTE_53', 'AWS_ENDPOINT_URL']) {
+        if (env[name]?.trim().toLowerCase().startsWith('http:')) {
+          throw new InsecureTlsError(`Route53: refusing the endpoint ${name}=${env[name]} from the environment: it is plain http; unset it (or give https://)`);
+        }
+      }
+    }
     const source = options.credentials;
     this.#client = new Route53Client({
       region: options.region ?? 'us-east-1',

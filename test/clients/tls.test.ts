@@ -41,6 +41,14 @@ test.serial('NODE_TLS_REJECT_UNAUTHORIZED=0 in the environment: every client ref
     message: /^the Kubernetes API: refusing to connect with NODE_TLS_REJECT_UNAUTHORIZED=0/,
   });
   t.throws(() => new Route53Records({ env }), { message: /^Route53: refusing to connect with NODE_TLS_REJECT_UNAUTHORIZED=0/ });
+  // the AWS SDK's endpoint variables: one in clear is refused (the SDK would use it), an explicit endpoint is the runlist's say
+  for (const name of ['AWS_ENDPOINT_URL_ROUTE_53', 'AWS_ENDPOINT_URL']) {
+    t.throws(() => new Route53Records({ env: { [name]: 'http://203.0.113.9:8080' } }), {
+      message: `Route53: refusing the endpoint ${name}=http://203.0.113.9:8080 from the environment: it is plain http; unset it (or give https://)`,
+    });
+  }
+  t.notThrows(() => new Route53Records({ env: { AWS_ENDPOINT_URL: 'https://route53.example.internal' } }));
+  t.notThrows(() => new Route53Records({ endpoint: 'http://127.0.0.1:4566', env: { AWS_ENDPOINT_URL: 'http://127.0.0.1:4566' } }));
   for (const value of ['1', ''])
     t.notThrows(() => new VaultClient({ address: 'https://v:8200', auth: { method: 'token' } }, { env: { NODE_TLS_REJECT_UNAUTHORIZED: value } }));
 });
