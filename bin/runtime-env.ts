@@ -1,6 +1,4 @@
 // The self-contained executable's guard against Node's runtime variables: a root timer's environment must not become code or config.
-import { spawn } from 'node:child_process';
-import { constants } from 'node:os';
 import { stopCoverage } from 'node:v8';
 
 /**
@@ -22,31 +20,24 @@ export function runtimeVariables(env: NodeJS.ProcessEnv): string[] {
 const RERUN = 'MESHVM_RUNTIME_CLEARED';
 
 /**
- * When the environment has any of them, runs this executable again without them (stdio, exit status and signals passed
- * through) and returns true: the caller then does nothing else. NODE_OPTIONS itself is never obeyed (the executable is
- * built with execArgvExtension "none"), and OPENSSL_CONF is overridden by its --openssl-config; this clears the rest.
+ * When the environment has any of them, replaces this process by this executable without them (execve: the same pid,
+ * stdio and signals, so a lock names it and a kill reaches it) and returns true: the caller then does nothing else.
+ * NODE_OPTIONS itself is never obeyed (the executable is built with execArgvExtension "none"), and OPENSSL_CONF is
+ * overridden by its --openssl-config; this clears the rest.
  */
 export function rerunWithoutRuntimeVariables(): boolean {
   const found = runtimeVariables(process.env);
+  if (found.length === 0) return false;
   if (process.env[RERUN] !== undefined) {
-    if (found.length === 0) return false;
     process.stderr.write(`meshvm: refusing to run with ${found.join(', ')} in the environment\n`);
     process.exitCode = 1;
     return true;
   }
-  if (found.length === 0) return false;
-  // removed from process.env itself: Node copies NODE_V8_COVERAGE from there into every child's environment
-  for (const name of found) delete process.env[name];
-  // and this process writes no coverage file there at exit (Node then says on stderr that coverage was not started)
+  const env: Record<string, string> = { [RERUN]: '1' };
+  for (const [name, value] of Object.entries(process.env)) if (value !== undefined && !found.includes(name)) env[name] = value;
+  // no coverage file written by this process image either (Node then says on stderr that coverage was not started)
   if (found.includes('NODE_V8_COVERAGE')) stopCoverage();
-  const child = spawn(process.execPath, process.argv.slice(2), { env: { ...process.env, [RERUN]: '1' }, stdio: 'inherit' });
-  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT'] as const) process.on(signal, () => child.kill(signal));
-  child.on('error', (error) => {
-    process.stderr.write(`meshvm: could not start again without ${found.join(', ')}: ${error.message}\n`);
-    process.exitCode = 1;
-  });
-  child.on('exit', (code, signal) => {
-    process.exitCode = code ?? 128 + (signal ? constants.signals[signal] : 0);
-  });
-  return true;
+  // a single executable's argv repeats its path: [meshvm, meshvm, ...arguments]
+  process.execve!(process.execPath, [process.execPath, ...process.argv.slice(2)], env);
+  return true; // not reached: execve replaces the process, or throws
 }

@@ -62,6 +62,19 @@ test.serial('the executable ignores NODE_OPTIONS (a --require canary never runs)
   const bad = await execa(path.join(out, 'meshvm'), ['converge', path.join(dir, 'missing.yaml')], { reject: false, env });
   t.is(bad.exitCode, 1);
   t.regex(bad.stderr, /missing\.yaml/);
+  // the re-run is the same process (execve): a command it runs has the pid the caller started as its parent
+  const work = await scratchRoot(t, 'meshvm-rerun-');
+  await fs.writeFile(
+    path.join(work, 'site.ts'),
+    `import { defineRecipe, Execute, z } from 'meshvm';\nexport default defineRecipe({ name: 'site', attributes: z.strictObject({}), declare: () => [` +
+      `Execute({ onHost: true, name: 'ppid', command: ['sh', '-c', 'echo "$PPID" > ${work}/ppid; env > ${work}/env'], creates: '/ppid' })] });\n`,
+  );
+  await fs.writeFile(path.join(work, 'runlist.yaml'), 'name: rerun\nrecipes:\n  - recipe: ./site.ts\n');
+  const started = execa(path.join(out, 'meshvm'), ['converge', path.join(work, 'runlist.yaml'), '--root', work], { reject: false, env });
+  const converged = await started;
+  t.is(converged.exitCode, 0, converged.stderr);
+  t.is((await fs.readFile(path.join(work, 'ppid'), 'utf8')).trim(), String(started.pid));
+  t.notRegex(await fs.readFile(path.join(work, 'env'), 'utf8'), /^NODE_/m);
   // the same canary against plain node shows what it guards against
   const node = await execa(process.execPath, ['-e', '0'], { reject: false, env: { NODE_OPTIONS: `--require ${canary}` } });
   t.is(node.exitCode, 0);
