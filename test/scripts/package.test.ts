@@ -63,6 +63,9 @@ test('the .deb: control fields, conffile, maintainer scripts, xz data, and the f
     listing.filter((line) => line.startsWith('d')).every((line) => line.startsWith('drwxr-xr-x')),
     'every directory is 0755, the package root too',
   );
+  const root = await scratchRoot(t, 'meshvm-deb-root-');
+  await execa('dpkg-deb', ['--extract', deb, root]);
+  t.is((await execa(path.join(root, 'usr/bin/meshvm'))).stdout, '0.0.0-stand-in', 'the executable given, as it was');
   const unit = (await execa('sh', ['-c', `dpkg-deb --fsys-tarfile "$1" | tar -xO ./usr/lib/systemd/system/meshvm.service`, 'sh', deb])).stdout;
   t.is(`${unit}\n`, packageUnits()['meshvm.service'] ?? 'missing');
   t.regex(unit, /^ExecStart=\/usr\/bin\/meshvm converge \/etc\/meshvm\/runlist\.yaml$/m);
@@ -90,6 +93,13 @@ test('the .deb: control fields, conffile, maintainer scripts, xz data, and the f
     );
     t.is(modes['/usr/bin/meshvm'], '-rwxr-xr-x root');
     t.is(modes['/usr/lib/systemd/system/meshvm.timer'], '-rw-r--r-- root');
+    // installed into an empty rpm database under a scratch root (no scriptlets: the root has no shell), then verified
+    const root = await scratchRoot(t, 'meshvm-rpm-root-');
+    await execa('rpm', ['--root', root, '--initdb']);
+    const installed = await execa('rpm', ['--root', root, '-i', '--nodeps', '--noscripts', rpm], { reject: false });
+    t.is(installed.exitCode, 0, installed.stderr);
+    t.is((await execa('rpm', ['--root', root, '-V', '--nodeps', 'meshvm'], { reject: false })).stdout, '', 'rpm -V: every file as the package says');
+    t.is((await execa(path.join(root, 'usr/bin/meshvm'))).stdout, '0.0.0-stand-in');
     const scripts = await query('--scripts');
     t.regex(scripts, /postinstall scriptlet[\s\S]*systemctl daemon-reload/);
     t.regex(scripts, /preuninstall scriptlet[\s\S]*"\$1" -eq 0[\s\S]*disable --now meshvm\.timer/);
