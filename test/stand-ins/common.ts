@@ -21,6 +21,8 @@ export interface Call {
   status?: number;
   /** Kind of the injected fault that answered this request, if any. */
   fault?: string;
+  /** Refused by the stand-in's request limit (limits.ts: the real service's rate or concurrency limit), not served. */
+  limited?: true;
   /** Date.now() when the request arrived. */
   at: number;
 }

@@ -19,6 +19,7 @@ export type { KubernetesOptions, KubernetesStandIn, KubernetesFault, KubeIdentit
 export { startRoute53, normalizeName } from './route53.ts';
 export type { Route53Options, Route53StandIn, Route53Fault, RecordSet, HostedZone, ChangeInfo, AliasTarget } from './route53.ts';
 export { callsMatching, Faults, LOOPBACK } from './common.ts';
+export { RateLimit, Seats } from './limits.ts';
 export type { Call, CommonFault, FaultScope } from './common.ts';
 export { makePki, testPki } from './tls.ts';
 export type { TestPki } from './tls.ts';

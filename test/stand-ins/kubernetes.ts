@@ -9,6 +9,7 @@ import { isDeepStrictEqual, promisify } from 'node:util';
 import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
 import { delay, Faults, listen, readBody, recordCall, resetConnection, sendJson } from './common.ts';
 import type { Call, CommonFault } from './common.ts';
+import { Seats } from './limits.ts';
 
 /** RBAC rule. apiGroups defaults to ["*"]; namespaces omitted = cluster-wide (ClusterRoleBinding), else RoleBindings there. */
 export interface RbacRule {
@@ -62,6 +63,14 @@ export interface KubernetesOptions {
   maxTokenExpirationSeconds?: number;
   /** Lets a test alter the validity the issuer grants (after the max cap). */
   tokenExpiration?: (requestedSeconds: number) => number;
+  /**
+   * The API server's overload protection; off by default. kube-apiserver seats at most --max-requests-inflight (400)
+   * + --max-mutating-requests-inflight (200) requests at once, split by API Priority and Fairness into priority levels
+   * (a VM's ServiceAccount falls in workload-low: 100 of the 245 default shares, about 245 seats); a request it cannot
+   * seat once its queue is full gets 429 TooManyRequests with `Retry-After: 1` (a constant there, kubernetes#117734).
+   * Here: `concurrency` seats and no queue (the strict case); each request holds its seat `serviceMs` more (the work).
+   */
+  limits?: { concurrency: number; serviceMs?: number; retryAfterSeconds?: number };
 }
 
 export type KubernetesFault =
@@ -786,6 +795,7 @@ export async function startKubernetes(opts: KubernetesOptions = {}): Promise<Kub
   const apiAudiences = opts.apiAudiences ?? ['https://kubernetes.default.svc.cluster.local'];
   const issuer = opts.issuer ?? 'https://kubernetes.default.svc.cluster.local';
   const serviceCIDRApi = opts.serviceCIDRApi ?? true;
+  const seats = opts.limits ? new Seats(opts.limits.concurrency) : undefined;
   const { privateKey, publicKey } = await signingKey();
   const kid = randomUUID();
 
@@ -1290,6 +1300,18 @@ export async function startKubernetes(opts: KubernetesOptions = {}): Promise<Kub
       return sendJson(res, 429, statusObject(429, 'TooManyRequests', 'Too many requests, please try again later.', { retryAfterSeconds: after }), {
         'retry-after': String(after),
       });
+    }
+    if (seats) {
+      const release = seats.take();
+      if (!release) {
+        call.limited = true;
+        const after = opts.limits?.retryAfterSeconds ?? 1;
+        return sendJson(res, 429, statusObject(429, 'TooManyRequests', 'Too many requests, please try again later.', { retryAfterSeconds: after }), {
+          'retry-after': String(after),
+        });
+      }
+      res.once('close', release);
+      if (!(await delay(opts.limits?.serviceMs ?? 0, signal))) return;
     }
     if (fault?.kind === 'expire-token') tokens.expire(/^Bearer\s+(\S+)$/i.exec(String(req.headers['authorization'] ?? ''))?.[1] ?? '');
     try {

@@ -3,6 +3,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { randomUUID } from 'node:crypto';
 import { delay, Faults, listen, randomId, readBody, recordCall, resetConnection } from './common.ts';
 import type { Call, CommonFault } from './common.ts';
+import { RateLimit } from './limits.ts';
 import { AMZ_DATE_RE, parseAuthorization } from './sigv4.ts';
 
 export interface AliasTarget {
@@ -51,6 +52,11 @@ export interface Route53Options {
    * other action answers 403 AccessDenied as IAM does. Default: every action.
    */
   allowedActions?: readonly string[];
+  /**
+   * Route 53's API request rate, off by default: the real limit is 5 requests per second per AWS account (all
+   * actions together); beyond it HTTP 400 with the XML error Code Throttling, Message "Rate exceeded".
+   */
+  rateLimit?: { perSecond: number };
 }
 
 export type Route53Fault =
@@ -261,6 +267,7 @@ export async function startRoute53(opts: Route53Options = {}): Promise<Route53St
   const faults = new Faults<Route53Fault>();
   const calls: Call[] = [];
   const syncDelay = opts.changeSyncDelayMs ?? 0;
+  const accountRate = opts.rateLimit ? new RateLimit(opts.rateLimit.perSecond) : undefined;
 
   for (const z of opts.zones ?? []) {
     const name = normalizeName(z.name);
@@ -413,6 +420,10 @@ export async function startRoute53(opts: Route53Options = {}): Promise<Route53St
     if (fault?.kind === 'reset') return resetConnection(res);
     if (fault?.kind === 'status') return sendError(new AwsError(fault.status ?? 500, 'InternalFailure', 'We encountered an internal error. Please try again.'));
     if (fault?.kind === 'throttle') return sendError(new AwsError(400, 'Throttling', 'Rate exceeded'));
+    if (accountRate && accountRate.take() > 0) {
+      call.limited = true;
+      return sendError(new AwsError(400, 'Throttling', 'Rate exceeded'));
+    }
     if (fault?.kind === 'prior-request-not-complete') {
       return sendError(new AwsError(400, 'PriorRequestNotComplete', 'The request was rejected because Route 53 was still processing a prior request.'));
     }

@@ -3,6 +3,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { randomUUID } from 'node:crypto';
 import { delay, Faults, listen, randomId, readBody, recordCall, resetConnection, sendJson } from './common.ts';
 import type { Call, CommonFault } from './common.ts';
+import { RateLimit } from './limits.ts';
 import { AMZ_DATE_RE, parseAuthorization, signature } from './sigv4.ts';
 
 export type Capability = 'create' | 'read' | 'update' | 'patch' | 'delete' | 'list' | 'sudo' | 'deny';
@@ -79,6 +80,14 @@ export interface VaultOptions {
   /** KV v2 mount paths (default ["secret"]). */
   kvMounts?: string[];
   defaultTokenTtl?: number;
+  /**
+   * A rate-limit quota (sys/quotas/rate-limit), off by default as in Vault: `rate` requests per `intervalSeconds`
+   * (Vault's default interval 1 s); beyond it 429 with `request path "...": rate limit quota exceeded`. Vault sends
+   * Retry-After and X-Ratelimit-* only with sys/quotas/config enable_rate_limit_response_headers=true (`headers`).
+   * sys/health and sys/seal-status are exempt, as in Vault's default rate_limit_exempt_paths. Vault counts per client
+   * address; every simulated VM here is 127.0.0.1, so one bucket: the fleet-wide (strict) case.
+   */
+  rateLimit?: { rate: number; intervalSeconds?: number; headers?: boolean };
 }
 
 export interface VaultToken {
@@ -231,6 +240,8 @@ function capabilitiesFor(rules: PolicyRule[], path: string): Set<Capability> {
   return best === undefined ? new Set() : merged.get(best)!;
 }
 
+const RATE_LIMIT_EXEMPT = new Set(['sys/health', 'sys/seal-status']);
+
 export async function startVault(opts: VaultOptions = {}): Promise<VaultStandIn> {
   const state: VaultState = {
     initialized: opts.initialized ?? true,
@@ -244,6 +255,7 @@ export async function startVault(opts: VaultOptions = {}): Promise<VaultStandIn>
   };
   const faults = new Faults<VaultFault>();
   const calls: Call[] = [];
+  const quota = opts.rateLimit ? new RateLimit(opts.rateLimit.rate, (opts.rateLimit.intervalSeconds ?? 1) * 1000) : undefined;
   const policies = opts.policies ?? {};
   const kvMounts = opts.kvMounts ?? ['secret'];
   const k8sMount = opts.kubernetes?.mount ?? 'kubernetes';
@@ -731,6 +743,15 @@ export async function startVault(opts: VaultOptions = {}): Promise<VaultStandIn>
     if (fault?.kind === 'throttle') {
       const path = url.pathname.replace(/^\/v1\//, '');
       return sendJson(res, 429, { errors: [`request path "${path}": rate limit quota exceeded`] }, { 'retry-after': String(fault.retryAfter ?? 1) });
+    }
+    const quotaPath = url.pathname.replace(/^\/v1\//, '');
+    const waitMs = quota && !RATE_LIMIT_EXEMPT.has(quotaPath) ? quota.take() : 0;
+    if (waitMs > 0) {
+      call.limited = true;
+      const headers = opts.rateLimit?.headers
+        ? { 'retry-after': String(Math.ceil(waitMs / 1000)), 'x-ratelimit-limit': String(quota?.rate), 'x-ratelimit-remaining': '0' }
+        : undefined;
+      return sendJson(res, 429, { errors: [`request path "${quotaPath}": rate limit quota exceeded`] }, headers);
     }
     if (fault?.kind === 'expire-token') {
       const t = state.tokens.get(String(req.headers['x-vault-token'] ?? ''));
