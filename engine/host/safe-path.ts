@@ -83,6 +83,7 @@ export function safeRoot(root: string): SafeRoot {
     } catch (error) {
       throw new Error(`cannot open the root ${root}: ${(error as Error).message}`);
     }
+    await procMounted(handle);
     return opened(handle, '/', await handle.stat());
   }
 
@@ -206,6 +207,21 @@ function opened(handle: FileHandle, guest: string, stat: Stats): OpenDir {
       await handle.close();
     },
   };
+}
+
+let procChecked: Promise<void> | undefined;
+
+/** The walk opens through /proc/self/fd: without /proc (a bare chroot) every change would fail with a puzzling ENOENT. */
+function procMounted(handle: FileHandle): Promise<void> {
+  procChecked ??= fs.stat(`/proc/self/fd/${handle.fd}`).then(
+    () => undefined,
+    async (error) => {
+      procChecked = undefined;
+      await handle.close();
+      throw new Error(`meshvm needs /proc mounted: it reaches every path it changes through /proc/self/fd (${(error as Error).message})`);
+    },
+  );
+  return procChecked;
 }
 
 /** mkdir in an open directory, root-owned (the mode set on the made directory, whatever the umask); one made meanwhile is fine. */
