@@ -1,7 +1,7 @@
 // What the cluster says of its mesh, read and typed before use: the mesh config, the injector's values, the system namespace's network, a WorkloadGroup, istiod's version.
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
-import { isDnsSubdomain } from '../engine/values.ts';
+import { isDnsSubdomain, PATTERN } from '../engine/values.ts';
 import type { KubernetesClient } from './kubernetes.ts';
 import { KubernetesError } from './kubernetes-errors.ts';
 import { readObject, WORKLOAD_GROUPS } from './workload-group.ts';
@@ -100,7 +100,7 @@ export type ProxyConfig = {
 /** A SPIFFE trust domain: letters, digits, ".", "-", "_" (empty when the mesh config sets none, as istioctl then writes). */
 const trustDomain = z
   .string({ error: 'a trust domain' })
-  .refine((v) => v.length <= 255 && /^[A-Za-z0-9._-]*$/.test(v), 'a trust domain (letters, digits, ".", "-", "_")');
+  .refine((v) => v.length <= 255 && PATTERN.trustDomain.test(v), 'a trust domain (letters, digits, ".", "-", "_")');
 
 const meshConfigSchema = z.looseObject({ trustDomain: trustDomain.optional(), defaultConfig: z.unknown().optional() }, { error: 'a YAML map' });
 
@@ -146,7 +146,7 @@ export interface InjectorValues {
 /** A cluster ID as Istio takes it (--clusterID, global.multiCluster.clusterName). */
 const clusterId = z
   .string({ error: 'a cluster ID' })
-  .refine((v) => v.length <= 253 && /^([A-Za-z0-9][-A-Za-z0-9_.]*)?$/.test(v), 'a cluster ID (letters, digits, "-", "_", ".")');
+  .refine((v) => v === '' || (v.length <= 253 && PATTERN.clusterId.test(v)), 'a cluster ID (letters, digits, "-", "_", ".")');
 const injectorSchema = z.looseObject(
   {
     global: z

@@ -30,6 +30,10 @@ export const PATTERN = {
   dnsLabel: /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/,
   labelValue: /^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$/,
   envName: /^[A-Za-z_][A-Za-z0-9_]*$/,
+  /** Istio's cluster ID (--clusterID, global.multiCluster.clusterName), at most 253; '' where the chart leaves it empty. */
+  clusterId: /^[A-Za-z0-9][-A-Za-z0-9_.]*$/,
+  /** A SPIFFE trust domain as a mesh config gives it, at most 255; '' when it sets none. */
+  trustDomain: /^[A-Za-z0-9._-]*$/,
 } as const;
 const ALL_DIGITS_LAST = /(^|\.)[0-9]+$/;
 

@@ -38,17 +38,9 @@ export const workload = z.strictObject({
     )
     .default({}),
   /** Overrides: by default from the cluster (injector values' clusterName, the mesh config's defaultConfig.meshId and trustDomain). */
-  clusterId: z
-    .string()
-    .max(253)
-    .regex(/^[A-Za-z0-9][-A-Za-z0-9_.]*$/, 'expected a cluster ID: letters, digits, "-", "_" and "."')
-    .optional(),
+  clusterId: z.string().max(253).regex(PATTERN.clusterId, 'expected a cluster ID: letters, digits, "-", "_" and "."').optional(),
   meshId: labelValue.optional(),
-  trustDomain: z
-    .string()
-    .max(255)
-    .regex(/^[A-Za-z0-9._-]*$/, 'expected a trust domain: letters, digits, ".", "-" and "_"')
-    .optional(),
+  trustDomain: z.string().max(255).regex(PATTERN.trustDomain, 'expected a trust domain: letters, digits, ".", "-" and "_"').optional(),
   /** An istiod revision ("canary"); default none. */
   revision: z
     .string()
