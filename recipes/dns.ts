@@ -14,7 +14,7 @@ import { DnsmasqConfig } from '../resources/dnsmasq-config.ts';
 import { ResolvConf } from '../resources/resolv-conf/index.ts';
 import { clusterAttribute, cluster } from './cluster.ts';
 import { dnsChecks } from './checks/dns.ts';
-import { DNSMASQ_SERVICE, managesDnsmasq } from './mesh.ts';
+import { DNSMASQ_SERVICE, managesDnsmasq, namespaceName } from './mesh.ts';
 
 export const controlPlaneEntry = z.strictObject({ name: dnsName, address: z.union([ipAddress, dnsName]) });
 
@@ -57,7 +57,7 @@ export const dnsAttributes = z.strictObject({
   controlPlane: z.array(controlPlaneEntry).optional(),
   /** Which LoadBalancer Service answers for which name (defaults per flow). */
   controlPlaneServices: z.record(dnsName, z.string()).optional(),
-  systemNamespace: dnsName.default('istio-system'),
+  systemNamespace: namespaceName.default('istio-system'),
   configFile: guestPath.default('/etc/dnsmasq.d/kubedns'),
   /** Install dnsmasq, run it on 127.0.0.1, and send it what it does not answer (upstream nameservers, saved on the first run). */
   dnsmasq: z

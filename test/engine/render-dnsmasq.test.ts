@@ -8,7 +8,7 @@ import { isIP } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { dnsmasqConfigSpec, renderDnsmasqConfig, type DnsmasqConfigSpec } from '../../resources/dnsmasq-config.ts';
-import { renderKubedns } from '../../recipes/dns.ts';
+import { dnsAttributes, renderKubedns } from '../../recipes/dns.ts';
 import { RenderError } from '../../engine/values.ts';
 import { hostileText, ipOrHostile, nameOrHostile, Tally } from '../helpers/hostile.ts';
 
@@ -173,6 +173,10 @@ test('a kube-dns address with a newline is refused naming the file and field, no
       instanceOf: RenderError,
       message: 'refusing to write "10.0.0.10\\naddress=/#/6.6.6.6" into /etc/dnsmasq.d/kubedns (clusterDns): it is not an IP address',
     },
+  );
+  t.false(
+    dnsAttributes.safeParse({ systemNamespace: 'istio.system' }).success,
+    'the system namespace is a namespace name (a DNS label), as the kubedns lines need',
   );
   t.throws(() => DnsmasqConfigParse({ upstream: { from: 'resolv-file', path: '/run/a #b' } }), {
     message: /upstream\.path: "\/run\/a #b": it has a double quote, a " #"/,
