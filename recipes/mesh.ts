@@ -2,7 +2,7 @@
 import { z } from 'zod';
 import type { RecipeContext } from '../engine/recipe.ts';
 import { envName, oneLine } from '../engine/validate.ts';
-import { isLabelKey, isLabelValue, PATTERN } from '../engine/values.ts';
+import { isLabelKey, isLabelValue, PATTERN, showValue } from '../engine/values.ts';
 import type { Notifiable } from '../engine/resource.ts';
 import { Service } from '../resources/service.ts';
 import type { InjectorValues, MeshConfig, Probe, ProxyConfig, WorkloadGroup } from '../clients/istio-config.ts';
@@ -33,8 +33,8 @@ export const workload = z.strictObject({
   network: labelValue.optional(),
   labels: z
     .record(
-      z.string().refine(isLabelKey, 'expected a label key ([prefix/]name: letters, digits, "-", "_", "."; the name at most 63)'),
-      z.string().refine(isLabelValue, 'expected a label value: letters, digits, "-", "_" and ".", at most 63'),
+      z.string().refine(isLabelKey, { error: (i) => `${showValue(i.input)} is not a label key ([prefix/]name: letters, digits, "-", "_", "."; at most 63)` }),
+      z.string().refine(isLabelValue, { error: (i) => `${showValue(i.input)} is not a label value (letters, digits, "-", "_" and ".", at most 63)` }),
     )
     .default({}),
   /** Overrides: by default from the cluster (injector values' clusterName, the mesh config's defaultConfig.meshId and trustDomain). */

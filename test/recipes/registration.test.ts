@@ -170,7 +170,7 @@ test('bad input is refused before any API call: an address that is not an IP, a 
       { mode: 'manual', address: '10.0.0.5' },
       { ...WORKLOAD, labels: { app: 'reviews\n' } },
       // the workload's labels are typed where they are given (engine/values.ts): refused at the YAML path, before any declaration
-      /bad-2\.yaml:1: attributes\.workload\.labels\.app: expected a label value: letters, digits, "-", "_" and "\.", at most 63 \(recipe registration\)/,
+      /bad-2\.yaml:1: attributes\.workload\.labels\.app: "reviews\\n" is not a label value \(letters, digits, "-", "_" and "\.", at most 63\) \(recipe registration\)/,
     ],
     ['sometimes', WORKLOAD, /registration\.mode: .*"auto"\|"manual"\|"none"/],
   ];
