@@ -59,11 +59,18 @@ interface Converge {
 
 let runlists = 0;
 
+/** Secrets in meshvm's own environment on every converge here: none may reach a command it runs (a maintainer script dumps its environment). */
+const ENV_CANARIES = { VAULT_TOKEN: 'hvs.guest-canary-vault-token-5tq', AWS_SECRET_ACCESS_KEY: 'guest-canary-aws-secret-key-91x' };
+
 /** Writes the runlist into the guest and runs `meshvm converge RUNLIST --json` there, on the guest itself (root /). */
 async function converge(guest: Guest, runlist: object): Promise<Converge> {
   const file = `/root/runlist-${++runlists}.yaml`;
   await guest.writeFile(file, JSON.stringify(runlist, null, 2) + '\n'); // JSON is YAML
-  const r = await guest.exec(['node', `${MESHVM_DIR}/bin/meshvm.js`, 'converge', file, '--json'], { cwd: '/root', timeoutMs: 120_000, env: { NO_COLOR: '1' } });
+  const r = await guest.exec(['node', `${MESHVM_DIR}/bin/meshvm.js`, 'converge', file, '--json'], {
+    cwd: '/root',
+    timeoutMs: 120_000,
+    env: { NO_COLOR: '1', ...ENV_CANARIES },
+  });
   let report: RunReport;
   try {
     report = JSON.parse(r.stdout) as RunReport;
@@ -319,7 +326,8 @@ guestTest(
     const started = Date.now();
     const debs = await mkdtemp(path.join(tmpdir(), 'meshvm-debs-'));
     t.teardown(() => rm(debs, { recursive: true, force: true }));
-    const local = await buildDeb(debs, 'meshvm-test-local', '1.0');
+    // its postinst (run by dpkg under apt under meshvm) keeps the environment it was given
+    const local = await buildDeb(debs, 'meshvm-test-local', '1.0', { scripts: { postinst: '#!/bin/sh\nenv > /var/tmp/meshvm-test-local.postinst-env\n' } });
     const remote = await buildDeb(debs, 'meshvm-test-remote', '2.1');
     const other = await buildDeb(debs, 'meshvm-test-other', '1.0');
     const guest = await bootGuest(t, { binds: [{ host: debs, guest: '/srv/debs' }] });
@@ -361,6 +369,9 @@ guestTest(
       'first converge',
     );
     t.is(await status('meshvm-test-local'), 'ii 1.0');
+    const postinstEnv = (await guest.readFile('/var/tmp/meshvm-test-local.postinst-env')) ?? '';
+    t.regex(postinstEnv, /^DEBIAN_FRONTEND=noninteractive$/m, 'the postinst ran, with what apt is given');
+    for (const canary of Object.values(ENV_CANARIES)) t.false(postinstEnv.includes(canary), "no secret of meshvm's environment in the maintainer script's");
     t.is(await guest.readFile('/usr/share/meshvm-test-local/VERSION'), '1.0\n');
     t.is(await status('meshvm-test-remote'), 'ii 2.1');
     t.deepEqual(https.requests, [`/${path.basename(remote.file)}`], 'downloaded once');
