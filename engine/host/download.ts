@@ -76,7 +76,8 @@ async function fetchThrough(url: string, opts: { ca: string | undefined; timeout
   const timeoutMs = opts.timeoutMs ?? 300_000;
   if (!url.startsWith('https://')) throw new Error(`refusing to download ${url}: only https URLs are allowed`);
   const response = await new Promise<import('node:http').IncomingMessage>((resolve, reject) => {
-    const req = request(url, { ca: opts.ca, timeout: timeoutMs }, resolve);
+    // rejectUnauthorized set: NODE_TLS_REJECT_UNAUTHORIZED=0 in the environment does not turn the check off
+    const req = request(url, { ca: opts.ca, timeout: timeoutMs, rejectUnauthorized: true }, resolve);
     req.on('timeout', () => req.destroy(new Error(`no answer from ${url} within ${timeoutMs / 1000} s`)));
     req.on('error', (error) => reject(new Error(`downloading ${url} failed: ${error.message}`)));
     req.end();

@@ -154,3 +154,18 @@ test('downloads are verified into the cache before the first change; a wrong sha
   ]);
   t.is(store.requests(), requests);
 });
+
+test("NODE_TLS_REJECT_UNAUTHORIZED=0 in meshvm's environment does not turn a download's certificate check off", async (t) => {
+  const body = Buffer.from('an artifact of the site\n');
+  const sha256 = createHash('sha256').update(body).digest('hex');
+  const store = await artifactStore(t, body);
+  const dir = await scratchRoot(t, 'meshvm-preflight-');
+  const root = path.join(dir, 'root');
+  await fs.mkdir(root);
+  // no caFile: the test CA is not among Node's, so the store's certificate is not to be trusted
+  const file = await writeRunlist(dir, 'runlist.yaml', runlist({ files: ['/first.txt'], artifacts: [{ name: 'good', url: store.url, sha256 }] }));
+  const plan = await meshvm(['plan', file, '--root', root], { env: { NODE_TLS_REJECT_UNAUTHORIZED: '0' } });
+  t.is(plan.exitCode, 1);
+  t.regex(plan.stderr, /downloading https:\/\/127\.0\.0\.1:\d+\/artifact\.bin failed: (self[- ]signed|unable to (get|verify))/i);
+  t.is(store.requests(), 0, 'nothing was asked of a server whose certificate was not checked');
+});
