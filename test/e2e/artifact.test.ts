@@ -54,10 +54,11 @@ serial('size, start-up and no-op converge time of dist/meshvm (and of the bundle
   const bundleBytes = (await treeBytes(DIST)) - exeBytes;
   const nodeBytes = (await fs.stat(process.execPath)).size;
   t.log(
-    `dist/meshvm: ${(exeBytes / 2 ** 20).toFixed(1)} MiB (Node ${process.version} ${(nodeBytes / 2 ** 20).toFixed(1)} MiB + meshvm ${((exeBytes - nodeBytes) / 2 ** 10).toFixed(0)} KiB); ` +
+    `dist/meshvm: ${(exeBytes / 2 ** 20).toFixed(1)} MiB (Node ${process.version}, ${(nodeBytes / 2 ** 20).toFixed(1)} MiB as npm ships it, stripped, with meshvm injected); ` +
       `bundle (dist/meshvm.mjs, meshvm-core.mjs and chunks): ${(bundleBytes / 2 ** 10).toFixed(0)} KiB`,
   );
-  t.true(exeBytes > nodeBytes, 'the executable is Node.js with meshvm injected');
+  // the build strips the node binary (scripts/build.ts), so the size says nothing: postject's fuse, set, says meshvm is in it
+  t.true((await fs.readFile(exe)).includes('NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2:1'), 'the executable is Node.js with meshvm injected');
 
   // start-up: the first run fills the code cache, the next ones are what a timer pays
   await timed([exe, '--version'], 1);
