@@ -41,6 +41,8 @@ export interface KubernetesClientOptions {
   retry?: RetryPolicy;
   /** Called once when the API answers 401 (the token expired mid-run): returns a fresh token (e.g. from Vault). */
   refreshToken?: () => Promise<string>;
+  /** Also refresh once on 403 (kept access from an earlier run whose rights may have changed). */
+  refreshOnForbidden?: boolean;
   /** Where NODE_TLS_REJECT_UNAUTHORIZED (refused when "0") is looked up. Default process.env. */
   env?: Record<string, string | undefined>;
 }
@@ -120,7 +122,8 @@ export class KubernetesClient {
         return await withRetry(what, this.#options.retry ?? DEFAULT_RETRY, classifyKubernetes, request);
       } catch (error) {
         const cause = error instanceof RetriesExhausted ? error.cause : error;
-        if (httpStatus(cause) === 401 && this.#options.refreshToken && !this.#refreshed) {
+        const refused = httpStatus(cause) === 401 || (httpStatus(cause) === 403 && this.#options.refreshOnForbidden);
+        if (refused && this.#options.refreshToken && !this.#refreshed) {
           this.#refreshed = true;
           this.#useToken(await this.#options.refreshToken());
           continue;

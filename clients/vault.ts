@@ -92,6 +92,9 @@ export class VaultClient {
   #login: Promise<void> | undefined;
   /** True when the token came from a login of this run (so it is ours to revoke). */
   #ownsToken = false;
+  /** When the login token ends (its lease_duration), when this run logged in. */
+  #tokenExpiresAt: Date | undefined;
+  #loginToken: string | undefined;
   #closed = false;
   /** Why the revoke at close failed, if it did (close never throws: the run's outcome is already decided). */
   closeError: string | undefined;
@@ -179,6 +182,30 @@ export class VaultClient {
     return { server, caPem, token: minted.token, tokenExpiresAt: minted.expiresAt };
   }
 
+  /** Uses a token kept from an earlier run (access-cache.ts) instead of logging in: no call until a request needs one; not revoked at close. */
+  adoptToken(token: string): void {
+    secrets.add(token);
+    this.#login = this.#nodeVault().then((client) => {
+      client.token = token;
+    });
+  }
+
+  /** The login token and its end, handed over to be kept (so close no longer revokes it); undefined when the run did not log in. */
+  keepToken(): { token: string; expiresAt: Date | undefined } | undefined {
+    if (!this.#ownsToken || !this.#loginToken) return undefined;
+    this.#ownsToken = false;
+    return { token: this.#loginToken, expiresAt: this.#tokenExpiresAt };
+  }
+
+  /** Revokes the token in use, ours or adopted (offboarding a kept access: its leases go with it); never throws. */
+  async revoke(): Promise<void> {
+    if (!this.#client) return;
+    await this.#login?.catch(() => undefined);
+    this.#ownsToken = true;
+    this.#closed = false;
+    await this.close();
+  }
+
   /** Revokes the token this run logged in with (never one the operator gave); never throws. */
   async close(): Promise<void> {
     if (this.#closed) return;
@@ -252,6 +279,9 @@ export class VaultClient {
       secrets.add(token);
       client.token = token;
       this.#ownsToken = true;
+      this.#loginToken = token;
+      const seconds = Number((response.auth as { lease_duration?: unknown }).lease_duration);
+      this.#tokenExpiresAt = Number.isFinite(seconds) && seconds > 0 ? new Date(Date.now() + seconds * 1000) : undefined;
     } catch (error) {
       const cause = error instanceof RetriesExhausted ? error.cause : error;
       const info = { method: auth.method, mount: auth.mount, ...(auth.method === 'aws' ? { role: auth.role } : {}), ...(files ? { files } : {}) };

@@ -252,7 +252,12 @@ export async function main(argv: readonly string[], options: CliOptions, io: Cli
     if (mode === 'converge') {
       await writeLastRun(host, text, io);
       if (!offboard) await recordStatus(report, declared, host, runlist.name, values['textfile-dir'], say);
-      else if (!result.failed) await forgetStatus(host, values['textfile-dir']);
+      else if (!result.failed) {
+        await forgetStatus(host, values['textfile-dir']);
+        // the cluster access kept between runs (keepAccess): revoked at Vault and forgotten
+        const { forgetKeptAccess } = await import('../clients/access-cache.ts');
+        for (const problem of await forgetKeptAccess(host)) say({ type: 'message', level: 'warn', text: secrets.redact(problem) });
+      }
     }
     if (json) io.stdout.write(text);
     if (report.outcome === 'failed' || report.outcome === 'interrupted') return 1;

@@ -8,7 +8,16 @@ import type { VaultClient } from '../clients/vault.ts';
 
 /** Through Vault (the VM logs in with its cloud identity and reads a scoped token), or directly from files on the VM. */
 export const clusterAttribute = z.union([
-  z.strictObject({ vault: vaultConfig, access: kubernetesAccessSource }),
+  z.strictObject({
+    vault: vaultConfig,
+    access: kubernetesAccessSource,
+    /**
+     * Keep the access (and the Vault login it was read under) between runs, until its lease ends, root-only 0600 under
+     * /run/meshvm (tmpfs), as Vault Agent's token sink does: a no-op converge then makes no Vault call. Forgotten when it
+     * expires, when the API server refuses its token (401/403: one fresh login), and revoked on offboard.
+     */
+    keepAccess: z.boolean().default(false),
+  }),
   z.strictObject({
     /** The API server URL. */
     server: z.url({ protocol: /^https$/ }),
@@ -79,13 +88,34 @@ export class Cluster {
       return new KubernetesClient(access);
     }
     const { VaultClient, fileSecretIdStore } = await import('../clients/vault.ts');
-    const vault = new VaultClient(config.vault, {
-      readFile: (file) => host.readFile(file),
-      // a wrapped secret_id is unwrapped by a converge only: plan changes nothing
-      ...(this.#context.mode === 'converge' && { unwrap: fileSecretIdStore((file) => host.realPath(file)) }),
-    });
-    this.#vault = vault;
-    const access = await vault.kubernetesAccess(config.access);
+    const converging = this.#context.mode === 'converge';
+    const newVault = () =>
+      new VaultClient(config.vault, {
+        readFile: (file) => host.readFile(file),
+        // a wrapped secret_id is unwrapped by a converge only: plan changes nothing
+        ...(converging && { unwrap: fileSecretIdStore((file) => host.realPath(file)) }),
+      });
+    const { AccessCache } = await import('../clients/access-cache.ts');
+    const cache = config.keepAccess ? new AccessCache(config, (file) => host.realPath(file)) : undefined;
+    // plan and verify may use kept access but write nothing; a converge keeps what it read and forgets what expired
+    const readAccess = async () => {
+      const vault = newVault();
+      this.#vault = vault;
+      const access = await vault.kubernetesAccess(config.access);
+      const kept = cache && converging ? vault.keepToken() : undefined;
+      if (cache && kept) {
+        const ends = [kept.expiresAt?.getTime(), access.tokenExpiresAt?.getTime()].filter((t): t is number => t !== undefined);
+        if (ends.length > 0) {
+          const { address, namespace, caFile } = config.vault;
+          const vaultSide = { address, token: kept.token, ...(namespace ? { namespace } : {}), ...(caFile ? { caFile } : {}) };
+          await cache.save({ access, vault: vaultSide, expiresAt: Math.min(...ends) });
+        } else await vault.revoke(); // a token without an end is not kept
+      }
+      return access;
+    };
+    const cached = await cache?.load();
+    if (cache && !cached && converging) await cache.drop();
+    const access = cached?.access ?? (await readAccess());
     const { kv } = config.access;
     const { checkKubernetesAccess } = await import('../clients/cluster-values.ts');
     checkKubernetesAccess(access, `the KV v2 secret ${kv.mount}/data/${kv.path}`, {
@@ -97,7 +127,15 @@ export class Cluster {
       server: access.server,
       caPem: access.caPem,
       token: access.token,
-      refreshToken: async () => (await vault.kubernetesAccess(config.access)).token,
+      // kept access the API server refuses (revoked, expired early, its rights changed): forgotten, and one fresh login
+      ...(cached && { refreshOnForbidden: true }),
+      refreshToken: async () => {
+        if (cached) {
+          if (converging) await cache?.drop();
+          return (await readAccess()).token;
+        }
+        return (await this.#vault!.kubernetesAccess(config.access)).token;
+      },
     });
   }
 }
