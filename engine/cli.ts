@@ -143,6 +143,7 @@ export async function main(argv: readonly string[], options: CliOptions, io: Cli
     const result: RunResult = { resources: skipped, notifications: [], failed: !interrupted, interrupted };
     const report = buildReport(result, { meshvm: pkg.version, mode, runlist: run.runlist, root: run.root ?? values.root ?? '/', startedAt });
     report.error = message;
+    if (offboard) Object.assign(report, { offboard, notes });
     const text = reportJson(report);
     // a bad runlist on a fresh root writes nothing; a root that has been converged, or a run that got this far, has its report
     const converging = signals.phase === 'converging' || signals.phase === 'reporting';

@@ -83,9 +83,11 @@ export async function purgePackage(ctx: UndoContext, name: string, links: Record
 export async function joinedByMeshvm(ctx: UndoContext): Promise<boolean> {
   return ctx.service('undo:joined', async () => {
     const text = await ctx.host.readFile(LAST_RUN_FILE);
-    let last: 'converge' | 'offboard' | undefined;
+    let last: 'joined' | 'offboarded' | undefined;
     try {
-      if (text !== undefined) last = (JSON.parse(text) as { offboard?: boolean }).offboard === true ? 'offboard' : 'converge';
+      const report = text === undefined ? undefined : (JSON.parse(text) as { offboard?: boolean; outcome?: string });
+      // an offboard that failed or was interrupted took the machine only part of the way out
+      if (report) last = report.offboard === true && (report.outcome === 'changed' || report.outcome === 'unchanged') ? 'offboarded' : 'joined';
     } catch {
       // a torn or hand-edited report proves nothing
     }
@@ -95,6 +97,6 @@ export async function joinedByMeshvm(ctx: UndoContext): Promise<boolean> {
       ctx.note(
         `found no sign that meshvm converged this machine (no report in ${LAST_RUN_FILE}, no record of files it wrote in ${WRITTEN_DIR}): removing only what carries meshvm's marker or its ownership label, leaving services as they are`,
       );
-    return last === 'converge' || records;
+    return last === 'joined' || records;
   });
 }

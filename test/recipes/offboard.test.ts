@@ -234,12 +234,20 @@ test('a root without any report of meshvm: services are left as they are, and th
   t.deepEqual(report.notes, [
     "found no sign that meshvm converged this machine (no report in /var/lib/meshvm/last-run.json, no record of files it wrote in /var/lib/meshvm/written): removing only what carries meshvm's marker or its ownership label, leaving services as they are",
   ]);
-  // with a converge's report there (the machine meshvm joined), the same offboard declares istio stopped and disabled
-  await seed(root, { 'var/lib/meshvm/last-run.json': JSON.stringify({ outcome: 'changed' }) });
-  const again = json((await meshvm(['offboard', file, '--root', root, '--json'])).stdout);
-  t.deepEqual(again.notes, []);
-  t.deepEqual(
-    again.resources.map((r) => r.ref),
-    ['service[istio.service]'],
-  );
+  // the last report a converge's (the machine meshvm joined), or a failed offboard's (part of the way out): istio is stopped
+  // and disabled; after an offboard that finished there is nothing to stop, and nothing to say
+  for (const [last, refs] of [
+    [{ outcome: 'changed' }, ['service[istio.service]']],
+    [{ outcome: 'failed', offboard: true }, ['service[istio.service]']],
+    [{ outcome: 'changed', offboard: true }, []],
+  ] as const) {
+    await seed(root, { 'var/lib/meshvm/last-run.json': JSON.stringify(last) });
+    const again = json((await meshvm(['offboard', file, '--root', root, '--json'])).stdout);
+    t.deepEqual(again.notes, [], JSON.stringify(last));
+    t.deepEqual(
+      again.resources.map((r) => r.ref),
+      [...refs],
+      JSON.stringify(last),
+    );
+  }
 });
