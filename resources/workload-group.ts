@@ -298,6 +298,12 @@ export function prune<T>(value: T): T {
   return out as T;
 }
 
+/** How many times this process wrote each object: part of the read's memo key, so a write outdates the read before it. */
+const writesTo = new Map<string, number>();
+const objectId = (api: ObjectApi, spec: { namespace: string; name: string }) => `${api.plural}:${spec.namespace}/${spec.name}`;
+const objectReadKey = (api: ObjectApi, spec: { namespace: string; name: string }) =>
+  `kube-object:${objectId(api, spec)}#${writesTo.get(objectId(api, spec)) ?? 0}`;
+
 /**
  * A kind whose state is one API object meshvm owns: current() GETs it (plan makes no write), changes() diffs the paths
  * meshvm sets, apply() server-side-applies the whole object as field manager meshvm (or deletes it, only when it
@@ -320,7 +326,7 @@ export function kubeObjectType<Schema extends z.ZodType<KubeObjectSpec>>(o: {
     async current(host: HostReader, spec: Spec): Promise<KubeObjectState | undefined> {
       // once a run while nothing changed (preflight and the run read it alike), unless the spec brings its own shared read
       const read = async () => readObject(await spec.connect(), o.api, spec.namespace, spec.name);
-      const object = spec.read ? await spec.read() : await host.memo(`kube-object:${o.api.plural}:${spec.namespace}/${spec.name}`, read);
+      const object = spec.read ? await spec.read() : await host.memo(objectReadKey(o.api, spec), read);
       if (!object) return undefined;
       if (spec.ensure === 'absent') {
         if (!managedByMeshvm(object))
@@ -347,6 +353,8 @@ export function kubeObjectType<Schema extends z.ZodType<KubeObjectSpec>>(o: {
 
     async apply(_host: Host, spec: Spec, _changes: Changes<KubeObjectState>, current: KubeObjectState | undefined): Promise<void> {
       const k = await spec.connect();
+      // what was read before this write is no longer the object: the next read (a later run on the same host) asks again
+      writesTo.set(objectId(o.api, spec), (writesTo.get(objectId(o.api, spec)) ?? 0) + 1);
       if (spec.ensure === 'absent') {
         await deleteObject(k, o.api, spec.namespace, spec.name, current?.uid);
         return;

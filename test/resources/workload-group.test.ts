@@ -295,18 +295,20 @@ test('a 403 names the verb, the resource, the namespace and the Role rule to add
 
 test('ensure absent deletes the group meshvm made, and refuses one it did not make', async (t) => {
   const { k, connect } = await cluster(t);
-  const host = localHost({ root: await scratchRoot(t) });
-  await converge(host, [group(connect)]);
-  const plan = await converge(host, [group(connect, { ensure: 'absent' })], 'plan');
+  // a host per run, as each meshvm run has: a run reads an object once (the host's memo)
+  const root = await scratchRoot(t);
+  const host = () => localHost({ root });
+  await converge(host(), [group(connect)]);
+  const plan = await converge(host(), [group(connect, { ensure: 'absent' })], 'plan');
   t.deepEqual(plan.resources[0]!.changes, ['delete it (it carries app.kubernetes.io/managed-by=meshvm)']);
   t.truthy(k.objects.get('workloadgroups', 'vm-ns', 'reviews-vm'), 'plan deleted nothing');
-  const removed = await converge(host, [group(connect, { ensure: 'absent' })]);
+  const removed = await converge(host(), [group(connect, { ensure: 'absent' })]);
   t.deepEqual(changedRefs(removed), ['workload_group[vm-ns/reviews-vm]']);
   t.is(k.objects.get('workloadgroups', 'vm-ns', 'reviews-vm'), undefined);
-  t.deepEqual(changedRefs(await converge(host, [group(connect, { ensure: 'absent' })])), [], 'gone stays gone');
+  t.deepEqual(changedRefs(await converge(host(), [group(connect, { ensure: 'absent' })])), [], 'gone stays gone');
 
   k.objects.put({ apiVersion: 'networking.istio.io/v1', kind: 'WorkloadGroup', metadata: { name: 'reviews-vm', namespace: 'vm-ns' }, spec: { template: {} } });
-  const refused = await converge(host, [group(connect, { ensure: 'absent' })]);
+  const refused = await converge(host(), [group(connect, { ensure: 'absent' })]);
   t.true(refused.failed);
   t.regex(refused.resources[0]!.error ?? '', /does not carry app\.kubernetes\.io\/managed-by=meshvm: meshvm deletes only what it made/);
   t.truthy(k.objects.get('workloadgroups', 'vm-ns', 'reviews-vm'));
