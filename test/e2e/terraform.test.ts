@@ -97,12 +97,15 @@ serial('terraform apply converges the booted guest over ssh; a failing converge 
   t.regex(String(again.all), /No changes\./);
 
   // a node file naming a Vault path that does not exist: the converge exits 1, and so does the apply
-  const before = await g.readFile('/var/lib/meshvm/last-run.json');
   const failing = await tf(['apply', '-auto-approve', '-input=false', '-no-color', ...vars(labNodeYaml(m, 'meshvm/nope'))]);
   t.not(failing.exitCode, 0, failing.all);
   t.regex(String(failing.all), /no KV v2 secret at secret\/data\/meshvm\/nope/);
   t.regex(String(failing.all), /remote-exec provisioner error|error executing "\/tmp\/terraform_\d+\.sh": Process exited with status 1/);
-  t.is(await g.readFile('/var/lib/meshvm/last-run.json'), before, 'the failed converge planned nothing and wrote no report');
+  // the failed run's report is the machine's last run: it says failed, with its error, and changed nothing
+  const failed = JSON.parse(String(await g.readFile('/var/lib/meshvm/last-run.json')));
+  t.is(failed.outcome, 'failed');
+  t.regex(failed.error, /no KV v2 secret at secret\/data\/meshvm\/nope/);
+  t.is(failed.summary.changed, 0, 'the failed converge planned nothing');
   t.is(await sidecarStarts(g), 1, 'and touched nothing');
   t.is((await g.exec(['systemctl', 'is-active', 'istio.service'])).stdout, 'active');
 });

@@ -63,6 +63,16 @@ export interface Snapshot {
 const RUN_LOCK = new Set(['run/', 'run/meshvm.lock']);
 
 /** Every entry under a root but the run lock: type, mode, owner, and a hash of the content. */
+/** meshvm's record of its runs: a failed run after a successful one rewrites it (its report says failed), nothing else. */
+export const RUN_RECORDS = ['var/lib/meshvm/last-run.json', 'var/lib/meshvm/status.json'] as const;
+
+/** The tree as a snapshot, without meshvm's record of its runs: what "nothing written on the machine" compares. */
+export async function machineSnapshot(root: string): Promise<Snapshot> {
+  const out = await snapshot(root);
+  for (const record of RUN_RECORDS) delete out[record];
+  return out;
+}
+
 export async function snapshot(root: string): Promise<Snapshot> {
   const out: Snapshot = {};
   async function walk(dir: string) {

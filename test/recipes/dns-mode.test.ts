@@ -9,7 +9,7 @@ import path from 'node:path';
 import { localHost } from '../../engine/host-local.ts';
 import { cidrContains, dns, dnsAttributes, dnsMode } from '../../recipes/dns.ts';
 import { MESH_RULES, startMeshLab, type MeshLab } from '../helpers/mesh-lab.ts';
-import { meshvm, scratchRoot, seed, snapshot, writeRunlist } from '../helpers/scratch.ts';
+import { machineSnapshot, meshvm, scratchRoot, seed, writeRunlist } from '../helpers/scratch.ts';
 
 const WORKLOAD = { name: 'reviews-vm', namespace: 'vm-ns', serviceAccount: 'vm-sa', ports: [9080] };
 const RESOLV = 'nameserver 10.0.2.3\nsearch example.internal\n';
@@ -69,11 +69,11 @@ async function converge(t: ExecutionContext, file: string, root: string): Promis
 
 /** A refused run: exit 1, the message, and nothing under the root changed. */
 async function refused(t: ExecutionContext, file: string, root: string, expect: RegExp[]): Promise<string> {
-  const before = await snapshot(root);
+  const before = await machineSnapshot(root);
   const result = await meshvm(['converge', file, '--root', root]);
   t.is(result.exitCode, 1, result.stdout);
   for (const e of expect) t.regex(result.stderr, e);
-  t.deepEqual(await snapshot(root), before, 'nothing written');
+  t.deepEqual(await machineSnapshot(root), before, 'nothing written');
   return result.stderr;
 }
 
