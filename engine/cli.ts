@@ -114,7 +114,16 @@ export async function main(argv: readonly string[], options: CliOptions, io: Cli
   const json = Boolean(values.json);
   const startedAt = new Date();
   /** What is known of the run so far, for the report of a run that fails or is interrupted before its end. */
-  const run: { runlist: string; root?: string; host?: Host; rootExisted: boolean; stateExisted: boolean; declared?: readonly Declared[] } = {
+  const run: {
+    runlist: string;
+    /** The runlist's name once it loaded (metrics label their series with it). */
+    name?: string;
+    root?: string;
+    host?: Host;
+    rootExisted: boolean;
+    stateExisted: boolean;
+    declared?: readonly Declared[];
+  } = {
     runlist: runlistFile ?? '',
     rootExisted: false,
     stateExisted: false,
@@ -147,7 +156,12 @@ export async function main(argv: readonly string[], options: CliOptions, io: Cli
     const text = reportJson(report);
     // a bad runlist on a fresh root writes nothing; a root that has been converged, or a run that got this far, has its report
     const converging = signals.phase === 'converging' || signals.phase === 'reporting';
-    if (mode === 'converge' && run.host && (run.stateExisted || converging || (interrupted && run.rootExisted))) await writeLastRun(run.host, text, io);
+    if (mode === 'converge' && run.host && (run.stateExisted || converging || (interrupted && run.rootExisted))) {
+      await writeLastRun(run.host, text, io);
+      // the metrics say it too: a run that fails before converging is a failed run (its last success kept)
+      if (!offboard)
+        await recordStatus(report, run.declared ?? [], run.host, run.name ?? path.basename(run.runlist, '.yaml'), values['textfile-dir'], human ?? (() => {}));
+    }
     if (json) io.stdout.write(text);
     return 1;
   };
@@ -175,6 +189,7 @@ export async function main(argv: readonly string[], options: CliOptions, io: Cli
       sets: values.set ?? [],
     });
     run.runlist = loaded.file;
+    run.name = loaded.name;
     signals.check();
 
     human = humanListener({

@@ -34,12 +34,15 @@ export async function runStatus(report: RunReport, declared: readonly Declared[]
   const byRef = new Map(report.resources.map((r) => [r.ref, r]));
   const digests: Record<string, string> = {};
   const drift: string[] = [];
+  // a run that did not get as far as its resources (it failed while loading or planning) keeps every baseline
+  if (declared.length === 0) Object.assign(digests, stored.digests);
   for (const item of declared) {
     const resource = byRef.get(item.ref);
     const digest = specDigest(item.spec);
     if (resource && isDrift(resource) && stored.digests[item.ref] === digest) drift.push(item.ref);
-    // only a resource this run left right is a baseline for the next one
+    // a resource this run left right is the next run's baseline; one it did not reach keeps the baseline it had
     if (resource?.status === 'changed' || resource?.status === 'unchanged') digests[item.ref] = digest;
+    else if (resource?.status === 'skipped' && stored.digests[item.ref] !== undefined) digests[item.ref] = stored.digests[item.ref]!;
   }
   const succeeded = report.outcome === 'changed' || report.outcome === 'unchanged';
   const lastSuccessAt = succeeded ? report.finishedAt : stored.lastSuccessAt;

@@ -121,6 +121,27 @@ function sample(text: string, series: string): number | undefined {
   t.is(sample(text, 'meshvm_last_success_timestamp_seconds'), succeeded);
 });
 
+(nodeExporter ? test : test.skip)('a converge that fails while planning is a failed run in the metrics too, and keeps the drift baseline', async (t) => {
+  const root = await scratchRoot(t);
+  const dir = path.join(root, TEXTFILE_DIR);
+  await fs.mkdir(dir, { recursive: true });
+  t.is((await meshvm(['converge', DEMO, '--root', root])).exitCode, 0);
+  const baseline = JSON.parse(await fs.readFile(path.join(root, 'var/lib/meshvm/status.json'), 'utf8'));
+  // a --set the runlist refuses (an IP that is none): the run stops before any resource is read
+  const bad = await meshvm(['converge', DEMO, '--root', root, '--set', 'dns.clusterDns=10.0.0.300']);
+  t.is(bad.exitCode, 1);
+  const scrape = await startNodeExporter(t, dir);
+  const text = await scrape();
+  t.is(sample(text, 'meshvm_last_run_success'), 0);
+  t.is(sample(text, 'meshvm_last_run_outcome{outcome="failed"}'), 1);
+  t.is(sample(text, 'meshvm_info{runlist="demo",version="0.1.0"}'), 1, 'labelled with the runlist name as a success is');
+  t.deepEqual(JSON.parse(await fs.readFile(path.join(root, 'var/lib/meshvm/status.json'), 'utf8')).digests, baseline.digests);
+  // the baseline still tells drift from a new declaration
+  await fs.writeFile(path.join(root, 'var/lib/istio/envoy/sidecar.env'), 'edited by hand\n');
+  t.is((await meshvm(['converge', DEMO, '--root', root])).exitCode, 0);
+  t.is(sample(await scrape(), 'meshvm_last_run_drift_resources'), 1);
+});
+
 test('an offboarded machine leaves no metrics behind (its alert would fire) and no drift baseline', async (t) => {
   const root = await scratchRoot(t);
   await fs.mkdir(path.join(root, TEXTFILE_DIR), { recursive: true });
