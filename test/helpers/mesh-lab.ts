@@ -3,6 +3,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { ExecutionContext } from 'ava';
 import { startKubernetes, startVault, testPki } from '../stand-ins/index.ts';
+import type { KubernetesOptions, VaultOptions } from '../stand-ins/index.ts';
 import { scratchRoot } from './scratch.ts';
 
 export const VM_SA = 'system:serviceaccount:vm-ns:meshvm-bootstrap';
@@ -23,6 +24,9 @@ export interface LabOptions {
   rules?: { verbs: string[]; resources: string[]; apiGroups?: string[]; resourceNames?: string[]; namespaces?: string[] }[];
   /** LoadBalancer addresses: IPs (docs) or AWS-style hostnames. */
   hostnames?: boolean;
+  /** The real services' limits on the stand-ins (bench/fleet): the API server's seats, a Vault rate-limit quota. */
+  kubeLimits?: KubernetesOptions['limits'];
+  vaultRateLimit?: VaultOptions['rateLimit'];
 }
 
 export const MESH_RULES = [
@@ -63,6 +67,7 @@ export async function startMeshLab(t: ExecutionContext, root: string, options: L
     tokens: { 'scoped-token': { user: VM_SA, groups: ['system:serviceaccounts'] } },
     rbac: { [VM_SA]: options.rules ?? MESH_RULES },
     serviceAccounts: ['vm-ns/vm-sa', 'vm-ns/meshvm-bootstrap'],
+    ...(options.kubeLimits && { limits: options.kubeLimits }),
   });
   t.teardown(() => kube.stop());
   // Istio as its chart installs it: the mesh config (trust domain cluster.local), the injector's values, istiod
@@ -102,6 +107,7 @@ export async function startMeshLab(t: ExecutionContext, root: string, options: L
     tls: true,
     policies: { mesh: [{ path: 'secret/data/meshvm/*', capabilities: ['read'] }] },
     appRoles: { meshvm: { roleId: 'role-id-lab', secretId: 'secret-id-lab', policies: ['mesh'] } },
+    ...(options.vaultRateLimit && { rateLimit: options.vaultRateLimit }),
   });
   t.teardown(() => vault.stop());
   vault.putSecret('secret', 'meshvm/cluster-a', { server: kube.url, 'ca.crt': kube.caPem, token: 'scoped-token' });

@@ -25,6 +25,8 @@ export interface Call {
   limited?: true;
   /** Date.now() when the request arrived. */
   at: number;
+  /** The client's address:port (a kept-alive connection: one client's requests in a row, e.g. a retry after a refusal). */
+  from?: string;
 }
 
 const SECRET_HEADERS = new Set(['authorization', 'x-vault-token', 'cookie', 'x-amz-security-token', 'proxy-authorization']);
@@ -36,6 +38,7 @@ export function recordCall(calls: Call[], req: IncomingMessage, res: ServerRespo
     headers[k] = SECRET_HEADERS.has(k) ? '(redacted)' : Array.isArray(v) ? v.join(', ') : v;
   }
   const call: Call = { method: req.method ?? 'GET', path: url.pathname, query: Object.fromEntries(url.searchParams), headers, at: Date.now() };
+  if (req.socket.remotePort !== undefined) call.from = `${req.socket.remoteAddress}:${req.socket.remotePort}`;
   calls.push(call);
   res.once('close', () => {
     call.status = res.headersSent && res.writableFinished ? res.statusCode : 0;

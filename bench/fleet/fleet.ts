@@ -1,0 +1,246 @@
+// A simulated fleet: N VMs (scratch roots, each its own AppRole secret_id) converging as separate `meshvm converge`
+// processes, concurrency bounded, against the Vault and Kubernetes stand-ins with the real services' limits on.
+import { randomUUID } from 'node:crypto';
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { execa } from 'execa';
+import { startMeshLab, type MeshLab } from '../../test/helpers/mesh-lab.ts';
+import type { Call } from '../../test/stand-ins/index.ts';
+
+const PROJECT = path.resolve(import.meta.dirname, '../..');
+const BIN = path.join(PROJECT, 'bin/meshvm.js');
+/** What one `meshvm converge` holds at its peak (README: 63-94 MiB), rounded up: the memory check's unit. */
+export const MIB_PER_PROCESS = 128;
+
+/**
+ * The limits, scaled down to a fleet this machine can run (tens to hundreds of VMs, not 10,000) so that they bite as
+ * the real ones would at scale: the API server's APF seats (real: about 245 for workload-low, of 600 in all, each
+ * request holding one for its few ms) as 2 seats each held 200 ms; a Vault rate-limit quota (real: what the operator
+ * sets, e.g. 100 or 1,000 per second) as 5 requests per second.
+ */
+export const SCALED_LIMITS: Limits = { kubeSeats: 2, kubeServiceMs: 200, vaultPerSecond: 5 };
+
+export interface Limits {
+  kubeSeats: number;
+  kubeServiceMs: number;
+  vaultPerSecond: number;
+}
+
+export interface FleetOptions {
+  vms: number;
+  concurrency: number;
+  /** The stand-ins' limits (default SCALED_LIMITS; false: none). */
+  limits?: Limits | false;
+  /** cluster.keepAccess on every VM (fewer Vault calls on later runs). */
+  keepAccess?: boolean;
+}
+
+export interface Vm {
+  index: number;
+  root: string;
+  runlist: string;
+}
+
+export interface RunResult {
+  vm: number;
+  startedAt: number;
+  endedAt: number;
+  exitCode: number;
+  apiCalls: Record<string, number>;
+  error?: string;
+}
+
+export interface Fleet {
+  lab: MeshLab;
+  vms: Vm[];
+  converge(vm: Vm): Promise<RunResult>;
+  stop(): Promise<void>;
+}
+
+/** Why the fleet cannot run here, or undefined: more processes than memory holds, nonsense counts. */
+export function refuseFleet(o: FleetOptions, freeBytes = os.freemem()): string | undefined {
+  if (!Number.isInteger(o.vms) || o.vms < 1) return `--vms must be a whole number >= 1 (got ${o.vms})`;
+  if (!Number.isInteger(o.concurrency) || o.concurrency < 1) return `--concurrency must be a whole number >= 1 (got ${o.concurrency})`;
+  const fits = Math.floor(freeBytes / (MIB_PER_PROCESS * 1024 * 1024));
+  if (o.concurrency > fits) {
+    return `--concurrency ${o.concurrency} needs about ${o.concurrency * MIB_PER_PROCESS} MiB (${MIB_PER_PROCESS} MiB a meshvm process) and ${Math.round(freeBytes / 1048576)} MiB are free: at most ${fits} here`;
+  }
+  return undefined;
+}
+
+/** Starts the stand-ins (loopback only) and writes N VM roots, each with its own AppRole secret_id. */
+export async function startFleet(o: FleetOptions): Promise<Fleet> {
+  const refused = refuseFleet(o);
+  if (refused) throw new Error(refused);
+  const teardowns: (() => unknown)[] = [];
+  const t = { teardown: (fn: () => unknown) => void teardowns.push(fn) } as never;
+  const base = await fs.mkdtemp(path.join(os.tmpdir(), 'meshvm-fleet-'));
+  teardowns.push(() => fs.rm(base, { recursive: true, force: true }));
+  const limits = o.limits ?? SCALED_LIMITS;
+  const lab = await startMeshLab(t, path.join(base, 'lab-root'), {
+    ...(limits && {
+      kubeLimits: { concurrency: limits.kubeSeats, serviceMs: limits.kubeServiceMs },
+      vaultRateLimit: { rate: limits.vaultPerSecond },
+    }),
+  });
+  for (const url of [lab.vault.url, lab.kube.url]) {
+    if (!['127.0.0.1', 'localhost', '[::1]'].includes(new URL(url).hostname)) throw new Error(`refusing a stand-in outside loopback: ${url}`);
+  }
+  const generated = new Set<string>();
+  lab.vault.state.secretIds.set('meshvm', generated);
+  const vms: Vm[] = [];
+  for (let index = 0; index < o.vms; index++) {
+    const root = path.join(base, `vm-${index}`);
+    const secretId = randomUUID();
+    generated.add(secretId);
+    await fs.mkdir(path.join(root, 'etc/meshvm'), { recursive: true });
+    await fs.writeFile(path.join(root, 'etc/meshvm/role-id'), 'role-id-lab\n', { mode: 0o600 });
+    await fs.writeFile(path.join(root, 'etc/meshvm/secret-id'), `${secretId}\n`, { mode: 0o600 });
+    await fs.writeFile(path.join(root, 'etc/meshvm/vault-ca.pem'), lab.vault.caPem!);
+    const runlist = path.join(root, 'fleet.yaml');
+    await fs.writeFile(
+      runlist,
+      JSON.stringify({
+        name: `fleet-vm-${index}`,
+        attributes: { flow: 'classic', namespace: 'vm-ns', serviceAccount: 'vm-sa', cluster: { ...lab.cluster, keepAccess: o.keepAccess ?? false } },
+        recipes: [{ recipe: 'istio-proxy-user' }, { recipe: 'cluster-env' }, { recipe: 'certs' }],
+      }),
+    );
+    vms.push({ index, root, runlist });
+  }
+  return {
+    lab,
+    vms,
+    async converge(vm) {
+      const startedAt = Date.now();
+      const result = await execa(process.execPath, [BIN, 'converge', vm.runlist, '--root', vm.root, '--json', '--lock-wait', '0'], {
+        reject: false,
+        env: { NO_COLOR: '1' },
+        timeout: 300_000,
+      });
+      const endedAt = Date.now();
+      let apiCalls: Record<string, number> = {};
+      try {
+        apiCalls = JSON.parse(String(result.stdout)).apiCalls ?? {};
+      } catch {}
+      const run: RunResult = { vm: vm.index, startedAt, endedAt, exitCode: result.exitCode ?? -1, apiCalls };
+      if (run.exitCode !== 0) run.error = String(result.stderr).split('\n').slice(-3).join(' ');
+      return run;
+    },
+    async stop() {
+      for (const fn of teardowns.reverse()) await fn();
+    },
+  };
+}
+
+/** Runs `work` on every item, at most `concurrency` at once, each started no sooner than its `at` (ms from now). */
+export async function runPool<T, R>(items: readonly T[], concurrency: number, work: (item: T) => Promise<R>, at: (item: T) => number = () => 0): Promise<R[]> {
+  const start = Date.now();
+  const order = items.map((item, i) => ({ item, i, at: at(item) })).sort((a, b) => a.at - b.at);
+  const results: R[] = new Array(items.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < order.length) {
+      const job = order[next++]!;
+      const wait = start + job.at - Date.now();
+      if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+      results[job.i] = await work(job.item);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(concurrency, order.length) }, worker));
+  return results;
+}
+
+export interface ServiceStats {
+  requests: number;
+  /** Refused by the stand-in's limit (each was retried when its run converged). */
+  limited: number;
+  /** Requests per second over the scenario's span; and the busiest second's count. */
+  perSecond: number;
+  peakSecond: number;
+}
+
+export interface Summary {
+  vms: number;
+  converged: number;
+  failed: RunResult[];
+  /** Seconds: each run's wall time, and from the scenario's start until the last VM converged. */
+  p50: number;
+  p99: number;
+  fleetConverged: number;
+  vault: ServiceStats;
+  kubernetes: ServiceStats;
+  /** Runs in all (re-runs of failed VMs included) and VMs that never converged. */
+  runs: number;
+  neverConverged: number[];
+  /** Kubernetes refusals (Retry-After: 1) echoed by a request exactly 1 s later: near 1 = synchronised waves. */
+  kubeEchoes: { refused: number; echoed: number; share: number };
+}
+
+const quantile = (sorted: number[], q: number) => (sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]! : 0);
+
+function serviceStats(calls: readonly Call[], from: number, to: number): ServiceStats {
+  const within = calls.filter((c) => c.at >= from && c.at <= to);
+  const seconds = new Map<number, number>();
+  for (const c of within) seconds.set(Math.floor(c.at / 1000), (seconds.get(Math.floor(c.at / 1000)) ?? 0) + 1);
+  return {
+    requests: within.length,
+    limited: within.filter((c) => c.limited).length,
+    perSecond: within.length / Math.max(0.001, (to - from) / 1000),
+    peakSecond: Math.max(0, ...seconds.values()),
+  };
+}
+
+/**
+ * Synchronised retry waves, measured: the share of refused requests that are echoed by a request exactly Retry-After
+ * later (within `windowMs`). Clients that wait exactly the hint come back as one wave (share near 1); with jitter above
+ * the floor the echoes are what the background traffic puts in that window.
+ */
+export function retryEchoShare(calls: readonly Call[], afterMs: number, windowMs = 50): { refused: number; echoed: number; share: number } {
+  const times = calls.map((c) => c.at).sort((x, y) => x - y);
+  const refused = calls.filter((c) => c.limited);
+  const echoed = refused.filter((r) => times.some((at) => at >= r.at + afterMs && at < r.at + afterMs + windowMs)).length;
+  return { refused: refused.length, echoed, share: refused.length ? echoed / refused.length : 0 };
+}
+
+/**
+ * The fleet converging as timers would make it: every VM once (at its `at`), and a VM whose run failed again after
+ * `rerunMs` plus a random splay (systemd's RandomizedDelaySec), until all converged or `maxRounds` runs each.
+ */
+export async function convergeFleet(
+  fleet: Fleet,
+  o: { concurrency: number; at?: (vm: Vm) => number; rerunMs: number; splayMs: number; maxRounds: number },
+): Promise<RunResult[]> {
+  const all: RunResult[] = [];
+  let pending = fleet.vms;
+  for (let round = 0; round < o.maxRounds && pending.length > 0; round++) {
+    const results = await runPool(pending, o.concurrency, (vm) => fleet.converge(vm), round === 0 ? o.at : () => Math.random() * o.splayMs);
+    all.push(...results);
+    pending = pending.filter((vm) => results.find((r) => r.vm === vm.index)?.exitCode !== 0);
+    if (pending.length && round + 1 < o.maxRounds) await new Promise((r) => setTimeout(r, o.rerunMs));
+  }
+  return all;
+}
+
+export function summarize(fleet: Fleet, results: readonly RunResult[], from: number, to = Date.now()): Summary {
+  const walls = results.map((r) => (r.endedAt - r.startedAt) / 1000).sort((a, b) => a - b);
+  const convergedAt = new Map<number, number>();
+  for (const r of results) if (r.exitCode === 0) convergedAt.set(r.vm, Math.min(convergedAt.get(r.vm) ?? Infinity, r.endedAt));
+  return {
+    vms: fleet.vms.length,
+    converged: convergedAt.size,
+    failed: results.filter((r) => r.exitCode !== 0),
+    runs: results.length,
+    neverConverged: fleet.vms.filter((vm) => !convergedAt.has(vm.index)).map((vm) => vm.index),
+    p50: quantile(walls, 0.5),
+    p99: quantile(walls, 0.99),
+    fleetConverged: convergedAt.size ? (Math.max(...convergedAt.values()) - from) / 1000 : Infinity,
+    vault: serviceStats(fleet.lab.vault.calls, from, to),
+    kubernetes: serviceStats(fleet.lab.kube.calls, from, to),
+    kubeEchoes: retryEchoShare(
+      fleet.lab.kube.calls.filter((c) => c.at >= from && c.at <= to),
+      1000,
+    ),
+  };
+}
