@@ -1,0 +1,92 @@
+// npm run bench:fleet: the fleet simulation's scenarios (boot storm, steady state, control-plane outage and recovery) at a size this machine holds.
+import os from 'node:os';
+import { parseArgs } from 'node:util';
+import { convergeFleet, refuseFleet, SCALED_LIMITS, startFleet, summarize, type Fleet, type Summary } from './fleet.ts';
+
+const { values } = parseArgs({
+  options: {
+    vms: { type: 'string', default: '100' },
+    concurrency: { type: 'string', default: String(Math.max(2, os.availableParallelism() * 2)) },
+    scenario: { type: 'string', default: 'all' },
+    splay: { type: 'string', default: '30' },
+    outage: { type: 'string', default: '20' },
+    'no-limits': { type: 'boolean', default: false },
+    json: { type: 'boolean', default: false },
+  },
+});
+const vms = Number(values.vms);
+const concurrency = Number(values.concurrency);
+const splayMs = Number(values.splay) * 1000;
+const outageMs = Number(values.outage) * 1000;
+const scenarios = values.scenario === 'all' ? ['boot-storm', 'steady', 'outage'] : [values.scenario];
+const limits = values['no-limits'] ? false : SCALED_LIMITS;
+const refused =
+  refuseFleet({ vms, concurrency }) ??
+  (scenarios.every((s) => ['boot-storm', 'steady', 'outage'].includes(s ?? ''))
+    ? undefined
+    : `--scenario: boot-storm, steady, outage or all (got ${values.scenario})`) ??
+  (Number.isFinite(splayMs) && splayMs >= 0 && Number.isFinite(outageMs) && outageMs >= 0 ? undefined : '--splay and --outage are seconds >= 0');
+if (refused) {
+  process.stderr.write(`bench:fleet: ${refused}\n`);
+  process.exit(2);
+}
+
+const TIMER = { rerunMs: 5000, splayMs: 5000, maxRounds: 8 };
+
+async function bootStorm(fleet: Fleet): Promise<Summary> {
+  const from = Date.now();
+  return summarize(fleet, await convergeFleet(fleet, { concurrency, ...TIMER }), from);
+}
+
+async function steady(fleet: Fleet): Promise<Summary> {
+  const from = Date.now();
+  return summarize(fleet, await convergeFleet(fleet, { concurrency, ...TIMER, at: () => Math.random() * splayMs }), from);
+}
+
+/** The API server answers 503 to everything for `outageMs` while the timers run; then it is back: how long until all converged, at what cost. */
+async function outage(fleet: Fleet): Promise<Summary & { outageRuns: number; recoveryRequests: number }> {
+  fleet.lab.kube.faults.inject({ kind: 'status', status: 503, times: Infinity });
+  const down = Date.now();
+  const during = await convergeFleet(fleet, { concurrency, rerunMs: 0, splayMs: 0, maxRounds: 1, at: () => Math.random() * Math.min(splayMs, outageMs) });
+  const wait = down + outageMs - Date.now();
+  if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+  fleet.lab.kube.faults.clear();
+  const from = Date.now();
+  const failed = new Set(during.filter((r) => r.exitCode !== 0).map((r) => r.vm));
+  const recovering = { ...fleet, vms: fleet.vms.filter((vm) => failed.has(vm.index)) };
+  // the failed VMs' timers fire again within their splay, as systemd's RandomizedDelaySec spreads them
+  const results = await convergeFleet(recovering, { concurrency, ...TIMER, at: () => Math.random() * TIMER.splayMs });
+  const summary = summarize(recovering, results, from);
+  return { ...summary, outageRuns: during.length, recoveryRequests: summary.vault.requests + summary.kubernetes.requests };
+}
+
+const line = (name: string, s: Summary) =>
+  `| ${name} | ${s.vms} | ${s.converged} | ${s.runs} | ${s.p50.toFixed(2)} | ${s.p99.toFixed(2)} | ${s.fleetConverged.toFixed(1)} | ` +
+  `${s.vault.requests} (${s.vault.perSecond.toFixed(1)}/s, peak ${s.vault.peakSecond}) | ${s.vault.limited} | ` +
+  `${s.kubernetes.requests} (${s.kubernetes.perSecond.toFixed(1)}/s, peak ${s.kubernetes.peakSecond}) | ${s.kubernetes.limited} | ` +
+  `${s.kubeEchoes.echoed}/${s.kubeEchoes.refused} |`;
+
+const fleet = await startFleet({ vms, concurrency, limits, keepAccess: true });
+const out: Record<string, unknown> = { vms, concurrency, limits, cores: os.availableParallelism() };
+try {
+  const rows: string[] = [];
+  for (const name of scenarios) {
+    const s = name === 'boot-storm' ? await bootStorm(fleet) : name === 'steady' ? await steady(fleet) : await outage(fleet);
+    out[name ?? ''] = { ...s, failed: s.failed.length };
+    rows.push(line(name ?? '', s));
+    if (!values.json) process.stdout.write(`${name}: done\n`);
+  }
+  if (values.json) process.stdout.write(`${JSON.stringify(out, null, 2)}\n`);
+  else {
+    process.stdout.write(
+      `\nN=${vms}, concurrency ${concurrency}, limits ${JSON.stringify(limits)}, keepAccess on\n` +
+        '| scenario | VMs | converged | runs | p50 s | p99 s | fleet converged s | Vault requests | Vault refused | Kubernetes requests | Kubernetes refused | Retry-After echoes |\n' +
+        '|---|---|---|---|---|---|---|---|---|---|---|---|\n' +
+        `${rows.join('\n')}\n`,
+    );
+    const o = out['outage'] as { outageRuns?: number; recoveryRequests?: number } | undefined;
+    if (o) process.stdout.write(`outage: ${o.outageRuns} runs failed during it; the recovery cost ${o.recoveryRequests} requests\n`);
+  }
+} finally {
+  await fleet.stop();
+}
