@@ -9,22 +9,24 @@ import type { Host } from './host.ts';
 import { localHost } from './host-local.ts';
 import { acquireLock, type RunLock } from './lock.ts';
 import { humanListener, keepGoingWhenClosed } from './output.ts';
-import { checkRequirements, planRunlist } from './plan.ts';
+import { checkRequirements, planRunlist, type Plan } from './plan.ts';
 import { offboardRunlist } from './offboard.ts';
 import { checkComposites } from './composite.ts';
 import { preflight } from './preflight.ts';
-import type { Recipe } from './recipe.ts';
+import type { PublishContext, Recipe, RecipeContext } from './recipe.ts';
 import type { Check } from './check.ts';
 import { runChecks } from './verify.ts';
 import { buildReport, reportJson, type Listener, type RunReport } from './report.ts';
-import { runStatus } from './run-status.ts';
+import { runStatus, type RunStatus } from './run-status.ts';
+import { apiCalls } from './api-calls.ts';
 import { METRICS_FILE_NAME, textfileDir, writeMetrics } from './metrics.ts';
 import type { Declared } from './resource.ts';
 import { ensureStateDir, runResources, type RunResult } from './runner.ts';
-import { loadRunlist } from './runlist.ts';
+import { loadRunlist, type Runlist } from './runlist.ts';
 import { SCHEMA_KINDS, isSchemaKind, schemaText } from './schema.ts';
 import { secrets } from './secrets.ts';
 import {
+  FLEET_VIEW_FILE,
   INSTALLED_DEBS_DIR,
   INSTALLED_PACKAGES_DIR,
   SERVICES_DIR,
@@ -231,14 +233,11 @@ export async function main(argv: readonly string[], options: CliOptions, io: Cli
       });
     }
     signals.phase = 'planning';
-    const { declared, entries } = await planRunlist(runlist, {
-      host,
-      mode,
-      service: <T>(key: string, create: () => T): T => {
-        if (!services.has(key)) services.set(key, create());
-        return services.get(key) as T;
-      },
-    });
+    const service = <T>(key: string, create: () => T): T => {
+      if (!services.has(key)) services.set(key, create());
+      return services.get(key) as T;
+    };
+    const { declared, entries } = await planRunlist(runlist, { host, mode, service });
     run.declared = declared;
     await checkRequirements(declared, host);
     await checkComposites(declared, host);
@@ -257,18 +256,22 @@ export async function main(argv: readonly string[], options: CliOptions, io: Cli
     say({ type: 'start', mode, ...(offboard && { offboard }), runlist: runlist.file, root: host.root, total: declared.length });
     const result = await runResources(declared, { host, mode, listener: say, interrupted: () => signals.received !== undefined });
     signals.phase = 'reporting';
-    await closeServices(services);
-
-    if (offboard && mode === 'converge' && !result.failed) await tidyState(host);
     const report = buildReport(result, { meshvm: pkg.version, mode, runlist: runlist.file, root: host.root, startedAt });
     if (offboard) Object.assign(report, { offboard, notes });
     if (result.interrupted) report.error = `interrupted by ${signals.received ?? 'a signal'}`;
+    // the fleet view is published through the run's cluster connection: before the services close
+    const status = mode === 'converge' && !offboard ? await computeStatus(report, declared, host, runlist.name, say) : undefined;
+    if (status) await publishStatus(entries, status, { host, mode, service, runlist: runlistInfo(runlist) }, say);
+    await closeServices(services);
+    report.apiCalls = apiCalls.snapshot(); // with the calls closing made (a Vault token revoked)
+
+    if (offboard && mode === 'converge' && !result.failed) await tidyState(host);
     say({ type: 'done', report });
     const text = reportJson(report);
     if (mode === 'converge') {
       await writeLastRun(host, text, io);
-      if (!offboard) await recordStatus(report, declared, host, runlist.name, values['textfile-dir'], say);
-      else if (!result.failed) {
+      if (status) await writeStatusMetrics({ ...status, apiCalls: report.apiCalls }, host, values['textfile-dir'], say);
+      else if (offboard && !result.failed) {
         await forgetStatus(host, values['textfile-dir']);
         // the cluster access kept between runs (keepAccess): revoked at Vault and forgotten
         const { forgetKeptAccess } = await import('../clients/access-cache.ts');
@@ -362,14 +365,15 @@ function parseFlags(argv: readonly string[]) {
   });
 }
 
-/** The run's status after a converge: status.json (drift baseline), and the metrics file when node_exporter reads one. */
 /** Offboarded: no metrics left to say the machine stopped converging (meshvm's alert would fire), no drift baseline. */
 async function forgetStatus(host: Host, textfile: string | undefined): Promise<void> {
   const dir = await textfileDir(host, textfile);
   if (dir) await host.remove(path.posix.join(dir, METRICS_FILE_NAME));
   await host.remove(STATUS_FILE);
+  await host.remove(FLEET_VIEW_FILE);
 }
 
+/** The run's status after a converge: status.json (drift baseline), and the metrics file when node_exporter reads one. */
 async function recordStatus(
   report: RunReport,
   declared: readonly Declared[],
@@ -378,14 +382,45 @@ async function recordStatus(
   textfile: string | undefined,
   say: Listener,
 ): Promise<void> {
+  const status = await computeStatus(report, declared, host, runlist, say);
+  if (status) await writeStatusMetrics(status, host, textfile, say);
+}
+
+/** The run's status; status.json (the drift baseline) updated. */
+async function computeStatus(report: RunReport, declared: readonly Declared[], host: Host, runlist: string, say: Listener): Promise<RunStatus | undefined> {
   try {
-    const status = await runStatus(report, declared, host, runlist);
-    const dir = await textfileDir(host, textfile);
-    if (dir) await writeMetrics(host, dir, status);
+    return await runStatus(report, declared, host, runlist);
   } catch (error) {
     // the converge itself is done and reported: a status that cannot be written is a warning, not a failed run
     say({ type: 'message', level: 'warn', text: `could not record the run's status: ${secrets.redact(errorMessage(error))}` });
+    return undefined;
   }
+}
+
+async function writeStatusMetrics(status: RunStatus, host: Host, textfile: string | undefined, say: Listener): Promise<void> {
+  try {
+    const dir = await textfileDir(host, textfile);
+    if (dir) await writeMetrics(host, dir, status);
+  } catch (error) {
+    say({ type: 'message', level: 'warn', text: `could not record the run's status: ${secrets.redact(errorMessage(error))}` });
+  }
+}
+
+/** Each recipe's publish (the fleet seen from Kubernetes): what it did is said; a failure is a warning, the converge stands. */
+async function publishStatus(entries: Plan['entries'], status: RunStatus, context: PublishContext, say: Listener): Promise<void> {
+  for (const { recipe, attributes } of entries) {
+    if (!recipe.publish) continue;
+    try {
+      const text = await recipe.publish(attributes, status, context);
+      if (text) say({ type: 'message', level: 'info', text });
+    } catch (error) {
+      say({ type: 'message', level: 'warn', text: `${recipe.name}: could not publish the run's status: ${secrets.redact(errorMessage(error))}` });
+    }
+  }
+}
+
+function runlistInfo(runlist: Runlist): RecipeContext['runlist'] {
+  return { name: runlist.name, file: runlist.file, dir: runlist.dir, recipes: runlist.entries.map((e) => e.recipe.name) };
 }
 
 async function closeServices(services: Map<string, unknown>): Promise<void> {

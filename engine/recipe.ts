@@ -1,6 +1,7 @@
 // Recipes: typed functions of attributes (validated by a schema, their type inferred from it) that declare resources.
 import type { z } from 'zod';
-import type { HostReader } from './host.ts';
+import type { Host, HostReader } from './host.ts';
+import type { RunStatus } from './run-status.ts';
 import { flatten, type Declaration, type Declared } from './resource.ts';
 
 export { flatten, type Declaration };
@@ -27,6 +28,11 @@ export interface UndoContext extends RecipeContext {
   note(text: string): void;
 }
 
+/** What a recipe's publish gets: the run's context, the machine writable (for what it keeps of its last publish). */
+export interface PublishContext extends RecipeContext {
+  host: Host;
+}
+
 export interface Recipe<Schema extends z.ZodObject = z.ZodObject> {
   readonly kind: 'recipe';
   readonly name: string;
@@ -42,6 +48,11 @@ export interface Recipe<Schema extends z.ZodObject = z.ZodObject> {
    * resources as they are.
    */
   undo?(attributes: z.output<Schema>, context: UndoContext): Declaration | Promise<Declaration>;
+  /**
+   * After a converge (never plan, verify or offboard), before the run's services close: shows the run's status where the
+   * fleet is watched from (the registration's Kubernetes object). Says what it did, or nothing; a failure is a warning.
+   */
+  publish?(attributes: z.output<Schema>, status: RunStatus, context: PublishContext): Promise<string | undefined>;
 }
 
 export function defineRecipe<Schema extends z.ZodObject>(recipe: Omit<Recipe<Schema>, 'kind' | 'description'> & { description?: string }): Recipe<Schema> {

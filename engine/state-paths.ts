@@ -6,6 +6,8 @@ export const STATE_DIR = '/var/lib/meshvm';
 export const LAST_RUN_FILE = `${STATE_DIR}/last-run.json`;
 /** What the last converges found: each resource's declaration digest (to tell drift from a new declaration), the last success. */
 export const STATUS_FILE = `${STATE_DIR}/status.json`;
+/** What the last converge published on the VM's registration object (the fleet seen from Kubernetes), and when. */
+export const FLEET_VIEW_FILE = `${STATE_DIR}/fleet-view.json`;
 /** Notifications owed, kept until delivered. */
 export const PENDING_FILE = `${STATE_DIR}/pending.json`;
 /** Replaced files, the last few of each. */

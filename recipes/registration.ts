@@ -1,7 +1,7 @@
 // Recipe registration: the mesh can call the VM. auto: a WorkloadGroup istiod registers the VM into; manual: a WorkloadEntry for it; optionally a Service selecting it.
 import { z } from 'zod';
 import { defineRecipe, type RecipeContext } from '../engine/recipe.ts';
-import { WorkloadEntry, KubeService, primaryAddress, servicePort } from '../resources/workload-entry.ts';
+import { KubeLease, WorkloadEntry, KubeService, primaryAddress, servicePort } from '../resources/workload-entry.ts';
 import {
   annotationMap,
   dnsLabel,
@@ -28,7 +28,8 @@ import {
 import type { Declared } from '../engine/resource.ts';
 import { clusterAttribute, cluster, type ClusterAttribute } from './cluster.ts';
 import { flow, workload, type Workload } from './mesh.ts';
-import { registrationChecks } from './checks/registration.ts';
+import { autoEntryName, registrationChecks, sidecarAddress } from './checks/registration.ts';
+import { LEASES, publishFleetView, type FleetTarget } from '../clients/fleet-view.ts';
 
 export const registrationMode = z.enum(['auto', 'manual', 'none']);
 export type RegistrationMode = z.output<typeof registrationMode>;
@@ -125,6 +126,13 @@ export const registration = defineRecipe({
     cluster: clusterAttribute.optional(),
   }),
   declare: (a, ctx) => registrationObjects(a, ctx, a.registration?.ensure ?? 'present'),
+  /** The fleet seen from Kubernetes: the run's status on this VM's WorkloadEntry (manual: meshvm's; auto: istiod's), else on its Lease. */
+  async publish(a, status, ctx) {
+    const target = await fleetTarget(a, ctx);
+    if (!target || !a.cluster) return undefined;
+    const connected = cluster(ctx, a.cluster, 'the fleet view');
+    return publishFleetView(ctx.host, target, status, () => connected.kubernetes());
+  },
   /**
    * The objects declare applies, deleted: only those carrying meshvm's managed-by label (the resources refuse the others;
    * undo notes them and leaves them). The WorkloadEntry istiod made for an auto-registered VM is istiod's: istiod removes
@@ -140,6 +148,15 @@ export const registration = defineRecipe({
       if (found && !managedByMeshvm(found))
         ctx.note(`left ${api.kind} ${spec.namespace}/${spec.name}: it does not carry ${MANAGED_BY_LABEL}=${MANAGED_BY_VALUE}`);
       else mine.push(object);
+    }
+    // the Lease the fleet view made where no entry is published to (registration none)
+    const target = await fleetTarget(a, ctx);
+    if (target?.api === LEASES && a.cluster) {
+      const connected = cluster(ctx, a.cluster, 'the fleet view');
+      const lease = await connected.object(LEASES, target.namespace, target.name);
+      if (lease && !managedByMeshvm(lease))
+        ctx.note(`left Lease ${target.namespace}/${target.name}: it does not carry ${MANAGED_BY_LABEL}=${MANAGED_BY_VALUE}`);
+      else if (lease) mine.push(KubeLease({ namespace: target.namespace, name: target.name, ensure: 'absent', connect: () => connected.kubernetes() }));
     }
     return mine;
   },
@@ -200,4 +217,39 @@ async function discoverAddress(ctx: RecipeContext, r: Registration): Promise<str
   } catch (error) {
     throw new Error(`registration.address is not given and ${(error as Error).message.replace(/; give the address$/, '')}; set registration.address`);
   }
+}
+
+/**
+ * Where the fleet view goes: manual, meshvm's WorkloadEntry; auto, the one istiod registers (named after the sidecar's
+ * address, so unknown under --root without ISTIO_SVC_IP); none, a Lease in the workload's namespace named after the VM
+ * (its host name). Undefined when there is no workload or no cluster to publish to, or the name cannot be known.
+ */
+async function fleetTarget(
+  a: { flow: 'classic' | 'istiod'; workload?: Workload | undefined; registration?: Registration | undefined; cluster?: ClusterAttribute | undefined },
+  ctx: RecipeContext,
+): Promise<FleetTarget | undefined> {
+  const w = a.workload;
+  if (!w || !a.cluster || a.registration?.ensure === 'absent') return undefined;
+  const mode = resolveMode(a);
+  if (mode === 'manual') {
+    const address = a.registration?.entryName ? undefined : (a.registration?.address ?? (await discoverAddress(ctx, a.registration ?? settings.parse({}))));
+    return { api: WORKLOAD_ENTRIES, namespace: w.namespace, name: a.registration?.entryName ?? entryName(w.name, address!) };
+  }
+  if (mode === 'auto') {
+    const address = await sidecarAddress(ctx.host);
+    return address ? { api: WORKLOAD_ENTRIES, namespace: w.namespace, name: autoEntryName(w.name, address, w.network) } : undefined;
+  }
+  const name = await vmName(ctx);
+  return name ? { api: LEASES, namespace: w.namespace, name } : undefined;
+}
+
+/** The VM's name as a Kubernetes object name: its host name (/etc/hostname, else `hostname` on the running machine), lower case. */
+async function vmName(ctx: RecipeContext): Promise<string | undefined> {
+  let name = (await ctx.host.readFile('/etc/hostname'))?.trim();
+  if (!name && ctx.host.live) {
+    const result = await ctx.host.query(['hostname']);
+    name = result.exitCode === 0 ? result.stdout.trim() : undefined;
+  }
+  const parsed = objectName.safeParse(name?.toLowerCase());
+  return parsed.success ? parsed.data : undefined;
 }

@@ -3,6 +3,7 @@ import { z } from 'zod';
 import { defineResource } from '../engine/resource.ts';
 import type { HostReader } from '../engine/host.ts';
 import { SERVICES, WORKLOAD_ENTRIES, type KubeObject } from '../clients/workload-group.ts';
+import { LEASES } from '../clients/fleet-view.ts';
 import {
   annotationMap,
   dnsLabel,
@@ -194,3 +195,16 @@ export async function primaryAddress(host: HostReader, family?: 4 | 6): Promise<
   }
   throw new Error(`cannot tell the VM's primary address (${tried.join('; ')}); give the address`);
 }
+
+// ---- the Lease the fleet view keeps for a VM without a WorkloadEntry: only ever deleted by a declaration (offboard) ----
+
+export const kubeLeaseSpec = z.strictObject({ name: objectName, namespace: dnsLabel, ensure: presence, connect: kubeConnect });
+export type KubeLeaseSpec = z.output<typeof kubeLeaseSpec>;
+
+export const kubeLeaseType = kubeObjectType({
+  kind: 'kube_lease',
+  api: LEASES,
+  schema: kubeLeaseSpec,
+  render: (spec) => prune({ metadata: ownedMetadata(spec), spec: {} }),
+});
+export const KubeLease = defineResource(kubeLeaseType);

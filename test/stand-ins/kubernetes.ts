@@ -1,4 +1,4 @@
-// Kubernetes API server v1.33 (core/v1, apps/v1 Deployment, networking.k8s.io/v1 ServiceCIDR, authentication.k8s.io/v1 TokenRequest,
+// Kubernetes API server v1.33 (core/v1, apps/v1 Deployment, networking.k8s.io/v1 ServiceCIDR, authentication.k8s.io/v1 TokenRequest, coordination.k8s.io/v1 Lease,
 // networking.istio.io/v1 WorkloadEntry, WorkloadGroup and Sidecar with their CRD schemas and status subresource), bearer tokens, RBAC,
 // PATCH as merge-patch+json and server-side apply (apply-patch+yaml, managedFields), and an Istio control plane to install.
 import type { IncomingMessage, ServerResponse } from 'node:http';
@@ -213,6 +213,18 @@ const SIDECAR: Schema = {
   },
 };
 
+/** coordination.k8s.io/v1 LeaseSpec (renewTime and acquireTime are MicroTime strings). */
+const LEASE: Schema = {
+  type: 'object',
+  properties: {
+    holderIdentity: { type: 'string' },
+    leaseDurationSeconds: { type: 'integer', minimum: 0, maximum: 2147483647 },
+    acquireTime: { type: 'string' },
+    renewTime: { type: 'string' },
+    leaseTransitions: { type: 'integer', minimum: 0, maximum: 2147483647 },
+  },
+};
+
 const RESOURCES: Record<string, ResourceInfo> = {
   configmaps: { group: '', version: 'v1', kind: 'ConfigMap', namespaced: true },
   namespaces: { group: '', version: 'v1', kind: 'Namespace', namespaced: false },
@@ -221,6 +233,7 @@ const RESOURCES: Record<string, ResourceInfo> = {
   serviceaccounts: { group: '', version: 'v1', kind: 'ServiceAccount', namespaced: true },
   deployments: { group: 'apps', version: 'v1', kind: 'Deployment', namespaced: true },
   servicecidrs: { group: 'networking.k8s.io', version: 'v1', kind: 'ServiceCIDR', namespaced: false },
+  leases: { group: 'coordination.k8s.io', version: 'v1', kind: 'Lease', namespaced: true, spec: LEASE },
   workloadentries: { group: 'networking.istio.io', version: 'v1', kind: 'WorkloadEntry', namespaced: true, statusSubresource: true, spec: WORKLOAD_ENTRY },
   workloadgroups: { group: 'networking.istio.io', version: 'v1', kind: 'WorkloadGroup', namespaced: true, statusSubresource: true, spec: WORKLOAD_GROUP },
   sidecars: { group: 'networking.istio.io', version: 'v1', kind: 'Sidecar', namespaced: true, statusSubresource: true, spec: SIDECAR },
@@ -919,7 +932,7 @@ export async function startKubernetes(opts: KubernetesOptions = {}): Promise<Kub
     const m = /^\/(?:api\/v1|apis\/([^/]+)\/([^/]+))(?:\/namespaces\/([^/]+))?\/([^/]+)(?:\/([^/]+))?(?:\/([^/]+))?\/?$/.exec(url.pathname);
     if (!m) return undefined;
     const [, group = '', version = 'v1', namespace, resource = '', name, subresource] = m;
-    const known = ['', 'apps', 'networking.k8s.io', 'networking.istio.io', 'authentication.k8s.io'];
+    const known = ['', 'apps', 'networking.k8s.io', 'networking.istio.io', 'authentication.k8s.io', 'coordination.k8s.io'];
     if (!known.includes(group) || version !== 'v1') return undefined;
     const info = RESOURCES[resource];
     if (!info || info.group !== group || info.namespaced !== (namespace !== undefined) || (resource === 'servicecidrs' && !serviceCIDRApi))
