@@ -29,6 +29,13 @@ export interface LabOptions {
   vaultRateLimit?: VaultOptions['rateLimit'];
 }
 
+/** The fleet view (clients/fleet-view.ts): the run's status on the VM's WorkloadEntry (any name: auto's is istiod's), or on its Lease. */
+export const FLEET_VIEW_RULES = [
+  { verbs: ['patch'], apiGroups: ['networking.istio.io'], resources: ['workloadentries'], namespaces: ['vm-ns'] },
+  { verbs: ['get', 'update', 'patch'], apiGroups: ['networking.istio.io'], resources: ['workloadentries/status'], namespaces: ['vm-ns'] },
+  { verbs: ['get', 'create', 'patch', 'delete'], apiGroups: ['coordination.k8s.io'], resources: ['leases'], namespaces: ['vm-ns'] },
+];
+
 export const MESH_RULES = [
   { verbs: ['get'], resources: ['configmaps'], resourceNames: ['istio-ca-root-cert'], namespaces: ['vm-ns'] },
   { verbs: ['get'], resources: ['secrets'], resourceNames: ['istio.vm-sa'], namespaces: ['vm-ns'] },
@@ -42,6 +49,7 @@ export const MESH_RULES = [
   { verbs: ['get'], apiGroups: ['networking.istio.io'], resources: ['workloadgroups'], namespaces: ['vm-ns'] },
   // verify reads the WorkloadEntry istiod registers for the VM
   { verbs: ['get'], apiGroups: ['networking.istio.io'], resources: ['workloadentries'], namespaces: ['vm-ns'] },
+  ...FLEET_VIEW_RULES,
 ];
 
 /**

@@ -6,7 +6,7 @@ import test from 'ava';
 import type { ExecutionContext } from 'ava';
 import { HEARTBEAT_SECONDS } from '../../clients/fleet-view.ts';
 import type { KubeObject } from '../stand-ins/kubernetes.ts';
-import { MESH_RULES, startMeshLab, type MeshLab } from '../helpers/mesh-lab.ts';
+import { FLEET_VIEW_RULES, MESH_RULES, startMeshLab, type MeshLab } from '../helpers/mesh-lab.ts';
 import { meshvm, scratchRoot, writeRunlist, type CliResult } from '../helpers/scratch.ts';
 
 // Stand-ins (test/helpers/mesh-lab.ts): Vault (HTTP API v1, AppRole login, the scoped cluster token in KV v2) stands for the
@@ -57,7 +57,9 @@ function report(t: ExecutionContext, result: CliResult, exitCode = 0): Report {
 
 async function lab(t: ExecutionContext, rules: unknown[]) {
   const root = await scratchRoot(t);
-  const l = await startMeshLab(t, root, { rules: [...MESH_RULES, ...(rules as typeof MESH_RULES)] });
+  // what a mesh VM needs without the fleet view's rules: each test gives the narrow ones it means
+  const base = MESH_RULES.filter((r) => !(FLEET_VIEW_RULES as unknown[]).includes(r));
+  const l = await startMeshLab(t, root, { rules: [...base, ...(rules as typeof MESH_RULES)] });
   return { root, lab: l };
 }
 
@@ -82,7 +84,7 @@ async function agePublished(root: string, seconds: number): Promise<void> {
   await fs.writeFile(file, JSON.stringify(data));
 }
 
-test('manual: labels, annotations and the MeshvmConverged condition appear; istiod Healthy survives; a steady no-op makes 0 writes and 0 extra reads', async (t) => {
+test('manual: labels, annotations and the MeshvmConverged condition appear; a steady no-op makes 0 writes and 0 extra reads; istiod Healthy survives', async (t) => {
   const { root, lab: l } = await lab(t, MANUAL_RULES);
   const file = await writeRunlist(l.dir, 'manual.yaml', runlist(l, { mode: 'manual', address: '10.0.0.5' }));
 
@@ -93,34 +95,41 @@ test('manual: labels, annotations and the MeshvmConverged condition appear; isti
   t.is(first.outcome, 'changed');
   t.deepEqual(published(l), [`PUT ${ENTRY_PATH}/status`, `PATCH ${ENTRY_PATH}`]);
   let e = entry(l);
-  t.like(e.metadata.labels, { 'meshvm.io/outcome': 'changed', 'meshvm.io/changed': '1', 'meshvm.io/drift': '0', 'app.kubernetes.io/managed-by': 'meshvm' });
+  t.like(e.metadata.labels, { 'meshvm.io/outcome': 'converged', 'meshvm.io/changed': '1', 'meshvm.io/drift': '0', 'app.kubernetes.io/managed-by': 'meshvm' });
   t.regex(e.metadata.labels['meshvm.io/version']!, /^\d+\.\d+\.\d+/);
   t.like(e.metadata.annotations, { 'meshvm.io/runlist': 'fleet-lab', 'meshvm.io/resources': '1 total, 1 changed, 0 failed, 0 skipped' });
+  t.is(e.metadata.annotations['meshvm.io/last-change'], e.metadata.annotations['meshvm.io/last-run']);
   t.false(Number.isNaN(Date.parse(e.metadata.annotations['meshvm.io/last-run']!)));
   t.like(condition(e, 'MeshvmConverged'), { status: 'True', reason: 'Converged' });
+  t.regex(
+    condition(e, 'MeshvmConverged')!.message!,
+    /converged runlist fleet-lab; the last change, at .*: 1 total, 1 changed, 0 failed, 0 skipped, 0 of them drift$/,
+  );
+  const transition = condition(e, 'MeshvmConverged')!.lastTransitionTime;
 
   // istiod reports the VM healthy (its own condition, through the status subresource)
   l.kube.objects.setWorkloadEntryHealth('vm-ns', ENTRY, true);
+  const callsBefore = l.kube.calls.length;
   const second = report(t, await meshvm(['converge', file, '--root', root, '--json']));
   t.is(second.outcome, 'unchanged');
-  t.is(published(l).length, 4, 'the outcome changed: the condition and the labels once more');
-  e = entry(l);
-  t.like(e.metadata.labels, { 'meshvm.io/outcome': 'unchanged', 'meshvm.io/changed': '0' });
-  t.like(condition(e, 'Healthy'), { status: 'True' }, "istiod's condition is kept");
-  t.like(condition(e, 'MeshvmConverged'), { status: 'True', reason: 'Converged' });
-  const transition = condition(e, 'MeshvmConverged')!.lastTransitionTime;
-
-  const callsBefore = l.kube.calls.length;
-  const third = report(t, await meshvm(['converge', file, '--root', root, '--json']));
-  t.is(third.outcome, 'unchanged');
-  t.is(published(l).length, 4, 'steady no-op: 0 writes');
+  t.is(published(l).length, 2, 'steady no-op: 0 writes');
   t.deepEqual(
     l.kube.calls.slice(callsBefore).map((c) => `${c.method} ${c.path}`),
     [`GET ${ENTRY_PATH}`],
     "the registration's own read only: the fleet view compared with what it last published, on the VM",
   );
-  t.is(condition(entry(l), 'MeshvmConverged')!.lastTransitionTime, transition);
-  t.like(condition(entry(l), 'Healthy'), { status: 'True' });
+  t.like(entry(l).metadata.labels, { 'meshvm.io/outcome': 'converged', 'meshvm.io/changed': '1' }, 'the last change stays in view');
+
+  // the runlist gives the entry a label: a change, published; istiod's condition kept beside meshvm's
+  const relabelled = await writeRunlist(l.dir, 'relabelled.yaml', runlist(l, { mode: 'manual', address: '10.0.0.5', labels: { tier: 'back' } }));
+  report(t, await meshvm(['converge', relabelled, '--root', root, '--json']));
+  t.deepEqual(published(l).slice(2), [`PUT ${ENTRY_PATH}/status`, `PATCH ${ENTRY_PATH}`]);
+  e = entry(l);
+  t.like(condition(e, 'Healthy'), { status: 'True' }, "istiod's condition is kept");
+  t.like(condition(e, 'MeshvmConverged'), { status: 'True', reason: 'Converged', lastTransitionTime: transition });
+  t.deepEqual(e.status?.conditions?.map((c) => c.type).sort(), ['Healthy', 'MeshvmConverged']);
+  report(t, await meshvm(['converge', relabelled, '--root', root, '--json']));
+  t.is(published(l).length, 4, 'steady again: 0 writes');
 });
 
 test('the heartbeat: the last-run time is refreshed once the last publish is older than the heartbeat, not before', async (t) => {
@@ -161,16 +170,17 @@ test('drift and a failure change the view: the drift label and the resources fou
   const drifted = report(t, await meshvm(['converge', file, '--root', root, '--json']));
   t.is(drifted.outcome, 'changed');
   let e = entry(l);
-  t.like(e.metadata.labels, { 'meshvm.io/outcome': 'changed', 'meshvm.io/drift': '1' });
+  t.like(e.metadata.labels, { 'meshvm.io/outcome': 'converged', 'meshvm.io/changed': '1', 'meshvm.io/drift': '1' });
   t.is(e.metadata.annotations['meshvm.io/drift-found'], `file[${blocked}]`);
-  t.regex(condition(e, 'MeshvmConverged')!.message!, /1 of 2 resources changed, 1 of them drift/);
+  t.regex(condition(e, 'MeshvmConverged')!.message!, /2 total, 1 changed, 0 failed, 0 skipped, 1 of them drift$/);
   t.true(published(l).length > steady);
 
-  // the next no-op: drift gone from the view (the annotation removed)
+  // the next no-op keeps the last change in view: 0 writes
+  const after = published(l).length;
   report(t, await meshvm(['converge', file, '--root', root, '--json']));
+  t.is(published(l).length, after);
   e = entry(l);
-  t.is(e.metadata.labels['meshvm.io/drift'], '0');
-  t.false('meshvm.io/drift-found' in e.metadata.annotations);
+  t.is(e.metadata.labels['meshvm.io/drift'], '1');
   const transition = condition(e, 'MeshvmConverged')!.lastTransitionTime;
 
   // the file's path becomes a directory: the converge fails there, and says so on the entry
@@ -195,7 +205,7 @@ test('registration none: a Lease named after the VM carries the view; a no-op wr
     l.kube.objects.get('leases', 'vm-ns', 'vm-7') as unknown as
       | (Entry & { spec: { holderIdentity: string; leaseDurationSeconds: number; renewTime: string } })
       | undefined;
-  t.like(lease()?.metadata.labels, { 'meshvm.io/outcome': 'unchanged', 'app.kubernetes.io/managed-by': 'meshvm' });
+  t.like(lease()?.metadata.labels, { 'meshvm.io/outcome': 'converged', 'app.kubernetes.io/managed-by': 'meshvm' });
   t.like(lease()?.spec, { holderIdentity: 'meshvm', leaseDurationSeconds: 3600 });
   t.regex(lease()!.spec.renewTime, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$/);
   t.deepEqual(published(l), ['PATCH /apis/coordination.k8s.io/v1/namespaces/vm-ns/leases/vm-7'], 'created by server-side apply, by name');
@@ -219,5 +229,14 @@ test('a publish the cluster refuses is a warning: the converge succeeds, and the
   const result = await meshvm(['converge', file, '--root', root, '--json']);
   t.is(report(t, result).outcome, 'changed');
   t.regex(result.stderr, /registration: could not publish the run's status: .*workloadentries\/status/);
-  await t.throwsAsync(fs.stat(path.join(root, 'var/lib/meshvm/fleet-view.json')), { code: 'ENOENT' });
+  const refused = () => l.kube.calls.filter((c) => c.path.endsWith('/status')).length;
+  t.is(refused(), 1);
+  // the next run does not ask again before the heartbeat: a Role without the verbs costs one refusal per heartbeat
+  const again = await meshvm(['converge', file, '--root', root, '--json']);
+  t.is(report(t, again).outcome, 'unchanged');
+  t.regex(again.stderr, /the fleet view is not published \(refused at /);
+  t.is(refused(), 1);
+  await agePublished(root, HEARTBEAT_SECONDS);
+  t.regex((await meshvm(['converge', file, '--root', root, '--json'])).stderr, /could not publish/);
+  t.is(refused(), 2);
 });
