@@ -27,7 +27,7 @@ import {
   type MemberOptions,
   type MeshMember,
 } from './mesh.ts';
-import { registrationAttribute } from './registration.ts';
+import { registrationAttribute, vmLease } from './registration.ts';
 import { IstioToken, jwtClaims } from '../resources/istio-token.ts';
 import { certsChecks } from './checks/certs.ts';
 import { removeOwnFiles } from './undo.ts';
@@ -92,6 +92,9 @@ export const certs = defineRecipe({
     cluster: clusterAttribute.optional(),
   }),
   checks: certsChecks,
+  /** The fleet view of a classic VM (no registration object stands for it): its Lease, unless the registration recipe publishes. */
+  publish: async (a, status, ctx) =>
+    a.flow === 'classic' && !ctx.runlist.recipes.includes('registration') ? vmLease.publish(ctx, a.namespace, a.cluster, status) : undefined,
   async declare(a, ctx) {
     const owner = { owner: a.proxyUser, group: a.proxyUser };
     const restart = sidecarRestart(ctx, a.flow);
@@ -144,7 +147,11 @@ export const certs = defineRecipe({
   async undo(a, ctx) {
     const files = certFiles(a);
     if (a.flow === 'classic')
-      return [...(await removeOwnFiles(ctx, [files.rootCert, files.certChain, files.key])), ctx.purge && Directory({ path: a.dir, ensure: 'absent' })];
+      return [
+        ...(await removeOwnFiles(ctx, [files.rootCert, files.certChain, files.key])),
+        ctx.purge && Directory({ path: a.dir, ensure: 'absent' }),
+        ...(ctx.runlist.recipes.includes('registration') ? [] : await vmLease.undo(ctx, a.namespace, a.cluster)),
+      ];
     return [
       ManagedBlock({ path: '/etc/hosts', name: HOSTS_BLOCK, lines: [], ensure: 'absent' }),
       ...(await removeOwnFiles(ctx, [MESH_CONFIG, files.rootCert])),

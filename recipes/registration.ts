@@ -1,6 +1,7 @@
 // Recipe registration: the mesh can call the VM. auto: a WorkloadGroup istiod registers the VM into; manual: a WorkloadEntry for it; optionally a Service selecting it.
 import { z } from 'zod';
-import { defineRecipe, type RecipeContext } from '../engine/recipe.ts';
+import { defineRecipe, type PublishContext, type RecipeContext, type UndoContext } from '../engine/recipe.ts';
+import type { RunStatus } from '../engine/run-status.ts';
 import { KubeLease, WorkloadEntry, KubeService, primaryAddress, servicePort } from '../resources/workload-entry.ts';
 import {
   annotationMap,
@@ -151,13 +152,7 @@ export const registration = defineRecipe({
     }
     // the Lease the fleet view made where no entry is published to (registration none)
     const target = await fleetTarget(a, ctx);
-    if (target?.api === LEASES && a.cluster) {
-      const connected = cluster(ctx, a.cluster, 'the fleet view');
-      const lease = await connected.object(LEASES, target.namespace, target.name);
-      if (lease && !managedByMeshvm(lease))
-        ctx.note(`left Lease ${target.namespace}/${target.name}: it does not carry ${MANAGED_BY_LABEL}=${MANAGED_BY_VALUE}`);
-      else if (lease) mine.push(KubeLease({ namespace: target.namespace, name: target.name, ensure: 'absent', connect: () => connected.kubernetes() }));
-    }
+    if (target?.api === LEASES && a.cluster) mine.push(...(await leaseUndo(ctx, target, a.cluster)));
     return mine;
   },
 });
@@ -253,3 +248,35 @@ async function vmName(ctx: RecipeContext): Promise<string | undefined> {
   const parsed = objectName.safeParse(name?.toLowerCase());
   return parsed.success ? parsed.data : undefined;
 }
+
+/**
+ * The Lease the fleet view keeps for this VM in the namespace, ensured absent by offboarding: only one carrying meshvm's
+ * managed-by label (another is noted and left).
+ */
+async function leaseUndo(ctx: UndoContext, target: FleetTarget, config: ClusterAttribute): Promise<Declared[]> {
+  const connected = cluster(ctx, config, 'the fleet view');
+  const lease = await connected.object(LEASES, target.namespace, target.name);
+  if (!lease) return [];
+  if (!managedByMeshvm(lease)) {
+    ctx.note(`left Lease ${target.namespace}/${target.name}: it does not carry ${MANAGED_BY_LABEL}=${MANAGED_BY_VALUE}`);
+    return [];
+  }
+  return [KubeLease({ namespace: target.namespace, name: target.name, ensure: 'absent', connect: () => connected.kubernetes() })];
+}
+
+/**
+ * The fleet view of a VM no registration object stands for (the classic flow: the certs recipe calls these): its Lease in
+ * the workload's namespace, named after the VM. Nothing without a cluster, a namespace or a known host name.
+ */
+export const vmLease = {
+  async publish(ctx: PublishContext, namespace: string | undefined, config: ClusterAttribute | undefined, status: RunStatus): Promise<string | undefined> {
+    const name = namespace && config ? await vmName(ctx) : undefined;
+    if (!name || !namespace || !config) return undefined;
+    const connected = cluster(ctx, config, 'the fleet view');
+    return publishFleetView(ctx.host, { api: LEASES, namespace, name }, status, () => connected.kubernetes());
+  },
+  async undo(ctx: UndoContext, namespace: string | undefined, config: ClusterAttribute | undefined): Promise<Declared[]> {
+    const name = namespace && config ? await vmName(ctx) : undefined;
+    return name && namespace && config ? leaseUndo(ctx, { api: LEASES, namespace, name }, config) : [];
+  },
+};

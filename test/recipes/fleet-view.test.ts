@@ -240,3 +240,27 @@ test('a publish the cluster refuses is a warning: the converge succeeds, and the
   t.regex((await meshvm(['converge', file, '--root', root, '--json'])).stderr, /could not publish/);
   t.is(refused(), 2);
 });
+
+test('classic flow (no registration object): the certs recipe keeps the Lease, with the certificate expiry; offboarding deletes it', async (t) => {
+  const { root, lab: l } = await lab(t, LEASE_RULES);
+  await fs.mkdir(path.join(root, 'etc'), { recursive: true });
+  await fs.writeFile(path.join(root, 'etc/hostname'), 'vm-7\n');
+  const classic = JSON.stringify({
+    name: 'classic-lab',
+    attributes: { flow: 'classic', namespace: 'vm-ns', serviceAccount: 'vm-sa', cluster: l.cluster },
+    recipes: [{ recipe: 'istio-proxy-user' }, { recipe: 'certs' }],
+  });
+  const file = await writeRunlist(l.dir, 'classic.yaml', classic);
+  const first = report(t, await meshvm(['converge', file, '--root', root, '--json']));
+  t.is(first.outcome, 'changed');
+  const lease = l.kube.objects.get('leases', 'vm-ns', 'vm-7') as unknown as Entry | undefined;
+  t.like(lease?.metadata.labels, { 'meshvm.io/outcome': 'converged', 'app.kubernetes.io/managed-by': 'meshvm' });
+  t.like(lease?.metadata.annotations, { 'meshvm.io/runlist': 'classic-lab' });
+  t.false(Number.isNaN(Date.parse(lease?.metadata.annotations['meshvm.io/certificate-expiry'] ?? '')), 'the workload certificate expiry');
+  t.deepEqual(published(l), ['PATCH /apis/coordination.k8s.io/v1/namespaces/vm-ns/leases/vm-7']);
+
+  report(t, await meshvm(['converge', file, '--root', root, '--json']));
+  t.is(published(l).length, 1, 'no-op: 0 writes');
+  report(t, await meshvm(['offboard', file, '--root', root, '--json']));
+  t.is(l.kube.objects.get('leases', 'vm-ns', 'vm-7'), undefined);
+});
