@@ -29,6 +29,8 @@ export const TOOLS: Record<string, string> = {
   'systemd-nspawn': 'systemd-container',
   'dpkg-deb': 'dpkg',
   rpmbuild: 'rpm', // npm run package builds the .rpm with it (scripts/package.ts)
+  dnf: 'dnf', // Package's dnf backend installs into an rpm-managed --installroot (test/resources/package-dnf.test.ts)
+  createrepo_c: 'createrepo-c', // the local RPM repository that test installs from
   openssl: 'openssl',
   'prometheus-node-exporter': 'prometheus-node-exporter', // serves meshvm.prom from its textfile collector (test/engine/metrics.test.ts)
   promtool: 'prometheus', // checks and unit-tests the example alert rules (examples/prometheus/)
