@@ -146,10 +146,13 @@ serial('cloud-init at boot: meshvm from the artifact store converges istio-vm; a
   t.is(again.outcome, 'unchanged');
   t.is(await sidecarStarts(g), 1);
   const noopKube = (await m.lab.stats()).kubeCalls.slice(kubeBefore);
-  t.deepEqual(
-    noopKube.filter((c) => !/^(get|list) /.test(c)),
-    [],
-    'reads only: no API write',
+  const apiWrites = (calls: string[]) => calls.filter((c) => !/^(get|list) /.test(c));
+  // the fleet view's first publish may fall here: istiod registers the entry once the sidecar has connected, which can be
+  // after the first converge ended (it then found no entry to publish on); a steady no-op's 0 writes: test/recipes/fleet-view.test.ts
+  const fleetView = ['update workloadentries/status', 'patch workloadentries'];
+  t.true(
+    apiWrites(noopKube).every((c) => fleetView.includes(c)),
+    `reads only, but the fleet view's first publish: ${apiWrites(noopKube).join(', ')}`,
   );
   t.log(
     `no-op converge in the guest: ${noopMs} ms wall (meshvm says ${again.summary.seconds} s, ${again.summary.total} resources); ` +
