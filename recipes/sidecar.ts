@@ -1,4 +1,4 @@
-// Recipe sidecar: the istio-sidecar package (a .deb by URL and sha256, or apt) and /var/lib/istio/envoy/sidecar.env; a sidecar istiod cannot serve refused.
+// Recipe sidecar: the istio-sidecar package (a .deb or .rpm by URL and sha256, or apt/dnf) and /var/lib/istio/envoy/sidecar.env; a sidecar istiod cannot serve refused.
 import { z } from 'zod';
 import { defineRecipe, type RecipeContext } from '../engine/recipe.ts';
 import type { HostReader } from '../engine/host.ts';
@@ -6,7 +6,8 @@ import { INSTALLED_DEBS_DIR } from '../engine/state-paths.ts';
 import { port, unique } from '../engine/validate.ts';
 import { Directory } from '../resources/directory.ts';
 import { File } from '../resources/file.ts';
-import { Package, packageSpec, parseDpkgQuery } from '../resources/package.ts';
+import { installedPackage, Package, packageSpec, parseDpkgQuery } from '../resources/package.ts';
+import { rpmVersionMatches } from '../resources/package/dnf.ts';
 import { ENVOY_DIR } from './cluster-env.ts';
 import { clusterAttribute, cluster } from './cluster.ts';
 import { renderEnvFile } from './env-file.ts';
@@ -16,6 +17,7 @@ import { purgePackage, removeOwnFiles } from './undo.ts';
 import { containerSettings, containerSidecar, undoContainerSidecar, wantedImageVersion } from './sidecar-container.ts';
 
 const debianVersion = z.string().regex(/^[A-Za-z0-9.+~:-]+$/, 'expected a Debian version string such as 1.24.0');
+const rpmVersion = z.string().regex(/^[A-Za-z0-9.+~:_^-]+$/, 'expected an RPM version string such as 1.24.0 or 1.24.0-1');
 
 const sidecarPackage = z.discriminatedUnion('from', [
   z.strictObject({ from: z.literal('apt'), name: z.string().default('istio-sidecar'), version: debianVersion.optional() }),
@@ -27,6 +29,17 @@ const sidecarPackage = z.discriminatedUnion('from', [
     caFile: z.string().optional(),
     /** The version the .deb carries, for the version-skew check before it is downloaded (Istio's URLs name it: .../releases/1.24.0/deb/). */
     version: debianVersion.optional(),
+  }),
+  /** RPM-family hosts (RHEL, Rocky, Alma, Amazon Linux): dnf (or yum) from the host's repositories; version: [epoch:]version-release or the version. */
+  z.strictObject({ from: z.literal('dnf'), name: z.string().default('istio-sidecar'), version: rpmVersion.optional() }),
+  z.strictObject({
+    from: z.literal('rpm'),
+    name: z.string().default('istio-sidecar'),
+    url: z.string(),
+    sha256: z.string(),
+    caFile: z.string().optional(),
+    /** The version the .rpm carries, for the version-skew check before it is downloaded (Istio's URLs name it: .../releases/1.24.0/rpm/). */
+    version: rpmVersion.optional(),
   }),
   /** Installed some other way (an image, or a scratch root in the demo); `version` says which, for the version-skew check. */
   z.strictObject({ from: z.literal('none'), version: debianVersion.optional() }),
@@ -104,6 +117,17 @@ export const sidecar = defineRecipe({
       fromPackage &&
         pkg.from === 'deb' &&
         Package({ name: pkg.name, service: 'istio', deb: { url: pkg.url, sha256: pkg.sha256, ...(pkg.caFile && { caFile: pkg.caFile }) } }, restart),
+      // the istio-sidecar RPM's known traps: istio-start.sh runs `hostname`, which the RPM does not require and minimal
+      // RHEL-family images lack (istio/istio#45866); its scripts expect the istio-proxy account, made with Debian's
+      // addgroup where it is missing (#31203): sidecar.env's owner requires that account from an earlier recipe
+      // (istio-proxy-user), so every runlist that converges creates it before this package is installed
+      fromPackage && (pkg.from === 'dnf' || pkg.from === 'rpm') && Package({ name: 'hostname' }),
+      fromPackage &&
+        pkg.from === 'dnf' &&
+        Package(packageSpec.parse({ name: pkg.name, service: 'istio', ...(pkg.version && { version: pkg.version }) }), restart),
+      fromPackage &&
+        pkg.from === 'rpm' &&
+        Package({ name: pkg.name, service: 'istio', rpm: { url: pkg.url, sha256: pkg.sha256, ...(pkg.caFile && { caFile: pkg.caFile }) } }, restart),
       // the proxy image instead of the package (recipes/sidecar-container.ts)
       a.runtime === 'container' &&
         a.container &&
@@ -194,6 +218,7 @@ export function versionSkewProblem(sidecarVersion: string, istiodVersion: string
  */
 export async function wantedSidecarVersion(host: HostReader, pkg: SidecarPackage): Promise<{ version: string; from: string } | undefined> {
   if (pkg.from === 'none') return pkg.version ? { version: pkg.version, from: 'sidecar.package.version' } : undefined;
+  if (pkg.from === 'dnf' || pkg.from === 'rpm') return wantedRpmVersion(host, pkg);
   const installed = host.live
     ? parseDpkgQuery((await host.query(['dpkg-query', '-W', '-f', '${Package}\t${db:Status-Abbrev}\t${Version}\n', pkg.name])).stdout).get(pkg.name)
     : undefined;
@@ -211,6 +236,22 @@ export async function wantedSidecarVersion(host: HostReader, pkg: SidecarPackage
   if (installed?.installed || !host.live) return undefined;
   const candidate = /^\s*Candidate: (\S+)$/m.exec((await host.query(['apt-cache', 'policy', pkg.name])).stdout)?.[1];
   return candidate && candidate !== '(none)' ? { version: candidate, from: `apt's candidate for ${pkg.name}` } : undefined;
+}
+
+/** wantedSidecarVersion on an RPM-family host: rpm's view of what is installed; dnf's candidate is not looked up (dnf writes its cache even to read). */
+async function wantedRpmVersion(
+  host: HostReader,
+  pkg: Extract<SidecarPackage, { from: 'dnf' | 'rpm' }>,
+): Promise<{ version: string; from: string } | undefined> {
+  const installed = await installedPackage(host, pkg.name);
+  if (pkg.from === 'rpm') {
+    if (installed && (await host.readFile(`${INSTALLED_DEBS_DIR}/${pkg.name}.sha256`))?.trim() === pkg.sha256.toLowerCase()) return undefined;
+    if (pkg.version) return { version: pkg.version, from: 'sidecar.package.version' };
+    const inUrl = /\/releases\/v?(\d+\.\d+\.\d+[^/]*)\//.exec(pkg.url)?.[1] ?? /istio-sidecar[_-]v?(\d+\.\d+\.\d+)[^/]*\.rpm$/.exec(pkg.url)?.[1];
+    return inUrl ? { version: inUrl, from: `the .rpm's URL ${pkg.url}` } : undefined;
+  }
+  if (pkg.version) return installed && rpmVersionMatches(pkg.version, installed) ? undefined : { version: pkg.version, from: 'sidecar.package.version' };
+  return undefined;
 }
 
 /** Refuses, before anything changes, a sidecar version istiod cannot serve, naming both versions. */

@@ -2,7 +2,8 @@
 import type { UndoContext } from '../engine/recipe.ts';
 import type { Declared, DeclareOptions } from '../engine/resource.ts';
 import { File } from '../resources/file.ts';
-import { installedByMeshvm, Package } from '../resources/package.ts';
+import { installedByMeshvm, installedPackage, Package } from '../resources/package.ts';
+import { packageBackend } from '../resources/package/detect.ts';
 import { readWritten, sha256, writtenRecord } from '../resources/written.ts';
 import { LAST_RUN_FILE, WRITTEN_DIR } from '../engine/state-paths.ts';
 
@@ -70,7 +71,12 @@ export async function purgePackage(ctx: UndoContext, name: string, links: Record
     }
     return [Package({ name, ensure: 'absent', purge: true }), ...left];
   }
-  if (ctx.host.live && /^.i/.test((await ctx.host.query(['dpkg-query', '-W', '-f', '${db:Status-Abbrev}', name])).stdout))
+  const rpmHost = ctx.host.live && (await packageBackend(ctx.host)).kind === 'dnf';
+  if (
+    rpmHost
+      ? (await installedPackage(ctx.host, name)) !== undefined
+      : ctx.host.live && /^.i/.test((await ctx.host.query(['dpkg-query', '-W', '-f', '${db:Status-Abbrev}', name])).stdout)
+  )
     ctx.note(`left the package ${name}: meshvm did not install it (no mark in /var/lib/meshvm)`);
   return [];
 }

@@ -129,6 +129,14 @@ export const packageType = {
   },
 };
 
+/** The version of a package installed, as the host's package manager spells it (dpkg's or rpm's), or undefined; offline Debian roots: undefined. */
+export async function installedPackage(host: HostReader, name: string): Promise<string | undefined> {
+  const backend = await packageBackend(host);
+  if (backend.kind === 'apt' && !host.live) return undefined;
+  const state = backend.kind === 'apt' ? await aptCurrent(host, packageSpec.parse({ name })) : await dnfCurrent(host, backend, packageSpec.parse({ name }));
+  return state.installed ? state.version : undefined;
+}
+
 /** Whether meshvm installed the package (from a .deb/.rpm, or from apt/dnf where none was installed): its mark says so. */
 export async function installedByMeshvm(host: HostReader, name: string): Promise<boolean> {
   return Boolean((await host.stat(`${INSTALLED_MARKS}/${name}.sha256`)) ?? (await host.stat(`${INSTALLED_PACKAGES_DIR}/${name}`)));

@@ -14,7 +14,7 @@ import { execa } from 'execa';
 import { localHost } from '../../engine/host-local.ts';
 import { preflight } from '../../engine/preflight.ts';
 import { Package } from '../../resources/package.ts';
-import { RPM_QUERYFORMAT } from '../../resources/package/dnf.ts';
+import { wantedSidecarVersion } from '../../recipes/sidecar.ts';
 import { changedRefs, converge, convergesOnce, machineSnapshot, meshvm, PROJECT, scratchRoot, seed, writeRunlist } from '../helpers/scratch.ts';
 import { testPki } from '../stand-ins/tls.ts';
 
@@ -77,6 +77,9 @@ test.before(async () => {
   for (const f of [
     { name: A, version: '1.0' },
     { name: A, version: '1.1' },
+    // stand-ins for the istio-sidecar RPM and RHEL's hostname package (files only: the root has no shell for scriptlets)
+    { name: 'istio-sidecar', version: '1.24.0' },
+    { name: 'hostname', version: '3.23' },
   ])
     await buildRpm(top, repo, f);
   await execa('createrepo_c', ['-q', repo]);
@@ -303,4 +306,76 @@ withDnf('preflight through the engine: an .rpm by path is read before install; a
   t.is(await installed(root), undefined);
 });
 
-void RPM_QUERYFORMAT;
+/** An RPM-family root with the accounts useradd --prefix extends, as a RHEL image has them. */
+async function rpmMachine(t: ExecutionContext): Promise<string> {
+  const root = await rpmRoot(t);
+  await seed(root, {
+    '/etc/passwd': 'root:x:0:0:root:/root:/bin/bash\n',
+    '/etc/group': 'root:x:0:\n',
+    '/etc/shadow': 'root:*:19000::::::\n',
+    '/etc/gshadow': 'root:*::\n',
+  });
+  await fs.chmod(path.join(root, 'etc/shadow'), 0o640);
+  return root;
+}
+
+const sidecarRunlist = (dir: string, recipes: string[]) =>
+  writeRunlist(
+    dir,
+    'sidecar.yaml',
+    JSON.stringify({
+      name: 'rpm-sidecar',
+      recipes: recipes.map((recipe) =>
+        recipe === 'sidecar' ? { recipe, attributes: { flow: 'classic', inboundPorts: [8080], package: { from: 'dnf' } } } : { recipe },
+      ),
+    }),
+  );
+
+withDnf('the sidecar recipe on an RPM-family root: the istio-proxy account, then hostname, then istio-sidecar with dnf; then nothing to do', async (t) => {
+  const root = await rpmMachine(t);
+  const dir = await scratchRoot(t, 'meshvm-runlists-');
+  const file = await sidecarRunlist(dir, ['istio-proxy-user', 'sidecar']);
+  const before = await rootSnapshot(root);
+  const plan = await meshvm(['plan', file, '--root', root]);
+  t.is(plan.exitCode, 0, plan.stderr);
+  t.deepEqual(await rootSnapshot(root), before, 'plan wrote nothing');
+
+  const first = await meshvm(['converge', file, '--root', root, '--json']);
+  t.is(first.exitCode, 0, first.stderr);
+  const changed = changedOf(first.stdout);
+  const at = (ref: string) => changed.indexOf(ref);
+  t.true(at('user[istio-proxy]') >= 0 && at('user[istio-proxy]') < at('package[hostname]'), changed.join(' '));
+  t.true(at('package[hostname]') < at('package[istio-sidecar]'), 'hostname before the sidecar: istio-start.sh runs it');
+  t.is(await installed(root, 'hostname'), '3.23-1');
+  t.is(await installed(root, 'istio-sidecar'), '1.24.0-1');
+  t.regex(await fs.readFile(path.join(root, 'var/lib/istio/envoy/sidecar.env'), 'utf8'), /ISTIO_INBOUND_PORTS=8080/);
+
+  const again = await meshvm(['converge', file, '--root', root, '--json']);
+  t.is(again.exitCode, 0, again.stderr);
+  t.deepEqual(changedOf(again.stdout), []);
+
+  // what the version-skew check weighs on this host: rpm's view of the package installed
+  const host = localHost({ root });
+  const dnf = (version?: string) => ({ from: 'dnf' as const, name: 'istio-sidecar', ...(version && { version }) });
+  t.is(await wantedSidecarVersion(host, dnf()), undefined, 'unpinned and installed: left as it is');
+  t.is(await wantedSidecarVersion(host, dnf('1.24.0')), undefined, 'pinned (the version alone) and there');
+  t.deepEqual(await wantedSidecarVersion(host, dnf('1.25.1-1')), { version: '1.25.1-1', from: 'sidecar.package.version' });
+  const release = 'https://storage.googleapis.com/istio-release/releases/1.24.3/rpm/istio-sidecar.rpm';
+  t.deepEqual(await wantedSidecarVersion(host, { from: 'rpm', name: 'istio-sidecar', url: release, sha256: 'a'.repeat(64) }), {
+    version: '1.24.3',
+    from: `the .rpm's URL ${release}`,
+  });
+});
+
+withDnf('the sidecar recipe on an RPM-family root before the istio-proxy account is declared: refused, nothing installed', async (t) => {
+  const root = await rpmMachine(t);
+  const dir = await scratchRoot(t, 'meshvm-runlists-');
+  const before = await rootSnapshot(root);
+  for (const recipes of [['sidecar'], ['sidecar', 'istio-proxy-user']]) {
+    const result = await meshvm(['converge', await sidecarRunlist(dir, recipes), '--root', root]);
+    t.is(result.exitCode, 1, recipes.join(' '));
+    t.regex(result.stderr, /owner "istio-proxy" (does not exist|is declared by user\[istio-proxy\], but after this resource)/);
+    t.is(await installed(root, 'istio-sidecar'), undefined);
+    t.deepEqual(await rootSnapshot(root), before, 'nothing written');
+  }
+});
