@@ -7,9 +7,9 @@ import { ensureStateDir } from '../engine/runner.ts';
 import { FLEET_VIEW_FILE } from '../engine/state-paths.ts';
 import type { KubernetesClient } from './kubernetes.ts';
 import { KubernetesError } from './kubernetes-errors.ts';
-import { MANAGED_BY_LABEL, MANAGED_BY_VALUE, readObject, type KubeObject, type ObjectApi } from './workload-group.ts';
+import { LEASES, MANAGED_BY_LABEL, MANAGED_BY_VALUE, readObject, type KubeObject, type ObjectApi } from './workload-group.ts';
 
-export const LEASES: ObjectApi = { group: 'coordination.k8s.io', version: 'v1', plural: 'leases', kind: 'Lease' };
+export { LEASES };
 /** The field manager of the fleet view's writes: not the registration's (its server-side apply would remove what it does not send). */
 export const FLEET_VIEW_MANAGER = 'meshvm-fleet-view';
 export const CONDITION_TYPE = 'MeshvmConverged';

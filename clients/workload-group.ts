@@ -19,6 +19,8 @@ export interface ObjectApi {
 export const WORKLOAD_GROUPS: ObjectApi = { group: 'networking.istio.io', version: 'v1', plural: 'workloadgroups', kind: 'WorkloadGroup' };
 export const WORKLOAD_ENTRIES: ObjectApi = { group: 'networking.istio.io', version: 'v1', plural: 'workloadentries', kind: 'WorkloadEntry' };
 export const SERVICES: ObjectApi = { group: '', version: 'v1', plural: 'services', kind: 'Service' };
+/** The Lease the fleet view keeps for a VM no WorkloadEntry stands for (clients/fleet-view.ts). */
+export const LEASES: ObjectApi = { group: 'coordination.k8s.io', version: 'v1', plural: 'leases', kind: 'Lease' };
 
 export interface ManagedFieldsEntry {
   manager?: string;

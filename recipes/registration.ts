@@ -18,6 +18,7 @@ import {
 } from '../resources/workload-group.ts';
 import {
   MANAGED_BY_LABEL,
+  LEASES,
   MANAGED_BY_VALUE,
   managedByMeshvm,
   readObject,
@@ -30,7 +31,8 @@ import type { Declared } from '../engine/resource.ts';
 import { clusterAttribute, cluster, type ClusterAttribute } from './cluster.ts';
 import { flow, workload, type Workload } from './mesh.ts';
 import { autoEntryName, registrationChecks, sidecarAddress } from './checks/registration.ts';
-import { LEASES, publishFleetView, type FleetTarget } from '../clients/fleet-view.ts';
+// the fleet view's client is loaded when a converge publishes, not at start-up
+import type { FleetTarget } from '../clients/fleet-view.ts';
 
 export const registrationMode = z.enum(['auto', 'manual', 'none']);
 export type RegistrationMode = z.output<typeof registrationMode>;
@@ -132,7 +134,7 @@ export const registration = defineRecipe({
     const target = await fleetTarget(a, ctx);
     if (!target || !a.cluster) return undefined;
     const connected = cluster(ctx, a.cluster, 'the fleet view');
-    return publishFleetView(ctx.host, target, status, () => connected.kubernetes());
+    return (await import('../clients/fleet-view.ts')).publishFleetView(ctx.host, target, status, () => connected.kubernetes());
   },
   /**
    * The objects declare applies, deleted: only those carrying meshvm's managed-by label (the resources refuse the others;
@@ -273,7 +275,7 @@ export const vmLease = {
     const name = namespace && config ? await vmName(ctx) : undefined;
     if (!name || !namespace || !config) return undefined;
     const connected = cluster(ctx, config, 'the fleet view');
-    return publishFleetView(ctx.host, { api: LEASES, namespace, name }, status, () => connected.kubernetes());
+    return (await import('../clients/fleet-view.ts')).publishFleetView(ctx.host, { api: LEASES, namespace, name }, status, () => connected.kubernetes());
   },
   async undo(ctx: UndoContext, namespace: string | undefined, config: ClusterAttribute | undefined): Promise<Declared[]> {
     const name = namespace && config ? await vmName(ctx) : undefined;

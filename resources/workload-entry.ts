@@ -2,8 +2,7 @@
 import { z } from 'zod';
 import { defineResource } from '../engine/resource.ts';
 import type { HostReader } from '../engine/host.ts';
-import { SERVICES, WORKLOAD_ENTRIES, type KubeObject } from '../clients/workload-group.ts';
-import { LEASES } from '../clients/fleet-view.ts';
+import { LEASES, SERVICES, WORKLOAD_ENTRIES, type KubeObject } from '../clients/workload-group.ts';
 import {
   annotationMap,
   dnsLabel,
