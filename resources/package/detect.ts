@@ -4,7 +4,9 @@ import type { HostReader } from '../../engine/host.ts';
 export type PackageBackend = { kind: 'apt' } | { kind: 'dnf'; tool: 'dnf' | 'yum'; dbpath: string; why: string };
 
 /** os-release IDs (ID, ID_LIKE) of the distributions whose packages are RPMs, and of those whose are .debs. */
-const RPM_FAMILY = new Set(['rhel', 'fedora', 'centos', 'rocky', 'almalinux', 'amzn', 'ol', 'suse', 'opensuse', 'sles', 'mariner', 'azurelinux']);
+const RPM_FAMILY = new Set(['rhel', 'fedora', 'centos', 'rocky', 'almalinux', 'amzn', 'ol', 'mariner', 'azurelinux']);
+/** RPM-based too, but installed with zypper, which Package does not drive. */
+const ZYPPER_FAMILY = new Set(['suse', 'opensuse', 'sles', 'sled', 'opensuse-leap', 'opensuse-tumbleweed']);
 const DEB_FAMILY = new Set(['debian', 'ubuntu']);
 /** Where rpm keeps its database: /usr/lib/sysimage/rpm since RHEL 9 and Fedora 36 (/var/lib/rpm links there), /var/lib/rpm before. */
 const RPM_DATABASES = ['/usr/lib/sysimage/rpm', '/var/lib/rpm'];
@@ -36,6 +38,10 @@ export function packageBackend(host: HostReader): Promise<PackageBackend> {
     const dpkgDb = Boolean(await host.stat('/var/lib/dpkg/status'));
     let rpmDb: string | undefined;
     for (const dir of RPM_DATABASES) if (!rpmDb && (await host.stat(dir))) rpmDb = dir;
+    if (ids.some((id) => ZYPPER_FAMILY.has(id)))
+      throw new Error(
+        `this is a SUSE host (os-release ID ${osRelease.ID ?? '?'}): its packages are installed with zypper, which Package does not drive (apt and dnf)`,
+      );
     const rpmFamily = ids.some((id) => RPM_FAMILY.has(id));
     if (ids.some((id) => DEB_FAMILY.has(id)) || !(rpmFamily || rpmDb) || (dpkgDb && !rpmFamily)) return { kind: 'apt' };
     const why = rpmFamily

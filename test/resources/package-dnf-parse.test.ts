@@ -65,6 +65,9 @@ test('packageBackend: os-release and the package databases pick apt or dnf; an e
   t.is(await backendOf({ '/etc/os-release': ROCKY }), 'dnf');
   t.is(await backendOf({ '/usr/lib/os-release': 'ID=amzn\nID_LIKE="centos rhel fedora"\n' }), 'dnf');
   t.is(await backendOf({ '/var/lib/rpm/rpmdb.sqlite': '' }), 'dnf', 'an rpm database and no os-release');
+  await t.throwsAsync(backendOf({ '/etc/os-release': 'ID="opensuse-leap"\nID_LIKE="suse opensuse"\n' }), {
+    message: /this is a SUSE host \(os-release ID opensuse-leap\): its packages are installed with zypper, which Package does not drive/,
+  });
 });
 
 test('an RPM-family root on a machine with neither dnf nor yum: the error says it is dnf that is needed', async (t) => {

@@ -34,6 +34,8 @@ interface Fixture {
   version: string;
   arch?: string;
   requires?: string;
+  /** A %pre scriptlet in Lua: rpm runs it itself, chrooted in the root (which has no shell for a sh one). */
+  pre?: string;
 }
 
 /** One tiny .rpm: a file /usr/share/<name>/version holding its version. */
@@ -51,6 +53,7 @@ async function buildRpm(top: string, out: string, f: Fixture): Promise<string> {
     '%install',
     `mkdir -p %{buildroot}/usr/share/${f.name}`,
     `echo ${f.version} > %{buildroot}/usr/share/${f.name}/version`,
+    ...(f.pre ? ['%pre -p <lua>', f.pre] : []),
     '%files',
     `/usr/share/${f.name}/version`,
     '',
@@ -88,6 +91,16 @@ test.before(async () => {
   files.a12broken = await buildRpm(top, loose, { name: A, version: '1.2', requires: 'meshvm-test-missing' });
   files.a13arm = await buildRpm(top, loose, { name: A, version: '1.3', arch: os.arch() === 'arm64' ? 'x86_64' : 'aarch64' });
   files.b = await buildRpm(top, loose, { name: 'meshvm-test-b', version: '2.0' });
+  // istio-sidecar's scripts make the istio-proxy account with Debian's addgroup where it is missing, which RHEL lacks (#31203)
+  files.sidecarTrap = await buildRpm(top, path.join(work, 'trap'), {
+    name: 'istio-sidecar',
+    version: '1.24.0',
+    pre: [
+      'local found = false',
+      'for line in io.lines("/etc/passwd") do if line:sub(1, 12) == "istio-proxy:" then found = true end end',
+      'if not found then error("addgroup: command not found (no istio-proxy account before install)") end',
+    ].join('\n'),
+  });
 });
 test.after.always(async () => {
   if (work) await fs.rm(work, { recursive: true, force: true });
@@ -378,4 +391,28 @@ withDnf('the sidecar recipe on an RPM-family root before the istio-proxy account
     t.is(await installed(root, 'istio-sidecar'), undefined);
     t.deepEqual(await rootSnapshot(root), before, 'nothing written');
   }
+});
+
+withDnf("istio-sidecar's account trap (#31203), its %pre run for real: without the account it fails; after istio-proxy-user it installs", async (t) => {
+  const root = await rpmMachine(t);
+  await seed(root, { '/srv/istio-sidecar.rpm': '' });
+  await fs.copyFile(files.sidecarTrap!, path.join(root, 'srv/istio-sidecar.rpm'));
+  const rpm = { path: '/srv/istio-sidecar.rpm', sha256: await sha256(files.sidecarTrap!) };
+  const alone = await converge(localHost({ root }), [Package({ name: 'istio-sidecar', rpm })]);
+  t.true(alone.failed, 'the package alone, before the account: its %pre fails');
+  t.regex(alone.resources[0]!.error!, /addgroup: command not found \(no istio-proxy account before install\)/);
+  t.is(await installed(root, 'istio-sidecar'), undefined);
+
+  const dir = await scratchRoot(t, 'meshvm-runlists-');
+  const file = await writeRunlist(
+    dir,
+    'sidecar.yaml',
+    JSON.stringify({
+      name: 'rpm-sidecar',
+      recipes: [{ recipe: 'istio-proxy-user' }, { recipe: RECIPE, attributes: { packages: [{ name: 'istio-sidecar', rpm }] } }],
+    }),
+  );
+  const result = await meshvm(['converge', file, '--root', root]);
+  t.is(result.exitCode, 0, result.stderr);
+  t.is(await installed(root, 'istio-sidecar'), '1.24.0-1', 'the account first: the same %pre passes');
 });
