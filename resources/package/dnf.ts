@@ -59,6 +59,8 @@ export function dnfErrors(output: string): string {
 /** dnf's exit status when it found its lock held and was told (exit_on_lock) not to wait itself. */
 const DNF_LOCKED = 200;
 const RPM_HOME = `${STATE_DIR}/rpm`;
+/** What dnf prints when a scriptlet of an install failed and it went on (a failed %post leaves the package installed). */
+const SCRIPTLET_FAILED = /^Error in \w+ scriptlet in rpm package /m;
 
 export async function dnfCurrent(host: HostReader, backend: Dnf, spec: PackageSpec): Promise<PackageState> {
   const found = await rpmStatus(host, backend, spec.name);
@@ -179,8 +181,15 @@ async function dnf(host: Host, backend: Dnf, spec: PackageSpec, args: string[]):
   const deadline = Date.now() + spec.lockWaitSeconds * 1000;
   for (;;) {
     const result = await host.run(argv, { env, allowFailure: true });
-    if (result.exitCode === 0) return;
     const said = dnfErrors(`${result.stdout}\n${result.stderr}`);
+    if (result.exitCode === 0) {
+      // rpm keeps a package whose %post failed installed, and dnf calls that complete; dpkg would not, nor does meshvm
+      if (args[0] === 'install' && SCRIPTLET_FAILED.test(result.stdout + result.stderr))
+        throw new Error(
+          `\`${argv.join(' ')}\` installed it, but a scriptlet of the package failed, so its setup did not finish:\n  ${said.split('\n').join('\n  ')}`,
+        );
+      return;
+    }
     if (/^No match for argument/m.test(result.stdout + result.stderr) && !argv.includes('--refresh')) {
       argv = [...dnfBase(host, backend), '--refresh', ...args];
       continue;

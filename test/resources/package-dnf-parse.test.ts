@@ -33,13 +33,21 @@ test('rpmVersion spells [epoch:]version-release; a pin matches exactly, without 
   t.false(rpmVersionMatches('3.1-4.el9', '2:3.1-4.el9'), 'an epoch installed is part of the version');
 });
 
-test('dnfErrors keeps what dnf said went wrong: no match, a dependency problem, the rpmdb lock and its holder', async (t) => {
+test('dnfErrors keeps what dnf said went wrong: no match, a dependency problem, the rpmdb lock and its holder, a failed %post', async (t) => {
   t.is(dnfErrors(await fixture('dnf-no-match.txt')), 'No match for argument: meshvm-test-a-9.9\nError: Unable to find a match: meshvm-test-a-9.9');
   t.is(
     dnfErrors(await fixture('dnf-problem.txt')),
     ['Error: ', ' Problem: conflicting requests', '  - nothing provides /bin/sh needed by meshvm-test-c-2:3.1-4.el9.noarch'].join('\n'),
   );
   t.regex(dnfErrors(await fixture('dnf-locked.txt')), /^RPMDB already locked by \d+\n {2}The application with PID \d+ is: sleep$/);
+  t.is(
+    dnfErrors(await fixture('dnf-post-failed.txt')),
+    [
+      'error: lua script failed: [string "%post(meshvm-test-post-1-1.noarch)"]:1: the fixture %post fails on purpose',
+      'Error in POSTIN scriptlet in rpm package meshvm-test-post',
+    ].join('\n'),
+    'a failed %post dnf went on from (exit 0)',
+  );
   t.is(dnfErrors('one\ntwo\n'), 'one\ntwo', 'no error lines: the last lines as they are');
 });
 

@@ -36,6 +36,8 @@ interface Fixture {
   requires?: string;
   /** A %pre scriptlet in Lua: rpm runs it itself, chrooted in the root (which has no shell for a sh one). */
   pre?: string;
+  /** A %post scriptlet in Lua, the same way. */
+  post?: string;
 }
 
 /** One tiny .rpm: a file /usr/share/<name>/version holding its version. */
@@ -54,6 +56,7 @@ async function buildRpm(top: string, out: string, f: Fixture): Promise<string> {
     `mkdir -p %{buildroot}/usr/share/${f.name}`,
     `echo ${f.version} > %{buildroot}/usr/share/${f.name}/version`,
     ...(f.pre ? ['%pre -p <lua>', f.pre] : []),
+    ...(f.post ? ['%post -p <lua>', f.post] : []),
     '%files',
     `/usr/share/${f.name}/version`,
     '',
@@ -89,6 +92,7 @@ test.before(async () => {
   // not in the repository: given by path or URL
   files.a10 = await buildRpm(top, path.join(work, 'a10'), { name: A, version: '1.0' });
   files.a12broken = await buildRpm(top, loose, { name: A, version: '1.2', requires: 'meshvm-test-missing' });
+  files.a14postFails = await buildRpm(top, loose, { name: A, version: '1.4', post: 'error("the fixture %%post fails on purpose")' });
   files.a13arm = await buildRpm(top, loose, { name: A, version: '1.3', arch: os.arch() === 'arm64' ? 'x86_64' : 'aarch64' });
   files.b = await buildRpm(top, loose, { name: 'meshvm-test-b', version: '2.0' });
   // istio-sidecar's scripts make the istio-proxy account with Debian's addgroup where it is missing, which RHEL lacks (#31203)
@@ -415,4 +419,18 @@ withDnf("istio-sidecar's account trap (#31203), its %pre run for real: without t
   const result = await meshvm(['converge', file, '--root', root]);
   t.is(result.exitCode, 0, result.stderr);
   t.is(await installed(root, 'istio-sidecar'), '1.24.0-1', 'the account first: the same %pre passes');
+});
+
+withDnf('an upgrade whose %post fails (rpm leaves it installed): the version before is put back from the repository, and the error says so', async (t) => {
+  const root = await rpmRoot(t);
+  await convergesOnce(t, root, () => [Package({ name: A, version: '1.1-1' })]);
+  await seed(root, { '/srv/a14.rpm': '' });
+  await fs.copyFile(files.a14postFails!, path.join(root, 'srv/a14.rpm'));
+  const result = await converge(localHost({ root }), [Package({ name: A, rpm: { path: '/srv/a14.rpm', sha256: await sha256(files.a14postFails!) } })]);
+  t.true(result.failed);
+  t.regex(
+    result.resources[0]!.error!,
+    /installing \S+a14\.rpm failed, and meshvm-test-a 1\.1-1 is installed again \(put back from meshvm-test-a-1\.1-1\): .*the fixture %post fails on purpose/s,
+  );
+  t.is(await installed(root), '1.1-1');
 });
