@@ -261,7 +261,8 @@ export async function main(argv: readonly string[], options: CliOptions, io: Cli
     if (result.interrupted) report.error = `interrupted by ${signals.received ?? 'a signal'}`;
     // the fleet view is published through the run's cluster connection: before the services close
     const status = mode === 'converge' && !offboard ? await computeStatus(report, declared, host, runlist.name, say) : undefined;
-    if (status) await publishStatus(entries, status, { host, mode, service, runlist: runlistInfo(runlist) }, say);
+    // an interrupted run stops promptly (a shutdown is waiting): the next run publishes
+    if (status && !result.interrupted) await publishStatus(entries, status, { host, mode, service, runlist: runlistInfo(runlist) }, say);
     await closeServices(services);
     report.apiCalls = apiCalls.snapshot(); // with the calls closing made (a Vault token revoked)
 
