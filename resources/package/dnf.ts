@@ -68,7 +68,7 @@ export async function dnfCurrent(host: HostReader, backend: Dnf, spec: PackageSp
   return { installed: found !== undefined, version: found && rpmVersion(found), deb: undefined, rpm: mark, backend: 'dnf' };
 }
 
-/** Preflight: the .rpm this run will install, checked (name, version, arch) before anything is installed; or what dnf's cached metadata has. */
+/** Preflight: the .rpm this run will install, checked (name, version, arch) before anything is installed; from a repository, a line saying dnf resolves it at converge. */
 export async function dnfPrepare(host: Host, backend: Dnf, spec: PackageSpec, context: PrepareContext): Promise<string> {
   if (!spec.rpm) return dnfHas(backend, spec);
   const rpm = spec.rpm;
