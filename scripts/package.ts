@@ -149,7 +149,10 @@ export async function buildRpm(files: readonly PackageFile[], outdir: string, fa
       '',
     ].join('\n');
     await fs.writeFile(path.join(top, 'meshvm.spec'), spec);
-    await $`rpmbuild --quiet --define ${`_topdir ${top}`} --define ${`_rpmdir ${top}/out`} -bb ${path.join(top, 'meshvm.spec')}`;
+    // HOME in the build directory: Debian's rpm keeps its database in ~/.rpmdb, which the build must not leave in root's home
+    await $({
+      env: { ...process.env, HOME: top },
+    })`rpmbuild --quiet --define ${`_topdir ${top}`} --define ${`_rpmdir ${top}/out`} -bb ${path.join(top, 'meshvm.spec')}`;
     const rpm = path.join(outdir, `meshvm-${pkg.version}-1.${arch}.rpm`);
     await fs.rename(path.join(top, 'out', arch, path.basename(rpm)), rpm);
     return rpm;

@@ -65,7 +65,10 @@ async function buildRpm(top: string, out: string, f: Fixture): Promise<string> {
   const file = path.join(top, `${f.name}-${f.version}.spec`);
   await fs.writeFile(file, spec);
   const target = f.arch && f.arch !== 'noarch' ? ['--target', f.arch] : [];
-  await execa('rpmbuild', ['--quiet', ...target, '--define', `_topdir ${top}`, '--define', `_rpmdir ${out}`, '--define', '_build_id_links none', '-bb', file]);
+  // HOME there: Debian's rpm would otherwise make ~/.rpmdb in this machine's root home
+  await execa('rpmbuild', ['--quiet', ...target, '--define', `_topdir ${top}`, '--define', `_rpmdir ${out}`, '--define', '_build_id_links none', '-bb', file], {
+    env: { HOME: top },
+  });
   const arch = f.arch ?? 'noarch';
   return path.join(out, arch, `${f.name}-${f.version}-1.${arch}.rpm`);
 }

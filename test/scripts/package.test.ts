@@ -76,7 +76,9 @@ test('the .deb: control fields, conffile, maintainer scripts, xz data, and the f
   async (t) => {
     const { run, rpm } = await made;
     t.is(run.exitCode, 0, String(run.stderr));
-    const query = async (...args: string[]) => (await execa('rpm', ['-qp', ...args, rpm])).stdout;
+    // HOME in a scratch directory: Debian's rpm would otherwise make ~/.rpmdb in this machine's root home
+    const home = await scratchRoot(t, 'meshvm-rpm-home-');
+    const query = async (...args: string[]) => (await execa('rpm', ['-qp', ...args, rpm], { env: { HOME: home } })).stdout;
     const info = await query('-i');
     t.regex(info, /^Name\s*: meshvm$/m);
     t.regex(info, new RegExp(`^Version\\s*: ${pkg.version.replaceAll('.', '\\.')}$`, 'm'));
