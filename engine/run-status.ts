@@ -107,5 +107,6 @@ async function saveStored(host: Host, before: StoredStatus, after: StoredStatus)
   const text = `${JSON.stringify(after, null, 2)}\n`;
   if (text === `${JSON.stringify(before, null, 2)}\n`) return;
   await ensureStateDir(host);
-  await host.writeFile(STATUS_FILE, text, { mode: 0o644, backup: false });
+  // root-only: the digests cover whole specs, secrets included; a short secret could be guessed from a readable digest
+  await host.writeFile(STATUS_FILE, text, { mode: 0o600, backup: false });
 }

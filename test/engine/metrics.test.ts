@@ -127,6 +127,7 @@ function sample(text: string, series: string): number | undefined {
   await fs.mkdir(dir, { recursive: true });
   t.is((await meshvm(['converge', DEMO, '--root', root])).exitCode, 0);
   const baseline = JSON.parse(await fs.readFile(path.join(root, 'var/lib/meshvm/status.json'), 'utf8'));
+  t.is((await fs.stat(path.join(root, 'var/lib/meshvm/status.json'))).mode & 0o777, 0o600, 'digests of specs (secrets in them) are root-only');
   // a --set the runlist refuses (an IP that is none): the run stops before any resource is read
   const bad = await meshvm(['converge', DEMO, '--root', root, '--set', 'dns.clusterDns=10.0.0.300']);
   t.is(bad.exitCode, 1);
