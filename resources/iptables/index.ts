@@ -1,8 +1,11 @@
 // Iptables: one chain meshvm owns in one table (its rules, in order) and the one jump into it from a built-in chain.
+import fs from 'node:fs/promises';
+import path from 'node:path';
 import { z } from 'zod';
 import { defineResource, type Changes } from '../../engine/resource.ts';
 import type { Host, HostReader } from '../../engine/host.ts';
 import { CommandError, errorMessage, indent } from '../../engine/errors.ts';
+import { childEnvironment } from '../../engine/host/exec.ts';
 import {
   BUILTIN_CHAINS,
   TABLES,
@@ -134,12 +137,49 @@ async function save(host: HostReader, command: string): Promise<Dump> {
 
 const ruleCount = (dumps: Dump[]) => (dumps.some((d) => d.text !== undefined) ? dumps.reduce((n, d) => n + countRuleLines(d.text ?? ''), 0) : undefined);
 
+/**
+ * Both legacy dumps without running iptables-legacy-save, when they are known to be empty: the legacy tools print the
+ * tables the kernel lists in /proc/net/ip_tables_names and ip6_tables_names (the x_tables of this network namespace),
+ * so when neither file lists one (or the module was never loaded) there is nothing to print. Only for commands run in
+ * this process's own namespace (no netns: /proc/net is ours) and with the legacy tools installed (else the dumps are
+ * what a missing tool gives: undefined). Anything else, or a table listed: undefined, and the tools are run.
+ */
+async function emptyLegacyDumps(host: HostReader): Promise<Dump[] | undefined> {
+  if (host.netns !== undefined) return undefined;
+  const listed = async (file: string) => {
+    try {
+      return (await fs.readFile(file, 'utf8')).trim() !== '';
+    } catch (error) {
+      return (error as NodeJS.ErrnoException).code === 'ENOENT' ? false : undefined;
+    }
+  };
+  const [v4, v6] = await Promise.all([listed('/proc/net/ip_tables_names'), listed('/proc/net/ip6_tables_names')]);
+  if (v4 !== false || v6 !== false) return undefined;
+  const installed = async (command: string) => {
+    for (const dir of (childEnvironment().PATH ?? '').split(':')) {
+      if (!dir.startsWith('/')) continue;
+      if (
+        await fs.access(path.join(dir, command), fs.constants.X_OK).then(
+          () => true,
+          () => false,
+        )
+      )
+        return true;
+    }
+    return false;
+  };
+  const [has4, has6] = await Promise.all([installed('iptables-legacy-save'), installed('ip6tables-legacy-save')]);
+  if (!has4 || !has6) return undefined;
+  return [{ text: '' }, { text: '' }];
+}
+
 /** Which backend this host uses, with both families' full dumps from it: read once per run (until something changes). */
 export function detectBackend(host: HostReader): Promise<Detected> {
   return host.memo('iptables-backend', async () => {
+    const known = await emptyLegacyDumps(host);
     // all four reads at once (save never rejects): the nft pair is used only when the legacy count does not decide
     const nftReads = Promise.all([save(host, 'iptables-nft-save'), save(host, 'ip6tables-nft-save')]);
-    const legacy = await Promise.all([save(host, 'iptables-legacy-save'), save(host, 'ip6tables-legacy-save')]);
+    const legacy = known ?? (await Promise.all([save(host, 'iptables-legacy-save'), save(host, 'ip6tables-legacy-save')]));
     const legacyRules = ruleCount(legacy);
     const nft = legacyDecides(legacyRules) ? undefined : await nftReads;
     const nftRules = nft && ruleCount(nft);

@@ -5,7 +5,9 @@ import { execa } from 'execa';
 import { localHost } from '../../engine/host-local.ts';
 import type { Host } from '../../engine/host.ts';
 import { Iptables } from '../../resources/iptables/index.ts';
-import { changedRefs, converge, convergesOnce, scratchRoot } from '../helpers/scratch.ts';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { changedRefs, converge, convergesOnce, PROJECT, scratchRoot } from '../helpers/scratch.ts';
 
 interface Lab {
   ns: string;
@@ -353,4 +355,49 @@ test('bad specs are refused at declaration, naming the ref and the field', (t) =
   t.throws(bad({ chain: 'X', from: { chain: 'INPUT', position: 'middle' } }), { message: /from\.position: Invalid option/ });
   // @ts-expect-error an unknown field is a type error, and refused at run time too
   t.throws(() => Iptables({ chain: 'X', policy: 'DROP' }), { message: /Unrecognized key: "policy"/ });
+});
+
+/**
+ * A run whose whole process is inside the namespace (as `ip netns exec NS meshvm ...` runs it, no netns option): the
+ * commands it asked for, and what changed.
+ */
+async function runInside(l: Lab): Promise<{ queries: string[]; changed: string[] }> {
+  const script = path.join(l.root, 'inside.ts');
+  await fs.writeFile(
+    script,
+    `import { localHost } from ${JSON.stringify(path.join(PROJECT, 'engine/host-local.ts'))};
+import { Iptables } from ${JSON.stringify(path.join(PROJECT, 'resources/iptables/index.ts'))};
+import { changedRefs, converge } from ${JSON.stringify(path.join(PROJECT, 'test/helpers/scratch.ts'))};
+const host = localHost({ root: ${JSON.stringify(l.root)} });
+const queries = [];
+const recorded = { ...host, query: (argv, opts) => (queries.push(argv.join(' ')), host.query(argv, opts)) };
+const result = await converge(recorded, [Iptables({ table: 'nat', chain: 'MESHVM_INBOUND', rules: ['-p tcp --dport 8080 -j REDIRECT --to-ports 15006'], from: { chain: 'PREROUTING' } })]);
+console.log(JSON.stringify({ queries, changed: changedRefs(result) }));
+`,
+  );
+  return JSON.parse(await l.sh(process.execPath, script)) as { queries: string[]; changed: string[] };
+}
+
+test('inside a namespace without legacy tables, the legacy tools are not run: their dumps would be empty', async (t) => {
+  const l = await lab(t);
+  t.is((await l.sh('cat', '/proc/net/ip_tables_names', '/proc/net/ip6_tables_names')).trim(), '', 'no legacy table in a new namespace');
+  const first = await runInside(l);
+  t.deepEqual(first.changed, ['iptables[nat/MESHVM_INBOUND]']);
+  t.false(first.queries.some((q) => q.includes('legacy')), first.queries.join('\n'));
+  // a fresh namespace is a tie (no rules anywhere): the distribution's default decides, as when the tools ran
+  t.true(first.queries.includes('iptables --version'), first.queries.join('\n'));
+  t.true((await l.save('nat')).some((line) => line.startsWith('-A MESHVM_INBOUND')), 'the chain is in nft');
+  const again = await runInside(l);
+  t.deepEqual(again.changed, [], 'the second run finds its rules');
+  t.deepEqual(again.queries, ['iptables-nft-save', 'ip6tables-nft-save'], 'a no-op reads the two nft dumps and nothing else');
+});
+
+test('inside a namespace with a legacy table, the legacy tools are run and their count decides as before', async (t) => {
+  const l = await lab(t);
+  await l.sh('iptables-legacy', '-w', '-A', 'INPUT', '-j', 'ACCEPT');
+  const run = await runInside(l);
+  t.true(run.queries.includes('iptables-legacy-save') && run.queries.includes('ip6tables-legacy-save'), run.queries.join('\n'));
+  t.deepEqual(run.changed, ['iptables[nat/MESHVM_INBOUND]']);
+  t.true((await l.save('nat', 'iptables-legacy-save')).some((line) => line.startsWith('-A MESHVM_INBOUND')), 'one legacy rule, none in nft: legacy');
+  t.false((await l.save('nat')).some((line) => line.includes('MESHVM_INBOUND')));
 });
