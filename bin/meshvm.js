@@ -16,7 +16,8 @@ if (import.meta.url.includes('/node_modules/')) {
   await import('../dist/meshvm.mjs');
   process.exit();
 }
-nodeModule.enableCompileCache?.();
+// V8's compile cache, in a directory only this user can write (not Node's default under /tmp)
+(await import('./compile-cache.ts')).enableSafeCompileCache();
 const api = new URL('../index.ts', import.meta.url).href;
 nodeModule.registerHooks({
   resolve(specifier, context, nextResolve) {

@@ -7,8 +7,11 @@ import { checkRuntime } from './runtime-pin.ts';
 
 const LAUNCHER = `#!/usr/bin/env node
 // meshvm: enables the compile cache, lets recipe modules import 'meshvm', runs the command.
-import { enableCompileCache, registerHooks } from 'node:module';
-enableCompileCache?.();
+import { registerHooks } from 'node:module';
+// first, before anything large is compiled: V8's compile cache, in a directory only this user can write (bin/compile-cache.ts)
+(await import('./compile-cache.mjs')).enableSafeCompileCache();
+// before the core, so before any schema exists: zod's parsers without generated code (bin/zod-config.ts)
+await import('./zod-config.mjs');
 const core = new URL('./meshvm-core.mjs', import.meta.url).href;
 registerHooks({ resolve: (specifier, context, next) => (specifier === 'meshvm' ? { url: core, shortCircuit: true } : next(specifier, context)) });
 const { run } = await import(core);
@@ -36,7 +39,7 @@ const runlists = Object.fromEntries(
 );
 const result = await build({
   absWorkingDir: root,
-  entryPoints: { 'meshvm-core': 'bin/entry.ts' },
+  entryPoints: { 'meshvm-core': 'bin/entry.ts', 'zod-config': 'bin/zod-config.ts', 'compile-cache': 'bin/compile-cache.ts' },
   outdir,
   bundle: true,
   splitting: true,
