@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import { enableCompileCache } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
+import { notOwned } from './owned-path.ts';
 
 /**
  * Where the cache goes: MESHVM_COMPILE_CACHE (a directory, or "off"), else /var/cache/meshvm/compile-cache for root and
@@ -18,25 +19,7 @@ export function compileCacheDir(env: NodeJS.ProcessEnv, uid: number | undefined)
 }
 
 /**
- * Why `dir` must not hold code this user runs, or undefined. It and every directory above it must be real directories
- * (no symlinks) owned by root or this user; none writable by others, except a sticky one above (as /tmp: no one else can
- * rename or remove what this user made there, and the next directory down is checked in turn); `dir` itself not at all.
- */
-export function unsafeCacheDir(dir: string, uid: number): string | undefined {
-  const parts = path.resolve(dir).split('/').filter(Boolean);
-  for (let i = 0; i <= parts.length; i++) {
-    const at = `/${parts.slice(0, i).join('/')}`;
-    const st = fs.lstatSync(at);
-    if (!st.isDirectory()) return `${at} is not a directory`;
-    if (st.uid !== 0 && st.uid !== uid) return `${at} belongs to uid ${st.uid}`;
-    const sticky = (st.mode & 0o1000) !== 0 && i < parts.length;
-    if (st.mode & 0o022 && !sticky) return `${at} is writable by others (mode ${(st.mode & 0o7777).toString(8)})`;
-  }
-  return undefined;
-}
-
-/**
- * Turns the cache on where it is safe (the directory made 0700 if missing); anywhere else, or on any error, meshvm runs
+ * Turns the cache on where it is safe (made 0700 if missing; bin/owned-path.ts says what is safe); anywhere else, or on any error, meshvm runs
  * without it: slower to start, nothing else changes. Returns the directory used.
  */
 export function enableSafeCompileCache(env: NodeJS.ProcessEnv = process.env): string | undefined {
@@ -45,7 +28,7 @@ export function enableSafeCompileCache(env: NodeJS.ProcessEnv = process.env): st
   if (dir === undefined || uid === undefined) return undefined;
   try {
     fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
-    if (unsafeCacheDir(dir, uid) !== undefined) return undefined;
+    if (notOwned(dir, uid) !== undefined) return undefined;
     enableCompileCache?.(dir);
     return dir;
   } catch {

@@ -1,16 +1,29 @@
 // The self-contained executable's guard against Node's runtime variables: a root timer's environment must not become code or config.
 import { stopCoverage } from 'node:v8';
+import path from 'node:path';
+import { fileNotOwned } from './owned-path.ts';
+
+/**
+ * NODE_EXTRA_CA_CERTS is kept when it names a file only root (or this user) controls (bin/owned-path.ts), as Debian's
+ * /etc/ssl/certs/ca-certificates.crt: it only adds trust anchors, and such a file holds those its owner chose. Anywhere
+ * else (a file another user could write, or missing) it is cleared like the rest. Keeping it saves the re-run: a second
+ * start of the executable, ~0.1 s of every run on a machine that sets it for all processes.
+ */
+export function trustedCaFile(file: string | undefined, uid = process.getuid?.() ?? 0): boolean {
+  return file !== undefined && file !== '' && path.isAbsolute(file) && fileNotOwned(file, uid) === undefined;
+}
 
 /**
  * Variables Node.js or its OpenSSL and libuv read at start-up or run time: NODE_OPTIONS (--require: code), NODE_PATH,
- * NODE_EXTRA_CA_CERTS (trust), NODE_REDIRECT_WARNINGS and NODE_V8_COVERAGE (files written as root), NODE_DEBUG (internals
- * on stderr), OPENSSL_CONF (providers: shared objects loaded), UV_*. NODE_TLS_REJECT_UNAUTHORIZED is left for the clients
- * to refuse by name (clients/tls.ts); SSL_CERT_FILE/SSL_CERT_DIR only count with --use-openssl-ca, which meshvm never gets.
+ * NODE_EXTRA_CA_CERTS (trust: kept only for a root-controlled file, trustedCaFile), NODE_REDIRECT_WARNINGS and
+ * NODE_V8_COVERAGE (files written as root), NODE_DEBUG (internals on stderr), OPENSSL_CONF (providers: shared objects
+ * loaded), UV_*. NODE_TLS_REJECT_UNAUTHORIZED is left for the clients to refuse by name (clients/tls.ts);
+ * SSL_CERT_FILE/SSL_CERT_DIR only count with --use-openssl-ca, which meshvm never gets.
  */
-export function runtimeVariables(env: NodeJS.ProcessEnv): string[] {
+export function runtimeVariables(env: NodeJS.ProcessEnv, trusted: (file: string | undefined) => boolean = trustedCaFile): string[] {
   return Object.keys(env).filter(
     (name) =>
-      (name.startsWith('NODE_') && name !== 'NODE_TLS_REJECT_UNAUTHORIZED') ||
+      (name.startsWith('NODE_') && name !== 'NODE_TLS_REJECT_UNAUTHORIZED' && !(name === 'NODE_EXTRA_CA_CERTS' && trusted(env[name]))) ||
       name.startsWith('UV_') ||
       ['OPENSSL_CONF', 'OPENSSL_MODULES', 'OPENSSL_ENGINES'].includes(name),
   );

@@ -81,6 +81,43 @@ test.serial('the executable ignores NODE_OPTIONS (a --require canary never runs)
   t.is(await fs.readFile(ran, 'utf8'), 'NODE_OPTIONS --require ran\n', 'the canary works: plain node runs it');
 });
 
+test.serial('NODE_EXTRA_CA_CERTS naming a root-owned file is kept, with no second start; one others could write is cleared by the re-run', async (t) => {
+  const { out, build } = await buildOnce();
+  t.is(build.exitCode, 0, String(build.stderr));
+  const dir = await scratchRoot(t, 'meshvm-ca-');
+  await fs.chmod(dir, 0o700);
+  const ca = path.join(dir, 'ca.pem');
+  await fs.copyFile(path.join(PROJECT, 'examples/demo-certs/root-cert.pem'), ca);
+  await fs.chmod(ca, 0o644);
+  await fs.writeFile(
+    path.join(dir, 'site.ts'),
+    `import { defineRecipe, Execute, z } from 'meshvm';\nexport default defineRecipe({ name: 'site', attributes: z.strictObject({}), declare: () => [` +
+      `Execute({ onHost: true, name: 'environ', command: ['sh', '-c', 'tr "\\\\0" "\\\\n" < /proc/$PPID/environ > ${dir}/environ'], onlyIf: ['true'] })] });\n`,
+  );
+  await fs.writeFile(path.join(dir, 'runlist.yaml'), 'name: ca\nrecipes:\n  - recipe: ./site.ts\n');
+  /** The environment of the meshvm process that ran the recipe: after a re-run (execve), the re-run's. */
+  const environ = async () => {
+    const run = await execa(path.join(out, 'meshvm'), ['converge', path.join(dir, 'runlist.yaml'), '--root', dir], {
+      reject: false,
+      extendEnv: false,
+      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', NODE_EXTRA_CA_CERTS: ca },
+    });
+    t.is(run.exitCode, 0, run.stderr);
+    t.notRegex(run.stderr, /[Ww]arning/, 'Node loaded the extra CA file without complaint');
+    return (await fs.readFile(path.join(dir, 'environ'), 'utf8')).split('\n');
+  };
+  const kept = await environ();
+  t.true(kept.includes(`NODE_EXTRA_CA_CERTS=${ca}`), 'kept');
+  t.false(kept.includes('MESHVM_RUNTIME_CLEARED=1'), 'no re-run');
+  await fs.chmod(ca, 0o666);
+  const cleared = await environ();
+  t.false(
+    cleared.some((line) => line.startsWith('NODE_EXTRA_CA_CERTS=')),
+    'cleared',
+  );
+  t.true(cleared.includes('MESHVM_RUNTIME_CLEARED=1'), 'by the re-run');
+});
+
 test('the build refuses --outdir without a directory', async (t) => {
   const build = await execa(process.execPath, [path.join(PROJECT, 'scripts/build.ts'), '--outdir'], { reject: false, cwd: PROJECT });
   t.not(build.exitCode, 0);

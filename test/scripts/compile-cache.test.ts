@@ -4,7 +4,8 @@ import { execa } from 'execa';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { compileCacheDir, unsafeCacheDir } from '../../bin/compile-cache.ts';
+import { compileCacheDir } from '../../bin/compile-cache.ts';
+import { fileNotOwned, notOwned } from '../../bin/owned-path.ts';
 import { BIN, scratchRoot } from '../helpers/scratch.ts';
 
 test('where the cache goes: MESHVM_COMPILE_CACHE, "off", /var/cache for root, ~/.cache for others, never /tmp by default', (t) => {
@@ -20,18 +21,26 @@ test('a cache directory another user could write to, or reach through a link, is
   await fs.chmod(dir, 0o700);
   const cache = path.join(dir, 'cache');
   await fs.mkdir(cache, { mode: 0o700 });
-  t.is(unsafeCacheDir(cache, 0), undefined, 'a 0700 directory of ours under the sticky /tmp is safe');
+  t.is(notOwned(cache, 0), undefined, 'a 0700 directory of ours under the sticky /tmp is safe');
   await fs.chmod(cache, 0o1777);
-  t.regex(unsafeCacheDir(cache, 0) ?? '', /cache is writable by others \(mode 1777\)/, 'the directory itself: not even sticky');
+  t.regex(notOwned(cache, 0) ?? '', /cache is writable by others \(mode 1777\)/, 'the directory itself: not even sticky');
   await fs.chmod(cache, 0o700);
   await fs.chmod(dir, 0o777);
-  t.regex(unsafeCacheDir(cache, 0) ?? '', /is writable by others \(mode 777\)/, 'a parent without the sticky bit');
+  t.regex(notOwned(cache, 0) ?? '', /is writable by others \(mode 777\)/, 'a parent without the sticky bit');
   await fs.chmod(dir, 0o700);
   await fs.chown(cache, 65534, 65534);
-  t.regex(unsafeCacheDir(cache, 0) ?? '', /belongs to uid 65534/, "another user's directory (made first, as in /tmp)");
+  t.regex(notOwned(cache, 0) ?? '', /belongs to uid 65534/, "another user's directory (made first, as in /tmp)");
   await fs.chown(cache, 0, 0);
   await fs.symlink(cache, path.join(dir, 'link'));
-  t.regex(unsafeCacheDir(path.join(dir, 'link'), 0) ?? '', /link is not a directory/);
+  t.regex(notOwned(path.join(dir, 'link'), 0) ?? '', /link is not a directory or regular file/);
+  // a file through a link (as a CA bundle in /etc/ssl/certs): the link's directory and the file it leads to both count
+  const file = path.join(cache, 'ca.pem');
+  await fs.writeFile(file, '', { mode: 0o644 });
+  await fs.symlink(file, path.join(dir, 'ca-link.pem'));
+  t.is(fileNotOwned(path.join(dir, 'ca-link.pem'), 0), undefined);
+  await fs.chmod(file, 0o666);
+  t.regex(fileNotOwned(path.join(dir, 'ca-link.pem'), 0) ?? '', /ca\.pem is writable by others \(mode 666\)/);
+  t.regex(fileNotOwned(path.join(dir, 'missing.pem'), 0) ?? '', /ENOENT/);
 });
 
 test('the command caches its compiled code in a safe directory, and writes nothing into an unsafe one', async (t) => {
