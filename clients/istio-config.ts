@@ -2,6 +2,7 @@
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { isDnsSubdomain, PATTERN } from '../engine/values.ts';
+import type { KeptRead } from './kept-inputs.ts';
 import type { KubernetesClient } from './kubernetes.ts';
 import { KubernetesError } from './kubernetes-errors.ts';
 import { readObject, WORKLOAD_GROUPS } from './workload-group.ts';
@@ -336,39 +337,81 @@ async function configMapData(k: KubernetesClient, namespace: string, name: strin
 
 /** The mesh config of a control plane: ConfigMap istio[-<rev>], key `mesh`. A missing ConfigMap is an error saying what to check. */
 export async function readMeshConfig(k: KubernetesClient, cp: ControlPlane): Promise<MeshConfig> {
+  const read = meshConfigRead(cp);
+  return read.parse(await read.fetch(k));
+}
+
+/** The mesh config as kept between runs: the `mesh` text of ConfigMap istio[-<rev>], typed by parseMeshConfig fresh or kept. */
+export function meshConfigRead(cp: ControlPlane): KeptRead<MeshConfig> {
   const name = meshConfigMapName(cp.revision);
   const source = `ConfigMap ${cp.namespace}/${name}`;
-  const data = await configMapData(k, cp.namespace, name);
-  if (!data)
-    throw new Error(
-      `no ${source}: the mesh config of istiod${revisioned(cp.revision) ? ` revision ${cp.revision}` : ''} (is Istio installed in ${cp.namespace}? set systemNamespace or workload.revision to the control plane this VM joins)`,
-    );
-  if (data['mesh'] === undefined) throw new ClusterValueError(source, 'data.mesh', undefined, 'the mesh config (YAML)');
-  return parseMeshConfig(data['mesh'], source);
+  return {
+    async fetch(k) {
+      const data = await configMapData(k, cp.namespace, name);
+      if (!data)
+        throw new Error(
+          `no ${source}: the mesh config of istiod${revisioned(cp.revision) ? ` revision ${cp.revision}` : ''} (is Istio installed in ${cp.namespace}? set systemNamespace or workload.revision to the control plane this VM joins)`,
+        );
+      return data['mesh'] ?? null;
+    },
+    parse(raw) {
+      if (raw === null || raw === undefined) throw new ClusterValueError(source, 'data.mesh', undefined, 'the mesh config (YAML)');
+      if (typeof raw !== 'string') throw new ClusterValueError(source, 'data.mesh', raw, 'the mesh config (YAML text)');
+      return parseMeshConfig(raw, source);
+    },
+  };
 }
 
 /** The injector's values (ConfigMap istio-sidecar-injector[-<rev>], key `values`), or undefined when there is no such ConfigMap. */
 export async function readInjectorValues(k: KubernetesClient, cp: ControlPlane): Promise<InjectorValues | undefined> {
+  const read = injectorValuesRead(cp);
+  return read.parse(await read.fetch(k));
+}
+
+/** The injector's values as kept between runs: { values } of the ConfigMap (null: no ConfigMap), typed by parseInjectorValues. */
+export function injectorValuesRead(cp: ControlPlane): KeptRead<InjectorValues | undefined> {
   const name = injectorConfigMapName(cp.revision);
   const source = `ConfigMap ${cp.namespace}/${name}`;
-  const data = await configMapData(k, cp.namespace, name);
-  if (!data) return undefined;
-  if (data['values'] === undefined) throw new ClusterValueError(source, 'data.values', undefined, 'the injector values (JSON)');
-  return parseInjectorValues(data['values'], source);
+  return {
+    async fetch(k) {
+      const data = await configMapData(k, cp.namespace, name);
+      return data ? { values: data['values'] ?? null } : null;
+    },
+    parse(raw) {
+      if (raw === null) return undefined;
+      if (typeof raw !== 'object' || Array.isArray(raw)) throw new ClusterValueError(source, 'data', raw, "a ConfigMap's data");
+      const values = (raw as { values?: unknown }).values;
+      if (values === null || values === undefined) throw new ClusterValueError(source, 'data.values', undefined, 'the injector values (JSON)');
+      if (typeof values !== 'string') throw new ClusterValueError(source, 'data.values', values, 'the injector values (JSON text)');
+      return parseInjectorValues(values, source);
+    },
+  };
 }
 
 /** The label topology.istio.io/network of a namespace, or undefined (no label, or no namespace). */
 export async function readNamespaceNetwork(k: KubernetesClient, namespace: string): Promise<string | undefined> {
-  let ns: { metadata?: { labels?: Record<string, string> } };
-  try {
-    ns = await k.call(`reading Namespace ${namespace}`, () => k.core.readNamespace({ name: namespace }));
-  } catch (error) {
-    if (error instanceof KubernetesError && error.status === 404) return undefined;
-    throw error;
-  }
-  const value = ns.metadata?.labels?.[NETWORK_LABEL];
-  if (value === undefined) return undefined;
-  return parseClusterValue(labelValue, value, `Namespace ${namespace}`, `metadata.labels."${NETWORK_LABEL}"`);
+  const read = namespaceNetworkRead(namespace);
+  return read.parse(await read.fetch(k));
+}
+
+/** The network label as kept between runs: its value (null: no label, or no namespace), checked as a label value fresh or kept. */
+export function namespaceNetworkRead(namespace: string): KeptRead<string | undefined> {
+  return {
+    async fetch(k) {
+      let ns: { metadata?: { labels?: Record<string, string> } };
+      try {
+        ns = await k.call(`reading Namespace ${namespace}`, () => k.core.readNamespace({ name: namespace }));
+      } catch (error) {
+        if (error instanceof KubernetesError && error.status === 404) return null;
+        throw error;
+      }
+      return ns.metadata?.labels?.[NETWORK_LABEL] ?? null;
+    },
+    parse(raw) {
+      if (raw === null) return undefined;
+      return parseClusterValue(labelValue, raw, `Namespace ${namespace}`, `metadata.labels."${NETWORK_LABEL}"`);
+    },
+  };
 }
 
 /** The WorkloadGroup (networking.istio.io/v1), or undefined when it does not exist. */
@@ -384,15 +427,37 @@ export async function readWorkloadGroup(k: KubernetesClient, namespace: string, 
  * external control plane) or nothing names a version (an image by digest, no labels).
  */
 export async function readIstiodVersion(k: KubernetesClient, cp: ControlPlane): Promise<string | undefined> {
+  const read = istiodVersionRead(cp);
+  return read.parse(await read.fetch(k));
+}
+
+/** istiod's version as kept between runs: what istiodVersionOf looks at in the Deployment (null: none), read by it fresh or kept. */
+export function istiodVersionRead(cp: ControlPlane): KeptRead<string | undefined> {
   const name = istiodDeploymentName(cp.revision);
-  let deployment: unknown;
-  try {
-    deployment = await k.call(`reading Deployment ${cp.namespace}/${name}`, () => k.apps.readNamespacedDeployment({ name, namespace: cp.namespace }));
-  } catch (error) {
-    if (error instanceof KubernetesError && error.status === 404) return undefined;
-    throw error;
-  }
-  return istiodVersionOf(JSON.parse(JSON.stringify(deployment)), `Deployment ${cp.namespace}/${name}`);
+  const source = `Deployment ${cp.namespace}/${name}`;
+  return {
+    async fetch(k) {
+      let deployment: { metadata?: { labels?: Record<string, string> }; spec?: { template?: { spec?: { containers?: { name?: string; image?: string }[] } } } };
+      try {
+        deployment = await k.call(`reading ${source}`, () => k.apps.readNamespacedDeployment({ name, namespace: cp.namespace }));
+      } catch (error) {
+        if (error instanceof KubernetesError && error.status === 404) return null;
+        throw error;
+      }
+      const containers = (deployment.spec?.template?.spec?.containers ?? []).map((c) => ({
+        ...(c.name !== undefined && { name: c.name }),
+        ...(c.image !== undefined && { image: c.image }),
+      }));
+      return JSON.parse(JSON.stringify({ metadata: { labels: deployment.metadata?.labels ?? {} }, spec: { template: { spec: { containers } } } }));
+    },
+    parse(raw) {
+      if (raw === null) return undefined;
+      const containers = (raw as { spec?: { template?: { spec?: { containers?: unknown } } } } | undefined)?.spec?.template?.spec?.containers;
+      if (!raw || typeof raw !== 'object' || (containers !== undefined && !Array.isArray(containers)))
+        throw new ClusterValueError(source, 'spec.template.spec.containers', containers, 'a list of containers');
+      return istiodVersionOf(raw, source);
+    },
+  };
 }
 
 export { showValue };

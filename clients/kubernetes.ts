@@ -1,7 +1,7 @@
 // The Kubernetes API client of a run, configured from what Vault returned (server, CA, scoped token): the reads a mesh VM needs, each value checked before use.
 import './no-debug.ts'; // before the libraries that would print requests
 import { AppsV1Api, CoreV1Api, CustomObjectsApi, KubeConfig, NetworkingV1Api, ServerConfiguration, createConfiguration } from '@kubernetes/client-node';
-import type { Cluster as KubeCluster, RequestContext, ResponseContext, V1ServiceList } from '@kubernetes/client-node';
+import type { Cluster as KubeCluster, RequestContext, ResponseContext } from '@kubernetes/client-node';
 import type { AgentOptions } from 'node:https';
 import { apiCalls } from '../engine/api-calls.ts';
 import { secrets } from '../engine/secrets.ts';
@@ -10,7 +10,9 @@ import { KubernetesError, classifyKubernetes, explainKubernetesError, httpStatus
 import { findServiceCidrs, type ServiceCidrs } from './service-cidr.ts';
 import { refuseInsecureTlsEnvironment } from './tls.ts';
 import { upsertWorkloadEntry, type WorkloadEntryInput } from './workload-entry.ts';
-import { cidr, dnsName, ipAddress, parseClusterValue, pemCertificates, port as portNumber } from './cluster-values.ts';
+import { z } from 'zod';
+import { cidr, ClusterValueError, dnsName, ipAddress, parseClusterValue, pemCertificates, port as portNumber } from './cluster-values.ts';
+import type { KeptRead } from './kept-inputs.ts';
 import {
   readInjectorValues,
   readIstiodVersion,
@@ -87,7 +89,7 @@ export class KubernetesClient {
   readonly custom: CustomObjectsApi;
   #refreshed = false;
   /** The Services lists read, by namespace and selector: certs (istiod's gateway) and dns/aws (the control-plane names) share one read. */
-  readonly #serviceLists = new Map<string, Promise<V1ServiceList>>();
+  readonly #serviceLists = new Map<string, Promise<ListedService[]>>();
 
   constructor(options: KubernetesClientOptions) {
     refuseInsecureTlsEnvironment('the Kubernetes API', options.env);
@@ -175,12 +177,8 @@ export class KubernetesClient {
 
   /** Every service range: the ServiceCIDR API, else a dry-run probe whose error names the range, else `fallback`. */
   async serviceCidrs(options: { probeNamespace?: string; fallback?: readonly string[] } = {}): Promise<ServiceCidrs> {
-    const found = await findServiceCidrs(this, options);
-    const where = { 'servicecidr-api': 'ServiceCIDRs (networking.k8s.io/v1)', 'dry-run-probe': "the dry-run probe's refusal", attribute: 'the fallback' }[
-      found.source
-    ];
-    for (const [i, value] of found.cidrs.entries()) parseClusterValue(cidr, value, where, found.source === 'servicecidr-api' ? `spec.cidrs[${i}]` : 'range');
-    return found;
+    const read = serviceCidrsRead(options);
+    return read.parse(await read.fetch(this));
   }
 
   /**
@@ -188,41 +186,28 @@ export class KubernetesClient {
    * read once per client (one per run): whichever services each caller wants, they are picked from the same read.
    */
   async controlPlaneAddresses(options: { namespace?: string; labelSelector?: string; services?: readonly string[] } = {}): Promise<ControlPlaneAddress[]> {
-    const namespace = options.namespace ?? 'istio-system';
-    const key = JSON.stringify([namespace, options.labelSelector ?? '']);
+    const read = controlPlaneRead(options);
+    return read.parse(await read.fetch(this));
+  }
+
+  /** The Services of a namespace as controlPlaneAddresses needs them (name, type, load-balancer ingress, ports): one LIST per client. */
+  serviceList(namespace: string, labelSelector = ''): Promise<ListedService[]> {
+    const key = JSON.stringify([namespace, labelSelector]);
     let listed = this.#serviceLists.get(key);
     if (!listed) {
       listed = this.call(`listing Services in namespace ${namespace}`, () =>
-        this.core.listNamespacedService({ namespace, ...(options.labelSelector ? { labelSelector: options.labelSelector } : {}) }),
+        this.core.listNamespacedService({ namespace, ...(labelSelector ? { labelSelector } : {}) }),
+      ).then((list) =>
+        list.items.map((svc) => ({
+          name: svc.metadata?.name ?? '',
+          ...(svc.spec?.type !== undefined && { type: svc.spec.type }),
+          ingress: (svc.status?.loadBalancer?.ingress ?? []).map((i) => ({ ...(i.hostname && { hostname: i.hostname }), ...(i.ip && { ip: i.ip }) })),
+          ports: (svc.spec?.ports ?? []).map((p) => ({ ...(p.name && { name: p.name }), port: p.port })),
+        })),
       );
       this.#serviceLists.set(key, listed);
     }
-    const list = await listed;
-    const out: ControlPlaneAddress[] = [];
-    for (const svc of list.items) {
-      const name = svc.metadata?.name ?? '';
-      if (svc.spec?.type !== 'LoadBalancer' || (options.services && !options.services.includes(name))) continue;
-      const object = `Service ${namespace}/${name}`;
-      const ingress = svc.status?.loadBalancer?.ingress ?? [];
-      const hostnameAt = ingress.findIndex((i) => i.hostname);
-      const ipAt = ingress.findIndex((i) => i.ip);
-      if (hostnameAt < 0 && ipAt < 0) continue;
-      const address =
-        hostnameAt >= 0
-          ? parseClusterValue(dnsName, ingress[hostnameAt]!.hostname, object, `status.loadBalancer.ingress[${hostnameAt}].hostname`)
-          : parseClusterValue(ipAddress, ingress[ipAt]!.ip, object, `status.loadBalancer.ingress[${ipAt}].ip`);
-      const ports = (svc.spec.ports ?? []).map((p, i) => {
-        parseClusterValue(portNumber, p.port, object, `spec.ports[${i}].port`);
-        return p.name ? { name: p.name, port: p.port } : { port: p.port };
-      });
-      out.push({ service: name, namespace, address, kind: hostnameAt >= 0 ? 'hostname' : 'ip', ports });
-    }
-    for (const wanted of options.services ?? []) {
-      if (out.some((a) => a.service === wanted)) continue;
-      if (!list.items.some((svc) => svc.metadata?.name === wanted)) throw new MissingServiceError(namespace, wanted);
-      throw new Error(`Service ${namespace}/${wanted} is not a LoadBalancer with an address yet (status.loadBalancer.ingress is empty)`);
-    }
-    return out.sort((a, b) => a.service.localeCompare(b.service));
+    return listed;
   }
 
   /** The ClusterIP of the cluster DNS Service (kube-system/kube-dns by default). */
@@ -295,6 +280,85 @@ export class KubernetesClient {
   }
 
   async close(): Promise<void> {}
+}
+
+/** A Service as a LIST of a namespace gives it, reduced to what the control plane's addresses are read from (kept between runs as is). */
+export interface ListedService {
+  name: string;
+  type?: string;
+  ingress: { hostname?: string; ip?: string }[];
+  ports: { name?: string; port: number }[];
+}
+
+const listedServices = z.array(
+  z.object({
+    name: z.string(),
+    type: z.string().optional(),
+    ingress: z.array(z.object({ hostname: z.string().optional(), ip: z.string().optional() })),
+    ports: z.array(z.object({ name: z.string().optional(), port: z.unknown() })),
+  }),
+);
+
+/** The control plane's addresses as kept between runs: the namespace's Services listed (fetch), picked and checked by parse. */
+export function controlPlaneRead(options: { namespace?: string; labelSelector?: string; services?: readonly string[] } = {}): KeptRead<ControlPlaneAddress[]> {
+  const namespace = options.namespace ?? 'istio-system';
+  return {
+    fetch: (k) => k.serviceList(namespace, options.labelSelector),
+    parse: (raw) => controlPlaneAddressesOf(raw, namespace, options.services),
+  };
+}
+
+function controlPlaneAddressesOf(raw: unknown, namespace: string, services: readonly string[] | undefined): ControlPlaneAddress[] {
+  const checked = listedServices.safeParse(raw);
+  if (!checked.success) throw new ClusterValueError(`the Services of namespace ${namespace}`, 'items', raw, 'a list of Services');
+  const list = checked.data;
+  const out: ControlPlaneAddress[] = [];
+  for (const svc of list) {
+    const name = svc.name;
+    if (svc.type !== 'LoadBalancer' || (services && !services.includes(name))) continue;
+    const object = `Service ${namespace}/${name}`;
+    const hostnameAt = svc.ingress.findIndex((i) => i.hostname);
+    const ipAt = svc.ingress.findIndex((i) => i.ip);
+    if (hostnameAt < 0 && ipAt < 0) continue;
+    const address =
+      hostnameAt >= 0
+        ? parseClusterValue(dnsName, svc.ingress[hostnameAt]!.hostname, object, `status.loadBalancer.ingress[${hostnameAt}].hostname`)
+        : parseClusterValue(ipAddress, svc.ingress[ipAt]!.ip, object, `status.loadBalancer.ingress[${ipAt}].ip`);
+    const ports = svc.ports.map((p, i) => {
+      const port = parseClusterValue(portNumber, p.port, object, `spec.ports[${i}].port`);
+      return p.name ? { name: p.name, port } : { port };
+    });
+    out.push({ service: name, namespace, address, kind: hostnameAt >= 0 ? 'hostname' : 'ip', ports });
+  }
+  for (const wanted of services ?? []) {
+    if (out.some((a) => a.service === wanted)) continue;
+    if (!list.some((svc) => svc.name === wanted)) throw new MissingServiceError(namespace, wanted);
+    throw new Error(`Service ${namespace}/${wanted} is not a LoadBalancer with an address yet (status.loadBalancer.ingress is empty)`);
+  }
+  return out.sort((a, b) => a.service.localeCompare(b.service));
+}
+
+const serviceCidrsShape = z.object({
+  cidrs: z.array(z.string()).min(1),
+  source: z.enum(['servicecidr-api', 'dry-run-probe', 'attribute']),
+  notes: z.array(z.string()),
+});
+
+/** The service ranges as kept between runs: what findServiceCidrs found (fetch), each range checked by parse. */
+export function serviceCidrsRead(options: { probeNamespace?: string; fallback?: readonly string[] } = {}): KeptRead<ServiceCidrs> {
+  return {
+    fetch: (k) => findServiceCidrs(k, options),
+    parse(raw) {
+      const checked = serviceCidrsShape.safeParse(raw);
+      if (!checked.success) throw new ClusterValueError("the cluster's service ranges", 'cidrs', raw, 'a list of ranges and where they were found');
+      const found = checked.data;
+      const where = { 'servicecidr-api': 'ServiceCIDRs (networking.k8s.io/v1)', 'dry-run-probe': "the dry-run probe's refusal", attribute: 'the fallback' }[
+        found.source
+      ];
+      for (const [i, value] of found.cidrs.entries()) parseClusterValue(cidr, value, where, found.source === 'servicecidr-api' ? `spec.cidrs[${i}]` : 'range');
+      return found;
+    },
+  };
 }
 
 /** A control-plane Service the cluster does not have at all (not merely one without an address yet). */

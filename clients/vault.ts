@@ -1,9 +1,9 @@
 // The Vault client of a run: one login (AWS IAM, AppRole or a given token), KV v2 reads, Kubernetes creds, revoke at close.
 import fs from 'node:fs/promises';
-import path from 'node:path';
 import './no-debug.ts'; // before the libraries that would print requests
 import nodeVault from 'node-vault';
 import { apiCalls } from '../engine/api-calls.ts';
+import type { Host } from '../engine/host.ts';
 import { InputError, errorMessage } from '../engine/errors.ts';
 import { secrets } from '../engine/secrets.ts';
 import { iamLoginBody, resolveCredentials, type AwsCredentialSource } from './aws-iam.ts';
@@ -31,32 +31,21 @@ export interface VaultClientOptions {
   warn?: (text: string) => void;
 }
 
-/** How the unwrapped secret_id is kept (default node:fs on the paths as given; recipes map them under --root). */
+/** How the unwrapped secret_id is kept (recipes give the run's Host: hostSecretIdStore). */
 export interface SecretIdStore {
   /** Writes the file whole, mode 0600, or not at all. */
   write(file: string, secret: string): Promise<void>;
   remove(file: string): Promise<void>;
 }
 
-/** Atomic 0600 write and removal with node:fs, on the paths as given (`real` maps a guest path under a root). */
-export function fileSecretIdStore(real: (file: string) => string = (file) => file): SecretIdStore {
+/**
+ * The secret_id kept through a Host (engine/host.ts): an atomic 0600 write (fsync, rename) and a removal, each reaching
+ * its path by the safe path walk, so a link in the root never leads them out of it; no backup of a secret is kept.
+ */
+export function hostSecretIdStore(host: Pick<Host, 'writeFile' | 'remove'>): SecretIdStore {
   return {
-    async write(file, secret) {
-      const target = real(file);
-      const temp = path.join(path.dirname(target), `.${path.basename(target)}.meshvm-${process.pid}`);
-      const handle = await fs.open(temp, 'wx', 0o600);
-      try {
-        await handle.writeFile(`${secret}\n`);
-        await handle.sync();
-      } finally {
-        await handle.close();
-      }
-      await fs.rename(temp, target).catch(async (error: unknown) => {
-        await fs.rm(temp, { force: true });
-        throw error;
-      });
-    },
-    remove: (file) => fs.rm(real(file), { force: true }),
+    write: (file, secret) => host.writeFile(file, `${secret}\n`, { mode: 0o600, sensitive: true }),
+    remove: (file) => host.remove(file),
   };
 }
 
@@ -190,11 +179,17 @@ export class VaultClient {
     });
   }
 
-  /** The login token and its end, handed over to be kept (so close no longer revokes it); undefined when the run did not log in. */
-  keepToken(): { token: string; expiresAt: Date | undefined } | undefined {
+  /** The login token of this run and its end (still revoked at close unless keepToken hands it over); undefined when the run did not log in. */
+  loginToken(): { token: string; expiresAt: Date | undefined } | undefined {
     if (!this.#ownsToken || !this.#loginToken) return undefined;
-    this.#ownsToken = false;
     return { token: this.#loginToken, expiresAt: this.#tokenExpiresAt };
+  }
+
+  /** Hands the login token over to be kept (so close no longer revokes it); undefined when the run did not log in. */
+  keepToken(): { token: string; expiresAt: Date | undefined } | undefined {
+    const login = this.loginToken();
+    if (login) this.#ownsToken = false;
+    return login;
   }
 
   /** Revokes the token in use, ours or adopted (offboarding a kept access: its leases go with it); never throws. */

@@ -64,6 +64,8 @@ Options:
   --offboard            (plan) show what offboard would change
   --purge               (offboard, plan --offboard) also remove the sidecar package and the istio-proxy account
   --resolver IP[:PORT]  (verify) ask this DNS server instead of the system resolver
+  --refresh             (converge, plan) read every cluster input fresh, not the ones kept between runs (keepInputs;
+                        verify always reads fresh)
   --textfile-dir DIR    (converge) write meshvm.prom there for node_exporter's textfile collector (default: its
                         directory when it exists: /var/lib/prometheus/node-exporter, /var/lib/node_exporter/textfile_collector)
 
@@ -172,6 +174,8 @@ export async function main(argv: readonly string[], options: CliOptions, io: Cli
   const litter: string[] = [];
   // per-run services (the cluster connection, its Vault login): closed whatever happens, so a run's Vault token is revoked
   const services = new Map<string, unknown>();
+  /** Whether planning succeeded: only then does a converge keep what it read for the next runs (kept cluster access and inputs). */
+  let planned = false;
   try {
     if (!runlistFile) throw new InputError(`meshvm ${command}`, 'missing the RUNLIST argument (a YAML file such as runlists/demo.yaml)');
     if (extra.length) throw new InputError(`meshvm ${command}`, `unexpected arguments: ${extra.join(' ')}`);
@@ -180,6 +184,8 @@ export async function main(argv: readonly string[], options: CliOptions, io: Cli
     if (values.offboard && command !== 'plan')
       throw new InputError('--offboard', `only plan takes it (meshvm plan --offboard RUNLIST; to offboard: meshvm offboard RUNLIST)`);
     if (values.purge && !offboard) throw new InputError('--purge', 'only offboard and plan --offboard take it');
+    if (values.refresh && command !== 'converge' && command !== 'plan')
+      throw new InputError('--refresh', 'only converge and plan take it (verify always reads the cluster fresh)');
     const lockWait = values['lock-wait'] === undefined ? 600 : Number(values['lock-wait']);
     if (!Number.isFinite(lockWait) || lockWait < 0) throw new InputError(`--lock-wait ${values['lock-wait']}`, 'expected a number of seconds');
     const { root, missing } = await checkRoot(values.root ?? '/', command);
@@ -237,7 +243,18 @@ export async function main(argv: readonly string[], options: CliOptions, io: Cli
       if (!services.has(key)) services.set(key, create());
       return services.get(key) as T;
     };
-    const { declared, entries } = await planRunlist(runlist, { host, mode, service });
+    const warn = (text: string) => say({ type: 'message', level: 'warn', text: secrets.redact(text) });
+    // what meshvm keeps between runs (cluster access and inputs under /run/meshvm) is written by a converge only;
+    // verify checks what is true now: it reads the cluster fresh
+    const context: Omit<RecipeContext, 'runlist'> = {
+      host,
+      mode,
+      service,
+      warn,
+      refresh: command === 'verify' || Boolean(values.refresh),
+      ...(mode === 'converge' && { writable: host }),
+    };
+    const { declared, entries } = await planRunlist(runlist, context);
     run.declared = declared;
     await checkRequirements(declared, host);
     await checkComposites(declared, host);
@@ -245,6 +262,7 @@ export async function main(argv: readonly string[], options: CliOptions, io: Cli
     if (command !== 'verify') await preflight(declared, { host, mode, listener: say });
     signals.check();
     litter.length = 0; // planned: from here the run's state (the lock file, last-run.json) is the machine's
+    planned = true;
     if (command === 'verify') {
       signals.phase = 'verifying';
       const checks = await runChecks(entries, host, { resolver: values.resolver });
@@ -262,8 +280,8 @@ export async function main(argv: readonly string[], options: CliOptions, io: Cli
     // the fleet view is published through the run's cluster connection: before the services close
     const status = mode === 'converge' && !offboard ? await computeStatus(report, declared, host, runlist.name, say) : undefined;
     // an interrupted run stops promptly (a shutdown is waiting): the next run publishes
-    if (status && !result.interrupted) await publishStatus(entries, status, { host, mode, service, runlist: runlistInfo(runlist) }, say);
-    await closeServices(services);
+    if (status && !result.interrupted) await publishStatus(entries, status, { ...context, host, runlist: runlistInfo(runlist) }, say);
+    await closeServices(services, { keep: true });
     report.apiCalls = apiCalls.snapshot(); // with the calls closing made (a Vault token revoked)
 
     if (offboard && mode === 'converge' && !result.failed) await tidyState(host);
@@ -277,6 +295,13 @@ export async function main(argv: readonly string[], options: CliOptions, io: Cli
         // the cluster access kept between runs (keepAccess): revoked at Vault and forgotten
         const { forgetKeptAccess } = await import('../clients/access-cache.ts');
         for (const problem of await forgetKeptAccess(host)) say({ type: 'message', level: 'warn', text: secrets.redact(problem) });
+        // and the cluster inputs kept with it (keepInputs); /run/meshvm goes when nothing else is in it
+        const { INPUTS_DIR } = await import('../clients/kept-inputs.ts');
+        const { KEPT_DIR } = await import('../clients/kept-file.ts');
+        const { ACCESS_CACHE_DIR } = await import('../clients/access-cache.ts');
+        for (const dir of [INPUTS_DIR, ACCESS_CACHE_DIR])
+          await host.remove(dir).catch((error: unknown) => warn(`could not remove ${dir}: ${errorMessage(error)}`));
+        if ((await host.listDir(KEPT_DIR).catch(() => undefined))?.length === 0) await host.remove(KEPT_DIR).catch(() => undefined);
       }
     }
     if (json) io.stdout.write(text);
@@ -287,7 +312,7 @@ export async function main(argv: readonly string[], options: CliOptions, io: Cli
     return await fail(error);
   } finally {
     signals.dispose();
-    await closeServices(services);
+    await closeServices(services, { keep: planned });
     // the lock file this run made goes while still locked: a waiter that then gets it sees it removed and starts again
     await lock?.release({ remove: litter.some((p) => p.endsWith(LOCK_FILE)) });
     await removeLitter(litter);
@@ -359,6 +384,7 @@ function parseFlags(argv: readonly string[]) {
       offboard: { type: 'boolean' },
       purge: { type: 'boolean' },
       resolver: { type: 'string' },
+      refresh: { type: 'boolean' },
       'textfile-dir': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
       version: { type: 'boolean', short: 'V' },
@@ -424,8 +450,9 @@ function runlistInfo(runlist: Runlist): RecipeContext['runlist'] {
   return { name: runlist.name, file: runlist.file, dir: runlist.dir, recipes: runlist.entries.map((e) => e.recipe.name) };
 }
 
-async function closeServices(services: Map<string, unknown>): Promise<void> {
-  for (const service of services.values()) await (service as { close?: () => Promise<void> })?.close?.();
+/** `keep`: the run planned, so what the services keep between runs (the cluster access and inputs) is kept. */
+async function closeServices(services: Map<string, unknown>, o: { keep: boolean }): Promise<void> {
+  for (const service of services.values()) await (service as { close?: (o: { keep: boolean }) => Promise<void> })?.close?.(o);
   services.clear();
 }
 

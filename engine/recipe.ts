@@ -18,6 +18,16 @@ export interface RecipeContext {
   mode: 'plan' | 'converge';
   /** Per-run services (clients, caches) shared by the recipes of one run, created on first use. */
   service<T>(key: string, create: () => T): T;
+  /**
+   * The machine writable, for what meshvm keeps of its own between runs (the cluster access and inputs kept under
+   * /run/meshvm, an unwrapped secret_id), through the same safe path walk as every change: given to a converge (and
+   * offboard) only, so that plan and verify cannot write.
+   */
+  writable?: Host;
+  /** Cluster inputs kept between runs are not used, everything is read fresh (--refresh; verify, which checks what is true now). */
+  refresh?: boolean;
+  /** Tells the operator something that does not stop the run (a kept file ignored). Default: stderr. */
+  warn?(text: string): void;
 }
 
 /** What a recipe's undo gets: the run's context, whether to purge, and a way to say what it found and left alone. */

@@ -251,7 +251,10 @@ async function istiodHosts(
     const short = host.split('.')[0]!;
     const service = a.controlPlaneServices?.[short] ?? a.controlPlaneServices?.['istiod'] ?? EASTWEST_GATEWAY;
     const found = await cluster(ctx, a.cluster, "istiod's address (certs.istiodAddress)")
-      .once(`lb:${a.systemNamespace}:${service}`, (k) => k.controlPlaneAddresses({ namespace: a.systemNamespace, services: [service] }))
+      .kept(
+        `lb:${a.systemNamespace}:${service}`,
+        (await import('../clients/kubernetes.ts')).controlPlaneRead({ namespace: a.systemNamespace, services: [service] }),
+      )
       .catch((error: Error) => {
         if (error.name !== 'MissingServiceError') throw error;
         throw new Error(`${error.message}: install the east-west gateway (or set certs.istiodAddress)`, { cause: error });

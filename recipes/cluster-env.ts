@@ -70,8 +70,9 @@ export const clusterEnv = defineRecipe({
       const cidrs = a.serviceCidr
         ? [a.serviceCidr].flat()
         : (
-            await cluster(ctx, a.cluster, 'cluster-env.serviceCidr').once('service-cidrs', (k) =>
-              k.serviceCidrs({ ...(a.fallbackServiceCidr && { fallback: a.fallbackServiceCidr }) }),
+            await cluster(ctx, a.cluster, 'cluster-env.serviceCidr').kept(
+              `service-cidrs:${JSON.stringify(a.fallbackServiceCidr ?? null)}`,
+              (await import('../clients/kubernetes.ts')).serviceCidrsRead({ ...(a.fallbackServiceCidr && { fallback: a.fallbackServiceCidr }) }),
             )
           ).cidrs;
       // only what differs from the sidecar's own defaults, as in the docs' example (ISTIO_SERVICE_CIDR=10.63.240.0/20)

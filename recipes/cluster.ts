@@ -5,6 +5,24 @@ import { kubernetesAccessSource, vaultConfig } from '../clients/vault-config.ts'
 import type { KubernetesClient } from '../clients/kubernetes.ts';
 import { readObject, type KubeObject, type ObjectApi } from '../clients/workload-group.ts';
 import type { VaultClient } from '../clients/vault.ts';
+import type { KeptInput, KeptInputs, KeptRead } from '../clients/kept-inputs.ts';
+
+export type { KeptRead };
+import { errorMessage } from '../engine/errors.ts';
+
+/**
+ * How long the slow-changing cluster inputs are kept between runs (the mesh config, the injector's values, the network
+ * label, the control plane's and the cluster DNS's addresses, the service ranges, istiod's version): '1h', '30m' or
+ * '30min', '90s', '1d', or a number of seconds; 0 or false reads them every run. The VM's own objects (its WorkloadGroup)
+ * and the root certificate are read every run. A boot (/run is tmpfs), `--refresh` and verify read everything fresh.
+ */
+const keepInputs = z
+  .union([
+    z.literal(false),
+    z.number().int().min(0),
+    z.string().regex(/^\d+(s|m|min|h|d)$/, "a duration such as '1h', '30m', '90s' or '1d' (or a number of seconds; 0 or false: every run)"),
+  ])
+  .default('1h');
 
 /** Through Vault (the VM logs in with its cloud identity and reads a scoped token), or directly from files on the VM. */
 export const clusterAttribute = z.union([
@@ -14,9 +32,11 @@ export const clusterAttribute = z.union([
     /**
      * Keep the access (and the Vault login it was read under) between runs, until its lease ends, root-only 0600 under
      * /run/meshvm (tmpfs), as Vault Agent's token sink does: a no-op converge then makes no Vault call. Forgotten when it
-     * expires, when the API server refuses its token (401/403: one fresh login), and revoked on offboard.
+     * expires, when the API server refuses its token (401/403: one fresh login), and revoked on offboard. On by default;
+     * false logs in and revokes every run.
      */
-    keepAccess: z.boolean().default(false),
+    keepAccess: z.boolean().default(true),
+    keepInputs,
   }),
   z.strictObject({
     /** The API server URL. */
@@ -24,9 +44,18 @@ export const clusterAttribute = z.union([
     /** Files on the VM: the cluster CA and a scoped service-account token. */
     caFile: z.string().startsWith('/'),
     tokenFile: z.string().startsWith('/'),
+    keepInputs,
   }),
 ]);
 export type ClusterAttribute = z.output<typeof clusterAttribute>;
+
+/** A keepInputs value in seconds ('1h', '30m' or '30min', '90s', '1d', a number); 0 when inputs are not kept. */
+export function keepSeconds(value: z.output<typeof keepInputs>): number {
+  if (value === false) return 0;
+  if (typeof value === 'number') return value;
+  const [, n, unit] = /^(\d+)(s|m|min|h|d)$/.exec(value)!;
+  return Number(n) * { s: 1, m: 60, min: 60, h: 3600, d: 86_400 }[unit as 's' | 'm' | 'min' | 'h' | 'd'];
+}
 
 /** One per run: logs in (to Vault) once, on first use, and remembers what several recipes ask for. */
 export class Cluster {
@@ -35,6 +64,11 @@ export class Cluster {
   #client: Promise<KubernetesClient> | undefined;
   #vault: VaultClient | undefined;
   readonly #answers = new Map<string, Promise<unknown>>();
+  /** The inputs kept between runs (loaded once, on first use), and those this run read fresh (kept at close). */
+  #kept: Promise<{ store: KeptInputs; inputs: Map<string, KeptInput> }> | undefined;
+  readonly #fresh = new Map<string, KeptInput>();
+  /** Keeps the access this run read from Vault (keepAccess, a converge): done at close. */
+  #keepAccess: (() => Promise<void>) | undefined;
 
   constructor(config: ClusterAttribute, context: RecipeContext) {
     this.#config = config;
@@ -65,8 +99,77 @@ export class Cluster {
     return this.once(`object:${api.group}/${api.plural}:${namespace}/${name}`, (k) => readObject(k, api, namespace, name));
   }
 
-  async close(): Promise<void> {
+  /**
+   * A slow-changing cluster input: used as kept by an earlier run while younger than keepInputs (no request at all),
+   * else read, and kept by a converge at the end of the run. plan uses kept inputs but keeps none; verify and --refresh
+   * read everything. A kept input parse refuses is read again, with a warning.
+   */
+  kept<T>(key: string, read: KeptRead<T>): Promise<T> {
+    let answer = this.#answers.get(`kept:${key}`) as Promise<T> | undefined;
+    if (!answer) {
+      answer = this.#keptRead(key, read);
+      this.#answers.set(`kept:${key}`, answer);
+    }
+    return answer;
+  }
+
+  /**
+   * The end of the run: a converge that planned (`keep`) keeps the cluster inputs it read and the access it logged in for;
+   * a run that failed before (or plan, verify) keeps nothing new, and its Vault login is revoked.
+   */
+  async close(o: { keep?: boolean } = {}): Promise<void> {
+    if (o.keep) {
+      await this.#keepInputs().catch((error: unknown) => this.#warn(`could not keep the cluster inputs read in this run: ${errorMessage(error)}`));
+      await this.#keepAccess?.();
+    }
+    this.#keepAccess = undefined;
     await this.#vault?.close();
+  }
+
+  get #maxAgeMs(): number {
+    return keepSeconds(this.#config.keepInputs) * 1000;
+  }
+
+  async #keptRead<T>(key: string, read: KeptRead<T>): Promise<T> {
+    if (this.#maxAgeMs > 0 && !this.#context.refresh) {
+      const { store, inputs } = await this.#loadKept();
+      const entry = inputs.get(key);
+      const age = entry && Date.now() - entry.readAt;
+      if (entry && age !== undefined && age >= 0 && age < this.#maxAgeMs) {
+        try {
+          return await read.parse(entry.value);
+        } catch (error) {
+          this.#warn(`ignoring the kept cluster input "${key}" in ${store.file} (${errorMessage(error)}); reading it from the cluster again`);
+        }
+      }
+    }
+    const readAt = Date.now();
+    const raw = await read.fetch(await this.kubernetes());
+    const value = await read.parse(raw);
+    if (this.#maxAgeMs > 0 && this.#context.writable) this.#fresh.set(key, { readAt, value: raw });
+    return value;
+  }
+
+  #loadKept(): Promise<{ store: KeptInputs; inputs: Map<string, KeptInput> }> {
+    this.#kept ??= (async () => {
+      const { KeptInputs } = await import('../clients/kept-inputs.ts');
+      const { keepAccess: _a, keepInputs: _i, ...where } = this.#config as ClusterAttribute & { keepAccess?: boolean };
+      const store = new KeptInputs(where, this.#context.host, (text) => this.#warn(text));
+      return { store, inputs: await store.load() };
+    })();
+    return this.#kept;
+  }
+
+  async #keepInputs(): Promise<void> {
+    const writer = this.#context.writable;
+    if (!writer || this.#fresh.size === 0) return;
+    const { store } = await this.#loadKept();
+    await store.save(writer, this.#fresh, this.#maxAgeMs);
+  }
+
+  #warn(text: string): void {
+    if (this.#context.warn) this.#context.warn(text);
+    else process.stderr.write(`meshvm: warning: ${text}\n`);
   }
 
   async #connect(): Promise<KubernetesClient> {
@@ -87,34 +190,42 @@ export class Cluster {
       checkKubernetesAccess(access, 'the cluster attribute', { server: 'cluster.server', ca: config.caFile, token: config.tokenFile });
       return new KubernetesClient(access);
     }
-    const { VaultClient, fileSecretIdStore } = await import('../clients/vault.ts');
-    const converging = this.#context.mode === 'converge';
+    const { VaultClient, hostSecretIdStore } = await import('../clients/vault.ts');
+    // a converge (and offboard) is given the machine writable; plan and verify are not, and write nothing
+    const writer = this.#context.writable;
     const newVault = () =>
       new VaultClient(config.vault, {
         readFile: (file) => host.readFile(file),
         // a wrapped secret_id is unwrapped by a converge only: plan changes nothing
-        ...(converging && { unwrap: fileSecretIdStore((file) => host.realPath(file)) }),
+        ...(writer && { unwrap: hostSecretIdStore(writer) }),
       });
     const { AccessCache } = await import('../clients/access-cache.ts');
-    const cache = config.keepAccess ? new AccessCache(config, (file) => host.realPath(file)) : undefined;
+    const cache = config.keepAccess ? new AccessCache(config, host, writer) : undefined;
     // plan and verify may use kept access but write nothing; a converge keeps what it read and forgets what expired
     const readAccess = async () => {
       const vault = newVault();
       this.#vault = vault;
       const access = await vault.kubernetesAccess(config.access);
-      const kept = cache && converging ? vault.keepToken() : undefined;
-      if (cache && kept) {
-        const ends = [kept.expiresAt?.getTime(), access.tokenExpiresAt?.getTime()].filter((t): t is number => t !== undefined);
-        if (ends.length > 0) {
-          const { address, namespace, caFile } = config.vault;
-          const vaultSide = { address, token: kept.token, ...(namespace ? { namespace } : {}), ...(caFile ? { caFile } : {}) };
-          await cache.save({ access, vault: vaultSide, expiresAt: Math.min(...ends) });
-        } else await vault.revoke(); // a token without an end is not kept
+      const login = cache?.writable ? vault.loginToken() : undefined;
+      const ends = [login?.expiresAt?.getTime(), access.tokenExpiresAt?.getTime()].filter((t): t is number => t !== undefined);
+      // kept at the end of a run that planned (a token without an end is not kept: revoked then, as without keepAccess)
+      if (cache && login && ends.length > 0) {
+        const { address, namespace, caFile } = config.vault;
+        const vaultSide = { address, token: login.token, ...(namespace ? { namespace } : {}), ...(caFile ? { caFile } : {}) };
+        this.#keepAccess = async () => {
+          try {
+            await cache.save({ access, vault: vaultSide, expiresAt: Math.min(...ends) });
+            vault.keepToken();
+          } catch (error) {
+            this.#warn(`could not keep the cluster access in ${cache.file} (${errorMessage(error)}): its Vault token is revoked`);
+          }
+        };
       }
       return access;
     };
     const cached = await cache?.load();
-    if (cache && !cached && converging) await cache.drop();
+    const forget = () => cache?.drop().catch((error: unknown) => this.#warn(`could not forget the kept cluster access ${cache.file}: ${errorMessage(error)}`));
+    if (cache?.writable && !cached) await forget();
     const access = cached?.access ?? (await readAccess());
     const { kv } = config.access;
     const { checkKubernetesAccess } = await import('../clients/cluster-values.ts');
@@ -131,7 +242,7 @@ export class Cluster {
       ...(cached && { refreshOnForbidden: true }),
       refreshToken: async () => {
         if (cached) {
-          if (converging) await cache?.drop();
+          if (cache?.writable) await forget();
           return (await readAccess()).token;
         }
         return (await this.#vault!.kubernetesAccess(config.access)).token;

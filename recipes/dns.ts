@@ -12,7 +12,7 @@ import { purgePackage, removeOwnFiles } from './undo.ts';
 import { Service, turnedOnByMeshvm } from '../resources/service.ts';
 import { DnsmasqConfig } from '../resources/dnsmasq-config.ts';
 import { ResolvConf } from '../resources/resolv-conf/index.ts';
-import { clusterAttribute, cluster } from './cluster.ts';
+import { clusterAttribute, cluster, type KeptRead } from './cluster.ts';
 import { dnsChecks } from './checks/dns.ts';
 import { DNSMASQ_SERVICE, managesDnsmasq, namespaceName } from './mesh.ts';
 
@@ -194,7 +194,7 @@ async function reachableClusterDns(ctx: RecipeContext, a: DnsAttributes): Promis
     // given: checked against the cluster's service range when the cluster can be asked
     if (a.routesToClusterIps || !a.cluster) return a.clusterDns;
     const ranges = await cluster(ctx, a.cluster, 'the service range dns.clusterDns is checked against')
-      .once('dns:service-cidrs', (k) => k.serviceCidrs())
+      .kept('dns:service-cidrs', (await import('../clients/kubernetes.ts')).serviceCidrsRead())
       .catch((error: unknown) => {
         throw new Error(
           `cannot tell whether dns.clusterDns ${a.clusterDns} is a ClusterIP (${error instanceof Error ? error.message : String(error)}); set dns.routesToClusterIps: true if this VM reaches it`,
@@ -204,7 +204,7 @@ async function reachableClusterDns(ctx: RecipeContext, a: DnsAttributes): Promis
     if (inside) throw new Error(fix(`dns.clusterDns ${a.clusterDns} is a ClusterIP (inside the cluster's service range ${inside})`));
     return a.clusterDns;
   }
-  const found = await cluster(ctx, a.cluster, 'dns.clusterDns').once(`dns:${a.dnsService}`, (k) => dnsServiceAddress(k, a.dnsService));
+  const found = await cluster(ctx, a.cluster, 'dns.clusterDns').kept(`dns:${a.dnsService}`, dnsServiceRead(a.dnsService));
   if (found.clusterIp && !a.routesToClusterIps)
     throw new Error(fix(`Service ${a.dnsService} is of type ${found.type}: its address ${found.address} is a ClusterIP`));
   return found.address;
@@ -274,42 +274,52 @@ export function renderKubedns(
   return lines.join('\n') + '\n';
 }
 
-/** The cluster DNS Service's address: a LoadBalancer's IP, else its ClusterIP (flagged, for the caller to refuse); each value checked. */
-export async function dnsServiceAddress(
-  k: import('../clients/kubernetes.ts').KubernetesClient,
-  service: string,
-): Promise<{ address: string; type: string; clusterIp: boolean }> {
+/** The cluster DNS Service's address: a LoadBalancer's IP, else its ClusterIP (flagged, for the caller to refuse); each value checked.
+ * Kept between runs: its type, ClusterIP and load-balancer ingress (fetch), checked by parse fresh or kept. */
+export function dnsServiceRead(service: string): KeptRead<{ address: string; type: string; clusterIp: boolean }> {
   const [namespace, name] = service.split('/') as [string, string];
-  const svc = await k.call(`reading Service ${service}`, () => k.core.readNamespacedService({ name, namespace }));
-  const type = svc.spec?.type ?? 'ClusterIP';
-  // as clients/cluster-values.ts words a ClusterValueError (not imported: no client module loads at start-up)
-  const checked = (field: string, value: unknown): string => {
-    if (typeof value !== 'string' || !isIpAddress(value)) throw new Error(`Service ${service}: ${field}: ${showValue(value)} is not an IP address`);
-    return value;
+  return {
+    async fetch(k) {
+      const svc = await k.call(`reading Service ${service}`, () => k.core.readNamespacedService({ name, namespace }));
+      const ingress = (svc.status?.loadBalancer?.ingress ?? []).map((i) => ({ ...(i.ip && { ip: i.ip }), ...(i.hostname && { hostname: i.hostname }) }));
+      return { type: svc.spec?.type ?? 'ClusterIP', ...(svc.spec?.clusterIP !== undefined && { clusterIP: svc.spec.clusterIP }), ingress };
+    },
+    parse(raw) {
+      // as clients/cluster-values.ts words a ClusterValueError (not imported: no client module loads at start-up)
+      const checked = (field: string, value: unknown): string => {
+        if (typeof value !== 'string' || !isIpAddress(value)) throw new Error(`Service ${service}: ${field}: ${showValue(value)} is not an IP address`);
+        return value;
+      };
+      const svc = raw as { type?: unknown; clusterIP?: unknown; ingress?: unknown } | null;
+      if (!svc || typeof svc !== 'object' || typeof svc.type !== 'string' || !Array.isArray(svc.ingress))
+        throw new Error(`Service ${service}: ${showValue(raw)} is not a Service's type and addresses`);
+      const type = svc.type;
+      const ingress = svc.ingress as { ip?: unknown; hostname?: unknown }[];
+      if (type === 'LoadBalancer') {
+        const ipAt = ingress.findIndex((i) => i?.ip);
+        if (ipAt >= 0) return { address: checked(`status.loadBalancer.ingress[${ipAt}].ip`, ingress[ipAt]!.ip), type, clusterIp: false };
+        const hostnameAt = ingress.findIndex((i) => i?.hostname);
+        if (hostnameAt >= 0)
+          throw new Error(
+            `Service ${service} answers at ${showValue(ingress[hostnameAt]!.hostname)}, a hostname, not an IP address; dnsmasq needs an IP for server= (status.loadBalancer.ingress[${hostnameAt}].hostname; set dns.clusterDns)`,
+          );
+        throw new Error(`Service ${service} is a LoadBalancer without an address yet (status.loadBalancer.ingress is empty)`);
+      }
+      if (type === 'ExternalName') throw new Error(`Service ${service} is of type ExternalName: it has no address dnsmasq could forward to`);
+      if (svc.clusterIP === 'None') throw new Error(`Service ${service} is headless (spec.clusterIP None): it has no address dnsmasq could forward to`);
+      return { address: checked('spec.clusterIP', svc.clusterIP), type, clusterIp: true };
+    },
   };
-  if (type === 'LoadBalancer') {
-    const ingress = svc.status?.loadBalancer?.ingress ?? [];
-    const ipAt = ingress.findIndex((i) => i.ip);
-    if (ipAt >= 0) return { address: checked(`status.loadBalancer.ingress[${ipAt}].ip`, ingress[ipAt]!.ip), type, clusterIp: false };
-    const hostnameAt = ingress.findIndex((i) => i.hostname);
-    if (hostnameAt >= 0)
-      throw new Error(
-        `Service ${service} answers at ${showValue(ingress[hostnameAt]!.hostname)}, a hostname, not an IP address; dnsmasq needs an IP for server= (status.loadBalancer.ingress[${hostnameAt}].hostname; set dns.clusterDns)`,
-      );
-    throw new Error(`Service ${service} is a LoadBalancer without an address yet (status.loadBalancer.ingress is empty)`);
-  }
-  if (type === 'ExternalName') throw new Error(`Service ${service} is of type ExternalName: it has no address dnsmasq could forward to`);
-  const clusterIp = svc.spec?.clusterIP;
-  if (clusterIp === 'None') throw new Error(`Service ${service} is headless (spec.clusterIP None): it has no address dnsmasq could forward to`);
-  return { address: checked('spec.clusterIP', clusterIp), type, clusterIp: true };
 }
 
 /** Each control-plane name with the address of the LoadBalancer Service that serves it (a hostname on AWS, else an IP). */
 export async function discoverControlPlane(ctx: RecipeContext, a: DnsAttributes): Promise<{ name: string; address: string }[]> {
   const services: Record<string, string> = a.controlPlaneServices ?? CONTROL_PLANE_SERVICES[a.flow];
   const wanted = [...new Set(Object.values(services))];
-  const found = await cluster(ctx, a.cluster, 'dns.controlPlane').once(`lb:${a.systemNamespace}:${wanted.join(',')}`, (k) =>
-    k.controlPlaneAddresses({ namespace: a.systemNamespace, services: wanted }),
+  const { controlPlaneRead } = await import('../clients/kubernetes.ts');
+  const found = await cluster(ctx, a.cluster, 'dns.controlPlane').kept(
+    `lb:${a.systemNamespace}:${wanted.join(',')}`,
+    controlPlaneRead({ namespace: a.systemNamespace, services: wanted }),
   );
   return Object.entries(services).map(([name, service]) => ({ name, address: found.find((f) => f.service === service)!.address }));
 }

@@ -244,23 +244,22 @@ export async function readMeshInputs(
   const cp = { namespace: a.systemNamespace, revision: w.revision };
   const c = cluster(ctx, a.cluster, 'the mesh config (trust domain, proxy metadata)');
   const key = `${a.systemNamespace}:${w.revision}`;
+  const istio = await import('../clients/istio-config.ts');
+  // the mesh config, the injector's values and the network label change seldom: kept between runs (cluster.keepInputs);
+  // the WorkloadGroup is this VM's own and is read every run
   const [mesh, group] = await Promise.all([
-    c.once(`mesh-config:${key}`, (k) => k.meshConfig(cp)),
+    c.kept(`mesh-config:${key}`, istio.meshConfigRead(cp)),
     // the same GET as the registration recipe's WorkloadGroup (Cluster.object), parsed here
-    c
-      .object(WORKLOAD_GROUPS, w.namespace, w.name)
-      .then(async (object) => object && (await import('../clients/istio-config.ts')).parseWorkloadGroup(object, w.namespace)),
+    c.object(WORKLOAD_GROUPS, w.namespace, w.name).then((object) => object && istio.parseWorkloadGroup(object, w.namespace)),
   ]);
   // the cluster ID and network: read only when no attribute gives them
   const needNetwork = w.network === undefined && !group?.template.network;
-  const injector = w.clusterId === undefined || needNetwork ? await c.once(`injector:${key}`, (k) => k.injectorValues(cp)) : undefined;
+  const injector = w.clusterId === undefined || needNetwork ? await c.kept(`injector:${key}`, istio.injectorValuesRead(cp)) : undefined;
   const namespaceNetwork =
     needNetwork && !injector?.network
-      ? await c
-          .once(`namespace-network:${a.systemNamespace}`, (k) => k.namespaceNetwork(a.systemNamespace))
-          .catch((error: Error) => {
-            throw new Error(`${error.message}; or set workload.network (the VM's network, "" for a single-network mesh)`, { cause: error });
-          })
+      ? await c.kept(`namespace-network:${a.systemNamespace}`, istio.namespaceNetworkRead(a.systemNamespace)).catch((error: Error) => {
+          throw new Error(`${error.message}; or set workload.network (the VM's network, "" for a single-network mesh)`, { cause: error });
+        })
       : undefined;
   return { mesh, group, injector, namespaceNetwork };
 }

@@ -260,9 +260,9 @@ async function checkVersionSkew(ctx: RecipeContext, a: SidecarAttributes, image?
   if (!wanted) return;
   const revision = a.workload?.revision ?? '';
   const where = `${a.systemNamespace}${revision ? ` (revision ${revision})` : ''}`;
-  const istiod = await cluster(ctx, a.cluster, `istiod's version (for the sidecar's version-skew check; or set sidecar.versionSkew: ignore)`).once(
+  const istiod = await cluster(ctx, a.cluster, `istiod's version (for the sidecar's version-skew check; or set sidecar.versionSkew: ignore)`).kept(
     `istiod-version:${a.systemNamespace}:${revision}`,
-    (k) => k.istiodVersion({ namespace: a.systemNamespace, revision }),
+    (await import('../clients/istio-config.ts')).istiodVersionRead({ namespace: a.systemNamespace, revision }),
   );
   if (istiod === undefined)
     throw new Error(

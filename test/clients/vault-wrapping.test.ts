@@ -4,7 +4,8 @@ import test from 'ava';
 import type { ExecutionContext } from 'ava';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { fileSecretIdStore, VaultClient } from '../../clients/vault.ts';
+import { hostSecretIdStore, VaultClient } from '../../clients/vault.ts';
+import { localHost } from '../../engine/host-local.ts';
 import { secrets } from '../../engine/secrets.ts';
 import { scratchRoot } from '../helpers/scratch.ts';
 import { callsMatching, startVault } from '../stand-ins/index.ts';
@@ -38,7 +39,8 @@ async function setup(t: ExecutionContext): Promise<{ v: VaultStandIn; dir: strin
           wrappedSecretIdFile: path.join(dir, 'wrapped'),
         },
       },
-      o.unwrap === false ? {} : { unwrap: fileSecretIdStore() },
+      // the paths are real ones here: a Host on / writes them through the safe path walk
+      o.unwrap === false ? {} : { unwrap: hostSecretIdStore(localHost()) },
     );
   return { v, dir, client };
 }

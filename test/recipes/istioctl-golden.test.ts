@@ -261,7 +261,8 @@ test('the cluster decides: a changed mesh config (trust domain, mesh ID, proxy m
       '    ISTIO_META_DNS_AUTO_ALLOCATE: "true"',
     ].join('\n'),
   });
-  const after = JSON.parse((await meshvm(['converge', file, '--root', lab.root, '--json'])).stdout);
+  // the mesh config is kept between runs (cluster.keepInputs, 1h by default): --refresh reads it now
+  const after = JSON.parse((await meshvm(['converge', file, '--root', lab.root, '--json', '--refresh'])).stdout);
   t.deepEqual(
     after.resources.filter((r: { status: string }) => r.status === 'changed').map((r: { ref: string }) => r.ref),
     ['file[/var/lib/istio/envoy/cluster.env]', 'file[/etc/istio/config/mesh]'],

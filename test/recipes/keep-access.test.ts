@@ -1,4 +1,4 @@
-// cluster.keepAccess: the Kubernetes access read from Vault kept between runs under /run/meshvm (0600), against the Vault
+// cluster.keepAccess (on by default): the Kubernetes access read from Vault kept between runs under /run/meshvm (0600), against the Vault
 // (API v1) and Kubernetes API (v1.33) stand-ins; Vault calls counted from the Vault stand-in's log and the report.
 import test from 'ava';
 import fs from 'node:fs/promises';
@@ -8,17 +8,17 @@ import { meshvm, scratchRoot, writeRunlist } from '../helpers/scratch.ts';
 
 const CACHE_DIR = 'run/meshvm/cluster-access';
 
-const runlist = (lab: MeshLab) =>
+const runlist = (lab: MeshLab, keepAccess?: boolean) =>
   JSON.stringify({
     name: 'keep-access',
-    attributes: { flow: 'classic', namespace: 'vm-ns', serviceAccount: 'vm-sa', cluster: { ...lab.cluster, keepAccess: true } },
+    attributes: { flow: 'classic', namespace: 'vm-ns', serviceAccount: 'vm-sa', cluster: { ...lab.cluster, ...(keepAccess !== undefined && { keepAccess }) } },
     recipes: [{ recipe: 'istio-proxy-user' }, { recipe: 'cluster-env' }, { recipe: 'certs' }],
   });
 
-async function setup(t: Parameters<typeof scratchRoot>[0]) {
+async function setup(t: Parameters<typeof scratchRoot>[0], keepAccess?: boolean) {
   const root = await scratchRoot(t);
   const lab = await startMeshLab(t, root);
-  const file = await writeRunlist(lab.dir, 'keep-access.yaml', runlist(lab));
+  const file = await writeRunlist(lab.dir, 'keep-access.yaml', runlist(lab, keepAccess));
   const run = async (command: string) => {
     const result = await meshvm([command, file, '--root', root, '--json']);
     t.is(result.exitCode, 0, result.stderr);
@@ -50,6 +50,21 @@ test('kept access: the first converge logs in and keeps it (0600 in a 0700 dir),
   t.is(plan.apiCalls.vault ?? 0, 0);
   t.deepEqual(vaultPaths(lab, before), [], 'the Vault stand-in saw nothing');
   t.true(lab.vault.state.tokens.size >= 1);
+});
+
+test('keepAccess: false logs in and revokes every run (3 Vault calls a run) and keeps nothing', async (t) => {
+  const { lab, run, cacheFiles } = await setup(t, false);
+  const expected = ['POST /v1/auth/approle/login 200', 'GET /v1/secret/data/meshvm/cluster-a 200', 'POST /v1/auth/token/revoke-self 204'];
+  t.is((await run('converge')).apiCalls.vault, 3);
+  t.deepEqual(vaultPaths(lab, 0), expected);
+  const before = lab.vault.calls.length;
+  t.is((await run('converge')).apiCalls.vault, 3);
+  t.deepEqual(vaultPaths(lab, before), expected);
+  t.deepEqual(await cacheFiles(), []);
+  t.true(
+    [...lab.vault.state.tokens.values()].every((token) => token.revoked === true),
+    'no live Vault token left',
+  );
 });
 
 test('kept access the API server refuses (its identity lost its rights: 403): forgotten, one fresh login, kept again', async (t) => {
