@@ -225,7 +225,8 @@ export class Cluster {
     };
     const cached = await cache?.load();
     const forget = () => cache?.drop().catch((error: unknown) => this.#warn(`could not forget the kept cluster access ${cache.file}: ${errorMessage(error)}`));
-    if (cache?.writable && !cached) await forget();
+    // an expired (or untrusted) kept file is removed; none there: nothing to do
+    if (cache?.writable && !cached && (await host.stat(cache.file).catch(() => undefined))) await forget();
     const access = cached?.access ?? (await readAccess());
     const { kv } = config.access;
     const { checkKubernetesAccess } = await import('../clients/cluster-values.ts');

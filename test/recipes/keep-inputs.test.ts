@@ -226,3 +226,24 @@ test('offboard forgets the kept inputs', async (t) => {
   t.deepEqual(await keptFiles(), []);
   t.is(await fs.stat(path.join(root, INPUTS_DIR)).catch(() => undefined), undefined);
 });
+
+test('a /run/meshvm link that leads out of the root is not written through: the run converges, keeps nothing, and says so', async (t) => {
+  const { root, file, run, lab } = await setup(t);
+  const outside = await scratchRoot(t, 'meshvm-outside-');
+  await fs.mkdir(path.join(root, 'run'), { recursive: true });
+  await fs.symlink(outside, path.join(root, 'run/meshvm'));
+  const first = await run(['converge', file]);
+  t.is(first.report.outcome, 'changed');
+  t.regex(first.stderr, /could not keep the cluster inputs read in this run: .*run\/meshvm/);
+  t.notRegex(first.stderr, /could not forget/, 'no kept access there: nothing to forget');
+  t.regex(first.stderr, /could not keep the cluster access in \/run\/meshvm\/cluster-access\/[0-9a-f]+\.json .*its Vault token is revoked/);
+  t.deepEqual(await fs.readdir(outside), [], 'nothing written outside the root');
+  t.true(
+    [...lab.vault.state.tokens.values()].every((token) => token.revoked === true),
+    'the login that could not be kept is revoked',
+  );
+  const again = await run(['converge', file]);
+  t.is(again.report.outcome, 'unchanged');
+  t.deepEqual(again.reads, sorted(EVERY_RUN, KEPT), 'nothing kept: everything read again');
+  t.deepEqual(await fs.readdir(outside), []);
+});
