@@ -5,21 +5,23 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
-import { startMeshLab, type MeshLab } from '../../test/helpers/mesh-lab.ts';
+import { MESH_RULES, startMeshLab, type MeshLab } from '../../test/helpers/mesh-lab.ts';
 import type { Call } from '../../test/stand-ins/index.ts';
 
 const PROJECT = path.resolve(import.meta.dirname, '../..');
-const BIN = path.join(PROJECT, 'bin/meshvm.js');
+/** The sources' entry: what the test suite runs (no build needed); the benchmark runs a build (run.ts --meshvm). */
+export const SOURCES_BIN = path.join(PROJECT, 'bin/meshvm.js');
 /** What one `meshvm converge` holds at its peak (README: 63-94 MiB), rounded up: the memory check's unit. */
 export const MIB_PER_PROCESS = 128;
 
 /**
- * The limits, scaled down to a fleet this machine can run (tens to hundreds of VMs, not 10,000) so that they bite as
- * the real ones would at scale: the API server's APF seats (real: about 245 for workload-low, of 600 in all, each
- * request holding one for its few ms) as 2 seats each held 200 ms; a Vault rate-limit quota (real: what the operator
- * sets, e.g. 100 or 1,000 per second) as 5 requests per second.
+ * The limits, scaled down to a fleet this machine can run (hundreds of VMs, not 10,000) so that they bite as the real
+ * ones would on a busy control plane: the API server's APF seats (real: about 245 for workload-low, of 600 in all, each
+ * request holding one for its few ms, shared with the cluster's own controllers) as 2 seats each held 50 ms (40
+ * requests/s: below the 45-60 requests/s this machine's fleet asks for at its peak, so 429s happen); a Vault rate-limit
+ * quota (real: what the operator sets, e.g. 100 or 1,000 per second) as 10 requests per second.
  */
-export const SCALED_LIMITS: Limits = { kubeSeats: 2, kubeServiceMs: 200, vaultPerSecond: 5 };
+export const SCALED_LIMITS: Limits = { kubeSeats: 2, kubeServiceMs: 50, vaultPerSecond: 10 };
 
 export interface Limits {
   kubeSeats: number;
@@ -34,6 +36,13 @@ export interface FleetOptions {
   limits?: Limits | false;
   /** cluster.keepAccess on every VM (fewer Vault calls on later runs). */
   keepAccess?: boolean;
+  /**
+   * What each VM converges: `istiod` (default: the istio-vm runlist's recipes in a scratch root, a WorkloadEntry per VM
+   * registered by meshvm, the fleet view on it) or `classic` (istio-proxy-user, cluster-env, certs).
+   */
+  runlist?: 'istiod' | 'classic';
+  /** The meshvm each VM runs: a .mjs/.js entry (run by this Node) or an executable (default: the sources, bin/meshvm.js). */
+  meshvm?: string;
 }
 
 export interface Vm {
@@ -58,6 +67,43 @@ export interface Fleet {
   stop(): Promise<void>;
 }
 
+/** Each VM registers its own WorkloadEntry (registration manual): names not known in advance, so no resourceNames. */
+const FLEET_ENTRY_RULES = [{ verbs: ['get', 'create', 'patch'], apiGroups: ['networking.istio.io'], resources: ['workloadentries'], namespaces: ['vm-ns'] }];
+
+/**
+ * The runlist of VM `index`. istiod: what runlists/istio-vm.yaml converges that a scratch root can hold (no package, no
+ * services, the resolver left alone), the VM registered by meshvm (a WorkloadEntry at its own address, 10.200.x.y),
+ * so each converge reads the cluster's mesh, mints a token when due and publishes its fleet view on its own entry.
+ */
+export function fleetRunlist(kind: 'istiod' | 'classic', index: number, cluster: Record<string, unknown>): Record<string, unknown> {
+  if (kind === 'classic') {
+    return {
+      name: `fleet-vm-${index}`,
+      attributes: { flow: 'classic', namespace: 'vm-ns', serviceAccount: 'vm-sa', cluster },
+      recipes: [{ recipe: 'istio-proxy-user' }, { recipe: 'cluster-env' }, { recipe: 'certs' }],
+    };
+  }
+  const address = `10.200.${(index + 1) >> 8}.${(index + 1) & 255}`;
+  return {
+    name: `fleet-vm-${index}`,
+    attributes: {
+      flow: 'istiod',
+      systemNamespace: 'istio-system',
+      workload: { name: 'reviews-vm', namespace: 'vm-ns', serviceAccount: 'vm-sa', ports: [9080] },
+      registration: { mode: 'manual', address },
+      cluster,
+    },
+    recipes: [
+      { recipe: 'istio-proxy-user' },
+      { recipe: 'dns', attributes: { resolver: 'none' } },
+      { recipe: 'cluster-env' },
+      { recipe: 'sidecar', attributes: { package: { from: 'none' } } },
+      { recipe: 'certs' },
+      { recipe: 'registration' },
+    ],
+  };
+}
+
 /** Why the fleet cannot run here, or undefined: more processes than memory holds, nonsense counts. */
 export function refuseFleet(o: FleetOptions, freeBytes = os.freemem()): string | undefined {
   if (!Number.isInteger(o.vms) || o.vms < 1) return `--vms must be a whole number >= 1 (got ${o.vms})`;
@@ -79,6 +125,7 @@ export async function startFleet(o: FleetOptions): Promise<Fleet> {
   teardowns.push(() => fs.rm(base, { recursive: true, force: true }));
   const limits = o.limits ?? SCALED_LIMITS;
   const lab = await startMeshLab(t, path.join(base, 'lab-root'), {
+    rules: [...MESH_RULES, ...FLEET_ENTRY_RULES],
     ...(limits && {
       kubeLimits: { concurrency: limits.kubeSeats, serviceMs: limits.kubeServiceMs },
       vaultRateLimit: { rate: limits.vaultPerSecond },
@@ -87,6 +134,8 @@ export async function startFleet(o: FleetOptions): Promise<Fleet> {
   for (const url of [lab.vault.url, lab.kube.url]) {
     if (!['127.0.0.1', 'localhost', '[::1]'].includes(new URL(url).hostname)) throw new Error(`refusing a stand-in outside loopback: ${url}`);
   }
+  const meshvm = o.meshvm ?? SOURCES_BIN;
+  const argv = /\.[cm]?[jt]s$/.test(meshvm) ? [process.execPath, meshvm] : [meshvm];
   const generated = new Set<string>();
   lab.vault.state.secretIds.set('meshvm', generated);
   const vms: Vm[] = [];
@@ -98,15 +147,11 @@ export async function startFleet(o: FleetOptions): Promise<Fleet> {
     await fs.writeFile(path.join(root, 'etc/meshvm/role-id'), 'role-id-lab\n', { mode: 0o600 });
     await fs.writeFile(path.join(root, 'etc/meshvm/secret-id'), `${secretId}\n`, { mode: 0o600 });
     await fs.writeFile(path.join(root, 'etc/meshvm/vault-ca.pem'), lab.vault.caPem!);
+    // each VM its own identity: a host name (the fleet view's Lease name) and an address (its WorkloadEntry)
+    await fs.mkdir(path.join(root, 'etc'), { recursive: true });
+    await fs.writeFile(path.join(root, 'etc/hostname'), `fleet-vm-${index}\n`);
     const runlist = path.join(root, 'fleet.yaml');
-    await fs.writeFile(
-      runlist,
-      JSON.stringify({
-        name: `fleet-vm-${index}`,
-        attributes: { flow: 'classic', namespace: 'vm-ns', serviceAccount: 'vm-sa', cluster: { ...lab.cluster, keepAccess: o.keepAccess ?? false } },
-        recipes: [{ recipe: 'istio-proxy-user' }, { recipe: 'cluster-env' }, { recipe: 'certs' }],
-      }),
-    );
+    await fs.writeFile(runlist, JSON.stringify(fleetRunlist(o.runlist ?? 'istiod', index, { ...lab.cluster, keepAccess: o.keepAccess ?? false })));
     vms.push({ index, root, runlist });
   }
   return {
@@ -114,7 +159,7 @@ export async function startFleet(o: FleetOptions): Promise<Fleet> {
     vms,
     async converge(vm) {
       const startedAt = Date.now();
-      const result = await execa(process.execPath, [BIN, 'converge', vm.runlist, '--root', vm.root, '--json', '--lock-wait', '0'], {
+      const result = await execa(argv[0]!, [...argv.slice(1), 'converge', vm.runlist, '--root', vm.root, '--json', '--lock-wait', '0'], {
         reject: false,
         env: { NO_COLOR: '1' },
         timeout: 300_000,
@@ -174,8 +219,10 @@ export interface Summary {
   /** Runs in all (re-runs of failed VMs included) and VMs that never converged. */
   runs: number;
   neverConverged: number[];
+  /** API calls a converged run made, as its report counts them (retries included), the mean over the runs. */
+  perRun: Record<string, number>;
   /** Kubernetes refusals (Retry-After: 1) echoed by a request exactly 1 s later: near 1 = synchronised waves. */
-  kubeEchoes: { refused: number; echoed: number; share: number };
+  kubeEchoes: { refused: number; echoed: number; share: number; baseline: number };
 }
 
 const quantile = (sorted: number[], q: number) => (sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]! : 0);
@@ -195,13 +242,17 @@ function serviceStats(calls: readonly Call[], from: number, to: number): Service
 /**
  * Synchronised retry waves, measured: the share of refused requests that are echoed by a request exactly Retry-After
  * later (within `windowMs`). Clients that wait exactly the hint come back as one wave (share near 1); with jitter above
- * the floor the echoes are what the background traffic puts in that window.
+ * the floor the echoes are what the background traffic puts in that window. `baseline` is that background: the same
+ * share measured at a control offset (2.5 x Retry-After, where no retry of that refusal lands), so that a busy server's
+ * dense traffic is not read as waves: a wave shows as a share well above the baseline.
  */
-export function retryEchoShare(calls: readonly Call[], afterMs: number, windowMs = 50): { refused: number; echoed: number; share: number } {
+export function retryEchoShare(calls: readonly Call[], afterMs: number, windowMs = 50): { refused: number; echoed: number; share: number; baseline: number } {
   const times = calls.map((c) => c.at).sort((x, y) => x - y);
   const refused = calls.filter((c) => c.limited);
-  const echoed = refused.filter((r) => times.some((at) => at >= r.at + afterMs && at < r.at + afterMs + windowMs)).length;
-  return { refused: refused.length, echoed, share: refused.length ? echoed / refused.length : 0 };
+  const echoedAt = (offset: number) => refused.filter((r) => times.some((at) => at >= r.at + offset && at < r.at + offset + windowMs)).length;
+  const echoed = echoedAt(afterMs);
+  const share = (n: number) => (refused.length ? n / refused.length : 0);
+  return { refused: refused.length, echoed, share: share(echoed), baseline: share(echoedAt(afterMs * 2.5)) };
 }
 
 /**
@@ -223,6 +274,12 @@ export async function convergeFleet(
   return all;
 }
 
+function meanCalls(runs: readonly RunResult[]): Record<string, number> {
+  const sums: Record<string, number> = {};
+  for (const r of runs) for (const [service, n] of Object.entries(r.apiCalls)) sums[service] = (sums[service] ?? 0) + n;
+  return Object.fromEntries(Object.entries(sums).map(([service, n]) => [service, Math.round((n / Math.max(1, runs.length)) * 100) / 100]));
+}
+
 export function summarize(fleet: Fleet, results: readonly RunResult[], from: number, to = Date.now()): Summary {
   const walls = results.map((r) => (r.endedAt - r.startedAt) / 1000).sort((a, b) => a - b);
   const convergedAt = new Map<number, number>();
@@ -233,6 +290,7 @@ export function summarize(fleet: Fleet, results: readonly RunResult[], from: num
     failed: results.filter((r) => r.exitCode !== 0),
     runs: results.length,
     neverConverged: fleet.vms.filter((vm) => !convergedAt.has(vm.index)).map((vm) => vm.index),
+    perRun: meanCalls(results.filter((r) => r.exitCode === 0)),
     p50: quantile(walls, 0.5),
     p99: quantile(walls, 0.99),
     fleetConverged: convergedAt.size ? (Math.max(...convergedAt.values()) - from) / 1000 : Infinity,

@@ -1,5 +1,8 @@
 // npm run bench:fleet: the fleet simulation's scenarios (boot storm, steady state, control-plane outage and recovery) at a size this machine holds.
+import fs from 'node:fs/promises';
 import os from 'node:os';
+import path from 'node:path';
+import { execa } from 'execa';
 import { parseArgs } from 'node:util';
 import { convergeFleet, refuseFleet, SCALED_LIMITS, startFleet, summarize, type Fleet, type Summary } from './fleet.ts';
 
@@ -12,6 +15,8 @@ const { values } = parseArgs({
     outage: { type: 'string', default: '20' },
     'no-limits': { type: 'boolean', default: false },
     json: { type: 'boolean', default: false },
+    runlist: { type: 'string', default: 'istiod' },
+    meshvm: { type: 'string' },
   },
 });
 const vms = Number(values.vms);
@@ -25,6 +30,7 @@ const refused =
   (scenarios.every((s) => ['boot-storm', 'steady', 'outage'].includes(s ?? ''))
     ? undefined
     : `--scenario: boot-storm, steady, outage or all (got ${values.scenario})`) ??
+  (['istiod', 'classic'].includes(values.runlist) ? undefined : `--runlist: istiod or classic (got ${values.runlist})`) ??
   (Number.isFinite(splayMs) && splayMs >= 0 && Number.isFinite(outageMs) && outageMs >= 0 ? undefined : '--splay and --outage are seconds >= 0');
 if (refused) {
   process.stderr.write(`bench:fleet: ${refused}\n`);
@@ -64,9 +70,21 @@ const line = (name: string, s: Summary) =>
   `| ${name} | ${s.vms} | ${s.converged} | ${s.runs} | ${s.p50.toFixed(2)} | ${s.p99.toFixed(2)} | ${s.fleetConverged.toFixed(1)} | ` +
   `${s.vault.requests} (${s.vault.perSecond.toFixed(1)}/s, peak ${s.vault.peakSecond}) | ${s.vault.limited} | ` +
   `${s.kubernetes.requests} (${s.kubernetes.perSecond.toFixed(1)}/s, peak ${s.kubernetes.peakSecond}) | ${s.kubernetes.limited} | ` +
-  `${s.kubeEchoes.echoed}/${s.kubeEchoes.refused} |`;
+  `${s.kubeEchoes.echoed}/${s.kubeEchoes.refused} (background ${s.kubeEchoes.baseline.toFixed(2)}) | ${Object.entries(s.perRun)
+    .map(([service, n]) => `${service} ${n}`)
+    .join(', ')} |`;
 
-const fleet = await startFleet({ vms, concurrency, limits, keepAccess: true });
+// What each VM runs: the given build, else a fresh build of these sources in a scratch directory (a VM runs the
+// bundle, not the sources: about a quarter of the CPU a run; dist/ is left to the tests)
+let built: string | undefined;
+let meshvm = values.meshvm ? path.resolve(values.meshvm) : undefined;
+if (!meshvm) {
+  built = await fs.mkdtemp(path.join(os.tmpdir(), 'meshvm-fleet-build-'));
+  await execa(process.execPath, [path.join(import.meta.dirname, '../../scripts/build.ts'), '--outdir', built], { stdio: 'inherit' });
+  meshvm = path.join(built, 'meshvm.mjs');
+}
+const runlist = values.runlist as 'istiod' | 'classic';
+const fleet = await startFleet({ vms, concurrency, limits, keepAccess: true, runlist, meshvm });
 const out: Record<string, unknown> = { vms, concurrency, limits, cores: os.availableParallelism() };
 try {
   const rows: string[] = [];
@@ -79,9 +97,9 @@ try {
   if (values.json) process.stdout.write(`${JSON.stringify(out, null, 2)}\n`);
   else {
     process.stdout.write(
-      `\nN=${vms}, concurrency ${concurrency}, limits ${JSON.stringify(limits)}, keepAccess on\n` +
-        '| scenario | VMs | converged | runs | p50 s | p99 s | fleet converged s | Vault requests | Vault refused | Kubernetes requests | Kubernetes refused | Retry-After echoes |\n' +
-        '|---|---|---|---|---|---|---|---|---|---|---|---|\n' +
+      `\nN=${vms}, concurrency ${concurrency}, runlist ${runlist}, meshvm ${values.meshvm ?? 'built from these sources'}, limits ${JSON.stringify(limits)}, keepAccess on\n` +
+        '| scenario | VMs | converged | runs | p50 s | p99 s | fleet converged s | Vault requests | Vault refused | Kubernetes requests | Kubernetes refused | Retry-After echoes | calls per converged run |\n' +
+        '|---|---|---|---|---|---|---|---|---|---|---|---|---|\n' +
         `${rows.join('\n')}\n`,
     );
     const o = out['outage'] as { outageRuns?: number; recoveryRequests?: number } | undefined;
@@ -89,4 +107,5 @@ try {
   }
 } finally {
   await fleet.stop();
+  if (built) await fs.rm(built, { recursive: true, force: true });
 }
