@@ -1,4 +1,5 @@
 // npm run bench:fleet: the fleet simulation's scenarios (boot storm, steady state, control-plane outage and recovery) at a size this machine holds.
+import { existsSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -17,8 +18,25 @@ const { values } = parseArgs({
     json: { type: 'boolean', default: false },
     runlist: { type: 'string', default: 'istiod' },
     meshvm: { type: 'string' },
+    help: { type: 'boolean', short: 'h', default: false },
   },
 });
+if (values.help) {
+  process.stdout.write(`npm run bench:fleet -- [options]   (node bench/fleet/run.ts)
+
+  --vms N           VMs in the fleet (default 100), each a scratch root with its own secret_id, host name and address
+  --concurrency N   meshvm processes at once (default 2 x cores; refused beyond what free memory holds)
+  --scenario S      boot-storm, steady, outage or all (default all)
+  --splay S         steady state: timers spread over S seconds (default 30)
+  --outage S        the API server answers 503 for S seconds (default 20)
+  --runlist R       istiod (default: the istio-vm recipes, a WorkloadEntry per VM) or classic
+  --meshvm PATH     the meshvm each VM runs (a .mjs entry or the executable); default: built from these sources
+  --no-limits       the stand-ins without the scaled API limits
+  --json            the summaries as JSON
+Stand-ins listen on loopback only.
+`);
+  process.exit(0);
+}
 const vms = Number(values.vms);
 const concurrency = Number(values.concurrency);
 const splayMs = Number(values.splay) * 1000;
@@ -30,6 +48,7 @@ const refused =
   (scenarios.every((s) => ['boot-storm', 'steady', 'outage'].includes(s ?? ''))
     ? undefined
     : `--scenario: boot-storm, steady, outage or all (got ${values.scenario})`) ??
+  (values.meshvm === undefined || existsSync(values.meshvm) ? undefined : `--meshvm: no such file ${values.meshvm}`) ??
   (['istiod', 'classic'].includes(values.runlist) ? undefined : `--runlist: istiod or classic (got ${values.runlist})`) ??
   (Number.isFinite(splayMs) && splayMs >= 0 && Number.isFinite(outageMs) && outageMs >= 0 ? undefined : '--splay and --outage are seconds >= 0');
 if (refused) {
@@ -80,7 +99,13 @@ let built: string | undefined;
 let meshvm = values.meshvm ? path.resolve(values.meshvm) : undefined;
 if (!meshvm) {
   built = await fs.mkdtemp(path.join(os.tmpdir(), 'meshvm-fleet-build-'));
-  await execa(process.execPath, [path.join(import.meta.dirname, '../../scripts/build.ts'), '--outdir', built], { stdio: 'inherit' });
+  const started = Date.now();
+  const build = await execa(process.execPath, [path.join(import.meta.dirname, '../../scripts/build.ts'), '--outdir', built], { reject: false, all: true });
+  if (build.exitCode !== 0) {
+    process.stderr.write(`bench:fleet: the build failed (exit ${build.exitCode}):\n${build.all}\n`);
+    process.exit(1);
+  }
+  if (!values.json) process.stdout.write(`built meshvm in ${((Date.now() - started) / 1000).toFixed(1)} s: ${path.join(built, 'meshvm.mjs')}\n`);
   meshvm = path.join(built, 'meshvm.mjs');
 }
 const runlist = values.runlist as 'istiod' | 'classic';
