@@ -64,8 +64,8 @@ Options:
   --offboard            (plan) show what offboard would change
   --purge               (offboard, plan --offboard) also remove the sidecar package and the istio-proxy account
   --resolver IP[:PORT]  (verify) ask this DNS server instead of the system resolver
-  --refresh             (converge, plan) read every cluster input fresh, not the ones kept between runs (keepInputs;
-                        verify always reads fresh)
+  --refresh             read every cluster input fresh, not the ones kept between runs (cluster.keepInputs); verify
+                        always does
   --textfile-dir DIR    (converge) write meshvm.prom there for node_exporter's textfile collector (default: its
                         directory when it exists: /var/lib/prometheus/node-exporter, /var/lib/node_exporter/textfile_collector)
 
@@ -184,8 +184,6 @@ export async function main(argv: readonly string[], options: CliOptions, io: Cli
     if (values.offboard && command !== 'plan')
       throw new InputError('--offboard', `only plan takes it (meshvm plan --offboard RUNLIST; to offboard: meshvm offboard RUNLIST)`);
     if (values.purge && !offboard) throw new InputError('--purge', 'only offboard and plan --offboard take it');
-    if (values.refresh && command !== 'converge' && command !== 'plan')
-      throw new InputError('--refresh', 'only converge and plan take it (verify always reads the cluster fresh)');
     const lockWait = values['lock-wait'] === undefined ? 600 : Number(values['lock-wait']);
     if (!Number.isFinite(lockWait) || lockWait < 0) throw new InputError(`--lock-wait ${values['lock-wait']}`, 'expected a number of seconds');
     const { root, missing } = await checkRoot(values.root ?? '/', command);

@@ -6,9 +6,9 @@ import type { KubernetesClient } from '../clients/kubernetes.ts';
 import { readObject, type KubeObject, type ObjectApi } from '../clients/workload-group.ts';
 import type { VaultClient } from '../clients/vault.ts';
 import type { KeptInput, KeptInputs, KeptRead } from '../clients/kept-inputs.ts';
+import { errorMessage } from '../engine/errors.ts';
 
 export type { KeptRead };
-import { errorMessage } from '../engine/errors.ts';
 
 /**
  * How long the slow-changing cluster inputs are kept between runs (the mesh config, the injector's values, the network
