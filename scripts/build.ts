@@ -93,7 +93,9 @@ await fs.writeFile(
     assets,
     // Node's runtime options are not the caller's to give: NODE_OPTIONS is ignored, OpenSSL reads no configuration file
     // (OPENSSL_CONF could load a provider's shared object); bin/runtime-env.ts clears the other NODE_* variables
-    execArgv: ['--openssl-config=/dev/null'],
+    // --max-semi-space-size=1 (MiB, V8's young generation): a run's garbage is small and short-lived; measured on W1's
+    // no-op 5 MiB less peak RSS at the same CPU, and on 1,000 files' no-op 14 MiB less and a quarter less CPU
+    execArgv: ['--openssl-config=/dev/null', '--max-semi-space-size=1'],
     execArgvExtension: 'none',
   }),
 );
