@@ -18,7 +18,7 @@ export async function resolveCredentials(source: AwsCredentialSource | undefined
   if (typeof source === 'function') credentials = await source();
   else if (source) credentials = source;
   else {
-    const { fromNodeProviderChain } = await import('@aws-sdk/credential-providers');
+    const { fromNodeProviderChain } = await import('./aws-credentials.ts');
     credentials = await fromNodeProviderChain()();
   }
   secrets.add(credentials.secretAccessKey);

@@ -123,3 +123,46 @@ test('the build refuses --outdir without a directory', async (t) => {
   t.not(build.exitCode, 0);
   t.regex(build.stderr, /--outdir needs a directory/);
 });
+
+test.serial('the built bundle and executable reach AWS credentials through the SDK chain (environment) and log in to Vault with them', async (t) => {
+  // Vault stand-in (API v1, auth/aws/login checking the SigV4-signed GetCallerIdentity) for the site's Vault: the login
+  // succeeds only if the SDK's default chain, loaded as the build loads it, gave the environment's keys
+  const { startVault } = await import('../stand-ins/index.ts');
+  const AWS = { AWS_ACCESS_KEY_ID: 'AKIDBUILDTEST', AWS_SECRET_ACCESS_KEY: 'build-test-aws-secret' };
+  const vault = await startVault({
+    policies: { mesh: [{ path: 'secret/data/meshvm/*', capabilities: ['read'] }] },
+    aws: {
+      roles: { vm: { policies: ['mesh'] } },
+      identities: { [AWS.AWS_ACCESS_KEY_ID]: { arn: 'arn:aws:sts::123456789012:assumed-role/vm-role/i-0abc', secretAccessKey: AWS.AWS_SECRET_ACCESS_KEY } },
+    },
+  });
+  t.teardown(() => vault.stop());
+  const { out, build } = await buildOnce();
+  t.is(build.exitCode, 0, String(build.stderr));
+  const dir = await scratchRoot(t, 'meshvm-aws-chain-');
+  await fs.writeFile(
+    path.join(dir, 'runlist.yaml'),
+    JSON.stringify({
+      name: 'aws-chain',
+      attributes: {
+        flow: 'classic',
+        cluster: { vault: { address: vault.url, insecure: true, auth: { method: 'aws', role: 'vm' } }, access: { kv: { path: 'meshvm/none' } } },
+      },
+      recipes: [{ recipe: 'cluster-env' }],
+    }),
+  );
+  for (const argv of [[path.join(out, 'meshvm')], [process.execPath, path.join(out, 'meshvm.mjs')]]) {
+    const before = vault.calls.length;
+    const run = await execa(argv[0]!, [...argv.slice(1), 'converge', path.join(dir, 'runlist.yaml'), '--root', dir], { reject: false, env: AWS });
+    const logins = vault.calls.slice(before).filter((c) => c.path === '/v1/auth/aws/login');
+    t.deepEqual(
+      logins.map((c) => c.status),
+      [200],
+      `${argv.at(-1)}: one successful aws login; stderr: ${run.stderr}`,
+    );
+    // the KV path holds nothing: the run stops there, after the login, and says so
+    t.is(run.exitCode, 1);
+    t.regex(run.stderr, /meshvm\/none/);
+    t.notRegex(run.stderr, /is not a function|build-test-aws-secret/);
+  }
+});
