@@ -383,10 +383,16 @@ test('inside a namespace without legacy tables, the legacy tools are not run: th
   t.is((await l.sh('cat', '/proc/net/ip_tables_names', '/proc/net/ip6_tables_names')).trim(), '', 'no legacy table in a new namespace');
   const first = await runInside(l);
   t.deepEqual(first.changed, ['iptables[nat/MESHVM_INBOUND]']);
-  t.false(first.queries.some((q) => q.includes('legacy')), first.queries.join('\n'));
+  t.false(
+    first.queries.some((q) => q.includes('legacy')),
+    first.queries.join('\n'),
+  );
   // a fresh namespace is a tie (no rules anywhere): the distribution's default decides, as when the tools ran
   t.true(first.queries.includes('iptables --version'), first.queries.join('\n'));
-  t.true((await l.save('nat')).some((line) => line.startsWith('-A MESHVM_INBOUND')), 'the chain is in nft');
+  t.true(
+    (await l.save('nat')).some((line) => line.startsWith('-A MESHVM_INBOUND')),
+    'the chain is in nft',
+  );
   const again = await runInside(l);
   t.deepEqual(again.changed, [], 'the second run finds its rules');
   t.deepEqual(again.queries, ['iptables-nft-save', 'ip6tables-nft-save'], 'a no-op reads the two nft dumps and nothing else');
@@ -398,6 +404,9 @@ test('inside a namespace with a legacy table, the legacy tools are run and their
   const run = await runInside(l);
   t.true(run.queries.includes('iptables-legacy-save') && run.queries.includes('ip6tables-legacy-save'), run.queries.join('\n'));
   t.deepEqual(run.changed, ['iptables[nat/MESHVM_INBOUND]']);
-  t.true((await l.save('nat', 'iptables-legacy-save')).some((line) => line.startsWith('-A MESHVM_INBOUND')), 'one legacy rule, none in nft: legacy');
+  t.true(
+    (await l.save('nat', 'iptables-legacy-save')).some((line) => line.startsWith('-A MESHVM_INBOUND')),
+    'one legacy rule, none in nft: legacy',
+  );
   t.false((await l.save('nat')).some((line) => line.includes('MESHVM_INBOUND')));
 });
