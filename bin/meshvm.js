@@ -17,7 +17,7 @@ if (import.meta.url.includes('/node_modules/')) {
   process.exit();
 }
 // V8's compile cache, in a directory only this user can write (not Node's default under /tmp)
-(await import('./compile-cache.ts')).enableSafeCompileCache();
+(await import('./compile-cache.js')).enableSafeCompileCache();
 const api = new URL('../index.ts', import.meta.url).href;
 nodeModule.registerHooks({
   resolve(specifier, context, nextResolve) {

@@ -1,10 +1,10 @@
 // The self-contained executable's guard against Node's runtime variables: a root timer's environment must not become code or config.
 import { stopCoverage } from 'node:v8';
 import path from 'node:path';
-import { fileNotOwned } from './owned-path.ts';
+import { fileNotOwned } from './owned-path.js';
 
 /**
- * NODE_EXTRA_CA_CERTS is kept when it names a file only root (or this user) controls (bin/owned-path.ts), as Debian's
+ * NODE_EXTRA_CA_CERTS is kept when it names a file only root (or this user) controls (bin/owned-path.js), as Debian's
  * /etc/ssl/certs/ca-certificates.crt: it only adds trust anchors, and such a file holds those its owner chose. Anywhere
  * else (a file another user could write, or missing) it is cleared like the rest. Keeping it saves the re-run: a second
  * start of the executable, ~0.1 s of every run on a machine that sets it for all processes.

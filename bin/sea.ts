@@ -4,11 +4,11 @@
 import { registerHooks } from 'node:module';
 import { getAsset } from 'node:sea';
 import { pathToFileURL } from 'node:url';
-import { enableSafeCompileCache } from './compile-cache.ts';
+import { enableSafeCompileCache } from './compile-cache.js';
 import { rerunWithoutRuntimeVariables } from './runtime-env.ts';
 
 if (!rerunWithoutRuntimeVariables()) {
-  // compiled code of the bundle's modules and of recipe modules, kept where only root can write (bin/compile-cache.ts)
+  // compiled code of the bundle's modules and of recipe modules, kept where only root can write (bin/compile-cache.js)
   enableSafeCompileCache();
   // the bundle's modules get file: URLs in a directory beside the executable that does not exist: no file there is ever
   // read, and stack traces and import.meta.url look as they do for the bundle on disk

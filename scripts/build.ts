@@ -8,7 +8,7 @@ import { checkRuntime } from './runtime-pin.ts';
 const LAUNCHER = `#!/usr/bin/env node
 // meshvm: enables the compile cache, lets recipe modules import 'meshvm', runs the command.
 import { registerHooks } from 'node:module';
-// first, before anything large is compiled: V8's compile cache, in a directory only this user can write (bin/compile-cache.ts)
+// first, before anything large is compiled: V8's compile cache, in a directory only this user can write (bin/compile-cache.js)
 (await import('./compile-cache.mjs')).enableSafeCompileCache();
 // before the core, so before any schema exists: zod's parsers without generated code (bin/zod-config.ts)
 await import('./zod-config.mjs');
@@ -39,7 +39,7 @@ const runlists = Object.fromEntries(
 );
 const result = await build({
   absWorkingDir: root,
-  entryPoints: { 'meshvm-core': 'bin/entry.ts', 'zod-config': 'bin/zod-config.ts', 'compile-cache': 'bin/compile-cache.ts' },
+  entryPoints: { 'meshvm-core': 'bin/entry.ts', 'zod-config': 'bin/zod-config.ts', 'compile-cache': 'bin/compile-cache.js' },
   outdir,
   bundle: true,
   splitting: true,

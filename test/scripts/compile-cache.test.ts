@@ -1,11 +1,11 @@
-// The compile cache (bin/compile-cache.ts) is used only in a directory no other user can write: code read from it is run.
+// The compile cache (bin/compile-cache.js) is used only in a directory no other user can write: code read from it is run.
 import test from 'ava';
 import { execa } from 'execa';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { compileCacheDir } from '../../bin/compile-cache.ts';
-import { fileNotOwned, notOwned } from '../../bin/owned-path.ts';
+import { compileCacheDir } from '../../bin/compile-cache.js';
+import { fileNotOwned, notOwned } from '../../bin/owned-path.js';
 import { BIN, scratchRoot } from '../helpers/scratch.ts';
 
 test('where the cache goes: MESHVM_COMPILE_CACHE, "off", /var/cache for root, ~/.cache for others, never /tmp by default', (t) => {

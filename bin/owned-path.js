@@ -1,4 +1,5 @@
 // Whether a path is one only root (or this user) controls: for what meshvm, as root, reads and then trusts or runs.
+// Plain JavaScript (types in owned-path.d.ts), for bin/compile-cache.js.
 import fs from 'node:fs';
 import path from 'node:path';
 
@@ -8,7 +9,7 @@ import path from 'node:path';
  * or remove what root made there, and the next one down is checked in turn); `target` itself not at all. No symlinks:
  * `target` is a real directory or regular file (resolve a link first, and check where the link is too).
  */
-export function notOwned(target: string, uid: number): string | undefined {
+export function notOwned(target, uid) {
   const parts = path.resolve(target).split('/').filter(Boolean);
   for (let i = 0; i <= parts.length; i++) {
     const at = `/${parts.slice(0, i).join('/')}`;
@@ -24,14 +25,14 @@ export function notOwned(target: string, uid: number): string | undefined {
 }
 
 /** notOwned for a file that may be reached through a symlink: the link's directory, then the file the link leads to. */
-export function fileNotOwned(file: string, uid: number): string | undefined {
+export function fileNotOwned(file, uid) {
   const where = notOwned(path.dirname(path.resolve(file)), uid);
   if (where) return where;
-  let real: string;
+  let real;
   try {
     real = fs.realpathSync(file);
   } catch (error) {
-    return `${file}: ${(error as Error).message}`;
+    return `${file}: ${error instanceof Error ? error.message : String(error)}`;
   }
   return notOwned(real, uid);
 }
