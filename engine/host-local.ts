@@ -5,7 +5,7 @@ import { downloadTo, hashDownload } from './host/download.ts';
 import { runCommand } from './host/exec.ts';
 import { factCache } from './host/facts.ts';
 import { rootOwners } from './host/owners.ts';
-import { listDirOf, readLinkOf, readText, statOf } from './host/read.ts';
+import { guestReads } from './host/read.ts';
 import { rootPaths } from './host/root-paths.ts';
 import { safeRoot } from './host/safe-path.ts';
 import { chmodPath, chownPath, makeDirectory, removePath, replaceSymlink, writeFileAtomic } from './host/write.ts';
@@ -23,19 +23,26 @@ export function localHost(options: LocalHostOptions = {}): Host {
   const root = path.resolve(options.root ?? '/');
   const netns = options.netns;
   const facts = factCache();
-  const paths = rootPaths(root, facts.memo);
-  const readFile = (p: string) => readText(paths, p);
-  const owners = rootOwners(readFile, facts.memo);
+  const paths = rootPaths(root);
   const safe = safeRoot(root);
+  const reads = guestReads(safe);
+  const readFile = (p: string) => reads.readText(p);
+  const owners = rootOwners(readFile, facts.memo);
   const place = { safe, owners };
   const commands = { paths, netns, onCommand: options.onCommand };
+
+  /** Every fact, and every directory held open for reads, forgotten: after anything changed the machine. */
+  const forget = () => {
+    facts.forget();
+    reads.forget();
+  };
 
   /** Runs something that changes the machine; every fact is forgotten afterwards, even when it failed half-way. */
   async function changing<T>(work: () => Promise<T>): Promise<T> {
     try {
       return await work();
     } finally {
-      facts.forget();
+      forget();
     }
   }
 
@@ -46,14 +53,14 @@ export function localHost(options: LocalHostOptions = {}): Host {
     netns,
     realPath: paths.real,
     readFile,
-    stat: (p) => statOf(paths, owners, p),
-    readLink: (p) => readLinkOf(paths, p),
-    listDir: (p) => listDirOf(paths, p),
+    stat: (p) => reads.stat(owners, p),
+    readLink: (p) => reads.readLink(p),
+    listDir: (p) => reads.listDir(p),
     accounts: owners.accounts,
     memo: facts.memo,
     query: (argv, opts = {}) => runCommand(commands, argv, { ...opts, allowFailure: true }),
     run: (argv, opts = {}) => {
-      facts.forget();
+      forget();
       return changing(() => runCommand(commands, argv, opts));
     },
     writeFile: (p, content, opts) => changing(() => writeFileAtomic(place, p, content, opts)),

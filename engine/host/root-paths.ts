@@ -1,4 +1,4 @@
-// Guest paths on this machine for reads and tools: mapped under the root, symlinks resolved inside it as a chroot would (writes: safe-path.ts).
+// Guest paths on this machine for tools (commands, downloads): mapped under the root, symlinks resolved inside it as a chroot would (reads and writes: safe-path.ts).
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { mapUnderRoot } from '../paths.ts';
@@ -16,15 +16,9 @@ export interface RootPaths {
    * the root, a relative one cannot climb above it. Never leads out to this machine's files. On '/' the same as real().
    */
   resolve(guestPath: string): Promise<string>;
-  /** The real path with its directory's symlinks followed inside the root (as resolve), the last component not followed. */
-  resolveParent(guestPath: string): Promise<string>;
 }
 
-/**
- * `memo` (the host's fact cache, forgotten after any change) keeps each directory's resolution for the run: a no-op
- * converge of 1,000 files in one directory resolves that directory once, not 1,000 times.
- */
-export function rootPaths(root: string, memo?: <T>(key: string, compute: () => Promise<T>) => Promise<T>): RootPaths {
+export function rootPaths(root: string): RootPaths {
   let rootReal: Promise<string> | undefined;
   const top = () => (rootReal ??= fs.realpath(root));
   const real = (guestPath: string) => mapUnderRoot(root, guestPath);
@@ -62,14 +56,6 @@ export function rootPaths(root: string, memo?: <T>(key: string, compute: () => P
     root,
     real,
     resolve,
-    async resolveParent(guestPath) {
-      if (root === '/') return real(guestPath);
-      const normal = path.posix.normalize(`/${guestPath}`);
-      if (normal === '/') return real('/');
-      const dir = path.posix.dirname(normal);
-      const resolvedDir = memo ? await memo(`resolved-dir:${dir}`, () => resolve(dir)) : await resolve(dir);
-      return path.join(resolvedDir, path.posix.basename(normal));
-    },
   };
 }
 

@@ -50,6 +50,8 @@ interface Walked {
   links: number;
   asked: string;
   dangling?: string;
+  /** A read: a component that is a file (or a FIFO, a device) is missing, as ENOTDIR is to a read by path. */
+  reading?: boolean;
 }
 
 export interface CreateOptions {
@@ -65,6 +67,13 @@ export interface SafeRoot {
   openParent(p: string, create?: CreateOptions): Promise<{ dir: OpenDir; name: string }>;
   /** Where a guest path is on this machine, by the same walk (for tools given a path: verify commands). */
   hostPath(dir: OpenDir, name: string): string;
+  /**
+   * For reads: the directory at a guest path, by the same walk; undefined when it, or a directory on the way, is
+   * missing or not a directory. A link on the way is refused as for a change.
+   */
+  findDir(guestPath: string): Promise<OpenDir | undefined>;
+  /** For reads: the directory a guest path is in and the last component's name (undefined as findDir; '/' has none). */
+  findParent(p: string): Promise<{ dir: OpenDir; name: string } | undefined>;
 }
 
 /**
@@ -120,6 +129,10 @@ export function safeRoot(root: string): SafeRoot {
           }
           if (code !== 'ELOOP' && code !== 'ENOTDIR') throw error;
           const link = await fs.readlink(dir.at(name)).catch(() => undefined);
+          if (link === undefined && walked.reading) {
+            await dir.close();
+            return undefined;
+          }
           if (link === undefined) throw new UnsafePathError(`cannot use ${shown(walked.asked)}: ${here} is a ${await kindOf(dir, name)}, not a directory`);
           if (!dir.trusted) {
             throw new UnsafePathError(
@@ -171,6 +184,14 @@ export function safeRoot(root: string): SafeRoot {
       return { dir, name };
     },
     hostPath: (dir, name) => path.join(root, dir.guest, name),
+    findDir: (guestPath) => walk(guestPath, undefined, { links: 0, asked: guestPath, reading: true }),
+    async findParent(p) {
+      const normal = path.posix.normalize(`/${p}`);
+      const name = path.posix.basename(normal);
+      if (!name) return undefined;
+      const dir = await walk(path.posix.dirname(normal), undefined, { links: 0, asked: p, reading: true });
+      return dir && { dir, name };
+    },
   };
 }
 
