@@ -186,3 +186,33 @@ test('with a netns the confined command runs in both: inside the root and in the
   t.true(await exists(path.join(root, canary)));
   t.false(await exists(canary));
 });
+
+test('a program or working directory reached through a link in a directory anyone can write is refused naming the path; nothing runs', async (t) => {
+  const root = await minimalRoot(t, BASIC);
+  // a program of the root's own, in /srv/bin, reached three ways through links in /usr/local and /tmp (sticky, 1777)
+  await fs.mkdir(path.join(root, 'srv/bin'), { recursive: true });
+  await fs.writeFile(path.join(root, 'srv/bin/tool'), '#!/bin/sh\ntouch "$1"\n', { mode: 0o755 });
+  await fs.mkdir(path.join(root, 'usr/local'), { recursive: true });
+  for (const dir of ['usr/local', 'tmp']) await fs.chmod(path.join(root, dir), 0o1777);
+  await fs.symlink('/srv/bin', path.join(root, 'usr/local/bin'));
+  await fs.symlink('/srv/bin/tool', path.join(root, 'tmp/tool'));
+  await fs.symlink('/srv', path.join(root, 'tmp/work'));
+  const canary = `/canary-${random()}`;
+  const seen: (readonly string[])[] = [];
+  const host = localHost({ root, onCommand: (argv) => seen.push(argv) });
+  const anyone = (at: string, to: string, dir: string) =>
+    new RegExp(
+      `^refusing .*: ${at.replace(/\//g, '\\/')} is a link \\(to ${to.replace(/\//g, '\\/')}\\) in ${dir.replace(/\//g, '\\/')}, a directory anyone can write; .*unsafe path transition`,
+    );
+  await t.throwsAsync(host.run(['tool', canary], { in: 'root' }), { message: anyone('/usr/local/bin', '/srv/bin', '/usr/local') });
+  await t.throwsAsync(host.run(['./tool', canary], { in: 'root', cwd: '/tmp' }), {
+    message: /^refusing \/tmp\/tool .*: it is a link \(to \/srv\/bin\/tool\) in \/tmp, a directory anyone can write/,
+  });
+  await t.throwsAsync(host.run(['/usr/bin/touch', canary], { in: 'root', cwd: '/tmp/work' }), { message: anyone('/tmp/work', '/srv', '/tmp') });
+  t.deepEqual(seen, [], 'nothing was run');
+  t.false(await exists(path.join(root, canary)));
+  // the same program reached through links root owns runs, inside
+  await fs.chmod(path.join(root, 'tmp'), 0o755);
+  await host.run(['./tool', canary], { in: 'root', cwd: '/tmp' });
+  t.true(await exists(path.join(root, canary)));
+});
