@@ -7,7 +7,16 @@ import { pathToFileURL } from 'node:url';
 import { enableSafeCompileCache } from './compile-cache.js';
 import { rerunWithoutRuntimeVariables } from './runtime-env.ts';
 
-if (!rerunWithoutRuntimeVariables()) {
+declare const __MESHVM_VERSION__: string;
+
+const argv = process.argv.slice(2);
+if (rerunWithoutRuntimeVariables()) {
+  // replaced by the re-run (or refused): nothing else to do
+} else if (argv.length === 1 && (argv[0] === '--version' || argv[0] === '-V')) {
+  // the version alone: answered here, with nothing else loaded (as engine/cli.ts would answer it)
+  process.stdout.on('error', () => {});
+  process.stdout.write(`${__MESHVM_VERSION__}\n`);
+} else {
   // compiled code of the bundle's modules and of recipe modules, kept where only root can write (bin/compile-cache.js)
   enableSafeCompileCache();
   // the bundle's modules get file: URLs in a directory beside the executable that does not exist: no file there is ever
@@ -30,7 +39,7 @@ if (!rerunWithoutRuntimeVariables()) {
   // zod's configuration first, before any schema exists (bin/zod-config.ts), then the core
   import(`${base}zod-config.mjs`)
     .then(() => import(core) as Promise<{ run: (argv: readonly string[]) => Promise<number> }>)
-    .then(({ run }) => run(process.argv.slice(2)))
+    .then(({ run }) => run(argv))
     .then((code) => {
       process.exitCode = code;
     });

@@ -5,17 +5,25 @@ import path from 'node:path';
 import { $ } from 'zx';
 import { checkRuntime } from './runtime-pin.ts';
 
+const { version } = JSON.parse(await fs.readFile(path.resolve(import.meta.dirname, '../package.json'), 'utf8')) as { version: string };
 const LAUNCHER = `#!/usr/bin/env node
 // meshvm: enables the compile cache, lets recipe modules import 'meshvm', runs the command.
 import { registerHooks } from 'node:module';
-// first, before anything large is compiled: V8's compile cache, in a directory only this user can write (bin/compile-cache.js)
-(await import('./compile-cache.mjs')).enableSafeCompileCache();
-// before the core, so before any schema exists: zod's parsers without generated code (bin/zod-config.ts)
-await import('./zod-config.mjs');
-const core = new URL('./meshvm-core.mjs', import.meta.url).href;
-registerHooks({ resolve: (specifier, context, next) => (specifier === 'meshvm' ? { url: core, shortCircuit: true } : next(specifier, context)) });
-const { run } = await import(core);
-process.exitCode = await run(process.argv.slice(2));
+const argv = process.argv.slice(2);
+if (argv.length === 1 && (argv[0] === '--version' || argv[0] === '-V')) {
+  // the version alone: answered here, with nothing else loaded (as engine/cli.ts would answer it)
+  process.stdout.on('error', () => {});
+  process.stdout.write('${version}\\n');
+} else {
+  // first, before anything large is compiled: V8's compile cache, in a directory only this user can write (bin/compile-cache.js)
+  (await import('./compile-cache.mjs')).enableSafeCompileCache();
+  // before the core, so before any schema exists: zod's parsers without generated code (bin/zod-config.ts)
+  await import('./zod-config.mjs');
+  const core = new URL('./meshvm-core.mjs', import.meta.url).href;
+  registerHooks({ resolve: (specifier, context, next) => (specifier === 'meshvm' ? { url: core, shortCircuit: true } : next(specifier, context)) });
+  const { run } = await import(core);
+  process.exitCode = await run(argv);
+}
 `;
 
 const root = path.resolve(import.meta.dirname, '..');
@@ -73,6 +81,7 @@ await build({
   minifySyntax: true,
   minifyWhitespace: true,
   legalComments: 'none',
+  define: { __MESHVM_VERSION__: JSON.stringify(version) },
   logLevel: 'error',
 });
 const sea = path.join(outdir, 'sea');

@@ -27,6 +27,23 @@ test.serial('the build prints no "Can\'t find string offset" warnings and its ex
   const version = await execa(path.join(out, 'meshvm'), ['--version'], { reject: false });
   t.is(version.exitCode, 0, version.stderr);
   t.regex(version.stdout.trim(), /^\d+\.\d+\.\d+/, 'meshvm answers, not the node it was made from');
+  // --version alone is answered by the launchers themselves: the package's version, and nothing loaded (no compile cache)
+  const { version: packaged } = JSON.parse(await fs.readFile(path.join(PROJECT, 'package.json'), 'utf8')) as { version: string };
+  const cache = path.join(await scratchRoot(t, 'meshvm-version-'), 'cache');
+  for (const argv of [[path.join(out, 'meshvm')], [process.execPath, path.join(out, 'meshvm.mjs')]]) {
+    for (const flag of ['--version', '-V']) {
+      const answer = await execa(argv[0]!, [...argv.slice(1), flag], { reject: false, env: { MESHVM_COMPILE_CACHE: cache } });
+      t.is(answer.stdout, packaged, `${argv.at(-1)} ${flag}`);
+      t.is(answer.exitCode, 0);
+    }
+  }
+  t.false(
+    await fs.stat(cache).then(
+      () => true,
+      () => false,
+    ),
+    'nothing was loaded that would compile',
+  );
   const readelf = await execa('readelf', ['-n', '-W', path.join(out, 'meshvm')], { reject: false, stdout: 'ignore' });
   // readelf comes with binutils, which the build needs for objcopy: a missing or failing readelf is a failure, not a pass
   t.is(readelf.exitCode, 0, readelf.stderr);
