@@ -41,4 +41,3 @@ export { SidecarObject } from './resources/sidecar-object.ts';
 export { ContainerImage } from './resources/container-image.ts';
 export { Iptables } from './resources/iptables/index.ts';
 export { Route53Records } from './resources/route53-record.ts';
-export { builtins } from './recipes/index.ts';

@@ -26,6 +26,7 @@ nodeModule.registerHooks({
 });
 
 const { main } = await import('../engine/cli.ts');
-const { builtins } = await import('../recipes/index.ts');
 const { builtinRunlists } = await import('./runlists.ts');
+// the built-in recipes only when a runlist names one
+const builtins = () => import('../recipes/index.ts').then((m) => m.builtins);
 process.exitCode = await main(process.argv.slice(2), { builtins, runlists: builtinRunlists });

@@ -13,7 +13,7 @@ import { checkRequirements, planRunlist, type Plan } from './plan.ts';
 import { offboardRunlist } from './offboard.ts';
 import { checkComposites } from './composite.ts';
 import { preflight } from './preflight.ts';
-import type { PublishContext, Recipe, RecipeContext } from './recipe.ts';
+import type { PublishContext, RecipeContext } from './recipe.ts';
 import type { Check } from './check.ts';
 import { runChecks } from './verify.ts';
 import { buildReport, reportJson, type Listener, type RunReport } from './report.ts';
@@ -22,7 +22,7 @@ import { apiCalls } from './api-calls.ts';
 import { METRICS_FILE_NAME, textfileDir, writeMetrics } from './metrics.ts';
 import type { Declared } from './resource.ts';
 import { ensureStateDir, runResources, type RunResult } from './runner.ts';
-import { loadRunlist, type Runlist } from './runlist.ts';
+import { builtinsOf, loadRunlist, type Builtins, type Runlist } from './runlist.ts';
 import { SCHEMA_KINDS, isSchemaKind, schemaText } from './schema.ts';
 import { secrets } from './secrets.ts';
 import {
@@ -84,7 +84,8 @@ export interface CliIO {
 }
 
 export interface CliOptions {
-  builtins: ReadonlyMap<string, Recipe>;
+  /** The built-in recipes, or what loads them when a runlist names one (engine/runlist.ts). */
+  builtins: Builtins;
   /** The built-in runlists by name (runlists/*.yaml), for `meshvm runlist`. */
   runlists?: () => Promise<ReadonlyMap<string, string>>;
 }
@@ -106,7 +107,7 @@ export async function main(argv: readonly string[], options: CliOptions, io: Cli
   const [command, runlistFile, ...extra] = positionals;
   if (command === 'help') return (io.stdout.write(USAGE + '\n'), 0);
   if (command === 'runlist') return printRunlist(runlistFile, options, io);
-  if (command === 'schema') return printSchema(runlistFile, extra, options, io);
+  if (command === 'schema') return await printSchema(runlistFile, extra, options, io);
   if (command !== 'converge' && command !== 'plan' && command !== 'offboard' && command !== 'verify') {
     io.stderr.write(command ? `meshvm: unknown command "${command}" (commands: ${COMMANDS.join(', ')}; meshvm help for usage)\n` : `${USAGE}\n`);
     return 1;
@@ -454,12 +455,12 @@ async function closeServices(services: Map<string, unknown>, o: { keep: boolean 
   services.clear();
 }
 
-function printSchema(kind: string | undefined, extra: readonly string[], options: CliOptions, io: CliIO): number {
+async function printSchema(kind: string | undefined, extra: readonly string[], options: CliOptions, io: CliIO): Promise<number> {
   if (!isSchemaKind(kind) || extra.length) {
     io.stderr.write(`meshvm: schema takes one of: ${SCHEMA_KINDS.join(', ')} (meshvm schema runlist > runlist.schema.json)\n`);
     return 1;
   }
-  io.stdout.write(schemaText(kind, options.builtins));
+  io.stdout.write(schemaText(kind, await builtinsOf(options.builtins)));
   return 0;
 }
 

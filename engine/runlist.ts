@@ -50,7 +50,17 @@ interface Layer {
   where: (path: readonly PropertyKey[]) => string;
 }
 
-export async function loadRunlist(file: string, builtins: ReadonlyMap<string, Recipe>, sources: AttributeSources = {}): Promise<Runlist> {
+/**
+ * The built-in recipes by name, or what loads them: the command loads them only for a runlist that names one (a run of
+ * recipe modules alone then never builds their attribute schemas, nor loads the clients they use).
+ */
+export type Builtins = ReadonlyMap<string, Recipe> | (() => Promise<ReadonlyMap<string, Recipe>>);
+
+export async function builtinsOf(builtins: Builtins): Promise<ReadonlyMap<string, Recipe>> {
+  return typeof builtins === 'function' ? await builtins() : builtins;
+}
+
+export async function loadRunlist(file: string, builtins: Builtins, sources: AttributeSources = {}): Promise<Runlist> {
   const shown = displayPath(file);
   const text = (await readInputFile(file, shown, 'runlist'))!;
   const doc = parseYaml(text, shown);
@@ -116,12 +126,13 @@ function checkKnown(layer: Layer, recipes: readonly Recipe[], names: ReadonlyMap
   }
 }
 
-async function resolveRecipe(name: string, dir: string, builtins: ReadonlyMap<string, Recipe>, where: string): Promise<Recipe> {
+async function resolveRecipe(name: string, dir: string, builtins: Builtins, where: string): Promise<Recipe> {
   const isPath = name.startsWith('./') || name.startsWith('../') || name.startsWith('/') || /\.(ts|js|mjs)$/.test(name);
   if (!isPath) {
-    const recipe = builtins.get(name);
+    const known = await builtinsOf(builtins);
+    const recipe = known.get(name);
     if (!recipe)
-      throw new InputError(where, `unknown recipe "${name}" (built-in: ${[...builtins.keys()].sort().join(', ')}; or a module path such as ./my-recipe.ts)`);
+      throw new InputError(where, `unknown recipe "${name}" (built-in: ${[...known.keys()].sort().join(', ')}; or a module path such as ./my-recipe.ts)`);
     return recipe;
   }
   const file = path.resolve(dir, name);

@@ -2,6 +2,9 @@
 // recipe are an InputError naming that recipe and the attribute path.
 import test from 'ava';
 import type { ExecutionContext } from 'ava';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { z } from 'zod';
 import { InputError } from '../../engine/errors.ts';
 import { localHost } from '../../engine/host-local.ts';
@@ -12,7 +15,7 @@ import { loadRunlist } from '../../engine/runlist.ts';
 import { fileMode, guestPath } from '../../engine/validate.ts';
 import { Directory } from '../../resources/directory.ts';
 import { File } from '../../resources/file.ts';
-import { convergesOnce, scratchRoot, writeRunlist } from '../helpers/scratch.ts';
+import { convergesOnce, PROJECT, scratchRoot, writeRunlist } from '../helpers/scratch.ts';
 
 /** What the included recipe saw on its last call, to check that include passes the caller's context on. */
 const seen: { contexts: RecipeContext[]; declared: number } = { contexts: [], declared: 0 };
@@ -141,5 +144,32 @@ test.serial("what an included recipe declares meets the runlist's other declarat
     instanceOf: InputError,
     message:
       /^file\[\/etc\/motd\]: declared twice with different specs: at test\/engine\/include\.test\.ts:\d+ \(.*site\.yaml:3 recipes\[0\]\) and at test\/engine\/include\.test\.ts:\d+ \(.*site\.yaml:5 recipes\[1\]\)/,
+  });
+});
+
+test('the built-in recipes are loaded only for a runlist that names one', async (t) => {
+  const dir = await scratchRoot(t, 'meshvm-include-');
+  let loads = 0;
+  const lazy = async () => (loads++, builtins);
+  await fs.writeFile(
+    path.join(dir, 'own.ts'),
+    `import { defineRecipe, z } from ${JSON.stringify(pathToFileURL(path.join(PROJECT, 'index.ts')).href)};\n` +
+      `export default defineRecipe({ name: 'own', attributes: z.strictObject({}), declare: () => [] });\n`,
+  );
+  const modules = await loadRunlist(await writeRunlist(dir, 'modules.yaml', 'name: m\nrecipes:\n  - recipe: ./own.ts\n'), lazy);
+  t.deepEqual(
+    modules.entries.map((e) => e.recipe.name),
+    ['own'],
+  );
+  t.is(loads, 0, 'a runlist of recipe modules alone never loads the built-ins');
+  const named = await loadRunlist(await writeRunlist(dir, 'named.yaml', 'name: n\nrecipes:\n  - recipe: motd\n    attributes: { text: hi }\n'), lazy);
+  t.deepEqual(
+    named.entries.map((e) => e.recipe.name),
+    ['motd'],
+  );
+  t.is(loads, 1);
+  await t.throwsAsync(loadRunlist(await writeRunlist(dir, 'unknown.yaml', 'name: u\nrecipes:\n  - recipe: nope\n'), lazy), {
+    instanceOf: InputError,
+    message: /unknown recipe "nope" \(built-in: motd, site;/,
   });
 });
