@@ -134,16 +134,36 @@ export async function main(argv: readonly string[], options: CliOptions, io: Cli
     stateExisted: false,
   };
   let human: ReturnType<typeof humanListener> | undefined;
-  const signals = new Signals((signal, phase) => {
-    const text =
-      phase === 'converging'
-        ? `${signal}: finishing the resource in flight, then stopping`
-        : phase === 'waiting for the run lock'
-          ? `${signal}: no longer waiting for the run lock`
-          : `${signal}: stopping once ${phase} ends (nothing has been changed)`;
-    if (human) human({ type: 'message', level: 'warn', text });
-    else io.stderr.write(`meshvm: warning: ${text}\n`);
-  });
+  let lock: RunLock | undefined;
+  /** What this run created before it planned (root, run/, the lock file), shallowest first: removed if it fails there. */
+  const litter: string[] = [];
+  // per-run services (the cluster connection, its Vault login): closed whatever happens, so a run's Vault token is revoked
+  const services = new Map<string, unknown>();
+  /** Whether this run's report is in last-run.json (a second signal that ends the run at once says so when not). */
+  let reported = false;
+  /** What a run that exits now, at a second signal, leaves undone. */
+  const undone = (): string[] => [
+    ...(signals.phase === 'converging' ? ['the resource in flight may be half-changed (the next run converges it)'] : []),
+    ...(services.size > 0 ? ["the run's Vault token may not have been revoked (it expires at its TTL)"] : []),
+    ...(mode === 'converge' && run.host && !reported ? ['last-run.json does not record this run'] : []),
+    ...(litter.length > 0 ? [`what it made before planning is left (${litter.join(', ')})`] : []),
+  ];
+  const signals = new Signals(
+    (signal, phase) => {
+      const text =
+        phase === 'converging'
+          ? `${signal}: finishing the resource in flight, then stopping`
+          : phase === 'waiting for the run lock'
+            ? `${signal}: no longer waiting for the run lock`
+            : `${signal}: stopping once ${phase} ends (nothing has been changed)`;
+      if (human) human({ type: 'message', level: 'warn', text });
+      else io.stderr.write(`meshvm: warning: ${text}\n`);
+    },
+    (signal, status) => {
+      const left = undone();
+      io.stderr.write(`meshvm: ${signal} again: exiting now (status ${status}) without finishing the clean-up${left.length ? `; ${left.join('; ')}` : ''}\n`);
+    },
+  );
   /** A run that stops early: its error on stderr, and a report as full as a finished run's (last-run.json, --json). */
   const fail = async (error: unknown): Promise<number> => {
     const message = secrets.redact(errorMessage(error));
@@ -163,6 +183,7 @@ export async function main(argv: readonly string[], options: CliOptions, io: Cli
     const converging = signals.phase === 'converging' || signals.phase === 'reporting';
     if (mode === 'converge' && run.host && (run.stateExisted || converging || (interrupted && run.rootExisted))) {
       await writeLastRun(run.host, text, io);
+      reported = true;
       // the metrics say it too: a run that fails before converging is a failed run (its last success kept)
       if (!offboard)
         await recordStatus(report, run.declared ?? [], run.host, run.name ?? path.basename(run.runlist, '.yaml'), values['textfile-dir'], human ?? (() => {}));
@@ -170,11 +191,6 @@ export async function main(argv: readonly string[], options: CliOptions, io: Cli
     if (json) io.stdout.write(text);
     return 1;
   };
-  let lock: RunLock | undefined;
-  /** What this run created before it planned (root, run/, the lock file), shallowest first: removed if it fails there. */
-  const litter: string[] = [];
-  // per-run services (the cluster connection, its Vault login): closed whatever happens, so a run's Vault token is revoked
-  const services = new Map<string, unknown>();
   /** Whether planning succeeded: only then does a converge keep what it read for the next runs (kept cluster access and inputs). */
   let planned = false;
   try {
@@ -288,6 +304,7 @@ export async function main(argv: readonly string[], options: CliOptions, io: Cli
     const text = reportJson(report);
     if (mode === 'converge') {
       await writeLastRun(host, text, io);
+      reported = true;
       if (status) await writeStatusMetrics({ ...status, apiCalls: report.apiCalls }, host, values['textfile-dir'], say);
       else if (offboard && !result.failed) {
         await forgetStatus(host, values['textfile-dir']);
@@ -310,14 +327,18 @@ export async function main(argv: readonly string[], options: CliOptions, io: Cli
   } catch (error) {
     return await fail(error);
   } finally {
-    signals.dispose();
-    await closeServices(services, { keep: planned });
-    // the lock file this run made goes while still locked: a waiter that then gets it sees it removed and starts again
-    await lock?.release({ remove: litter.some((p) => p.endsWith(LOCK_FILE)) });
-    await removeLitter(litter);
-    // said of the root only, as its creation was: the lock file and /run are a run's own litter
-    if (litter[0] === path.resolve(values.root ?? '/') && !(await fs.stat(litter[0]).catch(() => undefined)))
-      io.stderr.write(`meshvm: removed ${litter[0]} again (the run failed before it planned)\n`);
+    // still listening: a second signal while this clean-up hangs (a Vault that never answers the revoke) exits at once
+    try {
+      await closeServices(services, { keep: planned });
+      // the lock file this run made goes while still locked: a waiter that then gets it sees it removed and starts again
+      await lock?.release({ remove: litter.some((p) => p.endsWith(LOCK_FILE)) });
+      await removeLitter(litter);
+      // said of the root only, as its creation was: the lock file and /run are a run's own litter
+      if (litter[0] === path.resolve(values.root ?? '/') && !(await fs.stat(litter[0]).catch(() => undefined)))
+        io.stderr.write(`meshvm: removed ${litter[0]} again (the run failed before it planned)\n`);
+    } finally {
+      signals.dispose();
+    }
   }
 }
 

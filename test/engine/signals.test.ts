@@ -51,7 +51,7 @@ async function setup(t: Parameters<typeof scratchRoot>[0], options: { vault?: bo
   /** Every token the stand-in issued at an AppRole login, and whether it was revoked. */
   const logins = () => [...vault!.state.tokens.values()].filter((token) => token.path === 'auth/approle/login').map((token) => token.revoked);
   const lockFree = async () => (await meshvm(['converge', await runlist({}), '--root', root, '--lock-wait', '0'])).exitCode === 0;
-  return { root, runlist, log, start, lastRun, logins, lockFree };
+  return { root, runlist, log, start, lastRun, logins, lockFree, vault };
 }
 
 /** The interrupted run's report, on stdout and in last-run.json: same shape as a finished run's, outcome interrupted. */
@@ -105,7 +105,8 @@ test('SIGTERM while waiting for the run lock: the wait stops at once, the lock i
   const { root, start, lastRun } = await setup(t);
   await fs.mkdir(path.join(root, 'run'));
   const lockFile = path.join(root, 'run/meshvm.lock');
-  const holder = execa('flock', [lockFile, 'sleep', '120'], { reject: false });
+  // --no-fork: flock becomes sleep, so killing it frees the lock and leaves no sleep behind
+  const holder = execa('flock', ['--no-fork', lockFile, 'sleep', '120'], { reject: false });
   t.teardown(() => void holder.kill('SIGKILL'));
   await until(async () => (await execa('flock', ['--nonblock', lockFile, 'true'], { reject: false })).exitCode !== 0, { what: 'the holder to take the lock' });
   const { child: run } = await start({}, {}, ['--lock-wait', '120']);
@@ -172,4 +173,43 @@ test('SIGTERM while verifying: the checks in flight end, then verify exits 1 say
   t.regex(String(result.stderr), /SIGTERM: stopping once verifying ends/);
   t.regex(String(result.stderr), /meshvm: interrupted by SIGTERM while verifying$/m);
   t.deepEqual(JSON.parse(String(result.stdout)), { ok: false, error: 'interrupted by SIGTERM while verifying' });
+});
+
+test('a second SIGTERM while the clean-up hangs (a Vault that never answers the revoke) exits at once, 143, saying what it left', async (t) => {
+  const { log, start, logins, vault } = await setup(t, { vault: true });
+  vault!.faults.inject({ kind: 'latency', ms: 120_000, method: 'POST', path: '/v1/auth/token/revoke-self' });
+  const { child: run } = await start({ planMs: 1500 });
+  await until(async () => (await log()).includes('planning'), { what: 'planning to start', timeoutMs: 30_000 });
+  run.kill('SIGTERM');
+  await until(() => vault!.calls.some((call) => call.path === '/v1/auth/token/revoke-self'), { what: 'the revoke to be asked', timeoutMs: 30_000 });
+  t.is(run.exitCode ?? null, null, 'the first signal left the run cleaning up: the revoke hangs');
+  run.kill('SIGTERM');
+  const result = await run;
+  t.is(result.exitCode, 143, String(result.stderr));
+  t.regex(String(result.stderr), /SIGTERM: stopping once planning ends/);
+  t.regex(
+    String(result.stderr),
+    /meshvm: SIGTERM again: exiting now \(status 143\) without finishing the clean-up; the run's Vault token may not have been revoked \(it expires at its TTL\)/,
+  );
+  t.notRegex(String(result.stderr), /^\s+at /m, 'no stack trace');
+  t.deepEqual(logins(), [false], 'the token was not revoked, as said');
+});
+
+test('a second SIGINT while the resource in flight finishes exits at once, 130, saying it may be half-changed and the report is missing', async (t) => {
+  const { log, start, lastRun } = await setup(t);
+  const { child: run } = await start({ steps: 2, stepMs: 60_000 });
+  await until(async () => (await log()).includes('start step-1'), { what: 'the first step', timeoutMs: 30_000 });
+  run.kill('SIGINT');
+  let stderr = '';
+  run.stderr!.on('data', (chunk: Buffer) => (stderr += chunk));
+  await until(() => stderr.includes('SIGINT: finishing the resource in flight'), { what: 'the first signal to be noted', timeoutMs: 30_000 });
+  run.kill('SIGINT');
+  const result = await run;
+  t.is(result.exitCode, 130, String(result.stderr));
+  t.regex(
+    String(result.stderr),
+    /meshvm: SIGINT again: exiting now \(status 130\) without finishing the clean-up; the resource in flight may be half-changed \(the next run converges it\); last-run\.json does not record this run/,
+  );
+  t.is((await log()).trim(), 'start step-1', 'the step in flight did not finish');
+  await t.throwsAsync(lastRun());
 });
