@@ -69,7 +69,7 @@ export function localHost(options: LocalHostOptions = {}): Host {
     chmod: (p, mode) => changing(() => chmodPath(place, p, mode)),
     chown: (p, to) => changing(() => chownPath(place, p, to)),
     symlink: (target, p) => changing(() => replaceSymlink(safe, target, p)),
-    download: (url, p, opts) => changing(() => downloadTo({ paths, safe }, url, p, opts)),
-    hashDownload: (url, opts) => hashDownload(paths, url, opts),
+    download: (url, p, opts) => changing(() => downloadTo({ read: readFile, safe }, url, p, opts)),
+    hashDownload: (url, opts) => hashDownload(readFile, url, opts),
   };
 }

@@ -1,7 +1,6 @@
 // Downloads to guest paths: an https URL streamed to a staged file, kept only when its sha256 is the one required; or only hashed (plan).
 import fs from 'node:fs/promises';
-import type { RootPaths } from './root-paths.ts';
-import { CREATE_NEW, failure, stagedName, unlinkIfThere, type SafeRoot } from './safe-path.ts';
+import { CREATE_NEW, failure, type SafeRoot, stagedName, UnsafePathError, unlinkIfThere } from './safe-path.ts';
 
 export interface DownloadOptions {
   sha256: string;
@@ -17,8 +16,8 @@ export interface Fetched {
 }
 
 /** The staged file is made by the safe walk (O_EXCL, never through a link) and renamed over p only when its sha256 is right. */
-export async function downloadTo({ paths, safe }: { paths: RootPaths; safe: SafeRoot }, url: string, p: string, opts: DownloadOptions): Promise<Fetched> {
-  const ca = await readCa(paths, opts.caFile);
+export async function downloadTo({ read, safe }: { read: ReadGuest; safe: SafeRoot }, url: string, p: string, opts: DownloadOptions): Promise<Fetched> {
+  const ca = await readCa(read, opts.caFile);
   const { dir, name } = await safe.openParent(p);
   const temp = dir.at(stagedName(name));
   try {
@@ -46,8 +45,8 @@ export async function downloadTo({ paths, safe }: { paths: RootPaths; safe: Safe
 }
 
 /** Streams an https URL through sha256 and keeps nothing (plan's preflight): refused like a download when it differs. */
-export async function hashDownload(paths: RootPaths, url: string, opts: DownloadOptions): Promise<Fetched> {
-  const ca = await readCa(paths, opts.caFile);
+export async function hashDownload(read: ReadGuest, url: string, opts: DownloadOptions): Promise<Fetched> {
+  const ca = await readCa(read, opts.caFile);
   const { Writable } = await import('node:stream');
   const got = await fetchThrough(url, { ca, timeoutMs: opts.timeoutMs }, () => new Writable({ write: (_chunk, _encoding, done) => done() }));
   checkSha256(url, got, opts.sha256);
@@ -58,12 +57,16 @@ function checkSha256(url: string, got: Fetched, want: string): void {
   if (got.sha256 !== want.toLowerCase()) throw new Error(`the download of ${url} has sha256 ${got.sha256}, not the ${want} the spec requires; refusing it`);
 }
 
-/** The CA file, read inside the root and checked to be PEM certificates before it is trusted. */
-async function readCa(paths: RootPaths, caFile: string | undefined): Promise<string | undefined> {
+/** Reads a guest file's content by the safe walk (host.readFile); undefined when it is missing. */
+type ReadGuest = (p: string) => Promise<string | undefined>;
+
+/** The CA file, read inside the root by the safe walk and checked to be PEM certificates before it is trusted. */
+async function readCa(read: ReadGuest, caFile: string | undefined): Promise<string | undefined> {
   if (caFile === undefined) return undefined;
-  const text = await fs.readFile(await paths.resolve(caFile), 'utf8').catch((error: NodeJS.ErrnoException) => {
-    throw new Error(`the CA file ${caFile} (caFile) cannot be read: ${error.code ?? error.message}`);
+  const text = await read(caFile).catch((error: NodeJS.ErrnoException) => {
+    throw new Error(`the CA file ${caFile} (caFile) cannot be read: ${error instanceof UnsafePathError ? error.message : (error.code ?? error.message)}`);
   });
+  if (text === undefined) throw new Error(`the CA file ${caFile} (caFile) cannot be read: ENOENT`);
   if (!/^-----BEGIN CERTIFICATE-----$/m.test(text)) throw new Error(`the CA file ${caFile} (caFile) holds no PEM certificate (-----BEGIN CERTIFICATE-----)`);
   return text;
 }

@@ -33,6 +33,21 @@ test('reads through a link in a directory anyone can write are refused naming th
   t.deepEqual((await host.listDir('/tmp'))?.sort(), ['last', 'sub']);
 });
 
+test("a download's CA file is read by the same walk: through a link in a directory anyone can write it is refused, nothing fetched", async (t) => {
+  const root = await scratchRoot(t);
+  await stickyWithLink(root);
+  const host = localHost({ root });
+  const sha256 = '0'.repeat(64);
+  // port 1 on loopback: were the CA file accepted, the fetch would fail differently (connection refused)
+  await t.throwsAsync(host.hashDownload('https://127.0.0.1:1/artifact', { sha256, caFile: '/tmp/sub/app.conf' }), {
+    message:
+      /^the CA file \/tmp\/sub\/app\.conf \(caFile\) cannot be read: refusing \/tmp\/sub\/app\.conf .*: \/tmp\/sub is a link \(to \/secret\) in \/tmp, a directory anyone can write/,
+  });
+  await t.throwsAsync(host.hashDownload('https://127.0.0.1:1/artifact', { sha256, caFile: '/etc/missing.pem' }), {
+    message: 'the CA file /etc/missing.pem (caFile) cannot be read: ENOENT',
+  });
+});
+
 test('a FIFO is refused naming the path, never blocking the run; through a link root owns too', async (t) => {
   const root = await scratchRoot(t);
   await seed(root, { 'etc/placeholder': '' });
