@@ -12,6 +12,8 @@ const READ = fsc.O_RDONLY | fsc.O_NONBLOCK | fsc.O_NOCTTY | fsc.O_NOFOLLOW;
 const MAX_LINKS = 40;
 /** How long a directory opened for reads stays open once nothing uses it (ms): the next read in it skips the walk. */
 const LINGER_MS = 100;
+/** How many directories reads hold open at most (a read in one more walks to it, uses it and closes it). */
+export const MAX_HELD = 64;
 
 export interface GuestReads {
   /** The content of a regular file; undefined when missing. */
@@ -158,6 +160,10 @@ function heldDirs(safe: SafeRoot) {
           () => held.get(guestDir) === made && held.delete(guestDir),
         );
         sweeper ??= setInterval(sweep, LINGER_MS).unref();
+        if (held.size > MAX_HELD) {
+          held.delete(guestDir);
+          made.dropped = true;
+        }
       }
       entry.users++;
       entry.used = true;
@@ -171,7 +177,8 @@ function heldDirs(safe: SafeRoot) {
         });
         return dir && (await fn(dir));
       } finally {
-        if (--entry.users === 0 && entry.dropped) void close(entry);
+        // a directory not held is closed before the read returns: reads never pile up descriptors
+        if (--entry.users === 0 && entry.dropped) await close(entry);
       }
     },
     forget() {

@@ -4,6 +4,7 @@ import { execa } from 'execa';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { localHost } from '../../engine/host-local.ts';
+import { MAX_HELD } from '../../engine/host/read.ts';
 import { ATTACKER_ID, buildSwapper, raceUnavailable, startAttacker } from '../helpers/attacker.ts';
 import { scratchRoot, seed } from '../helpers/scratch.ts';
 
@@ -89,6 +90,22 @@ test('a directory replaced by another process is seen after anything meshvm runs
   await seed(root, { 'etc/app/x.conf': 'newest\n' });
   await host.writeFile('/etc/other.conf', 'x\n');
   t.is(await host.readFile('/etc/app/x.conf'), 'newest\n');
+});
+
+test(`reads hold at most ${MAX_HELD} directories open, however many they read in`, async (t) => {
+  const root = await scratchRoot(t);
+  const dirs = Array.from({ length: 300 }, (_, i) => `srv/d${i}`);
+  await seed(root, Object.fromEntries(dirs.map((dir) => [`${dir}/x.conf`, 'x\n'])));
+  // descriptors open on this root's directories (other tests run beside this one in the process)
+  const openIn = async () => {
+    let n = 0;
+    for (const fd of await fs.readdir('/proc/self/fd')) if ((await fs.readlink(`/proc/self/fd/${fd}`).catch(() => '')).startsWith(`${root}/`)) n++;
+    return n;
+  };
+  const host = localHost({ root });
+  for (const dir of dirs) t.is(await host.readFile(`/${dir}/x.conf`), 'x\n');
+  const held = await openIn();
+  t.true(held <= MAX_HELD, `${held} descriptors open after reading in ${dirs.length} directories`);
 });
 
 const TRIALS = 200;
