@@ -6,7 +6,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
 import { MESH_RULES, startMeshLab, type MeshLab } from '../../test/helpers/mesh-lab.ts';
-import type { Call } from '../../test/stand-ins/index.ts';
+import { startDnsmasq } from '../../test/helpers/dnsmasq.ts';
+import { startRoute53, type Call, type Route53StandIn } from '../../test/stand-ins/index.ts';
 
 const PROJECT = path.resolve(import.meta.dirname, '../..');
 /** The sources' entry: what the test suite runs (no build needed); the benchmark runs a build (run.ts --meshvm). */
@@ -22,6 +23,11 @@ export const MIB_PER_PROCESS = 128;
  * quota (real: what the operator sets, e.g. 100 or 1,000 per second) as 10 requests per second.
  */
 export const SCALED_LIMITS: Limits = { kubeSeats: 2, kubeServiceMs: 50, vaultPerSecond: 10 };
+/** Route53's real limit, not scaled: 5 requests per second per AWS account, all actions together. */
+export const ROUTE53_PER_SECOND = 5;
+/** The aws runlist's private hosted zone (the Route53 stand-in's, answered by a dnsmasq on loopback). */
+export const FLEET_ZONE = { id: 'Z0FLEETMESHVM00000001', name: 'mesh.fleet.example.com' };
+const AWS_ENV = { AWS_ACCESS_KEY_ID: 'AKIDMESHVMFLEET', AWS_SECRET_ACCESS_KEY: 'fleet-test-aws-secret', AWS_REGION: 'us-east-1' };
 
 export interface Limits {
   kubeSeats: number;
@@ -38,9 +44,10 @@ export interface FleetOptions {
   keepAccess?: boolean;
   /**
    * What each VM converges: `istiod` (default: the istio-vm runlist's recipes in a scratch root, a WorkloadEntry per VM
-   * registered by meshvm, the fleet view on it) or `classic` (istio-proxy-user, cluster-env, certs).
+   * registered by meshvm, the fleet view on it), `aws` (istiod and the aws recipe: the control plane's Route53 records,
+   * checked in DNS first) or `classic` (istio-proxy-user, cluster-env, certs).
    */
-  runlist?: 'istiod' | 'classic';
+  runlist?: FleetRunlist;
   /** The meshvm each VM runs: a .mjs/.js entry (run by this Node) or an executable (default: the sources, bin/meshvm.js). */
   meshvm?: string;
 }
@@ -60,8 +67,12 @@ export interface RunResult {
   error?: string;
 }
 
+export type FleetRunlist = 'istiod' | 'aws' | 'classic';
+
 export interface Fleet {
   lab: MeshLab;
+  /** The aws runlist's Route53 stand-in (its records answered by a dnsmasq the fleet keeps in step, as Route53's resolver is). */
+  route53?: Route53StandIn;
   vms: Vm[];
   converge(vm: Vm): Promise<RunResult>;
   stop(): Promise<void>;
@@ -75,7 +86,12 @@ const FLEET_ENTRY_RULES = [{ verbs: ['get', 'create', 'patch'], apiGroups: ['net
  * services, the resolver left alone), the VM registered by meshvm (a WorkloadEntry at its own address, 10.200.x.y),
  * so each converge reads the cluster's mesh, mints a token when due and publishes its fleet view on its own entry.
  */
-export function fleetRunlist(kind: 'istiod' | 'classic', index: number, cluster: Record<string, unknown>): Record<string, unknown> {
+export function fleetRunlist(
+  kind: FleetRunlist,
+  index: number,
+  cluster: Record<string, unknown>,
+  aws?: { endpoint: string; dnsServer: string },
+): Record<string, unknown> {
   if (kind === 'classic') {
     return {
       name: `fleet-vm-${index}`,
@@ -100,6 +116,7 @@ export function fleetRunlist(kind: 'istiod' | 'classic', index: number, cluster:
       { recipe: 'sidecar', attributes: { package: { from: 'none' } } },
       { recipe: 'certs' },
       { recipe: 'registration' },
+      ...(kind === 'aws' && aws ? [{ recipe: 'aws', attributes: { zone: FLEET_ZONE, endpoint: aws.endpoint, dnsServers: [aws.dnsServer] } }] : []),
     ],
   };
 }
@@ -134,6 +151,7 @@ export async function startFleet(o: FleetOptions): Promise<Fleet> {
   for (const url of [lab.vault.url, lab.kube.url]) {
     if (!['127.0.0.1', 'localhost', '[::1]'].includes(new URL(url).hostname)) throw new Error(`refusing a stand-in outside loopback: ${url}`);
   }
+  const aws = o.runlist === 'aws' ? await startAws(t, limits !== false) : undefined;
   const meshvm = o.meshvm ?? SOURCES_BIN;
   const argv = /\.[cm]?[jt]s$/.test(meshvm) ? [process.execPath, meshvm] : [meshvm];
   const generated = new Set<string>();
@@ -151,20 +169,23 @@ export async function startFleet(o: FleetOptions): Promise<Fleet> {
     await fs.mkdir(path.join(root, 'etc'), { recursive: true });
     await fs.writeFile(path.join(root, 'etc/hostname'), `fleet-vm-${index}\n`);
     const runlist = path.join(root, 'fleet.yaml');
-    await fs.writeFile(runlist, JSON.stringify(fleetRunlist(o.runlist ?? 'istiod', index, { ...lab.cluster, keepAccess: o.keepAccess ?? false })));
+    const cluster = { ...lab.cluster, keepAccess: o.keepAccess ?? false };
+    await fs.writeFile(runlist, JSON.stringify(fleetRunlist(o.runlist ?? 'istiod', index, cluster, aws)));
     vms.push({ index, root, runlist });
   }
   return {
     lab,
+    ...(aws && { route53: aws.route53 }),
     vms,
     async converge(vm) {
       const startedAt = Date.now();
       const result = await execa(argv[0]!, [...argv.slice(1), 'converge', vm.runlist, '--root', vm.root, '--json', '--lock-wait', '0'], {
         reject: false,
-        env: { NO_COLOR: '1' },
+        env: { NO_COLOR: '1', ...(aws && AWS_ENV) },
         timeout: 300_000,
       });
       const endedAt = Date.now();
+      await aws?.sync();
       let apiCalls: Record<string, number> = {};
       try {
         apiCalls = JSON.parse(String(result.stdout)).apiCalls ?? {};
@@ -177,6 +198,43 @@ export async function startFleet(o: FleetOptions): Promise<Fleet> {
       for (const fn of teardowns.reverse()) await fn();
     },
   };
+}
+
+/**
+ * Route53 for the aws runlist: the stand-in (its real per-account rate when limits are on) and a real dnsmasq on
+ * loopback answering the zone's A records from a hosts file, re-written and re-read (SIGHUP) when the records change:
+ * after every run and every second, as Route53's resolvers pick up a change within seconds.
+ */
+async function startAws(t: never, limited: boolean) {
+  const route53 = await startRoute53({
+    zones: [{ name: FLEET_ZONE.name, id: FLEET_ZONE.id }],
+    ...(limited && { rateLimit: { perSecond: ROUTE53_PER_SECOND } }),
+  });
+  (t as { teardown(fn: () => unknown): void }).teardown(() => route53.stop());
+  if (new URL(route53.endpoint).hostname !== '127.0.0.1') throw new Error(`refusing a stand-in outside loopback: ${route53.endpoint}`);
+  // dnsmasq re-reads the file as the account it drops to (nobody), so not under the fleet's 0700 directory
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'meshvm-fleet-dns-'));
+  (t as { teardown(fn: () => unknown): void }).teardown(() => fs.rm(dir, { recursive: true, force: true }));
+  await fs.chmod(dir, 0o755);
+  const hosts = path.join(dir, 'route53.hosts');
+  await fs.writeFile(hosts, '', { mode: 0o644 });
+  const dns = await startDnsmasq(t, [`--addn-hosts=${hosts}`, '--local-ttl=60']);
+  let written = '';
+  const sync = async () => {
+    const lines = route53
+      .records(FLEET_ZONE.id)
+      .filter((r) => r.type === 'A')
+      .flatMap((r) => (r.values ?? []).map((ip) => `${ip} ${r.name.replace(/\.$/, '')}`))
+      .sort()
+      .join('\n');
+    if (lines === written) return;
+    written = lines;
+    await fs.writeFile(hosts, `${lines}\n`);
+    dns.reload();
+  };
+  const timer = setInterval(() => void sync(), 1000);
+  (t as { teardown(fn: () => unknown): void }).teardown(() => clearInterval(timer));
+  return { route53, endpoint: route53.endpoint, dnsServer: dns.server, sync };
 }
 
 /** Runs `work` on every item, at most `concurrency` at once, each started no sooner than its `at` (ms from now). */
@@ -216,6 +274,7 @@ export interface Summary {
   fleetConverged: number;
   vault: ServiceStats;
   kubernetes: ServiceStats;
+  route53?: ServiceStats;
   /** Runs in all (re-runs of failed VMs included) and VMs that never converged. */
   runs: number;
   neverConverged: number[];
@@ -296,6 +355,7 @@ export function summarize(fleet: Fleet, results: readonly RunResult[], from: num
     fleetConverged: convergedAt.size ? (Math.max(...convergedAt.values()) - from) / 1000 : Infinity,
     vault: serviceStats(fleet.lab.vault.calls, from, to),
     kubernetes: serviceStats(fleet.lab.kube.calls, from, to),
+    ...(fleet.route53 && { route53: serviceStats(fleet.route53.calls, from, to) }),
     kubeEchoes: retryEchoShare(
       fleet.lab.kube.calls.filter((c) => c.at >= from && c.at <= to),
       1000,

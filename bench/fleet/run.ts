@@ -5,7 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
 import { parseArgs } from 'node:util';
-import { convergeFleet, refuseFleet, SCALED_LIMITS, startFleet, summarize, type Fleet, type Summary } from './fleet.ts';
+import { convergeFleet, refuseFleet, SCALED_LIMITS, startFleet, summarize, type Fleet, type FleetRunlist, type Summary } from './fleet.ts';
 
 const { values } = parseArgs({
   options: {
@@ -29,7 +29,8 @@ if (values.help) {
   --scenario S      boot-storm, steady, outage or all (default all)
   --splay S         steady state: timers spread over S seconds (default 30)
   --outage S        the API server answers 503 for S seconds (default 20)
-  --runlist R       istiod (default: the istio-vm recipes, a WorkloadEntry per VM) or classic
+  --runlist R       istiod (default: the istio-vm recipes, a WorkloadEntry per VM), aws (istiod and the aws
+                    recipe: Route53 at its real 5 requests/s, DNS checked first) or classic
   --meshvm PATH     the meshvm each VM runs (a .mjs entry or the executable); default: built from these sources
   --no-limits       the stand-ins without the scaled API limits
   --json            the summaries as JSON
@@ -49,7 +50,7 @@ const refused =
     ? undefined
     : `--scenario: boot-storm, steady, outage or all (got ${values.scenario})`) ??
   (values.meshvm === undefined || existsSync(values.meshvm) ? undefined : `--meshvm: no such file ${values.meshvm}`) ??
-  (['istiod', 'classic'].includes(values.runlist) ? undefined : `--runlist: istiod or classic (got ${values.runlist})`) ??
+  (['istiod', 'aws', 'classic'].includes(values.runlist) ? undefined : `--runlist: istiod, aws or classic (got ${values.runlist})`) ??
   (Number.isFinite(splayMs) && splayMs >= 0 && Number.isFinite(outageMs) && outageMs >= 0 ? undefined : '--splay and --outage are seconds >= 0');
 if (refused) {
   process.stderr.write(`bench:fleet: ${refused}\n`);
@@ -89,6 +90,7 @@ const line = (name: string, s: Summary) =>
   `| ${name} | ${s.vms} | ${s.converged} | ${s.runs} | ${s.p50.toFixed(2)} | ${s.p99.toFixed(2)} | ${s.fleetConverged.toFixed(1)} | ` +
   `${s.vault.requests} (${s.vault.perSecond.toFixed(1)}/s, peak ${s.vault.peakSecond}) | ${s.vault.limited} | ` +
   `${s.kubernetes.requests} (${s.kubernetes.perSecond.toFixed(1)}/s, peak ${s.kubernetes.peakSecond}) | ${s.kubernetes.limited} | ` +
+  `${s.route53 ? `${s.route53.requests} (${s.route53.perSecond.toFixed(1)}/s, peak ${s.route53.peakSecond}) | ${s.route53.limited}` : '- | -'} | ` +
   `${s.kubeEchoes.echoed}/${s.kubeEchoes.refused} (background ${s.kubeEchoes.baseline.toFixed(2)}) | ${Object.entries(s.perRun)
     .map(([service, n]) => `${service} ${n}`)
     .join(', ')} |`;
@@ -108,7 +110,7 @@ if (!meshvm) {
   if (!values.json) process.stdout.write(`built meshvm in ${((Date.now() - started) / 1000).toFixed(1)} s: ${path.join(built, 'meshvm.mjs')}\n`);
   meshvm = path.join(built, 'meshvm.mjs');
 }
-const runlist = values.runlist as 'istiod' | 'classic';
+const runlist = values.runlist as FleetRunlist;
 const fleet = await startFleet({ vms, concurrency, limits, keepAccess: true, runlist, meshvm });
 const out: Record<string, unknown> = { vms, concurrency, limits, cores: os.availableParallelism() };
 try {
@@ -123,8 +125,8 @@ try {
   else {
     process.stdout.write(
       `\nN=${vms}, concurrency ${concurrency}, runlist ${runlist}, meshvm ${values.meshvm ?? 'built from these sources'}, limits ${JSON.stringify(limits)}, keepAccess on\n` +
-        '| scenario | VMs | converged | runs | p50 s | p99 s | fleet converged s | Vault requests | Vault refused | Kubernetes requests | Kubernetes refused | Retry-After echoes | calls per converged run |\n' +
-        '|---|---|---|---|---|---|---|---|---|---|---|---|---|\n' +
+        '| scenario | VMs | converged | runs | p50 s | p99 s | fleet converged s | Vault requests | Vault refused | Kubernetes requests | Kubernetes refused | Route53 requests | Route53 throttled | Retry-After echoes | calls per converged run |\n' +
+        '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n' +
         `${rows.join('\n')}\n`,
     );
     const o = out['outage'] as { outageRuns?: number; recoveryRequests?: number } | undefined;
