@@ -53,6 +53,11 @@ export interface ResourceType<Spec, State> {
   key(spec: Spec): string;
   /** Reads only; undefined means absent. What a composite reads here (a detection) is given to children(). */
   current(host: HostReader, spec: Spec): Promise<State | undefined>;
+  /**
+   * current() reads only this machine, and everything that changes it goes through the host (writes, commands): the
+   * runner may then read it while earlier resources converge, and reads it again after any change.
+   */
+  readAhead?: boolean;
   /** Pure; compares only the state fields the spec sets. Effects are actions, not changes. */
   changes(spec: Spec, current: State | undefined): Changes<State>;
   /** Converges only what differs (called only when changes() found something). */

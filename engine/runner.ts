@@ -45,6 +45,7 @@ export async function runResources(declared: readonly Declared[], options: RunOp
       resources.push({ ref: item.ref, status: 'skipped', changes: [], fields: [], seconds: 0, ...(item.declaredAt && { declaredAt: item.declaredAt }) });
       continue;
     }
+    readAhead(declared, index, host);
     listener({ type: 'checking', ref: item.ref, index, total: declared.length });
     const { report } = await converge(item, run);
     if (report.status === 'failed') failed = true;
@@ -58,6 +59,26 @@ export async function runResources(declared: readonly Declared[], options: RunOp
   if (!interrupted && options.interrupted?.()) interrupted = true;
   if (notifications.some((n) => n.status === 'failed')) failed = true;
   return { resources, notifications, failed, interrupted };
+}
+
+/** How many resources ahead of the one converging have their state read meanwhile (bounded: open files, memory). */
+const READ_AHEAD = 8;
+
+/**
+ * Starts reading the state of the next few resources whose type allows it (readAhead: current() reads only this
+ * machine, every change of which goes through the host), so that their reads wait on the file system together rather
+ * one after another. Each read is the run's memo, which any change on the host forgets: a resource after a change
+ * reads again, as it would have.
+ */
+function readAhead(declared: readonly Declared[], index: number, host: Host): void {
+  for (const next of declared.slice(index, index + READ_AHEAD)) {
+    if (next.type.readAhead && !next.type.children) readCurrent(host, next).catch(() => {}); // its error is converge's to report
+  }
+}
+
+function readCurrent(host: Host, item: Declared): Promise<unknown> {
+  if (!item.type.readAhead) return item.type.current(host, item.spec);
+  return host.memo(`read-ahead:${item.ref}`, () => item.type.current(host, item.spec));
 }
 
 /** What the run knows while it converges: the top-level declarations (for a composite's children) and what was applied. */
@@ -151,7 +172,7 @@ async function convergeOne(item: Declared, run: RunState, owes: readonly Owed[],
     } satisfies ResourceReport,
   });
   try {
-    const current = item.type.children ? await readComposite(host, item) : await item.type.current(host, item.spec);
+    const current = item.type.children ? await readComposite(host, item) : await readCurrent(host, item);
     const changes = item.type.changes(item.spec, current);
     renewal = hasChanges(changes) && Boolean(item.type.renewal?.(changes));
     before = changes;

@@ -29,6 +29,7 @@ export interface DirectoryState {
 
 export const directoryType = {
   kind: 'directory',
+  readAhead: true,
   schema: directorySpec,
   key: (spec: DirectorySpec) => spec.path,
   requires: (spec: DirectorySpec) => ownedPathRequires(spec).filter((r) => !('path' in r) || !spec.parents),

@@ -48,6 +48,7 @@ export interface FileState {
 
 export const fileType = {
   kind: 'file',
+  readAhead: true,
   schema: fileSpec,
   key: (spec: FileSpec) => spec.path,
   sensitive: (spec: FileSpec) => (spec.sensitive ? (['content'] as const) : []),

@@ -82,6 +82,7 @@ export function renderWithBlock(text: string, spec: ManagedBlockSpec): string {
 
 export const managedBlockType = {
   kind: 'managed_block',
+  readAhead: true,
   schema: managedBlockSpec,
   key: (spec: ManagedBlockSpec) => `${spec.path}#${spec.name}`,
 

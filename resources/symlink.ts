@@ -22,6 +22,7 @@ export interface SymlinkState {
 
 export const symlinkType = {
   kind: 'symlink',
+  readAhead: true,
   schema: symlinkSpec,
   key: (spec: SymlinkSpec) => spec.path,
   requires: ownedPathRequires,

@@ -253,6 +253,7 @@ function refused(error: CommandError, command: string, lines: readonly string[],
 
 export const iptablesType = {
   kind: 'iptables',
+  readAhead: true,
   schema: iptablesSpec,
   key: (spec: IptablesSpec) => `${spec.ipv6 ? 'ipv6/' : ''}${spec.table ?? 'filter'}/${spec.chain}`,
 
