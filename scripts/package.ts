@@ -50,6 +50,8 @@ export async function packageFiles(executable: string): Promise<PackageFile[]> {
 // daemon-reload where systemd runs (a chroot or image build has none); on removal the enabled units are disabled first
 const POSTINST = 'if [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi';
 const PRERM = 'systemctl --no-reload disable --now meshvm.timer meshvm-boot.service >/dev/null 2>&1 || true';
+/** Removed with the package: V8's compiled code of meshvm and its recipe modules (bin/compile-cache.js), a cache of this version. */
+const FORGET_CACHE = 'rm -rf /var/cache/meshvm/compile-cache; rmdir /var/cache/meshvm 2>/dev/null || true';
 
 async function stage(tree: string, files: readonly PackageFile[]): Promise<void> {
   await fs.mkdir(tree, { recursive: true });
@@ -101,7 +103,11 @@ export async function buildDeb(files: readonly PackageFile[], outdir: string, fa
     );
     await fs.writeFile(path.join(tree, 'DEBIAN/postinst'), `#!/bin/sh\nset -e\nif [ "$1" = configure ]; then ${POSTINST}; fi\n`, { mode: 0o755 });
     await fs.writeFile(path.join(tree, 'DEBIAN/prerm'), `#!/bin/sh\nset -e\nif [ "$1" = remove ]; then ${PRERM}; fi\n`, { mode: 0o755 });
-    await fs.writeFile(path.join(tree, 'DEBIAN/postrm'), `#!/bin/sh\nset -e\n${POSTINST}\n`, { mode: 0o755 });
+    await fs.writeFile(
+      path.join(tree, 'DEBIAN/postrm'),
+      `#!/bin/sh\nset -e\n${POSTINST}\nif [ "$1" = remove ] || [ "$1" = purge ]; then ${FORGET_CACHE}; fi\n`,
+      { mode: 0o755 },
+    );
     const deb = path.join(outdir, `meshvm_${pkg.version}_${arch}.deb`);
     const level = fast ? ['-z1'] : ['-z9', '-Sextreme'];
     await $`dpkg-deb --root-owner-group -Zxz ${level} --build ${tree} ${deb}`;
@@ -143,6 +149,7 @@ export async function buildRpm(files: readonly PackageFile[], outdir: string, fa
       `if [ "$1" -eq 0 ]; then ${PRERM}; fi`,
       '%postun',
       POSTINST,
+      `if [ "$1" -eq 0 ]; then ${FORGET_CACHE}; fi`,
       '%files',
       ...dirs.map((d) => `%dir ${d}`),
       ...files.map((f) => `${f.conffile ? '%config(noreplace) ' : ''}%attr(${f.mode.toString(8).padStart(4, '0')},root,root) ${f.path}`),

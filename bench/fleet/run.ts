@@ -7,6 +7,10 @@ import { execa } from 'execa';
 import { parseArgs } from 'node:util';
 import { convergeFleet, refuseFleet, SCALED_LIMITS, startFleet, summarize, type Fleet, type FleetRunlist, type Summary } from './fleet.ts';
 
+// the meshvm processes timed here keep V8's compile cache in the checkout, as the tests do (test/helpers/setup.ts),
+// not in this machine's /var/cache/meshvm, where a root meshvm keeps it by default
+process.env.MESHVM_COMPILE_CACHE ??= new URL('../../node_modules/.cache/meshvm-compile-cache', import.meta.url).pathname;
+
 const { values } = parseArgs({
   options: {
     vms: { type: 'string', default: '100' },

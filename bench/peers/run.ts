@@ -9,6 +9,10 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { $ } from 'zx';
 
+// the meshvm processes timed here keep V8's compile cache in the checkout, as the tests do (test/helpers/setup.ts),
+// not in this machine's /var/cache/meshvm, where a root meshvm keeps it by default
+process.env.MESHVM_COMPILE_CACHE ??= new URL('../../node_modules/.cache/meshvm-compile-cache', import.meta.url).pathname;
+
 const HERE = import.meta.dirname;
 const PROJECT = path.resolve(HERE, '../..');
 const CERTS = path.join(PROJECT, 'examples/demo-certs');

@@ -132,14 +132,17 @@ serial('a converge with converge-timer enables the packaged units (no copies), a
   t.regex(await run(guest, ['journalctl', '-u', 'meshvm.service', '--no-pager', '-o', 'cat']), /nothing to do/);
 });
 
-serial('apt-get remove meshvm stops and disables the timer and the boot unit; the conffile stays until purge', async (t) => {
+serial('apt-get remove meshvm stops and disables the timer and the boot unit, removes its compile cache; the conffile stays until purge', async (t) => {
   t.timeout(5 * 60_000);
   const guest = g();
+  // meshvm ran as root in the guest (the package's units): V8's compiled code of it is cached, and goes with the package
+  t.is((await guest.exec(['test', '-d', '/var/cache/meshvm/compile-cache'])).exitCode, 0, 'the compile cache is there before');
   const removed = await guest.exec(['apt-get', 'remove', '-y', 'meshvm'], { timeoutMs: 120_000, env: { DEBIAN_FRONTEND: 'noninteractive' } });
   t.is(removed.exitCode, 0, removed.stderr);
   t.not((await guest.exec(['systemctl', 'is-enabled', 'meshvm.timer'])).stdout, 'enabled');
   t.not((await guest.exec(['systemctl', 'is-active', 'meshvm.timer'])).stdout, 'active');
   t.is((await guest.exec(['sh', '-c', 'ls /etc/systemd/system/*.wants/meshvm* 2>/dev/null'])).stdout, '', 'no enable link left dangling');
   t.not((await guest.exec(['test', '-e', '/usr/bin/meshvm'])).exitCode, 0);
+  t.not((await guest.exec(['test', '-e', '/var/cache/meshvm/compile-cache'])).exitCode, 0, 'the compile cache went with it');
   t.truthy(await guest.readFile('/etc/meshvm/node.yaml.example'));
 });

@@ -130,3 +130,19 @@ test('a file replaced by a link is kept as a backup first', async (t) => {
   t.is(backups.length, 1);
   t.is(await fs.readFile(path.join(root, BACKUP_DIR, backups[0]!), 'utf8'), 'was a file\n');
 });
+
+test('commands: input reaches stdin, output comes back whole, the exit status is kept, a missing program "could not be run"', async (t) => {
+  const root = await scratchRoot(t);
+  const host = localHost({ root });
+  const big = `${'x'.repeat(1023)}\n`.repeat(2048); // 2 MiB: more than a pipe holds, both ways
+  const echoed = await host.query(['cat'], { input: big });
+  t.is(echoed.stdout, big);
+  t.is(echoed.exitCode, 0);
+  // a command that never reads its input: the broken pipe is not an error of the run
+  t.is((await host.query(['true'], { input: big })).exitCode, 0);
+  const failed = await host.query(['sh', '-c', 'echo out; echo err >&2; exit 3']);
+  t.deepEqual(failed, { stdout: 'out\n', stderr: 'err\n', exitCode: 3 });
+  await t.throwsAsync(host.run(['sh', '-c', 'echo nope >&2; exit 4']), { message: /`sh -c echo nope >&2; exit 4` exited 4:\n\s+nope/ });
+  await t.throwsAsync(host.query(['/nonexistent/program']), { message: /`\/nonexistent\/program` could not be run:\n\s+spawn \/nonexistent\/program ENOENT/ });
+  await t.throwsAsync(host.query(['sleep', '5'], { timeoutMs: 100 }), { message: /`sleep 5` could not be run:\n\s+Command timed out after 100 milliseconds/ });
+});

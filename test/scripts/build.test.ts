@@ -117,7 +117,7 @@ test.serial('NODE_EXTRA_CA_CERTS naming a root-owned file is kept, with no secon
     const run = await execa(path.join(out, 'meshvm'), ['converge', path.join(dir, 'runlist.yaml'), '--root', dir], {
       reject: false,
       extendEnv: false,
-      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', NODE_EXTRA_CA_CERTS: ca },
+      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', NODE_EXTRA_CA_CERTS: ca, MESHVM_COMPILE_CACHE: process.env.MESHVM_COMPILE_CACHE },
     });
     t.is(run.exitCode, 0, run.stderr);
     t.notRegex(run.stderr, /[Ww]arning/, 'Node loaded the extra CA file without complaint');
