@@ -15,7 +15,8 @@ function sourceWithBash(text: string, keys: string[]): string[] {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'meshvm-env-'));
   try {
     fs.writeFileSync(path.join(dir, 'env'), text);
-    const script = 'set -a; . "$1" || exit 9; shift; for k in "$@"; do printf "%s\\0" "${!k}"; done';
+    // no loop variable (a key named like it would read back the loop's value): each key by indirection on $1
+    const script = 'set -a; . "$1" || exit 9; shift; while [ $# -gt 0 ]; do printf "%s\\0" "${!1}"; shift; done';
     const run = spawnSync('/bin/bash', ['-c', script, 'bash', path.join(dir, 'env'), ...keys], { env: {}, encoding: 'utf8' });
     if (run.status !== 0) throw new Error(`bash could not source ${JSON.stringify(text)}: ${run.stderr}`);
     return run.stdout.split('\0').slice(0, -1);

@@ -101,11 +101,17 @@ async function runlistFor(guest: Guest, pkg: { url: string; sha256: string }) {
  * not a directory's mtime or size, which record that an entry was made and removed again. The kernel's, the logs' and
  * the test's own directories are left out.
  */
+/** Where a root meshvm keeps V8's compiled code (bin/compile-cache.js): not machine state, left out of the snapshots. */
+const COMPILE_CACHE = '/var/cache/meshvm/compile-cache';
+
 async function tree(guest: Guest): Promise<string[]> {
-  const prune = ['/proc', '/sys', '/dev', '/run', '/tmp', '/var/tmp', '/var/log', MESHVM_DIR, '/srv', '/root'].map((p) => `-path ${p}`).join(' -o ');
+  // pruned besides the runtime trees: V8's compiled code of meshvm itself (bin/compile-cache.js), made by any run as root
+  const prune = ['/proc', '/sys', '/dev', '/run', '/tmp', '/var/tmp', '/var/log', MESHVM_DIR, '/srv', '/root', COMPILE_CACHE]
+    .map((p) => `-path ${p}`)
+    .join(' -o ');
   const print = `\\( -type f -printf '%p f %m %U:%G %s %T@\\n' \\) -o \\( -type l -printf '%p l %l\\n' \\) -o -printf '%p %y %m %U:%G\\n'`;
   const r = await guest.exec(['sh', '-c', `find / -xdev \\( ${prune} \\) -prune -o ${print} | sort`], { check: true });
-  return r.stdout.split('\n');
+  return r.stdout.split('\n').filter((line) => !line.startsWith(`${path.dirname(COMPILE_CACHE)} `));
 }
 
 async function status(guest: Guest): Promise<string> {
