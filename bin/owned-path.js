@@ -24,15 +24,24 @@ export function notOwned(target, uid) {
   return undefined;
 }
 
-/** notOwned for a file that may be reached through a symlink: the link's directory, then the file the link leads to. */
+/**
+ * notOwned for a file that may be reached through symlinks: every link on the way, hop by hop, must sit in a directory
+ * only root (or `uid`) controls, and so must the file it ends at; otherwise another user could re-point a link in the
+ * middle after this check.
+ */
 export function fileNotOwned(file, uid) {
-  const where = notOwned(path.dirname(path.resolve(file)), uid);
-  if (where) return where;
-  let real;
-  try {
-    real = fs.realpathSync(file);
-  } catch (error) {
-    return `${file}: ${error instanceof Error ? error.message : String(error)}`;
+  let at = path.resolve(file);
+  for (let hops = 0; hops <= 40; hops++) {
+    const where = notOwned(path.dirname(at), uid);
+    if (where) return where;
+    let st;
+    try {
+      st = fs.lstatSync(at);
+    } catch (error) {
+      return `${at}: ${error instanceof Error ? error.message : String(error)}`;
+    }
+    if (!st.isSymbolicLink()) return notOwned(at, uid);
+    at = path.resolve(path.dirname(at), fs.readlinkSync(at));
   }
-  return notOwned(real, uid);
+  return `${file}: too many levels of symbolic links`;
 }

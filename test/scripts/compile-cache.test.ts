@@ -41,6 +41,14 @@ test('a cache directory another user could write to, or reach through a link, is
   await fs.chmod(file, 0o666);
   t.regex(fileNotOwned(path.join(dir, 'ca-link.pem'), 0) ?? '', /ca\.pem is writable by others \(mode 666\)/);
   t.regex(fileNotOwned(path.join(dir, 'missing.pem'), 0) ?? '', /ENOENT/);
+  // a link in the middle of the chain, in a directory another user owns: both ends are root's, the middle could be re-pointed
+  await fs.chmod(file, 0o644);
+  const users = path.join(dir, 'home-bob');
+  await fs.mkdir(users, { mode: 0o755 });
+  await fs.symlink(file, path.join(users, 'ca.pem'));
+  await fs.chown(users, 65534, 65534);
+  await fs.symlink(path.join(users, 'ca.pem'), path.join(dir, 'via-bob.pem'));
+  t.regex(fileNotOwned(path.join(dir, 'via-bob.pem'), 0) ?? '', /home-bob belongs to uid 65534/);
 });
 
 test('the command caches its compiled code in a safe directory, and writes nothing into an unsafe one', async (t) => {
