@@ -153,8 +153,7 @@ export class Cluster {
   #loadKept(): Promise<{ store: KeptInputs; inputs: Map<string, KeptInput> }> {
     this.#kept ??= (async () => {
       const { KeptInputs } = await import('../clients/kept-inputs.ts');
-      const { keepAccess: _a, keepInputs: _i, ...where } = this.#config as ClusterAttribute & { keepAccess?: boolean };
-      const store = new KeptInputs(where, this.#context.host, (text) => this.#warn(text));
+      const store = new KeptInputs(keptKey(this.#config), this.#context.host, (text) => this.#warn(text));
       return { store, inputs: await store.load() };
     })();
     return this.#kept;
@@ -200,7 +199,7 @@ export class Cluster {
         ...(writer && { unwrap: hostSecretIdStore(writer) }),
       });
     const { AccessCache } = await import('../clients/access-cache.ts');
-    const cache = config.keepAccess ? new AccessCache(config, host, writer) : undefined;
+    const cache = config.keepAccess ? new AccessCache(keptKey(config), host, writer) : undefined;
     // plan and verify may use kept access but write nothing; a converge keeps what it read and forgets what expired
     const readAccess = async () => {
       const vault = newVault();
@@ -250,6 +249,15 @@ export class Cluster {
       },
     });
   }
+}
+
+/**
+ * What a kept file (access, inputs) is named by: how the cluster is reached, without the keep* options, so that changing
+ * them (or their defaults) never orphans a kept file and the Vault token in it.
+ */
+function keptKey(config: ClusterAttribute): Record<string, unknown> {
+  const { keepAccess: _access, keepInputs: _inputs, ...where } = config as ClusterAttribute & { keepAccess?: unknown; keepInputs?: unknown };
+  return where;
 }
 
 /** The run's connection to the cluster, or an error that says which attribute to set. */

@@ -52,6 +52,23 @@ test('kept access: the first converge logs in and keeps it (0600 in a 0700 dir),
   t.true(lab.vault.state.tokens.size >= 1);
 });
 
+test('changing keepInputs (or writing keepAccess: true out) keeps using the kept access: its file is named by how the cluster is reached', async (t) => {
+  const { lab, file, run, cacheFiles } = await setup(t);
+  await run('converge');
+  const kept = await cacheFiles();
+  t.is(kept.length, 1);
+  for (const extra of [{ keepInputs: '2h' }, { keepAccess: true, keepInputs: 0 }]) {
+    await fs.writeFile(
+      file,
+      JSON.stringify({ ...JSON.parse(runlist(lab)), attributes: { ...JSON.parse(runlist(lab)).attributes, cluster: { ...lab.cluster, ...extra } } }),
+    );
+    const before = lab.vault.calls.length;
+    t.is((await run('converge')).apiCalls.vault ?? 0, 0, `no Vault call with ${JSON.stringify(extra)}`);
+    t.deepEqual(vaultPaths(lab, before), []);
+    t.deepEqual(await cacheFiles(), kept, 'the same kept file, none orphaned beside it');
+  }
+});
+
 test('keepAccess: false logs in and revokes every run (3 Vault calls a run) and keeps nothing', async (t) => {
   const { lab, run, cacheFiles } = await setup(t, false);
   const expected = ['POST /v1/auth/approle/login 200', 'GET /v1/secret/data/meshvm/cluster-a 200', 'POST /v1/auth/token/revoke-self 204'];
