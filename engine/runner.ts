@@ -38,6 +38,7 @@ export async function runResources(declared: readonly Declared[], options: RunOp
   const resources: ResourceReport[] = [];
   let failed = false;
   let interrupted = false;
+  let changedSome = false;
 
   for (const [index, item] of declared.entries()) {
     if (!failed && !interrupted && options.interrupted?.()) interrupted = true;
@@ -45,10 +46,12 @@ export async function runResources(declared: readonly Declared[], options: RunOp
       resources.push({ ref: item.ref, status: 'skipped', changes: [], fields: [], seconds: 0, ...(item.declaredAt && { declaredAt: item.declaredAt }) });
       continue;
     }
-    readAhead(declared, index, host);
+    // read ahead while the run has changed nothing: after a change every read ahead would be forgotten and made again
+    if (!changedSome) readAhead(declared, index, host);
     listener({ type: 'checking', ref: item.ref, index, total: declared.length });
     const { report } = await converge(item, run);
     if (report.status === 'failed') failed = true;
+    if (report.status === 'changed') changedSome = true;
     resources.push(report);
     listener({ type: 'resource', report, index, total: declared.length });
   }
@@ -68,7 +71,8 @@ const READ_AHEAD = 8;
  * Starts reading the state of the next few resources whose type allows it (readAhead: current() reads only this
  * machine, every change of which goes through the host), so that their reads wait on the file system together rather
  * one after another. Each read is the run's memo, which any change on the host forgets: a resource after a change
- * reads again, as it would have.
+ * reads again, as it would have. Only until the run's first change (the no-op and the plan, where it pays): after one,
+ * every read started ahead (an Iptables resource's *-save commands too) would be thrown away at the next change.
  */
 function readAhead(declared: readonly Declared[], index: number, host: Host): void {
   for (const next of declared.slice(index, index + READ_AHEAD)) {

@@ -75,3 +75,24 @@ test('a change on the host makes the resources read ahead read again: they see w
   );
   t.deepEqual(log, ['read /etc/shared', 'read /etc/shared'], 'read ahead once, then again after the change; never written');
 });
+
+test('after the run changes something, nothing more is read ahead: each read ahead would be forgotten at the next change', async (t) => {
+  const root = await scratchRoot(t);
+  await fs.mkdir(path.join(root, 'etc'));
+  for (const n of [1, 2, 3]) await fs.writeFile(path.join(root, `etc/p${n}`), 'old');
+  const log: string[] = [];
+  const Probe = probe(true, log, { now: 0, most: 0 });
+  // p1 and p2 change; p3 is as wanted. Reading ahead after each change would read p3 once per change, and again
+  const result = await converge(localHost({ root }), [
+    Probe({ path: '/etc/p1', want: 'new' }),
+    Probe({ path: '/etc/p2', want: 'new' }),
+    Probe({ path: '/etc/p3', want: 'old' }),
+  ]);
+  t.false(result.failed);
+  t.deepEqual(
+    result.resources.map((r) => r.status),
+    ['changed', 'changed', 'unchanged'],
+  );
+  // read ahead once before the first change, then each read once more where it converges (the change forgot it)
+  t.is(log.filter((line) => line === 'read /etc/p3').length, 2, log.join(', '));
+});
