@@ -5,7 +5,7 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
-import { MESH_RULES, startMeshLab, type MeshLab } from '../../test/helpers/mesh-lab.ts';
+import { MESH_RULES, SCRATCH_ISTIO_VM_RECIPES, startMeshLab, type MeshLab } from '../../test/helpers/mesh-lab.ts';
 import { startDnsmasq } from '../../test/helpers/dnsmasq.ts';
 import { startRoute53, type Call, type Route53StandIn } from '../../test/stand-ins/index.ts';
 
@@ -110,12 +110,7 @@ export function fleetRunlist(
       cluster,
     },
     recipes: [
-      { recipe: 'istio-proxy-user' },
-      { recipe: 'dns', attributes: { resolver: 'none' } },
-      { recipe: 'cluster-env' },
-      { recipe: 'sidecar', attributes: { package: { from: 'none' } } },
-      { recipe: 'certs' },
-      { recipe: 'registration' },
+      ...SCRATCH_ISTIO_VM_RECIPES,
       ...(kind === 'aws' && aws ? [{ recipe: 'aws', attributes: { zone: FLEET_ZONE, endpoint: aws.endpoint, dnsServers: [aws.dnsServer] } }] : []),
     ],
   };

@@ -53,6 +53,19 @@ export const MESH_RULES = [
 ];
 
 /**
+ * The recipes of runlists/istio-vm.yaml that a scratch root can hold (no sidecar package, the resolver left alone; no
+ * interception, services or timer), for tests and the fleet simulation that converge an istiod-flow VM against the lab.
+ */
+export const SCRATCH_ISTIO_VM_RECIPES = [
+  { recipe: 'istio-proxy-user' },
+  { recipe: 'dns', attributes: { resolver: 'none' } },
+  { recipe: 'cluster-env' },
+  { recipe: 'sidecar', attributes: { package: { from: 'none' } } },
+  { recipe: 'certs' },
+  { recipe: 'registration' },
+];
+
+/**
  * What registration auto adds for the lab's workload: its WorkloadGroup ensured by server-side apply (a patch that creates
  * the object is authorized as create too). Apart from MESH_RULES so that a test can withhold it.
  */

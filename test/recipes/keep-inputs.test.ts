@@ -4,7 +4,7 @@
 import test from 'ava';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { AUTO_REGISTRATION_RULES, MESH_RULES, startMeshLab, type MeshLab } from '../helpers/mesh-lab.ts';
+import { AUTO_REGISTRATION_RULES, MESH_RULES, SCRATCH_ISTIO_VM_RECIPES, startMeshLab, type MeshLab } from '../helpers/mesh-lab.ts';
 import { meshvm, scratchRoot, writeRunlist } from '../helpers/scratch.ts';
 
 const INPUTS_DIR = 'run/meshvm/cluster-inputs';
@@ -28,14 +28,7 @@ const runlist = (lab: MeshLab, cluster: Record<string, unknown> = {}) =>
       workload: { name: 'reviews-vm', namespace: 'vm-ns', serviceAccount: 'vm-sa', ports: [9080] },
       cluster: { ...lab.cluster, ...cluster },
     },
-    recipes: [
-      { recipe: 'istio-proxy-user' },
-      { recipe: 'dns', attributes: { resolver: 'none' } },
-      { recipe: 'cluster-env' },
-      { recipe: 'sidecar', attributes: { package: { from: 'none' } } },
-      { recipe: 'certs' },
-      { recipe: 'registration' },
-    ],
+    recipes: [...SCRATCH_ISTIO_VM_RECIPES],
   });
 
 interface Report {
