@@ -5,7 +5,7 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
-import { MESH_RULES, SCRATCH_ISTIO_VM_RECIPES, startMeshLab, type MeshLab } from '../../test/helpers/mesh-lab.ts';
+import { LAB_WORKLOAD, MESH_RULES, SCRATCH_ISTIO_VM_RECIPES, startMeshLab, type MeshLab } from '../../test/helpers/mesh-lab.ts';
 import { startDnsmasq } from '../../test/helpers/dnsmasq.ts';
 import { startRoute53, type Call, type Route53StandIn } from '../../test/stand-ins/index.ts';
 
@@ -105,7 +105,7 @@ export function fleetRunlist(
     attributes: {
       flow: 'istiod',
       systemNamespace: 'istio-system',
-      workload: { name: 'reviews-vm', namespace: 'vm-ns', serviceAccount: 'vm-sa', ports: [9080] },
+      workload: LAB_WORKLOAD,
       registration: { mode: 'manual', address },
       cluster,
     },

@@ -52,6 +52,9 @@ export const MESH_RULES = [
   ...FLEET_VIEW_RULES,
 ];
 
+/** The lab's VM workload (istiod flow): a WorkloadGroup reviews-vm in vm-ns, its service account vm-sa, one port. */
+export const LAB_WORKLOAD = { name: 'reviews-vm', namespace: 'vm-ns', serviceAccount: 'vm-sa', ports: [9080] };
+
 /**
  * The recipes of runlists/istio-vm.yaml that a scratch root can hold (no sidecar package, the resolver left alone; no
  * interception, services or timer), for tests and the fleet simulation that converge an istiod-flow VM against the lab.

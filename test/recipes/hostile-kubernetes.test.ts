@@ -2,7 +2,7 @@
 import test from 'ava';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { startMeshLab, type MeshLab } from '../helpers/mesh-lab.ts';
+import { LAB_WORKLOAD, startMeshLab, type MeshLab } from '../helpers/mesh-lab.ts';
 import { meshvm, scratchRoot, snapshot, writeRunlist } from '../helpers/scratch.ts';
 
 type Flow = 'classic' | 'istiod';
@@ -24,7 +24,7 @@ const runlist = (lab: MeshLab, flow: Flow) =>
           name: 'hostile-istiod',
           attributes: {
             flow: 'istiod',
-            workload: { name: 'reviews-vm', namespace: 'vm-ns', serviceAccount: 'vm-sa', ports: [9080] },
+            workload: LAB_WORKLOAD,
             registration: 'none',
             cluster: lab.cluster,
           },

@@ -4,7 +4,7 @@
 import test from 'ava';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { AUTO_REGISTRATION_RULES, MESH_RULES, SCRATCH_ISTIO_VM_RECIPES, startMeshLab, type MeshLab } from '../helpers/mesh-lab.ts';
+import { LAB_WORKLOAD, AUTO_REGISTRATION_RULES, MESH_RULES, SCRATCH_ISTIO_VM_RECIPES, startMeshLab, type MeshLab } from '../helpers/mesh-lab.ts';
 import { meshvm, scratchRoot, writeRunlist } from '../helpers/scratch.ts';
 
 const INPUTS_DIR = 'run/meshvm/cluster-inputs';
@@ -25,7 +25,7 @@ const runlist = (lab: MeshLab, cluster: Record<string, unknown> = {}) =>
     attributes: {
       flow: 'istiod',
       systemNamespace: 'istio-system',
-      workload: { name: 'reviews-vm', namespace: 'vm-ns', serviceAccount: 'vm-sa', ports: [9080] },
+      workload: LAB_WORKLOAD,
       cluster: { ...lab.cluster, ...cluster },
     },
     recipes: [...SCRATCH_ISTIO_VM_RECIPES],

@@ -4,7 +4,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { loadRunlist } from '../../engine/runlist.ts';
 import { builtins } from '../../recipes/index.ts';
-import { startMeshLab, MESH_RULES, type MeshLab } from '../helpers/mesh-lab.ts';
+import { LAB_WORKLOAD, startMeshLab, MESH_RULES, type MeshLab } from '../helpers/mesh-lab.ts';
 import { meshvm, PROJECT, scratchRoot, snapshot, writeRunlist } from '../helpers/scratch.ts';
 import { startRoute53 } from '../stand-ins/index.ts';
 import { DOCS_CLUSTER_ENV, DOCS_KUBEDNS, DOCS_SIDECAR_ENV } from '../helpers/docs.ts';
@@ -97,7 +97,7 @@ test('istiod flow: a root certificate rotated in the cluster gives exactly one c
     name: 'istiod-lab',
     attributes: {
       flow: 'istiod',
-      workload: { name: 'reviews-vm', namespace: 'vm-ns', serviceAccount: 'vm-sa', ports: [9080] },
+      workload: LAB_WORKLOAD,
       registration: 'none',
       cluster: lab.cluster,
     },

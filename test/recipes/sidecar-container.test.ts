@@ -11,7 +11,7 @@ import { parseImageReference, storeReference } from '../../resources/container-i
 import { CONTAINER_MOUNTS, containerUnitSections, LAUNCHER, runArgv, START_SCRIPT } from '../../recipes/sidecar-container.ts';
 import { BIN, PROJECT, scratchRoot, snapshot, writeRunlist } from '../helpers/scratch.ts';
 import { buildOciArchive } from '../helpers/oci-image.ts';
-import { AUTO_REGISTRATION_RULES, MESH_RULES, startMeshLab } from '../helpers/mesh-lab.ts';
+import { LAB_WORKLOAD, AUTO_REGISTRATION_RULES, MESH_RULES, startMeshLab } from '../helpers/mesh-lab.ts';
 
 const NAME = 'localhost/meshvm-test/proxy';
 const DIGEST = `sha256:${'a'.repeat(64)}`;
@@ -414,7 +414,7 @@ withPodman(
       'node.yaml',
       JSON.stringify({
         attributes: {
-          workload: { name: 'reviews-vm', namespace: 'vm-ns', serviceAccount: 'vm-sa', ports: [9080] },
+          workload: LAB_WORKLOAD,
           container: { image: `${NAME}:1@${digest}`, archive: '/srv/images/proxy.tar', enginePackage: 'none' },
           cluster: lab.cluster,
         },

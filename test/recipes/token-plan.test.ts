@@ -2,7 +2,7 @@
 import test from 'ava';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { startMeshLab, type MeshLab } from '../helpers/mesh-lab.ts';
+import { LAB_WORKLOAD, startMeshLab, type MeshLab } from '../helpers/mesh-lab.ts';
 import { meshvm, scratchRoot, snapshot, writeRunlist, type CliResult } from '../helpers/scratch.ts';
 
 // Stand-ins (test/helpers/mesh-lab.ts): Vault (HTTP API v1, AppRole login, the scoped cluster token in KV v2) stands for the
@@ -26,7 +26,7 @@ const istiodRunlist = (lab: MeshLab) =>
     name: 'istiod-token',
     attributes: {
       flow: 'istiod',
-      workload: { name: 'reviews-vm', namespace: 'vm-ns', serviceAccount: 'vm-sa', ports: [9080] },
+      workload: LAB_WORKLOAD,
       registration: 'none',
       cluster: lab.cluster,
     },
